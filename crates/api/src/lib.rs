@@ -1,0 +1,1 @@
+//! berth-api: the front door.

@@ -1,0 +1,1 @@
+//! berth-auth: AWS Signature Version 4 verification and signing.

@@ -1,0 +1,3 @@
+//! berth-model: the domain types of berth and their validation — clusters, task definitions,
+//! tasks, container instances, ARNs, status enums. Pure: no I/O, no async, no clocks read here
+//! (callers pass the time in). Everything else depends on it.

@@ -1,0 +1,1 @@
+//! berth-scheduler: placement as pure functions.
