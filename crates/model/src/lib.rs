@@ -1,3 +1,8 @@
 //! berth-model: the domain types of berth and their validation — clusters, task definitions,
 //! tasks, container instances, ARNs, status enums. Pure: no I/O, no async, no clocks read here
-//! (callers pass the time in). Everything else depends on it.
+//! (callers pass the time in); ids come from a random source. Everything else depends on it.
+
+pub mod arn;
+pub mod taskdef;
+pub mod status;
+pub mod wire;
