@@ -260,7 +260,7 @@ print(json.dumps(out))
         for kv in headers_part.split("\", \"") {
             let kv = kv
                 .trim_start_matches('"')
-                .trim_end_matches(|c| c == '}' || c == ']' || c == '"' || c == '\n');
+                .trim_end_matches(['}', ']', '"', '\n']);
             if let Some((k, v)) = kv.split_once("\": \"") {
                 let k = k.to_ascii_lowercase();
                 h.insert(
