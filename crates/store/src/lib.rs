@@ -21,6 +21,16 @@
 
 use async_trait::async_trait;
 
+mod disk;
+mod engine;
+mod mem;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod contract;
+
+pub use disk::RedbStore;
+pub use mem::MemStore;
+
 /// A store revision. 0 means "none" (a key that does not exist has mod_revision 0).
 pub type Revision = i64;
 
@@ -148,8 +158,8 @@ pub struct TxnResponse {
     pub revision: Revision,
 }
 
-/// Keys in `[start, end)`; an empty `end` means just the key `start`.
-/// `limit == 0` means no limit.
+/// Keys in `[start, end)`; an empty `end` means just the key `start`, and `end == [0]`
+/// means every key from `start` on (etcd's convention). `limit == 0` means no limit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeRequest {
     pub start: Vec<u8>,
@@ -163,7 +173,10 @@ impl RangeRequest {
     /// Every key starting with `prefix`.
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
         let start = prefix.into();
-        let end = prefix_end(&start);
+        let mut end = prefix_end(&start);
+        if end.is_empty() {
+            end = vec![0];
+        }
         RangeRequest {
             start,
             end,
