@@ -1,1 +1,285 @@
-//! berth-scheduler: placement as pure functions.
+//! berth-scheduler: ECS task placement as pure functions. A snapshot of container instances
+//! and a task's requirements go in; the chosen instances (or ECS's failure reasons) come out.
+//!
+//! Placement follows ECS: instances that cannot hold the task (CPU, memory, GPUs, host ports,
+//! agent not connected, not ACTIVE) are filtered out, then the constraints (binding), then the
+//! strategies narrow the rest in order (each keeps the best candidates by its own measure, the
+//! next one breaks ties), and a random pick settles what is still tied. Each placed task is
+//! reserved on the local copy of its instance so that the next one sees it.
+//!
+//! Must not: do I/O, read clocks or keep state between calls. Randomness comes from the caller.
+
+pub mod cql;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rand::Rng;
+
+/// One container instance as placement sees it: what it has left, what runs there.
+#[derive(Debug, Clone, Default)]
+pub struct Instance {
+    pub arn: String,
+    /// The container-instance id (last part of the ARN).
+    pub id: String,
+    /// `ACTIVE`, `DRAINING`, …: only ACTIVE instances get tasks.
+    pub status: String,
+    pub agent_connected: bool,
+    pub agent_version: Option<String>,
+    /// Epoch seconds.
+    pub registered_at: i64,
+    /// Attribute name → value (attributes may have no value).
+    pub attributes: BTreeMap<String, Option<String>>,
+    pub ec2_instance_id: Option<String>,
+    /// Remaining CPU units.
+    pub cpu: i64,
+    /// Remaining memory, MiB.
+    pub memory: i64,
+    /// Remaining GPUs.
+    pub gpus: i64,
+    /// Host ports taken (reserved by the instance or by tasks).
+    pub used_ports_tcp: BTreeSet<u16>,
+    pub used_ports_udp: BTreeSet<u16>,
+    /// Task group → number of this instance's tasks in it.
+    pub task_groups: BTreeMap<String, i64>,
+    pub running_tasks_count: i64,
+}
+
+/// What one task needs.
+#[derive(Debug, Clone, Default)]
+pub struct TaskRequirements {
+    pub cpu: i64,
+    pub memory: i64,
+    /// Fixed host ports (dynamic ones need no reservation).
+    pub ports_tcp: Vec<u16>,
+    pub ports_udp: Vec<u16>,
+    pub gpus: i64,
+    /// `family:<name>` or `service:<name>`: what distinctInstance and spread count.
+    pub group: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinpackField {
+    Cpu,
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlacementStrategy {
+    /// Fewest remaining units of the field that still fit.
+    Binpack(BinpackField),
+    /// Evenly over the values of a field: `instanceId`/`host`, or `attribute:<name>`.
+    Spread(String),
+    Random,
+}
+
+#[derive(Debug, Clone)]
+pub enum PlacementConstraint {
+    /// At most one task of the group per instance.
+    DistinctInstance,
+    /// Only instances matching the expression.
+    MemberOf(cql::Expr),
+}
+
+/// A task that could not be placed, as ECS reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The instance the reason is about (none when the cluster has no instances).
+    pub arn: Option<String>,
+    pub reason: String,
+}
+
+/// The outcome of one placement call.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// For each placed task, the index of its instance in the input slice.
+    pub placed: Vec<usize>,
+    /// Why the others could not be placed: one entry per instance that was considered
+    /// (its first failing check), or one cluster-level entry.
+    pub failures: Vec<Failure>,
+}
+
+pub const NO_INSTANCES: &str = "No Container Instances were found in your cluster.";
+pub const REASON_CPU: &str = "RESOURCE:CPU";
+pub const REASON_MEMORY: &str = "RESOURCE:MEMORY";
+pub const REASON_PORTS: &str = "RESOURCE:PORTS";
+pub const REASON_GPU: &str = "RESOURCE:GPU";
+pub const REASON_AGENT: &str = "AGENT";
+pub const REASON_DISTINCT: &str = "DistinctInstance placement constraint unsatisfied.";
+pub const REASON_MEMBER_OF: &str = "MemberOf placement constraint unsatisfied.";
+
+/// What RunTask uses when the request names no strategy.
+pub fn default_run_task_strategy() -> Vec<PlacementStrategy> {
+    vec![PlacementStrategy::Random]
+}
+
+/// Whether `inst` has room for one task of `req` (resources and agent only).
+pub fn fits(inst: &Instance, req: &TaskRequirements) -> Result<(), &'static str> {
+    if !inst.agent_connected {
+        return Err(REASON_AGENT);
+    }
+    if inst.cpu < req.cpu {
+        return Err(REASON_CPU);
+    }
+    if inst.memory < req.memory {
+        return Err(REASON_MEMORY);
+    }
+    if req
+        .ports_tcp
+        .iter()
+        .any(|p| inst.used_ports_tcp.contains(p))
+        || req
+            .ports_udp
+            .iter()
+            .any(|p| inst.used_ports_udp.contains(p))
+    {
+        return Err(REASON_PORTS);
+    }
+    if inst.gpus < req.gpus {
+        return Err(REASON_GPU);
+    }
+    Ok(())
+}
+
+/// Take one task's resources from `inst`.
+pub fn reserve(inst: &mut Instance, req: &TaskRequirements) {
+    inst.cpu -= req.cpu;
+    inst.memory -= req.memory;
+    inst.gpus -= req.gpus;
+    inst.used_ports_tcp.extend(req.ports_tcp.iter().copied());
+    inst.used_ports_udp.extend(req.ports_udp.iter().copied());
+    *inst.task_groups.entry(req.group.clone()).or_default() += 1;
+    inst.running_tasks_count += 1;
+}
+
+fn check(
+    inst: &Instance,
+    req: &TaskRequirements,
+    constraints: &[PlacementConstraint],
+) -> Result<(), &'static str> {
+    fits(inst, req)?;
+    for c in constraints {
+        match c {
+            PlacementConstraint::DistinctInstance => {
+                if inst.task_groups.get(&req.group).is_some_and(|n| *n > 0) {
+                    return Err(REASON_DISTINCT);
+                }
+            }
+            PlacementConstraint::MemberOf(e) => {
+                if !e.matches(inst) {
+                    return Err(REASON_MEMBER_OF);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value an instance has for a spread field (`None`: it has none).
+fn spread_value<'a>(inst: &'a Instance, field: &str) -> Option<&'a str> {
+    match field {
+        "instanceId" | "host" => Some(inst.id.as_str()),
+        _ => {
+            let name = field.strip_prefix("attribute:").unwrap_or(field);
+            inst.attributes
+                .get(name)
+                .map(|v| v.as_deref().unwrap_or(""))
+        }
+    }
+}
+
+/// Place `count` tasks. See the crate docs for the rules.
+pub fn place(
+    instances: &[Instance],
+    req: &TaskRequirements,
+    count: usize,
+    strategies: &[PlacementStrategy],
+    constraints: &[PlacementConstraint],
+    rng: &mut impl Rng,
+) -> Placement {
+    let mut out = Placement::default();
+    let active: Vec<usize> = (0..instances.len())
+        .filter(|&i| instances[i].status == "ACTIVE")
+        .collect();
+    if active.is_empty() {
+        out.failures.push(Failure {
+            arn: None,
+            reason: NO_INSTANCES.to_string(),
+        });
+        return out;
+    }
+    // Only instances we place on change; copy those lazily.
+    let mut changed: HashMap<usize, Instance> = HashMap::new();
+    for _ in 0..count {
+        let view = |i: usize| changed.get(&i).unwrap_or(&instances[i]);
+        let mut candidates = Vec::with_capacity(active.len());
+        let mut reasons: Vec<(usize, &'static str)> = Vec::new();
+        for &i in &active {
+            match check(view(i), req, constraints) {
+                Ok(()) => candidates.push(i),
+                Err(r) => reasons.push((i, r)),
+            }
+        }
+        if candidates.is_empty() {
+            for (i, r) in reasons {
+                let f = Failure {
+                    arn: Some(instances[i].arn.clone()),
+                    reason: r.to_string(),
+                };
+                if !out.failures.contains(&f) {
+                    out.failures.push(f);
+                }
+            }
+            continue;
+        }
+        for s in strategies {
+            if candidates.len() <= 1 {
+                break;
+            }
+            match s {
+                PlacementStrategy::Random => {
+                    let pick = candidates[rng.random_range(0..candidates.len())];
+                    candidates = vec![pick];
+                }
+                PlacementStrategy::Binpack(f) => {
+                    let key = |i: usize| match f {
+                        BinpackField::Cpu => view(i).cpu,
+                        BinpackField::Memory => view(i).memory,
+                    };
+                    let best = candidates.iter().map(|&i| key(i)).min().unwrap_or(0);
+                    candidates.retain(|&i| key(i) == best);
+                }
+                PlacementStrategy::Spread(field) => {
+                    // Tasks of the group per value, over every ACTIVE instance.
+                    let mut per_value: HashMap<Option<&str>, i64> = HashMap::new();
+                    for &i in &active {
+                        let inst = view(i);
+                        let n = inst.task_groups.get(&req.group).copied().unwrap_or(0);
+                        *per_value.entry(spread_value(inst, field)).or_default() += n;
+                    }
+                    let load = |i: usize| {
+                        per_value
+                            .get(&spread_value(view(i), field))
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    let best = candidates.iter().map(|&i| load(i)).min().unwrap_or(0);
+                    candidates.retain(|&i| load(i) == best);
+                }
+            }
+        }
+        let chosen = if candidates.len() == 1 {
+            candidates[0]
+        } else {
+            candidates[rng.random_range(0..candidates.len())]
+        };
+        let inst = changed
+            .entry(chosen)
+            .or_insert_with(|| instances[chosen].clone());
+        reserve(inst, req);
+        out.placed.push(chosen);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
