@@ -1,1 +1,123 @@
-//! berth-api: the front door.
+//! berth-api: the front door. One HTTP listener serves every API berth speaks:
+//! the AWS JSON protocol (`POST /` + `X-Amz-Target`, dispatched to a [`JsonService`] per AWS
+//! service), `/healthz`, `/metrics`, and — with the registry — the OCI `/v2/` routes.
+//!
+//! Owns: request ids, body limits, SigV4 verification against the stored access keys,
+//! AWS-shaped errors, translation between wire shapes and control-plane calls.
+//! Must not: hold business logic or state of its own; handlers build a call, the control plane
+//! runs it.
+
+pub mod awsjson;
+pub mod ecs;
+pub mod error;
+pub mod metrics;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use berth_control::Control;
+use http::request::Parts;
+use tokio::net::TcpListener;
+
+pub use awsjson::{JsonService, RequestContext};
+pub use error::AwsError;
+pub use metrics::Metrics;
+
+/// Maximum difference between a request's signing time and ours (AWS allows 15 minutes).
+pub const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(15);
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub control: Arc<Control>,
+    pub services: Vec<Box<dyn JsonService>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// The standard set of services over one control plane.
+    pub fn new(control: Arc<Control>, mut metrics: Metrics) -> Self {
+        control.register_metrics(&mut metrics.registry);
+        let services: Vec<Box<dyn JsonService>> = vec![Box::new(ecs::Ecs::new(control.clone()))];
+        AppState {
+            control,
+            services,
+            metrics: Arc::new(metrics),
+        }
+    }
+
+    /// Verify the request's SigV4 signature against the stored access keys.
+    pub fn authenticate(
+        &self,
+        parts: &Parts,
+        body: &[u8],
+    ) -> Result<berth_auth::Verified, AwsError> {
+        let req = berth_auth::RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body,
+        };
+        let verified = berth_auth::verify(
+            &req,
+            self.control.as_ref(),
+            time::OffsetDateTime::now_utc(),
+            MAX_CLOCK_SKEW,
+        )
+        .map_err(|e| AwsError::new(e.http_status(), e.code(), e.to_string()))?;
+        let region = self.control.region();
+        if verified.region != region {
+            return Err(AwsError::client(
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to a valid region, not '{}'. ",
+                    verified.region
+                ),
+            ));
+        }
+        Ok(verified)
+    }
+}
+
+/// The router for every route on the front door.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", post(awsjson::handle))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    match state.control.health().await {
+        Ok(()) => (http::StatusCode::OK, "ok\n"),
+        Err(_) => (http::StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+/// Serve on an already-bound listener until `shutdown` resolves, then finish in-flight
+/// requests and return.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,1 +1,209 @@
-fn main() {}
+//! The `berth` binary: argument parsing and wiring only. Each subcommand builds the parts it
+//! needs from the library crates and runs them.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::{Config, ServeArgs};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "A self-hosted container platform that speaks the AWS ECS/ECR APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run every role on this machine in one process (front door, control plane, registry).
+    Up(ServeArgs),
+    /// Run the control plane and front door only (no local node).
+    Server(ServeArgs),
+    /// Print `export` lines that point the aws CLI and SDKs at a running berth.
+    Env(ServeArgs),
+    /// Print the version.
+    Version,
+}
+
+/// What `berth up`/`server` leave in the data dir for `berth env` and other local clients.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EndpointFile {
+    endpoint: String,
+    region: String,
+    pid: u32,
+}
+
+const CREDENTIALS_FILE: &str = "credentials";
+const ENDPOINT_FILE: &str = "endpoint.json";
+const STORE_FILE: &str = "state.redb";
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Version => {
+            println!("berth {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Cmd::Env(args) => print_env(&args.resolve()?),
+        Cmd::Up(args) | Cmd::Server(args) => {
+            let cfg = args.resolve()?;
+            init_tracing(&cfg.log);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("berth")
+                .build()
+                .context("starting the tokio runtime")?;
+            rt.block_on(serve(cfg))
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    create_private_dir(&cfg.data_dir)?;
+    let store = berth_store::RedbStore::open(&cfg.data_dir.join(STORE_FILE))
+        .with_context(|| format!("opening the state store in {}", cfg.data_dir.display()))?;
+    let control = berth_control::Control::open(
+        berth_control::ControlConfig {
+            region: cfg.region.clone(),
+            account_id: cfg.account_id.clone(),
+        },
+        Arc::new(store),
+    )
+    .await
+    .context("starting the control plane")?;
+    let root = control
+        .ensure_root_key()
+        .await
+        .context("creating the root access key")?;
+    write_private(
+        &cfg.data_dir.join(CREDENTIALS_FILE),
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            root.access_key_id, root.secret_access_key
+        )
+        .as_bytes(),
+    )?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let endpoint = format!("http://{addr}");
+    write_private(
+        &cfg.data_dir.join(ENDPOINT_FILE),
+        &serde_json::to_vec(&EndpointFile {
+            endpoint: endpoint.clone(),
+            region: cfg.region.clone(),
+            pid: std::process::id(),
+        })?,
+    )?;
+    let state = Arc::new(berth_api::AppState::new(
+        control.clone(),
+        berth_api::Metrics::new(),
+    ));
+    tracing::info!(
+        %endpoint,
+        data_dir = %cfg.data_dir.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "berth is serving; point the aws CLI at it with: eval \"$(berth env --data-dir {})\"",
+        cfg.data_dir.display()
+    );
+    berth_api::serve(listener, state, shutdown_signal()).await?;
+    tracing::info!("shutting down");
+    control.shutdown().await;
+    let _ = std::fs::remove_file(cfg.data_dir.join(ENDPOINT_FILE));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))
+}
+
+/// Write a file readable by its owner only, atomically (temp file + rename).
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn print_env(cfg: &Config) -> anyhow::Result<()> {
+    let creds_path = cfg.data_dir.join(CREDENTIALS_FILE);
+    let creds = std::fs::read_to_string(&creds_path).with_context(|| {
+        format!(
+            "no credentials in {} — has `berth up --data-dir {}` run?",
+            creds_path.display(),
+            cfg.data_dir.display()
+        )
+    })?;
+    let field = |name: &str| {
+        creds.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    let akid = field("aws_access_key_id").context("credentials file has no access key id")?;
+    let secret = field("aws_secret_access_key").context("credentials file has no secret")?;
+    let (endpoint, region) = match std::fs::read(cfg.data_dir.join(ENDPOINT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<EndpointFile>(&b).ok())
+    {
+        Some(e) => (e.endpoint, e.region),
+        None => (format!("http://{}", cfg.listen), cfg.region.clone()),
+    };
+    println!("export AWS_ENDPOINT_URL={endpoint}");
+    println!("export AWS_ACCESS_KEY_ID={akid}");
+    println!("export AWS_SECRET_ACCESS_KEY={secret}");
+    println!("export AWS_REGION={region}");
+    println!("export AWS_DEFAULT_REGION={region}");
+    Ok(())
+}

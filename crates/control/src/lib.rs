@@ -1,1 +1,191 @@
-//! berth-control: the control plane.
+//! berth-control: the control plane. Runs the ECS operations over the state store and hosts
+//! the controllers (reconcile loops) that later issues add.
+//!
+//! Owns: the meaning of every ECS operation (validation beyond the wire shape, defaults,
+//! ARNs, state transitions), the store key layout ([`keys`]), the records kept there
+//! ([`records`]) and the materialized [`view`] that serves reads.
+//! Must not: speak HTTP or know wire protocols (the api crate does), or keep state that is
+//! not in the store: every acknowledged change is committed before the call returns.
+
+pub mod clusters;
+pub mod error;
+pub mod instances;
+pub mod keys;
+pub mod paging;
+pub mod records;
+pub mod tags;
+pub mod task_defs;
+pub mod tasks;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_model::arn::Partition;
+use berth_store::{Store, Txn, TxnResponse};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use error::{ControlError, Result};
+use records::AccessKeyRecord;
+use view::View;
+
+/// Settings of one control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub region: String,
+    pub account_id: String,
+}
+
+/// An access key pair handed to a user.
+#[derive(Debug, Clone)]
+pub struct AccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// The control plane: ECS operations over a [`Store`], reads served from its [`View`].
+pub struct Control {
+    store: Arc<dyn Store>,
+    view: Arc<View>,
+    part: Partition,
+    commit_latency: Histogram,
+    /// One lock per cluster, held by RunTask/StartTask from snapshot to commit.
+    placement_locks:
+        parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
+pub(crate) fn now() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
+
+impl Control {
+    /// Load the view from the store and start following it.
+    pub async fn open(cfg: ControlConfig, store: Arc<dyn Store>) -> Result<Arc<Control>> {
+        let view = View::start(store.clone()).await?;
+        Ok(Arc::new(Control {
+            store,
+            view,
+            part: Partition::new(cfg.region, cfg.account_id),
+            // 50 µs … ~1.6 s
+            commit_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            placement_locks: Default::default(),
+        }))
+    }
+
+    pub fn region(&self) -> &str {
+        &self.part.region
+    }
+
+    pub fn partition(&self) -> &Partition {
+        &self.part
+    }
+
+    /// Whether the store answers.
+    pub async fn health(&self) -> Result<()> {
+        self.store.revision().await?;
+        Ok(())
+    }
+
+    /// Add the control plane's metrics (store commit latency) to a registry.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "store_commit_duration_seconds",
+            "Latency of state-store transactions, from submit to durable",
+            self.commit_latency.clone(),
+        );
+    }
+
+    /// Stop accepting work. Everything acknowledged is already durable.
+    pub async fn shutdown(&self) {}
+
+    pub(crate) fn placement_lock(&self, cluster: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.placement_locks
+            .lock()
+            .entry(cluster.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Commit a transaction and wait until the view reflects it.
+    pub(crate) async fn commit(&self, txn: Txn) -> Result<TxnResponse> {
+        let t = Instant::now();
+        let resp = self.store.txn(txn).await?;
+        self.commit_latency.observe(t.elapsed().as_secs_f64());
+        self.view.wait_for(resp.revision).await;
+        Ok(resp)
+    }
+
+    /// The root access key; created (and stored) on first start.
+    pub async fn ensure_root_key(&self) -> Result<AccessKey> {
+        loop {
+            if let Some(k) = self
+                .view
+                .data
+                .read()
+                .access_keys
+                .values()
+                .find(|k| k.value.user_name == "root" && k.value.status == "Active")
+            {
+                return Ok(AccessKey {
+                    access_key_id: k.value.access_key_id.clone(),
+                    secret_access_key: k.value.secret_access_key.clone(),
+                });
+            }
+            let creds = berth_auth::new_access_key();
+            let rec = AccessKeyRecord {
+                access_key_id: creds.access_key_id.clone(),
+                secret_access_key: creds.secret_access_key.clone(),
+                user_name: "root".to_string(),
+                status: "Active".to_string(),
+                created_at: now(),
+            };
+            let key = keys::access_key(&rec.access_key_id);
+            self.commit(Txn {
+                compare: vec![berth_store::Compare::missing(key.clone())],
+                success: vec![berth_store::Op::put(key, serde_json::to_vec(&rec)?)],
+                failure: vec![],
+            })
+            .await?;
+        }
+    }
+}
+
+impl berth_auth::SecretLookup for Control {
+    fn secret_for(&self, access_key_id: &str) -> Option<String> {
+        let d = self.view.data.read();
+        let k = d.access_keys.get(access_key_id)?;
+        (k.value.status == "Active").then(|| k.value.secret_access_key.clone())
+    }
+}
+
+impl Control {
+    /// Read-modify-write of one stored record with compare-and-swap on its revision, retried
+    /// until it lands. `get` finds the current record in the view; `f` changes a copy (or
+    /// refuses with an error, which is returned and changes nothing).
+    pub(crate) async fn modify<T: serde::Serialize + Clone>(
+        &self,
+        key: &str,
+        get: impl Fn(&view::ViewData) -> Option<view::Entry<T>>,
+        missing: impl Fn() -> ControlError,
+        mut f: impl FnMut(&mut T) -> Result<()>,
+    ) -> Result<T> {
+        loop {
+            let e = get(&self.view.data.read()).ok_or_else(&missing)?;
+            let mut v = (*e.value).clone();
+            f(&mut v)?;
+            let txn = Txn {
+                compare: vec![berth_store::Compare::mod_revision_is(key, e.rev)],
+                success: vec![berth_store::Op::put(key, serde_json::to_vec(&v)?)],
+                failure: vec![],
+            };
+            if self.commit(txn).await?.succeeded {
+                return Ok(v);
+            }
+        }
+    }
+}

@@ -13,13 +13,33 @@ pub struct Partition {
 /// The kinds of ECS resources that have ARNs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EcsResource {
-    Cluster { name: String },
-    TaskDefinition { family: String, revision: i32 },
-    Task { cluster: String, id: String },
-    ContainerInstance { cluster: String, id: String },
-    Container { cluster: String, task_id: String, id: String },
-    Service { cluster: String, name: String },
-    CapacityProvider { name: String },
+    Cluster {
+        name: String,
+    },
+    TaskDefinition {
+        family: String,
+        revision: i32,
+    },
+    Task {
+        cluster: String,
+        id: String,
+    },
+    ContainerInstance {
+        cluster: String,
+        id: String,
+    },
+    Container {
+        cluster: String,
+        task_id: String,
+        id: String,
+    },
+    Service {
+        cluster: String,
+        name: String,
+    },
+    CapacityProvider {
+        name: String,
+    },
 }
 
 impl Partition {
@@ -31,7 +51,10 @@ impl Partition {
     }
 
     fn ecs(&self, resource: fmt::Arguments<'_>) -> String {
-        format!("arn:aws:ecs:{}:{}:{}", self.region, self.account_id, resource)
+        format!(
+            "arn:aws:ecs:{}:{}:{}",
+            self.region, self.account_id, resource
+        )
     }
     pub fn cluster(&self, name: &str) -> String {
         self.ecs(format_args!("cluster/{name}"))
@@ -127,7 +150,14 @@ pub fn new_id() -> String {
 pub fn new_uuid() -> String {
     let a = random_u128().to_be_bytes();
     let h = |r: std::ops::Range<usize>| a[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    )
 }
 
 fn random_u128() -> u128 {
@@ -142,7 +172,10 @@ mod tests {
     fn round_trip() {
         let p = Partition::new("us-east-1", "000000000000");
         let cases = [
-            (p.cluster("dev"), EcsResource::Cluster { name: "dev".into() }),
+            (
+                p.cluster("dev"),
+                EcsResource::Cluster { name: "dev".into() },
+            ),
             (
                 p.task_definition("web", 3),
                 EcsResource::TaskDefinition {
@@ -168,8 +201,14 @@ mod tests {
         for (arn, want) in cases {
             assert_eq!(p.parse_ecs(&arn), Some(want), "{arn}");
         }
-        assert_eq!(p.parse_ecs("arn:aws:ecs:eu-west-1:000000000000:cluster/x"), None);
-        assert_eq!(p.parse_ecs("arn:aws:ecs:us-east-1:000000000000:cluster/"), None);
+        assert_eq!(
+            p.parse_ecs("arn:aws:ecs:eu-west-1:000000000000:cluster/x"),
+            None
+        );
+        assert_eq!(
+            p.parse_ecs("arn:aws:ecs:us-east-1:000000000000:cluster/"),
+            None
+        );
         assert_eq!(p.cluster_name("dev"), Some("dev"));
         assert_eq!(p.cluster_name(&p.cluster("dev")), Some("dev"));
         assert_eq!(p.cluster_name("arn:aws:ecs:us-east-1:1:cluster/dev"), None);

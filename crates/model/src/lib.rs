@@ -3,6 +3,6 @@
 //! (callers pass the time in); ids come from a random source. Everything else depends on it.
 
 pub mod arn;
-pub mod taskdef;
 pub mod status;
+pub mod taskdef;
 pub mod wire;

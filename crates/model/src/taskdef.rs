@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::wire::ecs::{ContainerDefinition, PortMapping, RegisterTaskDefinitionRequest, TaskDefinition};
+use crate::wire::ecs::{
+    ContainerDefinition, PortMapping, RegisterTaskDefinitionRequest, TaskDefinition,
+};
 
 /// Largest task definition ECS accepts (its JSON form).
 pub const MAX_TASK_DEFINITION_BYTES: usize = 64 * 1024;
@@ -65,7 +67,10 @@ pub fn parse_memory_mib(s: &str) -> Option<i64> {
         }
         return Some(mib.round() as i64);
     }
-    if let Some(num) = lower.strip_suffix("mb").or_else(|| lower.strip_suffix("mib")) {
+    if let Some(num) = lower
+        .strip_suffix("mb")
+        .or_else(|| lower.strip_suffix("mib"))
+    {
         let v: i64 = num.trim().parse().ok()?;
         return (v > 0).then_some(v);
     }
@@ -108,12 +113,16 @@ pub fn requirements(td: &TaskDefinition) -> Requirements {
         .as_deref()
         .and_then(parse_cpu_units)
         .unwrap_or_else(|| containers.iter().map(|c| c.cpu.unwrap_or(0) as i64).sum());
-    let memory = td.memory.as_deref().and_then(parse_memory_mib).unwrap_or_else(|| {
-        containers
-            .iter()
-            .map(|c| c.memory_reservation.or(c.memory).unwrap_or(0) as i64)
-            .sum()
-    });
+    let memory = td
+        .memory
+        .as_deref()
+        .and_then(parse_memory_mib)
+        .unwrap_or_else(|| {
+            containers
+                .iter()
+                .map(|c| c.memory_reservation.or(c.memory).unwrap_or(0) as i64)
+                .sum()
+        });
     let mode = td.network_mode.as_deref().unwrap_or("bridge");
     let mut req = Requirements {
         cpu,
@@ -141,7 +150,11 @@ pub fn requirements(td: &TaskDefinition) -> Requirements {
     for c in containers {
         for r in c.resource_requirements.as_deref().unwrap_or_default() {
             if r.r#type.as_deref() == Some("GPU") {
-                req.gpus += r.value.as_deref().and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+                req.gpus += r
+                    .value
+                    .as_deref()
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -217,8 +230,7 @@ fn valid_port_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && !n.starts_with('-')
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
@@ -255,7 +267,10 @@ fn check_container(
             "Invalid setting for container '{name}'. At least one of 'memory' or 'memoryReservation' must be specified."
         ));
     }
-    for (field, v) in [("memory", c.memory), ("memoryReservation", c.memory_reservation)] {
+    for (field, v) in [
+        ("memory", c.memory),
+        ("memoryReservation", c.memory_reservation),
+    ] {
         if let Some(m) = v
             && m < 6
         {
@@ -364,7 +379,10 @@ fn check_container(
             ));
         }
     }
-    for (field, v) in [("startTimeout", c.start_timeout), ("stopTimeout", c.stop_timeout)] {
+    for (field, v) in [
+        ("startTimeout", c.start_timeout),
+        ("stopTimeout", c.stop_timeout),
+    ] {
         if let Some(v) = v
             && !(0..=3600).contains(&v)
         {
@@ -457,7 +475,9 @@ pub fn normalize(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition, 
     let memory = match req.memory.as_deref() {
         None => None,
         Some(s) => Some(parse_memory_mib(s).ok_or_else(|| {
-            TaskDefError(format!("Invalid 'memory' setting for task: '{s}'. Use MiB (e.g. 2048) or GB (e.g. '2 GB')."))
+            TaskDefError(format!(
+                "Invalid 'memory' setting for task: '{s}'. Use MiB (e.g. 2048) or GB (e.g. '2 GB')."
+            ))
         })?),
     };
     if let Some(c) = cpu

@@ -107,7 +107,12 @@ pub fn join(path: &str, member: &str) -> String {
 }
 
 #[doc(hidden)]
-pub fn check_enum(path: &str, v: &str, allowed: &'static [&'static str], errs: &mut Vec<FieldError>) {
+pub fn check_enum(
+    path: &str,
+    v: &str,
+    allowed: &'static [&'static str],
+    errs: &mut Vec<FieldError>,
+) {
     if !allowed.contains(&v) {
         errs.push(FieldError::new(
             path.to_string(),
@@ -130,12 +135,18 @@ pub fn check_len(
     if let Some(m) = min
         && len < m
     {
-        errs.push(FieldError::new(path.to_string(), FieldErrorKind::TooShort { min: m }));
+        errs.push(FieldError::new(
+            path.to_string(),
+            FieldErrorKind::TooShort { min: m },
+        ));
     }
     if let Some(m) = max
         && len > m
     {
-        errs.push(FieldError::new(path.to_string(), FieldErrorKind::TooLong { max: m }));
+        errs.push(FieldError::new(
+            path.to_string(),
+            FieldErrorKind::TooLong { max: m },
+        ));
     }
 }
 

@@ -1,0 +1,206 @@
+//! The AWS JSON protocol (awsJson1_0 / awsJson1_1): `POST /` with `X-Amz-Target:
+//! <TargetPrefix>.<Operation>`. This module owns the request pipeline every JSON service shares
+//! — request id, body limit, SigV4 verification, dispatch to the service by target prefix,
+//! metrics, error shaping — and nothing service-specific.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, Request};
+use http_body_util::{BodyExt, Limited};
+use tracing::{Instrument, info_span};
+
+use crate::AppState;
+use crate::error::AwsError;
+use crate::metrics::{OpLabels, RequestLabels};
+
+/// Largest request body accepted on the JSON protocols (AWS answers larger ones with 413).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What a handler knows about the request it serves.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    /// The access key that signed the request.
+    pub access_key_id: String,
+}
+
+/// One AWS service spoken over the JSON protocol.
+#[async_trait]
+pub trait JsonService: Send + Sync + 'static {
+    /// Short name for metrics and logs ("ecs").
+    fn name(&self) -> &'static str;
+    /// The `X-Amz-Target` prefix, e.g. `AmazonEC2ContainerServiceV20141113`.
+    fn target_prefix(&self) -> &'static str;
+    /// The SigV4 signing name the credential scope must carry (`ecs`).
+    fn signing_name(&self) -> &'static str;
+    /// `Some(static name)` when `op` is an operation of this service.
+    fn operation(&self, op: &str) -> Option<&'static str>;
+    /// Serve one operation: request body in, response body out.
+    async fn call(
+        &self,
+        op: &'static str,
+        body: Bytes,
+        ctx: &RequestContext,
+    ) -> Result<Vec<u8>, AwsError>;
+}
+
+pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let started = Instant::now();
+    let span = info_span!("request", id = %request_id, op = tracing::field::Empty);
+    let (service, op, result) = pipeline(&state, req, &request_id)
+        .instrument(span.clone())
+        .await;
+    let elapsed = started.elapsed();
+    let code = match &result {
+        Ok(_) => "OK".to_string(),
+        Err(e) => e.code.clone(),
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            service: service.to_string(),
+            operation: op.to_string(),
+            code: code.clone(),
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&OpLabels {
+            service: service.to_string(),
+            operation: op.to_string(),
+        })
+        .observe(elapsed.as_secs_f64());
+    let mut resp = match result {
+        Ok(body) => {
+            let mut r = Response::new(Body::from(body));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            r
+        }
+        Err(e) => {
+            span.in_scope(|| {
+                if e.status >= 500 {
+                    tracing::error!(service, op, code = %e.code, message = %e.message, "request failed");
+                } else {
+                    tracing::debug!(service, op, code = %e.code, message = %e.message, "request refused");
+                }
+            });
+            e.into_response()
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+/// Returns (service label, operation label, result).
+async fn pipeline(
+    state: &AppState,
+    req: Request<Body>,
+    request_id: &str,
+) -> (&'static str, &'static str, Result<Vec<u8>, AwsError>) {
+    let (parts, body) = req.into_parts();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (prefix, op_name) = target.split_once('.').unwrap_or((target, ""));
+    let service = state.services.iter().find(|s| s.target_prefix() == prefix);
+    let service_label = service.map(|s| s.name()).unwrap_or("unknown");
+
+    // Refuse oversized bodies before reading them.
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return (service_label, "unknown", Err(too_large()));
+    }
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return (service_label, "unknown", Err(too_large()));
+            }
+            return (
+                service_label,
+                "unknown",
+                Err(AwsError::serialization("Failed to read the request body")),
+            );
+        }
+    };
+
+    let verified = match state.authenticate(&parts, &body) {
+        Ok(v) => v,
+        Err(e) => return (service_label, "unknown", Err(e)),
+    };
+
+    let Some(service) = service else {
+        return (
+            service_label,
+            "unknown",
+            Err(AwsError::client(
+                "UnknownOperationException",
+                if target.is_empty() {
+                    "Missing X-Amz-Target header".to_string()
+                } else {
+                    format!("Unknown operation {target}")
+                },
+            )),
+        );
+    };
+    if verified.service != service.signing_name() {
+        return (
+            service_label,
+            "unknown",
+            Err(AwsError::client(
+                "InvalidSignatureException",
+                format!(
+                    "Credential should be scoped to correct service: '{}'. ",
+                    service.signing_name()
+                ),
+            )),
+        );
+    }
+    let Some(op) = service.operation(op_name) else {
+        return (
+            service_label,
+            "unknown",
+            Err(AwsError::client(
+                "UnknownOperationException",
+                format!("Unknown operation {target}"),
+            )),
+        );
+    };
+    tracing::Span::current().record("op", op);
+    let ctx = RequestContext {
+        request_id: request_id.to_string(),
+        access_key_id: verified.access_key_id,
+    };
+    let result = service.call(op, body, &ctx).await;
+    (service_label, op, result)
+}
+
+fn too_large() -> AwsError {
+    AwsError::new(
+        413,
+        "RequestEntityTooLargeException",
+        format!("Request body exceeds the limit of {MAX_BODY} bytes"),
+    )
+}

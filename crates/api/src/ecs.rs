@@ -1,0 +1,173 @@
+//! The ECS API (`AmazonEC2ContainerServiceV20141113.<Operation>`): decode the request shape,
+//! check it against the model's constraints, call the control plane, encode the answer.
+//! Nothing here decides anything about clusters or tasks.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_control::{Control, ControlError};
+use berth_model::wire::{self, DecodeError, FieldErrorKind, Validate, ecs};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::awsjson::{JsonService, RequestContext};
+use crate::error::AwsError;
+
+pub struct Ecs {
+    control: Arc<Control>,
+}
+
+impl Ecs {
+    pub fn new(control: Arc<Control>) -> Self {
+        Ecs { control }
+    }
+}
+
+impl From<ControlError> for AwsError {
+    fn from(e: ControlError) -> Self {
+        AwsError::new(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+/// Turn a body into a checked request shape, or the error AWS gives for it.
+pub fn decode<I: DeserializeOwned + Validate>(body: &[u8]) -> Result<I, AwsError> {
+    let req: I = wire::from_json(body).map_err(|e| match e {
+        DecodeError::Syntax(m) => AwsError::serialization(m),
+        DecodeError::Type { message, .. } => AwsError::serialization(message),
+    })?;
+    let errs = wire::validate(&req);
+    if let Some(first) = errs.first() {
+        let msg = match &first.kind {
+            FieldErrorKind::Missing => format!("{} can not be blank.", first.path),
+            _ => first.to_string(),
+        };
+        return Err(AwsError::client("InvalidParameterException", msg));
+    }
+    Ok(req)
+}
+
+async fn run<I, O, Fut>(body: &[u8], f: impl FnOnce(I) -> Fut) -> Result<Vec<u8>, AwsError>
+where
+    I: DeserializeOwned + Validate,
+    O: Serialize,
+    Fut: Future<Output = Result<O, ControlError>>,
+{
+    let req: I = decode(body)?;
+    let out = f(req).await?;
+    serde_json::to_vec(&out).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
+}
+
+/// The operations berth implements, for dispatch and for the coverage table in the README.
+pub const IMPLEMENTED: &[&str] = &[
+    "CreateCluster",
+    "DeleteCluster",
+    "DeleteAttributes",
+    "DeleteTaskDefinitions",
+    "DeregisterContainerInstance",
+    "DeregisterTaskDefinition",
+    "DescribeClusters",
+    "DescribeContainerInstances",
+    "DescribeTaskDefinition",
+    "DescribeTasks",
+    "ListAttributes",
+    "ListClusters",
+    "ListContainerInstances",
+    "ListTagsForResource",
+    "ListTaskDefinitionFamilies",
+    "ListTaskDefinitions",
+    "ListTasks",
+    "PutAttributes",
+    "PutClusterCapacityProviders",
+    "RegisterContainerInstance",
+    "RegisterTaskDefinition",
+    "RunTask",
+    "StartTask",
+    "StopTask",
+    "SubmitContainerStateChange",
+    "SubmitTaskStateChange",
+    "TagResource",
+    "UntagResource",
+    "UpdateCluster",
+    "UpdateClusterSettings",
+    "UpdateContainerInstancesState",
+];
+
+#[async_trait]
+impl JsonService for Ecs {
+    fn name(&self) -> &'static str {
+        "ecs"
+    }
+    fn target_prefix(&self) -> &'static str {
+        ecs::TARGET_PREFIX
+    }
+    fn signing_name(&self) -> &'static str {
+        ecs::SIGNING_NAME
+    }
+    fn operation(&self, op: &str) -> Option<&'static str> {
+        ecs::OPERATIONS
+            .iter()
+            .find(|o| o.name == op)
+            .map(|o| o.name)
+    }
+
+    async fn call(
+        &self,
+        op: &'static str,
+        body: Bytes,
+        ctx: &RequestContext,
+    ) -> Result<Vec<u8>, AwsError> {
+        let c = &self.control;
+        let b = &body[..];
+        match op {
+            "CreateCluster" => run(b, |r| c.create_cluster(r)).await,
+            "DescribeClusters" => run(b, |r| c.describe_clusters(r)).await,
+            "ListClusters" => run(b, |r| c.list_clusters(r)).await,
+            "DeleteCluster" => run(b, |r| c.delete_cluster(r)).await,
+            "UpdateCluster" => run(b, |r| c.update_cluster(r)).await,
+            "UpdateClusterSettings" => run(b, |r| c.update_cluster_settings(r)).await,
+            "PutClusterCapacityProviders" => run(b, |r| c.put_cluster_capacity_providers(r)).await,
+            "RegisterTaskDefinition" => {
+                let by = format!("arn:aws:iam::{}:root", c.partition().account_id);
+                run(
+                    b,
+                    |r| async move { c.register_task_definition(r, &by).await },
+                )
+                .await
+            }
+            "DescribeTaskDefinition" => run(b, |r| c.describe_task_definition(r)).await,
+            "ListTaskDefinitions" => run(b, |r| c.list_task_definitions(r)).await,
+            "ListTaskDefinitionFamilies" => run(b, |r| c.list_task_definition_families(r)).await,
+            "DeregisterTaskDefinition" => run(b, |r| c.deregister_task_definition(r)).await,
+            "DeleteTaskDefinitions" => run(b, |r| c.delete_task_definitions(r)).await,
+            "RegisterContainerInstance" => run(b, |r| c.register_container_instance(r)).await,
+            "DeregisterContainerInstance" => run(b, |r| c.deregister_container_instance(r)).await,
+            "DescribeContainerInstances" => run(b, |r| c.describe_container_instances(r)).await,
+            "ListContainerInstances" => run(b, |r| c.list_container_instances(r)).await,
+            "UpdateContainerInstancesState" => {
+                run(b, |r| c.update_container_instances_state(r)).await
+            }
+            "PutAttributes" => run(b, |r| c.put_attributes(r)).await,
+            "DeleteAttributes" => run(b, |r| c.delete_attributes(r)).await,
+            "ListAttributes" => run(b, |r| c.list_attributes(r)).await,
+            "RunTask" => run(b, |r| c.run_task(r)).await,
+            "StartTask" => run(b, |r| c.start_task(r)).await,
+            "StopTask" => run(b, |r| c.stop_task(r)).await,
+            "DescribeTasks" => run(b, |r| c.describe_tasks(r)).await,
+            "ListTasks" => run(b, |r| c.list_tasks(r)).await,
+            "SubmitTaskStateChange" => run(b, |r| c.submit_task_state_change(r)).await,
+            "SubmitContainerStateChange" => run(b, |r| c.submit_container_state_change(r)).await,
+            "TagResource" => run(b, |r| c.tag_resource(r)).await,
+            "UntagResource" => run(b, |r| c.untag_resource(r)).await,
+            "ListTagsForResource" => run(b, |r| c.list_tags_for_resource(r)).await,
+            _ => {
+                let _ = ctx;
+                Err(AwsError::client(
+                    "UnsupportedFeatureException",
+                    format!("{op} is not supported by berth yet."),
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What the control plane keeps in the store, one JSON document per key (see [`crate::keys`]).
+//! Where a wire shape already says everything, the record *is* the wire shape; records add
+//! only what the wire does not carry. Derived numbers (counts, remaining resources) are never
+//! stored: the view computes them.
+
+use berth_model::wire::ecs::{Tag, Task, TaskDefinition};
+use serde::{Deserialize, Serialize};
+
+/// A task definition revision and its tags (DescribeTaskDefinition returns tags beside it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskDefRecord {
+    pub def: TaskDefinition,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// The revision counter of a family: revisions are never reused, even after deletion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FamilyRecord {
+    pub family: String,
+    pub last_revision: i32,
+}
+
+/// What a task holds on its container instance while it is not STOPPED.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Reservation {
+    pub cpu: i64,
+    pub memory: i64,
+    #[serde(default)]
+    pub ports_tcp: Vec<u16>,
+    #[serde(default)]
+    pub ports_udp: Vec<u16>,
+    #[serde(default)]
+    pub gpus: i64,
+}
+
+/// A task as ECS describes it, plus what it reserves on its instance.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskRecord {
+    pub task: Task,
+    #[serde(default)]
+    pub reserved: Reservation,
+}
+
+/// An access key of berth's IAM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccessKeyRecord {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub user_name: String,
+    /// `Active` or `Inactive`, as IAM says.
+    pub status: String,
+    pub created_at: f64,
+}

@@ -1,0 +1,376 @@
+//! The control plane's materialized view: every object of the store, decoded, in memory, fed
+//! only by the store's watch stream — so it works the same whether the writes came from this
+//! process or (with etcd) another server. Reads are served from here; derived numbers (cluster
+//! counts, what each container instance has left) are kept up to date as events apply.
+//!
+//! Writers commit to the store first and then wait until the view has applied that revision
+//! ([`View::wait_for`]), so every answer reflects the caller's own writes.
+//!
+//! Must not: be written to except by applying store events; hold anything that cannot be
+//! rebuilt from the store.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use berth_model::wire::ecs::{Cluster, ContainerInstance};
+use berth_store::{Event, EventKind, RangeRequest, Revision, Store, StoreError};
+use parking_lot::RwLock;
+
+use crate::keys::{self, Key};
+use crate::records::{AccessKeyRecord, FamilyRecord, TaskDefRecord, TaskRecord};
+
+/// One object and the store revision that last wrote it.
+#[derive(Debug)]
+pub struct Entry<T> {
+    pub rev: Revision,
+    pub value: Arc<T>,
+}
+
+impl<T> Clone for Entry<T> {
+    fn clone(&self) -> Self {
+        Entry {
+            rev: self.rev,
+            value: self.value.clone(),
+        }
+    }
+}
+
+/// Launch types, as indexes into the per-cluster counters.
+pub const LAUNCH_TYPES: [&str; 3] = ["EC2", "FARGATE", "EXTERNAL"];
+
+fn launch_index(lt: Option<&str>) -> usize {
+    match lt {
+        Some("FARGATE") => 1,
+        Some("EXTERNAL") => 2,
+        _ => 0,
+    }
+}
+
+/// Task counts of a cluster, by launch type.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterCounts {
+    pub running: [i64; 3],
+    pub pending: [i64; 3],
+    /// ACTIVE or DRAINING container instances.
+    pub instances: i64,
+}
+
+/// What the tasks on one container instance use.
+#[derive(Debug, Default, Clone)]
+pub struct Usage {
+    pub cpu: i64,
+    pub memory: i64,
+    pub gpus: i64,
+    pub ports_tcp: BTreeSet<u16>,
+    pub ports_udp: BTreeSet<u16>,
+    pub running: i64,
+    pub pending: i64,
+    /// Task groups of the tasks placed here and how many of each.
+    pub groups: BTreeMap<String, i64>,
+}
+
+#[derive(Default)]
+pub struct ViewData {
+    pub clusters: BTreeMap<String, Entry<Cluster>>,
+    pub families: BTreeMap<String, Entry<FamilyRecord>>,
+    pub task_defs: BTreeMap<String, BTreeMap<i32, Entry<TaskDefRecord>>>,
+    pub tasks: HashMap<String, BTreeMap<String, Entry<TaskRecord>>>,
+    pub instances: HashMap<String, BTreeMap<String, Entry<ContainerInstance>>>,
+    pub access_keys: HashMap<String, Entry<AccessKeyRecord>>,
+    pub counts: HashMap<String, ClusterCounts>,
+    /// (cluster, instance id) → usage.
+    pub usage: HashMap<(String, String), Usage>,
+}
+
+/// Whether a task status counts as pending, running or neither.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    Running,
+    /// Neither pending nor running, but still holding its resources (stopping).
+    Other,
+    Stopped,
+}
+
+fn phase(last_status: Option<&str>) -> Phase {
+    match last_status.unwrap_or("PROVISIONING") {
+        "PROVISIONING" | "PENDING" | "ACTIVATING" => Phase::Pending,
+        "RUNNING" => Phase::Running,
+        "STOPPED" | "DELETED" => Phase::Stopped,
+        _ => Phase::Other,
+    }
+}
+
+/// The id part of a container-instance ARN.
+pub fn instance_id_of(arn: &str) -> Option<&str> {
+    arn.rsplit('/').next().filter(|s| !s.is_empty())
+}
+
+impl ViewData {
+    fn task_contribution(&mut self, cluster: &str, rec: &TaskRecord, sign: i64) {
+        let t = &rec.task;
+        let ph = phase(t.last_status.as_deref());
+        let li = launch_index(t.launch_type.as_deref());
+        let counts = self.counts.entry(cluster.to_string()).or_default();
+        match ph {
+            Phase::Pending => counts.pending[li] += sign,
+            Phase::Running => counts.running[li] += sign,
+            _ => {}
+        }
+        if ph == Phase::Stopped {
+            return;
+        }
+        let Some(inst) = t.container_instance_arn.as_deref().and_then(instance_id_of) else {
+            return;
+        };
+        let u = self
+            .usage
+            .entry((cluster.to_string(), inst.to_string()))
+            .or_default();
+        let r = &rec.reserved;
+        u.cpu += sign * r.cpu;
+        u.memory += sign * r.memory;
+        u.gpus += sign * r.gpus;
+        for p in &r.ports_tcp {
+            if sign > 0 {
+                u.ports_tcp.insert(*p);
+            } else {
+                u.ports_tcp.remove(p);
+            }
+        }
+        for p in &r.ports_udp {
+            if sign > 0 {
+                u.ports_udp.insert(*p);
+            } else {
+                u.ports_udp.remove(p);
+            }
+        }
+        match ph {
+            Phase::Pending => u.pending += sign,
+            Phase::Running => u.running += sign,
+            _ => {}
+        }
+        if let Some(g) = t.group.as_deref() {
+            let n = u.groups.entry(g.to_string()).or_default();
+            *n += sign;
+            if *n <= 0 {
+                u.groups.remove(g);
+            }
+        }
+    }
+
+    fn instance_contribution(&mut self, cluster: &str, ci: &ContainerInstance, sign: i64) {
+        if matches!(ci.status.as_deref(), Some("ACTIVE") | Some("DRAINING")) {
+            self.counts
+                .entry(cluster.to_string())
+                .or_default()
+                .instances += sign;
+        }
+    }
+
+    /// Apply one event unless the view already holds a newer write of that key.
+    fn apply(&mut self, ev: &Event) -> Result<(), serde_json::Error> {
+        let Ok(key) = std::str::from_utf8(&ev.kv.key) else {
+            return Ok(());
+        };
+        let Some(k) = keys::parse(key) else {
+            return Ok(());
+        };
+        let rev = ev.kv.mod_revision;
+        let put = ev.kind == EventKind::Put;
+        let val = &ev.kv.value;
+        match k {
+            Key::Cluster(name) => {
+                upsert(&mut self.clusters, name.to_string(), rev, put, val)?;
+            }
+            Key::Family(f) => {
+                upsert(&mut self.families, f.to_string(), rev, put, val)?;
+            }
+            Key::TaskDef(f, r) => {
+                let m = self.task_defs.entry(f.to_string()).or_default();
+                upsert(m, r, rev, put, val)?;
+                if m.is_empty() {
+                    self.task_defs.remove(f);
+                }
+            }
+            Key::AccessKey(id) => {
+                upsert_hash(&mut self.access_keys, id.to_string(), rev, put, val)?;
+            }
+            Key::Task(c, id) => {
+                let m = self.tasks.entry(c.to_string()).or_default();
+                if m.get(id).is_some_and(|e| e.rev >= rev) {
+                    return Ok(());
+                }
+                let new = if put {
+                    Some(Entry {
+                        rev,
+                        value: Arc::new(serde_json::from_slice::<TaskRecord>(val)?),
+                    })
+                } else {
+                    None
+                };
+                let old = match &new {
+                    Some(e) => m.insert(id.to_string(), e.clone()),
+                    None => m.remove(id),
+                };
+                if m.is_empty() {
+                    self.tasks.remove(c);
+                }
+                if let Some(o) = old {
+                    self.task_contribution(c, &o.value, -1);
+                }
+                if let Some(n) = new {
+                    self.task_contribution(c, &n.value, 1);
+                }
+            }
+            Key::Instance(c, id) => {
+                let m = self.instances.entry(c.to_string()).or_default();
+                if m.get(id).is_some_and(|e| e.rev >= rev) {
+                    return Ok(());
+                }
+                let new = if put {
+                    Some(Entry {
+                        rev,
+                        value: Arc::new(serde_json::from_slice::<ContainerInstance>(val)?),
+                    })
+                } else {
+                    None
+                };
+                let old = match &new {
+                    Some(e) => m.insert(id.to_string(), e.clone()),
+                    None => m.remove(id),
+                };
+                if m.is_empty() {
+                    self.instances.remove(c);
+                }
+                if let Some(o) = old {
+                    self.instance_contribution(c, &o.value, -1);
+                }
+                if let Some(n) = new {
+                    self.instance_contribution(c, &n.value, 1);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn upsert<K: Ord, T: serde::de::DeserializeOwned>(
+    m: &mut BTreeMap<K, Entry<T>>,
+    k: K,
+    rev: Revision,
+    put: bool,
+    val: &[u8],
+) -> Result<(), serde_json::Error> {
+    if m.get(&k).is_some_and(|e| e.rev >= rev) {
+        return Ok(());
+    }
+    if put {
+        let v: T = serde_json::from_slice(val)?;
+        m.insert(
+            k,
+            Entry {
+                rev,
+                value: Arc::new(v),
+            },
+        );
+    } else {
+        m.remove(&k);
+    }
+    Ok(())
+}
+
+fn upsert_hash<T: serde::de::DeserializeOwned>(
+    m: &mut HashMap<String, Entry<T>>,
+    k: String,
+    rev: Revision,
+    put: bool,
+    val: &[u8],
+) -> Result<(), serde_json::Error> {
+    if m.get(&k).is_some_and(|e| e.rev >= rev) {
+        return Ok(());
+    }
+    if put {
+        let v: T = serde_json::from_slice(val)?;
+        m.insert(
+            k,
+            Entry {
+                rev,
+                value: Arc::new(v),
+            },
+        );
+    } else {
+        m.remove(&k);
+    }
+    Ok(())
+}
+
+/// The view and the revision it has applied.
+pub struct View {
+    pub data: RwLock<ViewData>,
+    applied: tokio::sync::watch::Sender<Revision>,
+}
+
+/// Key prefixes the view loads and follows.
+const PREFIXES: [&str; 2] = [keys::ECS_PREFIX, "iam/"];
+
+impl View {
+    /// Load every object from the store, then follow its watch stream in a background task.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Arc<View>, StoreError> {
+        let mut data = ViewData::default();
+        let mut first_rev: Option<Revision> = None;
+        for prefix in PREFIXES {
+            let resp = store.range(RangeRequest::prefix(prefix)).await?;
+            first_rev = Some(first_rev.map_or(resp.revision, |r| r.min(resp.revision)));
+            for kv in resp.kvs {
+                let ev = Event {
+                    kind: EventKind::Put,
+                    kv,
+                };
+                if let Err(e) = data.apply(&ev) {
+                    tracing::error!(key = %String::from_utf8_lossy(&ev.kv.key), "unreadable record skipped: {e}");
+                }
+            }
+        }
+        let start = first_rev.unwrap_or(0);
+        let (tx, _) = tokio::sync::watch::channel(start);
+        let view = Arc::new(View {
+            data: RwLock::new(data),
+            applied: tx,
+        });
+        let mut watcher = store.watch(b"", start + 1).await?;
+        let v = view.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = watcher.next().await {
+                match batch {
+                    Ok(batch) => {
+                        {
+                            let mut d = v.data.write();
+                            for ev in &batch.events {
+                                if let Err(e) = d.apply(ev) {
+                                    tracing::error!(key = %String::from_utf8_lossy(&ev.kv.key), "unreadable record skipped: {e}");
+                                }
+                            }
+                        }
+                        v.applied.send_replace(batch.revision);
+                    }
+                    Err(e) => {
+                        tracing::error!("store watch failed, view stops following: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(view)
+    }
+
+    /// Wait until the view reflects store revision `rev`.
+    pub async fn wait_for(&self, rev: Revision) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|r| *r >= rev).await;
+    }
+
+    pub fn applied(&self) -> Revision {
+        *self.applied.borrow()
+    }
+}

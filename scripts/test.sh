@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# berth's whole test suite, as the README tells users to run it:
+#   1. installs what the tests need if it is missing (Python venv with awscli, boto3, pytest);
+#   2. builds berth;
+#   3. runs every Rust test (unit, store contract, crash tests);
+#   4. runs the end-to-end tests: the real `berth` binary driven by the real aws CLI and boto3.
+# Usage: scripts/test.sh [pytest args…]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- tools -----------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is required (https://rustup.rs)" >&2
+  exit 1
+fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  log "installing python3-venv"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+fi
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import boto3, awscli, pytest' >/dev/null 2>&1; then
+  log "installing awscli, boto3, pytest into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check awscli boto3 pytest
+fi
+export PATH="$VENV/bin:$PATH"
+
+# --- build and Rust tests ----------------------------------------------------------------
+log "cargo build"
+cargo build --workspace --all-targets
+log "cargo test"
+cargo test --workspace
+
+# --- end-to-end ----------------------------------------------------------------------------
+log "end-to-end tests (aws CLI $(aws --version 2>&1 | cut -d' ' -f1), boto3)"
+export BERTH_BIN="$ROOT/target/debug/berth"
+python -m pytest -q tests/e2e "$@"

@@ -1,0 +1,152 @@
+"""End-to-end harness: start the real `berth` binary on an ephemeral port with a temporary
+data dir, and drive it with the real aws CLI and boto3 — exactly as a user would.
+
+Every process a test starts is ended by the test (by PID), even when the test fails.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import shutil
+
+import boto3
+import botocore.config
+import pytest
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BERTH = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "debug", "berth"))
+
+
+class Berth:
+    """One running `berth up` process and what it takes to talk to it."""
+
+    def __init__(self, data_dir, extra_args=()):
+        self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.env = None
+        self.log_path = os.path.join(data_dir, "berth.log")
+
+    def start(self, timeout=20.0):
+        os.makedirs(self.data_dir, exist_ok=True)
+        endpoint_file = os.path.join(self.data_dir, "endpoint.json")
+        if os.path.exists(endpoint_file):
+            os.remove(endpoint_file)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [BERTH, "up", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.extra_args],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "BERTH_LOG": os.environ.get("BERTH_LOG", "info")},
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("berth exited early:\n" + self.log())
+            if os.path.exists(endpoint_file):
+                try:
+                    with open(endpoint_file) as f:
+                        info = json.load(f)
+                    if info.get("pid") == self.proc.pid:
+                        break
+                except (ValueError, OSError):
+                    pass
+            time.sleep(0.02)
+        else:
+            self.kill()
+            raise RuntimeError("berth did not start in time:\n" + self.log())
+        out = subprocess.run([BERTH, "env", "--data-dir", self.data_dir], capture_output=True,
+                             text=True, check=True).stdout
+        env = {}
+        for line in out.splitlines():
+            k, _, v = line.removeprefix("export ").partition("=")
+            env[k] = v
+        self.env = env
+        return self
+
+    @property
+    def endpoint(self):
+        return self.env["AWS_ENDPOINT_URL"]
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-8000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode if self.proc else None
+        self.proc = None
+        return code
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def client(self, service="ecs", **overrides):
+        kw = dict(
+            endpoint_url=self.endpoint,
+            region_name=self.env["AWS_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            config=botocore.config.Config(retries={"max_attempts": 1}),
+        )
+        kw.update(overrides)
+        return boto3.client(service, **kw)
+
+    def aws(self, *args, check=True, input_text=None):
+        """Run the real aws CLI against this berth; returns parsed JSON (or None)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(self.env)
+        env["AWS_CONFIG_FILE"] = "/dev/null"
+        env["AWS_SHARED_CREDENTIALS_FILE"] = "/dev/null"
+        p = subprocess.run(["aws", *args, "--output", "json"], capture_output=True, text=True,
+                           env=env, input=input_text)
+        if check and p.returncode != 0:
+            raise AssertionError("aws %s failed (%d): %s" % (" ".join(args), p.returncode, p.stderr))
+        if p.returncode != 0:
+            return p
+        return json.loads(p.stdout) if p.stdout.strip() else None
+
+
+@pytest.fixture
+def data_dir():
+    d = tempfile.mkdtemp(prefix="berth-e2e-")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def berth(data_dir):
+    b = Berth(data_dir).start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def register_instance(ecs, cluster, cpu=4096, memory=8192, zone="zone-a", ports=("22",)):
+    """Register a container instance the way an agent does (no containers really run)."""
+    r = ecs.register_container_instance(
+        cluster=cluster,
+        totalResources=[
+            {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},
+            {"name": "PORTS", "type": "STRINGSET", "stringSetValue": list(ports)},
+            {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []},
+        ],
+        attributes=[{"name": "ecs.availability-zone", "value": zone},
+                    {"name": "ecs.os-type", "value": "linux"}],
+        versionInfo={"agentVersion": "1.80.0"},
+    )
+    return r["containerInstance"]["containerInstanceArn"]
