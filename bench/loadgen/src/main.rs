@@ -223,7 +223,8 @@ async fn main() -> anyhow::Result<()> {
         args: args.clone(),
     });
     let cl = args.cluster.clone();
-    api.call("CreateCluster", json!({"clusterName": cl})).await?;
+    api.call("CreateCluster", json!({"clusterName": cl}))
+        .await?;
     api.call(
         "RegisterTaskDefinition",
         json!({"family": "loadgen", "containerDefinitions": [

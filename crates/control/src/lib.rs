@@ -9,6 +9,7 @@
 
 pub mod clusters;
 pub mod error;
+pub mod housekeeping;
 pub mod instances;
 pub mod keys;
 pub mod paging;
@@ -67,14 +68,16 @@ impl Control {
     /// Load the view from the store and start following it.
     pub async fn open(cfg: ControlConfig, store: Arc<dyn Store>) -> Result<Arc<Control>> {
         let view = View::start(store.clone()).await?;
-        Ok(Arc::new(Control {
+        let c = Arc::new(Control {
             store,
             view,
             part: Partition::new(cfg.region, cfg.account_id),
             // 50 µs … ~1.6 s
             commit_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             placement_locks: Default::default(),
-        }))
+        });
+        Control::spawn_housekeeping(Arc::downgrade(&c));
+        Ok(c)
     }
 
     pub fn region(&self) -> &str {

@@ -1,0 +1,288 @@
+//! Control-plane logic over the in-memory store (the same paths run over redb in the
+//! end-to-end tests).
+
+use std::sync::Arc;
+
+use berth_control::{Control, ControlConfig, ControlError};
+use berth_model::wire::ecs::{
+    ContainerDefinition, CreateClusterRequest, DescribeClustersRequest,
+    DescribeContainerInstancesRequest, ListTasksRequest, RegisterContainerInstanceRequest,
+    RegisterTaskDefinitionRequest, Resource, RunTaskRequest, StopTaskRequest,
+};
+use berth_store::{MemStore, Store};
+
+fn cfg() -> ControlConfig {
+    ControlConfig {
+        region: "us-east-1".into(),
+        account_id: "000000000000".into(),
+    }
+}
+
+async fn setup(store: Arc<dyn Store>) -> Arc<Control> {
+    Control::open(cfg(), store).await.unwrap()
+}
+
+fn td(family: &str, cpu: i32) -> RegisterTaskDefinitionRequest {
+    RegisterTaskDefinitionRequest {
+        family: Some(family.into()),
+        container_definitions: Some(vec![ContainerDefinition {
+            name: Some("a".into()),
+            image: Some("busybox".into()),
+            memory: Some(16),
+            cpu: Some(cpu),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+async fn instance(c: &Control, cluster: &str, cpu: i32) -> String {
+    c.register_container_instance(RegisterContainerInstanceRequest {
+        cluster: Some(cluster.into()),
+        total_resources: Some(vec![
+            Resource {
+                name: Some("CPU".into()),
+                r#type: Some("INTEGER".into()),
+                integer_value: Some(cpu),
+                ..Default::default()
+            },
+            Resource {
+                name: Some("MEMORY".into()),
+                r#type: Some("INTEGER".into()),
+                integer_value: Some(100_000),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .container_instance
+    .unwrap()
+    .container_instance_arn
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_get_distinct_revisions() {
+    let c = setup(Arc::new(MemStore::new())).await;
+    let mut hs = Vec::new();
+    for _ in 0..20 {
+        let c = c.clone();
+        hs.push(tokio::spawn(async move {
+            c.register_task_definition(td("web", 1), "me")
+                .await
+                .unwrap()
+                .task_definition
+                .unwrap()
+                .revision
+                .unwrap()
+        }));
+    }
+    let mut revs = Vec::new();
+    for h in hs {
+        revs.push(h.await.unwrap());
+    }
+    revs.sort();
+    assert_eq!(revs, (1..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_run_tasks_never_oversubscribe() {
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.register_task_definition(td("w", 100), "me")
+        .await
+        .unwrap();
+    let arn = instance(&c, "c", 1024).await;
+    let mut hs = Vec::new();
+    for _ in 0..30 {
+        let c = c.clone();
+        hs.push(tokio::spawn(async move {
+            c.run_task(RunTaskRequest {
+                cluster: Some("c".into()),
+                task_definition: Some("w".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    let mut placed = 0;
+    let mut refused = 0;
+    for h in hs {
+        let r = h.await.unwrap();
+        placed += r.tasks.unwrap().len();
+        let f = r.failures.unwrap();
+        if !f.is_empty() {
+            assert_eq!(f[0].reason.as_deref(), Some("RESOURCE:CPU"));
+            refused += 1;
+        }
+    }
+    assert_eq!((placed, refused), (10, 20));
+    let d = c
+        .describe_container_instances(DescribeContainerInstancesRequest {
+            cluster: Some("c".into()),
+            container_instances: Some(vec![arn]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ci = &d.container_instances.unwrap()[0];
+    let cpu = ci
+        .remaining_resources
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|r| r.name.as_deref() == Some("CPU"))
+        .unwrap()
+        .integer_value
+        .unwrap();
+    assert_eq!(cpu, 24);
+    assert_eq!(ci.pending_tasks_count, Some(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_control_plane_on_the_same_store_sees_everything() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let a = setup(store.clone()).await;
+    a.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.register_task_definition(td("w", 10), "me").await.unwrap();
+    instance(&a, "c", 1024).await;
+    let run = a
+        .run_task(RunTaskRequest {
+            cluster: Some("c".into()),
+            task_definition: Some("w".into()),
+            count: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t = run.tasks.unwrap()[0].task_arn.clone().unwrap();
+    // Rebuilt from the store alone (a restart), and following later writes made by `a`.
+    let b = setup(store.clone()).await;
+    let d = b
+        .describe_clusters(DescribeClustersRequest {
+            clusters: Some(vec!["c".into()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.clusters.unwrap()[0].pending_tasks_count, Some(3));
+    a.stop_task(StopTaskRequest {
+        cluster: Some("c".into()),
+        task: Some(t.clone()),
+        reason: None,
+    })
+    .await
+    .unwrap();
+    // b follows the store's watch: it sees a's stop without restarting.
+    let mut stopped = Vec::new();
+    for _ in 0..100 {
+        stopped = b
+            .list_tasks(ListTasksRequest {
+                cluster: Some("c".into()),
+                desired_status: Some("STOPPED".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .task_arns
+            .unwrap();
+        if !stopped.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(stopped, vec![t]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_typed_and_change_nothing() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let c = setup(store.clone()).await;
+    let before = store.revision().await.unwrap();
+    let e = c
+        .run_task(RunTaskRequest {
+            cluster: Some("nope".into()),
+            task_definition: Some("w".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ControlError::ClusterNotFound));
+    assert_eq!(e.code(), "ClusterNotFoundException");
+    let mut bad = td("w", 10);
+    bad.container_definitions.as_mut().unwrap()[0].memory = None;
+    let e = c.register_task_definition(bad, "me").await.unwrap_err();
+    assert_eq!(e.code(), "ClientException");
+    assert_eq!(store.revision().await.unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_tasks_are_forgotten_after_retention() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let c = setup(store).await;
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.register_task_definition(td("w", 1), "me").await.unwrap();
+    instance(&c, "c", 1024).await;
+    let tasks = c
+        .run_task(RunTaskRequest {
+            cluster: Some("c".into()),
+            task_definition: Some("w".into()),
+            count: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .unwrap();
+    let t0 = tasks[0].task_arn.clone().unwrap();
+    c.submit_task_state_change(berth_model::wire::ecs::SubmitTaskStateChangeRequest {
+        cluster: Some("c".into()),
+        task: Some(t0.clone()),
+        status: Some("STOPPED".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(
+        c.reap_stopped_tasks(now, 3600.0).await.unwrap(),
+        0,
+        "too recent"
+    );
+    assert_eq!(c.reap_stopped_tasks(now + 3601.0, 3600.0).await.unwrap(), 1);
+    let left = c
+        .list_tasks(ListTasksRequest {
+            cluster: Some("c".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .task_arns
+        .unwrap();
+    assert_eq!(
+        left,
+        vec![tasks[1].task_arn.clone().unwrap()],
+        "the running one stays"
+    );
+}
