@@ -182,7 +182,36 @@ fn malformed_and_missing() {
 #[test]
 fn claimed_payload_hash_must_match_body() {
     let body = b"{}";
-    let mut h = signed("/", None, body);
+    let mut h = http::HeaderMap::new();
+    h.insert("host", "127.0.0.1:8470".parse().unwrap());
+    h.insert("x-amz-content-sha256", sha256_hex(body).parse().unwrap());
+    sign(
+        "POST",
+        "/",
+        None,
+        &mut h,
+        body,
+        &creds(),
+        "us-east-1",
+        "ecs",
+        t0(),
+    );
+    assert!(
+        h["authorization"]
+            .to_str()
+            .unwrap()
+            .contains("x-amz-content-sha256")
+    );
+    assert!(
+        check("/", None, &h, body, t0()).is_ok(),
+        "true claim verifies"
+    );
+    // The claim is signed, but the body is not what it claims.
+    assert_eq!(
+        check("/", None, &h, b"{ }", t0()),
+        Err(AuthError::SignatureMismatch)
+    );
+    // UNSIGNED-PAYLOAD is only for presigned URLs.
     h.insert("x-amz-content-sha256", UNSIGNED.parse().unwrap());
     assert_eq!(
         check("/", None, &h, body, t0()),
