@@ -18,7 +18,18 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   log "installing python3-venv"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
+fi
+# Debian packages the end-to-end tests use: skopeo (registry client), busybox-static (the
+# base of test images).
+missing=()
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 VENV="$ROOT/.venv"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -8,9 +8,11 @@
 //! runs it.
 
 pub mod awsjson;
+pub mod ecr;
 pub mod ecs;
 pub mod error;
 pub mod metrics;
+pub mod registry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,17 +35,28 @@ pub const MAX_CLOCK_SKEW: time::Duration = time::Duration::minutes(15);
 /// Everything the handlers share.
 pub struct AppState {
     pub control: Arc<Control>,
+    /// The image registry (`/v2/` and the ECR API), when this role serves it.
+    pub registry: Option<Arc<berth_registry::Registry>>,
     pub services: Vec<Box<dyn JsonService>>,
     pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
     /// The standard set of services over one control plane.
-    pub fn new(control: Arc<Control>, mut metrics: Metrics) -> Self {
+    pub fn new(
+        control: Arc<Control>,
+        registry: Option<Arc<berth_registry::Registry>>,
+        mut metrics: Metrics,
+    ) -> Self {
         control.register_metrics(&mut metrics.registry);
-        let services: Vec<Box<dyn JsonService>> = vec![Box::new(ecs::Ecs::new(control.clone()))];
+        let mut services: Vec<Box<dyn JsonService>> =
+            vec![Box::new(ecs::Ecs::new(control.clone()))];
+        if let Some(r) = &registry {
+            services.push(Box::new(ecr::Ecr::new(r.clone())));
+        }
         AppState {
             control,
+            registry,
             services,
             metrics: Arc::new(metrics),
         }
@@ -89,6 +102,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/", post(awsjson::handle))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/v2", axum::routing::any(registry::handle))
+        .route("/v2/", axum::routing::any(registry::handle))
+        .route("/v2/{*rest}", axum::routing::any(registry::handle))
         .with_state(state)
 }
 

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info`, `berth_api=debug`).
     #[arg(long, env = "BERTH_LOG")]
     pub log: Option<String>,
+    /// Create a registry repository on first push instead of refusing with NAME_UNKNOWN.
+    #[arg(long, env = "BERTH_REGISTRY_CREATE_ON_PUSH")]
+    pub registry_create_on_push: Option<bool>,
 }
 
 /// The TOML file: the same keys as the flags, snake_case.
@@ -46,6 +49,7 @@ pub struct FileConfig {
     pub region: Option<String>,
     pub account_id: Option<String>,
     pub log: Option<String>,
+    pub registry_create_on_push: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -56,6 +60,7 @@ pub struct Config {
     pub region: String,
     pub account_id: String,
     pub log: String,
+    pub registry_create_on_push: bool,
 }
 
 /// The default data directory: `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
@@ -144,6 +149,10 @@ impl ServeArgs {
                 .clone()
                 .or(file.log)
                 .unwrap_or_else(|| "info".to_string()),
+            registry_create_on_push: self
+                .registry_create_on_push
+                .or(file.registry_create_on_push)
+                .unwrap_or(false),
         })
     }
 }

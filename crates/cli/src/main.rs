@@ -78,14 +78,16 @@ fn init_tracing(filter: &str) {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     create_private_dir(&cfg.data_dir)?;
-    let store = berth_store::RedbStore::open(&cfg.data_dir.join(STORE_FILE))
-        .with_context(|| format!("opening the state store in {}", cfg.data_dir.display()))?;
+    let store: Arc<dyn berth_store::Store> = Arc::new(
+        berth_store::RedbStore::open(&cfg.data_dir.join(STORE_FILE))
+            .with_context(|| format!("opening the state store in {}", cfg.data_dir.display()))?,
+    );
     let control = berth_control::Control::open(
         berth_control::ControlConfig {
             region: cfg.region.clone(),
             account_id: cfg.account_id.clone(),
         },
-        Arc::new(store),
+        store.clone(),
     )
     .await
     .context("starting the control plane")?;
@@ -115,8 +117,21 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             pid: std::process::id(),
         })?,
     )?;
+    let registry = berth_registry::Registry::open(
+        berth_registry::RegistryConfig {
+            region: cfg.region.clone(),
+            account_id: cfg.account_id.clone(),
+            host: addr.to_string(),
+            create_on_push: cfg.registry_create_on_push,
+        },
+        store.clone(),
+        &cfg.data_dir.join("registry"),
+    )
+    .await
+    .context("opening the registry")?;
     let state = Arc::new(berth_api::AppState::new(
         control.clone(),
+        Some(registry),
         berth_api::Metrics::new(),
     ));
     tracing::info!(

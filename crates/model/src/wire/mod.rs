@@ -3,6 +3,7 @@
 //! trait (required members, enum values, length and range constraints as the model states
 //! them) and JSON decoding that tells malformed JSON from a member of the wrong type.
 
+pub mod ecr;
 pub mod ecs;
 
 use serde::de::DeserializeOwned;

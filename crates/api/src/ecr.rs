@@ -1,0 +1,117 @@
+//! The ECR API (`AmazonEC2ContainerRegistry_V20150921.<Operation>`): decode, check against the
+//! model, call the registry, encode. No registry logic here.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use berth_model::wire::{Validate, ecr};
+use berth_registry::{EcrError, Registry};
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::awsjson::{JsonService, RequestContext};
+use crate::ecs::decode;
+use crate::error::AwsError;
+
+pub struct Ecr {
+    registry: Arc<Registry>,
+}
+
+impl Ecr {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Ecr { registry }
+    }
+}
+
+impl From<EcrError> for AwsError {
+    fn from(e: EcrError) -> Self {
+        AwsError::new(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+async fn run<I, O, Fut>(body: &[u8], f: impl FnOnce(I) -> Fut) -> Result<Vec<u8>, AwsError>
+where
+    I: DeserializeOwned + Validate,
+    O: Serialize,
+    Fut: Future<Output = Result<O, EcrError>>,
+{
+    let req: I = decode(body)?;
+    let out = f(req).await?;
+    serde_json::to_vec(&out).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
+}
+
+/// The ECR operations berth implements.
+pub const IMPLEMENTED: &[&str] = &[
+    "BatchCheckLayerAvailability",
+    "BatchDeleteImage",
+    "BatchGetImage",
+    "CreateRepository",
+    "DeleteRepository",
+    "DescribeImages",
+    "DescribeRepositories",
+    "GetAuthorizationToken",
+    "ListImages",
+    "ListTagsForResource",
+    "PutImage",
+    "PutImageTagMutability",
+    "TagResource",
+    "UntagResource",
+];
+
+#[async_trait]
+impl JsonService for Ecr {
+    fn name(&self) -> &'static str {
+        "ecr"
+    }
+    fn target_prefix(&self) -> &'static str {
+        ecr::TARGET_PREFIX
+    }
+    fn signing_name(&self) -> &'static str {
+        ecr::SIGNING_NAME
+    }
+    fn operation(&self, op: &str) -> Option<&'static str> {
+        ecr::OPERATIONS
+            .iter()
+            .find(|o| o.name == op)
+            .map(|o| o.name)
+    }
+
+    async fn call(
+        &self,
+        op: &'static str,
+        body: Bytes,
+        ctx: &RequestContext,
+    ) -> Result<Vec<u8>, AwsError> {
+        let r = &self.registry;
+        let b = &body[..];
+        match op {
+            "CreateRepository" => run(b, |q| r.create_repository(q)).await,
+            "DescribeRepositories" => run(b, |q| r.describe_repositories(q)).await,
+            "DeleteRepository" => run(b, |q| r.delete_repository(q)).await,
+            "PutImageTagMutability" => run(b, |q| r.put_image_tag_mutability(q)).await,
+            "ListImages" => run(b, |q| r.list_images(q)).await,
+            "DescribeImages" => run(b, |q| r.describe_images(q)).await,
+            "BatchGetImage" => run(b, |q| r.batch_get_image(q)).await,
+            "BatchDeleteImage" => run(b, |q| r.batch_delete_image(q)).await,
+            "PutImage" => run(b, |q| r.put_image(q)).await,
+            "BatchCheckLayerAvailability" => run(b, |q| r.batch_check_layer_availability(q)).await,
+            "GetAuthorizationToken" => {
+                let akid = ctx.access_key_id.clone();
+                run(
+                    b,
+                    |q| async move { r.get_authorization_token(q, &akid).await },
+                )
+                .await
+            }
+            "TagResource" => run(b, |q| r.tag_resource(q)).await,
+            "UntagResource" => run(b, |q| r.untag_resource(q)).await,
+            "ListTagsForResource" => run(b, |q| r.list_tags_for_resource(q)).await,
+            _ => Err(AwsError::client(
+                "UnsupportedFeatureException",
+                format!("{op} is not supported by berth yet."),
+            )),
+        }
+    }
+}

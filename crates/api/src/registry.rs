@@ -1,0 +1,570 @@
+//! The OCI Distribution API under `/v2/` on the front door: path parsing, authentication
+//! (HTTP Basic `AWS:<token>` as ECR's `GetAuthorizationToken` hands out, or a Bearer token
+//! from `/v2/token`), streaming bodies in and out, and the spec's headers and error bodies.
+//! Every decision about repositories, blobs and manifests is the registry crate's.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use berth_registry::dist::Page;
+use berth_registry::{Digest, DistError, Registry};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::AppState;
+
+const API_VERSION: &str = "registry/2.0";
+
+/// What a `/v2/…` path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Base,
+    Catalog,
+    Token,
+    Tags(&'a str),
+    Manifest(&'a str, &'a str),
+    Blob(&'a str, &'a str),
+    Uploads(&'a str),
+    Upload(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
+}
+
+fn route(rest: &str) -> Option<Route<'_>> {
+    match rest {
+        "" => return Some(Route::Base),
+        "_catalog" => return Some(Route::Catalog),
+        "token" => return Some(Route::Token),
+        _ => {}
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        return Some(Route::Tags(name));
+    }
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return Some(Route::Uploads(name));
+    }
+    if let Some(i) = rest.rfind("/blobs/uploads/") {
+        return Some(Route::Upload(&rest[..i], &rest[i + 15..]));
+    }
+    for (sep, kind) in [("/manifests/", 0), ("/blobs/", 1), ("/referrers/", 2)] {
+        if let Some(i) = rest.rfind(sep) {
+            let (name, r) = (&rest[..i], &rest[i + sep.len()..]);
+            if name.is_empty() || r.is_empty() {
+                return None;
+            }
+            return Some(match kind {
+                0 => Route::Manifest(name, r),
+                1 => Route::Blob(name, r),
+                _ => Route::Referrers(name, r),
+            });
+        }
+    }
+    None
+}
+
+fn query_param(q: Option<&str>, name: &str) -> Option<String> {
+    q?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn err(e: DistError, host: &str) -> Response {
+    let mut r = (
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
+        e.body(),
+    )
+        .into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if e.status == 401
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "Basic realm=\"http://{host}/\",service=\"ecr.amazonaws.com\""
+        ))
+    {
+        h.insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The access key behind the request's registry credentials.
+fn authenticate(
+    state: &AppState,
+    reg: &Registry,
+    headers: &HeaderMap,
+) -> Result<String, DistError> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| DistError::unauthorized("authentication required"))?;
+    let token = if let Some(t) = auth.strip_prefix("Bearer ") {
+        t.trim().to_string()
+    } else {
+        berth_registry::token::from_basic(auth).ok_or_else(|| {
+            DistError::unauthorized("use the user name AWS and a token from ecr get-login-password")
+        })?
+    };
+    let akid = reg
+        .verify_token(&token)
+        .ok_or_else(|| DistError::unauthorized("the token is invalid or has expired"))?;
+    // The key it was issued to must still be active.
+    if berth_auth::SecretLookup::secret_for(state.control.as_ref(), &akid).is_none() {
+        return Err(DistError::unauthorized(
+            "the token's access key is no longer active",
+        ));
+    }
+    Ok(akid)
+}
+
+pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let Some(reg) = state.registry.clone() else {
+        return (StatusCode::NOT_FOUND, "registry not enabled").into_response();
+    };
+    let host = reg.config().host.clone();
+    let mut resp = match serve(&state, &reg, req).await {
+        Ok(r) => r,
+        Err(e) => err(e, &host),
+    };
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static(API_VERSION),
+    );
+    resp
+}
+
+async fn serve(
+    state: &AppState,
+    reg: &Registry,
+    req: Request<Body>,
+) -> Result<Response, DistError> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let rest = path
+        .strip_prefix("/v2/")
+        .or_else(|| path.strip_prefix("/v2"))
+        .unwrap_or("");
+    let q = parts.uri.query();
+    let r = route(rest).ok_or_else(|| DistError::name_invalid(rest))?;
+    let akid = authenticate(state, reg, &parts.headers)?;
+    let m = &parts.method;
+    match (r, m) {
+        (Route::Base, &Method::GET | &Method::HEAD) => {
+            Ok(json_response(StatusCode::OK, b"{}".to_vec()))
+        }
+        (Route::Token, &Method::GET) => {
+            let (t, ttl) = reg.issue_token(&akid);
+            let body = serde_json::json!({"token": t, "access_token": t, "expires_in": ttl});
+            Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
+        }
+        (Route::Catalog, &Method::GET) => {
+            let (n, last) = page_params(q)?;
+            let p = reg.catalog(n, last.as_deref()).await?;
+            Ok(paged(
+                "/v2/_catalog",
+                n,
+                &p,
+                serde_json::json!({"repositories": p.names}),
+            ))
+        }
+        (Route::Tags(name), &Method::GET) => {
+            let (n, last) = page_params(q)?;
+            let p = reg.tags_list(name, n, last.as_deref()).await?;
+            Ok(paged(
+                &format!("/v2/{name}/tags/list"),
+                n,
+                &p,
+                serde_json::json!({"name": name, "tags": p.names}),
+            ))
+        }
+        (Route::Manifest(name, reference), &Method::GET | &Method::HEAD) => {
+            let rec = reg.manifest(name, reference).await?;
+            let len = rec.body.len();
+            let mut resp = if m == Method::HEAD {
+                Response::new(Body::empty())
+            } else {
+                Response::new(Body::from(rec.body))
+            };
+            let h = resp.headers_mut();
+            h.insert(header::CONTENT_TYPE, hv(&rec.media_type));
+            h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
+            h.insert("docker-content-digest", hv(&rec.digest));
+            h.insert(header::ETAG, hv(&format!("\"{}\"", rec.digest)));
+            Ok(resp)
+        }
+        (Route::Manifest(name, reference), &Method::PUT) => {
+            let ct = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = read_limited(body, berth_registry::manifest::MAX_MANIFEST).await?;
+            let d = reg
+                .put_manifest(name, reference, ct.as_deref(), &body)
+                .await?;
+            let mut resp = created(&format!("/v2/{name}/manifests/{d}"));
+            resp.headers_mut()
+                .insert("docker-content-digest", hv(d.as_str()));
+            // OCI 1.1: a manifest with a subject acknowledges the referrers API.
+            if let Ok(p) = berth_registry::manifest::parse(&body, ct.as_deref())
+                && let Some(s) = p.subject
+            {
+                resp.headers_mut().insert("oci-subject", hv(&s.digest));
+            }
+            Ok(resp)
+        }
+        (Route::Manifest(name, reference), &Method::DELETE) => {
+            reg.delete_manifest(name, reference).await?;
+            Ok(status(StatusCode::ACCEPTED))
+        }
+        (Route::Blob(name, d), &Method::GET | &Method::HEAD) => {
+            let d = Digest::parse(d).map_err(DistError::digest_invalid)?;
+            let size = reg.blob(name, &d).await?;
+            blob_response(
+                reg,
+                &d,
+                size,
+                m == Method::HEAD,
+                parts.headers.get(header::RANGE),
+            )
+            .await
+        }
+        (Route::Blob(name, d), &Method::DELETE) => {
+            let d = Digest::parse(d).map_err(DistError::digest_invalid)?;
+            reg.delete_blob(name, &d).await?;
+            Ok(status(StatusCode::ACCEPTED))
+        }
+        (Route::Referrers(name, d), &Method::GET) => {
+            let d = Digest::parse(d).map_err(DistError::digest_invalid)?;
+            let at = query_param(q, "artifactType");
+            let refs = reg.referrers(name, &d, at.as_deref()).await?;
+            let body = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": berth_registry::manifest::OCI_INDEX,
+                "manifests": refs,
+            });
+            let mut resp = Response::new(Body::from(body.to_string()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(berth_registry::manifest::OCI_INDEX),
+            );
+            if at.is_some() {
+                resp.headers_mut().insert(
+                    "oci-filters-applied",
+                    HeaderValue::from_static("artifactType"),
+                );
+            }
+            Ok(resp)
+        }
+        (Route::Uploads(name), &Method::POST) => {
+            if let (Some(from), Some(d)) = (query_param(q, "from"), query_param(q, "mount")) {
+                let d = Digest::parse(&d).map_err(DistError::digest_invalid)?;
+                if reg.mount(name, &from, &d).await?.is_some() {
+                    let mut resp = created(&format!("/v2/{name}/blobs/{d}"));
+                    resp.headers_mut()
+                        .insert("docker-content-digest", hv(d.as_str()));
+                    return Ok(resp);
+                }
+            }
+            let id = reg.start_upload(name).await?;
+            if let Some(d) = query_param(q, "digest") {
+                // Monolithic: the whole blob in this request.
+                let d = Digest::parse(&d).map_err(DistError::digest_invalid)?;
+                let mut s = reg.open_upload(name, &id).await?;
+                stream_into(&mut s, body).await?;
+                reg.complete_upload(s, &d).await?;
+                let mut resp = created(&format!("/v2/{name}/blobs/{d}"));
+                resp.headers_mut()
+                    .insert("docker-content-digest", hv(d.as_str()));
+                return Ok(resp);
+            }
+            Ok(upload_status(name, &id, 0, StatusCode::ACCEPTED))
+        }
+        (Route::Upload(name, id), &Method::PATCH) => {
+            let mut s = reg.open_upload(name, id).await?;
+            if let Some(cr) = parts.headers.get(header::CONTENT_RANGE) {
+                let (start, end) = parse_content_range(cr)?;
+                Registry::check_range(&s, start, end)?;
+            }
+            stream_into(&mut s, body).await?;
+            Ok(upload_status(name, id, s.size(), StatusCode::ACCEPTED))
+        }
+        (Route::Upload(name, id), &Method::PUT) => {
+            let d = query_param(q, "digest").ok_or_else(|| {
+                DistError::digest_invalid("the digest query parameter is required")
+            })?;
+            let d = Digest::parse(&d).map_err(DistError::digest_invalid)?;
+            let mut s = reg.open_upload(name, id).await?;
+            if let Some(cr) = parts.headers.get(header::CONTENT_RANGE) {
+                let (start, end) = parse_content_range(cr)?;
+                Registry::check_range(&s, start, end)?;
+            }
+            stream_into(&mut s, body).await?;
+            reg.complete_upload(s, &d).await?;
+            let mut resp = created(&format!("/v2/{name}/blobs/{d}"));
+            resp.headers_mut()
+                .insert("docker-content-digest", hv(d.as_str()));
+            Ok(resp)
+        }
+        (Route::Upload(name, id), &Method::GET) => {
+            let s = reg.open_upload(name, id).await?;
+            Ok(upload_status(name, id, s.size(), StatusCode::NO_CONTENT))
+        }
+        (Route::Upload(name, id), &Method::DELETE) => {
+            let s = reg.open_upload(name, id).await?;
+            reg.cancel_upload(s).await?;
+            Ok(status(StatusCode::NO_CONTENT))
+        }
+        _ => Err(DistError::unsupported(format!(
+            "{m} is not supported on this path"
+        ))),
+    }
+}
+
+fn status(s: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = s;
+    r
+}
+
+fn json_response(s: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = s;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn created(location: &str) -> Response {
+    let mut r = status(StatusCode::CREATED);
+    r.headers_mut().insert(header::LOCATION, hv(location));
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+fn upload_status(name: &str, id: &str, size: u64, s: StatusCode) -> Response {
+    let mut r = status(s);
+    let h = r.headers_mut();
+    h.insert(
+        header::LOCATION,
+        hv(&format!("/v2/{name}/blobs/uploads/{id}")),
+    );
+    h.insert("docker-upload-uuid", hv(id));
+    // The spec's Range is inclusive; an empty upload reports 0-0 as registries do.
+    h.insert(header::RANGE, hv(&format!("0-{}", size.saturating_sub(1))));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+fn page_params(q: Option<&str>) -> Result<(Option<usize>, Option<String>), DistError> {
+    let n = match query_param(q, "n") {
+        Some(v) => Some(
+            v.parse::<usize>()
+                .map_err(|_| DistError::size_invalid(format!("invalid n: {v}")))?,
+        ),
+        None => None,
+    };
+    Ok((n, query_param(q, "last")))
+}
+
+fn paged(path: &str, n: Option<usize>, p: &Page, body: serde_json::Value) -> Response {
+    let mut r = json_response(StatusCode::OK, body.to_string().into_bytes());
+    if let (Some(n), Some(last)) = (n, &p.next_last) {
+        r.headers_mut().insert(
+            header::LINK,
+            hv(&format!("<{path}?n={n}&last={last}>; rel=\"next\"")),
+        );
+    }
+    r
+}
+
+/// `Content-Range: <start>-<end>` (inclusive), as the distribution spec uses it.
+fn parse_content_range(v: &HeaderValue) -> Result<(u64, u64), DistError> {
+    let s = v
+        .to_str()
+        .map_err(|_| DistError::range_invalid("unreadable Content-Range"))?;
+    let s = s.strip_prefix("bytes ").unwrap_or(s);
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| DistError::range_invalid(format!("invalid Content-Range {s}")))?;
+    let b = b.split('/').next().unwrap_or(b);
+    match (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
+        (Ok(a), Ok(b)) if b >= a => Ok((a, b)),
+        _ => Err(DistError::range_invalid(format!(
+            "invalid Content-Range {s}"
+        ))),
+    }
+}
+
+async fn read_limited(body: Body, max: usize) -> Result<Bytes, DistError> {
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(_) => Err(DistError::size_invalid(format!(
+            "body larger than {max} bytes"
+        ))),
+    }
+}
+
+async fn stream_into(
+    s: &mut berth_registry::dist::UploadSession,
+    body: Body,
+) -> Result<(), DistError> {
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| DistError::upload_invalid(format!("reading the body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            s.write(&data).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `Range: bytes=a-b` / `bytes=a-` / `bytes=-n` → (start, end inclusive).
+fn parse_range(v: &HeaderValue, size: u64) -> Option<(u64, u64)> {
+    let s = v.to_str().ok()?.strip_prefix("bytes=")?;
+    if s.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = s.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().ok()?, size - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (start <= end && start < size).then_some((start, end))
+}
+
+async fn blob_response(
+    reg: &Registry,
+    d: &Digest,
+    size: u64,
+    head: bool,
+    range: Option<&HeaderValue>,
+) -> Result<Response, DistError> {
+    let (start, end, partial) = match range {
+        Some(r) => match parse_range(r, size) {
+            Some((a, b)) => (a, b, true),
+            None => {
+                let mut resp = status(StatusCode::RANGE_NOT_SATISFIABLE);
+                resp.headers_mut()
+                    .insert(header::CONTENT_RANGE, hv(&format!("bytes */{size}")));
+                return Ok(resp);
+            }
+        },
+        None => (0, size.saturating_sub(1), false),
+    };
+    let len = if size == 0 { 0 } else { end - start + 1 };
+    let mut resp = if head || len == 0 {
+        Response::new(Body::empty())
+    } else {
+        let path = reg.blob_store().path(d);
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| DistError::blob_unknown(d.as_str()))?;
+        if start > 0 {
+            f.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(|e| DistError::internal(e.to_string()))?;
+        }
+        let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
+        Response::new(Body::from_stream(stream))
+    };
+    if partial {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        resp.headers_mut().insert(
+            header::CONTENT_RANGE,
+            hv(&format!("bytes {start}-{end}/{size}")),
+        );
+    }
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert("docker-content-digest", hv(d.as_str()));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::ETAG, hv(&format!("\"{d}\"")));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(""), Some(Route::Base));
+        assert_eq!(route("a/b/tags/list"), Some(Route::Tags("a/b")));
+        assert_eq!(
+            route("a/manifests/latest"),
+            Some(Route::Manifest("a", "latest"))
+        );
+        assert_eq!(
+            route("blobs/blobs/sha256:x"),
+            Some(Route::Blob("blobs", "sha256:x"))
+        );
+        assert_eq!(route("a/blobs/uploads/"), Some(Route::Uploads("a")));
+        assert_eq!(
+            route("a/blobs/uploads/123"),
+            Some(Route::Upload("a", "123"))
+        );
+        assert_eq!(
+            route("a/referrers/sha256:x"),
+            Some(Route::Referrers("a", "sha256:x"))
+        );
+        assert_eq!(route("/manifests/x"), None);
+        assert_eq!(route("nonsense"), None);
+    }
+
+    #[test]
+    fn ranges() {
+        let v = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(parse_range(&v("bytes=0-9"), 100), Some((0, 9)));
+        assert_eq!(parse_range(&v("bytes=90-"), 100), Some((90, 99)));
+        assert_eq!(parse_range(&v("bytes=-10"), 100), Some((90, 99)));
+        assert_eq!(parse_range(&v("bytes=100-"), 100), None);
+        assert_eq!(parse_range(&v("bytes=5-2"), 100), None);
+        assert_eq!(parse_content_range(&v("0-99")).unwrap(), (0, 99));
+        assert!(parse_content_range(&v("x-y")).is_err());
+        assert!(parse_content_range(&v("9-1")).is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! berth-registry: the image registry — OCI Distribution v1.1 operations and the ECR control
+//! API over one content-addressed [`BlobStore`] (blob bytes) and the state store (repositories,
+//! manifests, tags, blob links, upload sessions, lifecycle and repository policies).
+//!
+//! Owns: what a push and a pull mean — names, digests, manifest validation, tag mutability,
+//! referrers, registry tokens. Must not: speak HTTP (the api crate maps requests to these
+//! calls) or expose a blob before it is whole and verified.
+
+pub mod blob;
+pub mod digest;
+pub mod dist;
+pub mod ecr;
+pub mod error;
+pub mod manifest;
+pub mod token;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_store::Store;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+pub use blob::{BlobStore, FsBlobStore};
+pub use digest::{Digest, Reference};
+pub use error::{DistError, EcrError};
+
+/// Settings of one registry.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub region: String,
+    pub account_id: String,
+    /// host:port clients use for the registry (goes into repositoryUri and proxyEndpoint).
+    pub host: String,
+    /// Create a repository on first push instead of refusing with NAME_UNKNOWN.
+    pub create_on_push: bool,
+}
+
+/// Store keys of the registry.
+pub mod keys {
+    pub const REPOS: &str = "reg/r/";
+    pub const SECRET: &str = "reg/secret";
+    pub fn repo(name: &str) -> String {
+        format!("{REPOS}{name}")
+    }
+    pub fn manifests(repo: &str) -> String {
+        format!("reg/m/{repo}\u{0}")
+    }
+    pub fn manifest(repo: &str, digest: &str) -> String {
+        format!("reg/m/{repo}\u{0}{digest}")
+    }
+    pub fn tags(repo: &str) -> String {
+        format!("reg/t/{repo}\u{0}")
+    }
+    pub fn tag(repo: &str, tag: &str) -> String {
+        format!("reg/t/{repo}\u{0}{tag}")
+    }
+    pub fn link(repo: &str, digest: &str) -> String {
+        format!("reg/l/{repo}\u{0}{digest}")
+    }
+    pub fn links(repo: &str) -> String {
+        format!("reg/l/{repo}\u{0}")
+    }
+    pub fn upload(id: &str) -> String {
+        format!("reg/u/{id}")
+    }
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ManifestRecord {
+    pub digest: String,
+    pub media_type: String,
+    #[serde(default)]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Config + layers.
+    pub image_size: i64,
+    pub pushed_at: f64,
+    /// The manifest bytes exactly as pushed (manifests are JSON text).
+    pub body: String,
+    #[serde(default)]
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A tag → manifest digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TagRecord {
+    pub digest: String,
+    pub pushed_at: f64,
+}
+
+/// A blob made visible in a repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LinkRecord {
+    pub size: u64,
+}
+
+/// An upload session: which repository it pushes to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UploadRecord {
+    pub repo: String,
+    pub started_at: f64,
+}
+
+/// A repository and its settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RepoRecord {
+    pub repo: berth_model::wire::ecr::Repository,
+    #[serde(default)]
+    pub tags: Vec<berth_model::wire::ecr::Tag>,
+    #[serde(default)]
+    pub lifecycle_policy: Option<String>,
+    #[serde(default)]
+    pub lifecycle_evaluated_at: Option<f64>,
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+/// The registry: blob bytes in a [`BlobStore`], everything else in the state store.
+pub struct Registry {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) cfg: RegistryConfig,
+    /// Open uploads (file + running hash), one lock each so chunks apply in order.
+    pub(crate) open_uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<blob::Upload>>>>>,
+    pub(crate) token_key: Vec<u8>,
+}
+
+pub(crate) fn now() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_millis() as f64) / 1000.0
+}
+
+impl Registry {
+    /// Open the registry with blobs under `dir`.
+    pub async fn open(
+        cfg: RegistryConfig,
+        store: Arc<dyn Store>,
+        dir: &Path,
+    ) -> Result<Arc<Registry>, EcrError> {
+        let blobs = FsBlobStore::open(dir).map_err(|e| EcrError::Server(e.to_string()))?;
+        let token_key = token::load_or_create_key(store.as_ref()).await?;
+        Ok(Arc::new(Registry {
+            store,
+            blobs: Arc::new(blobs),
+            cfg,
+            open_uploads: Mutex::new(HashMap::new()),
+            token_key,
+        }))
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.cfg
+    }
+
+    pub fn blob_store(&self) -> &dyn BlobStore {
+        self.blobs.as_ref()
+    }
+
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, i64)>, berth_store::StoreError> {
+        match self.store.get(key.as_bytes()).await? {
+            Some(kv) => match serde_json::from_slice(&kv.value) {
+                Ok(v) => Ok(Some((v, kv.mod_revision))),
+                Err(e) => Err(berth_store::StoreError::Backend(format!(
+                    "unreadable record {key}: {e}"
+                ))),
+            },
+            None => Ok(None),
+        }
+    }
+
+    /// The ARN of a repository.
+    pub fn repo_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:ecr:{}:{}:repository/{name}",
+            self.cfg.region, self.cfg.account_id
+        )
+    }
+
+    /// `host/name`, what `docker push` takes.
+    pub fn repo_uri(&self, name: &str) -> String {
+        format!("{}/{name}", self.cfg.host)
+    }
+}
