@@ -244,3 +244,78 @@ def test_ecr_api(berth, tmp_path):
     ecr.delete_repository(repositoryName="team/app", force=True)
     with pytest.raises(ecr.exceptions.RepositoryNotFoundException):
         ecr.describe_images(repositoryName="team/app")
+
+
+def test_lifecycle_policy_expires_and_previews(berth, tmp_path):
+    ecr = berth.client("ecr")
+    ecr.create_repository(repositoryName="life")
+    digests = []
+    for i in range(4):
+        src = str(tmp_path / ("img%d" % i))
+        digests.append(busybox_image(src, marker=b"m%d" % i))
+        push(berth, src, "life:prod-%d" % i)
+    src = str(tmp_path / "dev")
+    dev = busybox_image(src, marker=b"dev")
+    push(berth, src, "life:dev-1")
+    policy = json.dumps({"rules": [{
+        "rulePriority": 1, "description": "keep two prod images",
+        "selection": {"tagStatus": "tagged", "tagPrefixList": ["prod"],
+                      "countType": "imageCountMoreThan", "countNumber": 2},
+        "action": {"type": "expire"}}]})
+    with pytest.raises(ecr.exceptions.LifecyclePolicyPreviewNotFoundException):
+        ecr.get_lifecycle_policy_preview(repositoryName="life")
+    ecr.start_lifecycle_policy_preview(repositoryName="life", lifecyclePolicyText=policy)
+    prev = ecr.get_lifecycle_policy_preview(repositoryName="life")
+    assert prev["status"] == "COMPLETE"
+    assert sorted(r["imageDigest"] for r in prev["previewResults"]) == sorted(digests[:2])
+    assert all(r["appliedRulePriority"] == 1 and r["action"]["type"] == "EXPIRE"
+               for r in prev["previewResults"])
+    assert prev["summary"]["expiringImageTotalCount"] == 2
+    # Nothing expired by a preview.
+    assert len(ecr.describe_images(repositoryName="life")["imageDetails"]) == 5
+    # Invalid policies are refused with ECR's wording.
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as e:
+        ecr.put_lifecycle_policy(repositoryName="life", lifecyclePolicyText=json.dumps({"rules": [{
+            "rulePriority": 1, "selection": {"tagStatus": "tagged", "countType": "imageCountMoreThan",
+                                             "countNumber": 1}, "action": {"type": "expire"}}]}))
+    assert "LifecyclePolicyText" in str(e.value)
+    # Put through the aws CLI, as the README shows: applied at once.
+    pol = tmp_path / "policy.json"
+    pol.write_text(policy)
+    berth.aws("ecr", "put-lifecycle-policy", "--repository-name", "life",
+              "--lifecycle-policy-text", "file://" + str(pol))
+    left = berth.aws("ecr", "describe-images", "--repository-name", "life")["imageDetails"]
+    assert sorted(i["imageDigest"] for i in left) == sorted(digests[2:] + [dev])
+    got = ecr.get_lifecycle_policy(repositoryName="life")
+    assert json.loads(got["lifecyclePolicyText"]) == json.loads(policy)
+    assert "lastEvaluatedAt" in got
+    ecr.delete_lifecycle_policy(repositoryName="life")
+    with pytest.raises(ecr.exceptions.LifecyclePolicyNotFoundException):
+        ecr.get_lifecycle_policy(repositoryName="life")
+
+
+def test_repository_policy_is_enforced(berth, tmp_path):
+    ecr = berth.client("ecr")
+    ecr.create_repository(repositoryName="locked")
+    src = str(tmp_path / "src")
+    busybox_image(src)
+    push(berth, src, "locked:1")
+    no_pull = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "nopull", "Effect": "Deny", "Principal": "*",
+        "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]}]})
+    ecr.set_repository_policy(repositoryName="locked", policyText=no_pull)
+    assert json.loads(ecr.get_repository_policy(repositoryName="locked")["policyText"]) == json.loads(no_pull)
+    pw = _password(berth)
+    p = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "AWS:" + pw,
+               "docker://%s/locked:1" % host(berth), check=False)
+    assert p.returncode != 0 and ("denied" in p.stderr.lower()), p.stderr
+    push(berth, src, "locked:2")  # pushes are not denied
+    # Lock-out protection.
+    lockout = json.dumps({"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "ecr:*"}]})
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
+        ecr.set_repository_policy(repositoryName="locked", policyText=lockout)
+    ecr.delete_repository_policy(repositoryName="locked")
+    skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "AWS:" + pw,
+           "docker://%s/locked:1" % host(berth))
+    with pytest.raises(ecr.exceptions.RepositoryPolicyNotFoundException):
+        ecr.get_repository_policy(repositoryName="locked")

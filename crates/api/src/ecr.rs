@@ -17,11 +17,12 @@ use crate::error::AwsError;
 
 pub struct Ecr {
     registry: Arc<Registry>,
+    control: Arc<berth_control::Control>,
 }
 
 impl Ecr {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Ecr { registry }
+    pub fn new(registry: Arc<Registry>, control: Arc<berth_control::Control>) -> Self {
+        Ecr { registry, control }
     }
 }
 
@@ -46,6 +47,14 @@ where
 pub const IMPLEMENTED: &[&str] = &[
     "BatchCheckLayerAvailability",
     "BatchDeleteImage",
+    "DeleteLifecyclePolicy",
+    "DeleteRepositoryPolicy",
+    "GetLifecyclePolicy",
+    "GetLifecyclePolicyPreview",
+    "GetRepositoryPolicy",
+    "PutLifecyclePolicy",
+    "SetRepositoryPolicy",
+    "StartLifecyclePolicyPreview",
     "BatchGetImage",
     "CreateRepository",
     "DeleteRepository",
@@ -105,6 +114,20 @@ impl JsonService for Ecr {
                 )
                 .await
             }
+            "PutLifecyclePolicy" => run(b, |q| r.put_lifecycle_policy(q)).await,
+            "GetLifecyclePolicy" => run(b, |q| r.get_lifecycle_policy(q)).await,
+            "DeleteLifecyclePolicy" => run(b, |q| r.delete_lifecycle_policy(q)).await,
+            "StartLifecyclePolicyPreview" => run(b, |q| r.start_lifecycle_policy_preview(q)).await,
+            "GetLifecyclePolicyPreview" => run(b, |q| r.get_lifecycle_policy_preview(q)).await,
+            "SetRepositoryPolicy" => {
+                let arn = self
+                    .control
+                    .principal_arn(&ctx.access_key_id)
+                    .unwrap_or_default();
+                run(b, |q| async move { r.set_repository_policy(q, &arn).await }).await
+            }
+            "GetRepositoryPolicy" => run(b, |q| r.get_repository_policy(q)).await,
+            "DeleteRepositoryPolicy" => run(b, |q| r.delete_repository_policy(q)).await,
             "TagResource" => run(b, |q| r.tag_resource(q)).await,
             "UntagResource" => run(b, |q| r.untag_resource(q)).await,
             "ListTagsForResource" => run(b, |q| r.list_tags_for_resource(q)).await,

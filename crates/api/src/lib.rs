@@ -52,7 +52,7 @@ impl AppState {
         let mut services: Vec<Box<dyn JsonService>> =
             vec![Box::new(ecs::Ecs::new(control.clone()))];
         if let Some(r) = &registry {
-            services.push(Box::new(ecr::Ecr::new(r.clone())));
+            services.push(Box::new(ecr::Ecr::new(r.clone(), control.clone())));
         }
         AppState {
             control,

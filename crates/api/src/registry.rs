@@ -179,6 +179,21 @@ async fn serve(
     let r = route(rest).ok_or_else(|| DistError::name_invalid(rest))?;
     let akid = authenticate(state, reg, &parts.headers)?;
     let m = &parts.method;
+    // The repository policy may deny this principal pulls or pushes.
+    let repo = match &r {
+        Route::Tags(n)
+        | Route::Manifest(n, _)
+        | Route::Blob(n, _)
+        | Route::Uploads(n)
+        | Route::Upload(n, _)
+        | Route::Referrers(n, _) => Some(*n),
+        _ => None,
+    };
+    if let Some(repo) = repo {
+        let principal = state.control.principal_arn(&akid).unwrap_or_default();
+        reg.authorize(repo, &[ecr_action(&r, m)], &principal)
+            .await?;
+    }
     match (r, m) {
         (Route::Base, &Method::GET | &Method::HEAD) => {
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
@@ -349,6 +364,22 @@ async fn serve(
         _ => Err(DistError::unsupported(format!(
             "{m} is not supported on this path"
         ))),
+    }
+}
+
+/// The ECR IAM action a registry request amounts to (what repository policies name).
+fn ecr_action(r: &Route<'_>, m: &Method) -> &'static str {
+    match (r, m) {
+        (Route::Blob(..), &Method::GET) => "ecr:GetDownloadUrlForLayer",
+        (Route::Blob(..), &Method::HEAD) => "ecr:BatchCheckLayerAvailability",
+        (Route::Blob(..) | Route::Manifest(..), &Method::DELETE) => "ecr:BatchDeleteImage",
+        (Route::Manifest(..), &Method::PUT) => "ecr:PutImage",
+        (Route::Manifest(..) | Route::Referrers(..), _) => "ecr:BatchGetImage",
+        (Route::Tags(..), _) => "ecr:ListImages",
+        (Route::Uploads(..), _) => "ecr:InitiateLayerUpload",
+        (Route::Upload(..), &Method::PUT) => "ecr:CompleteLayerUpload",
+        (Route::Upload(..), _) => "ecr:UploadLayerPart",
+        _ => "ecr:DescribeRepositories",
     }
 }
 

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Create a registry repository on first push instead of refusing with NAME_UNKNOWN.
     #[arg(long, env = "BERTH_REGISTRY_CREATE_ON_PUSH")]
     pub registry_create_on_push: Option<bool>,
+    /// Seconds between runs of the registry's lifecycle policies.
+    #[arg(long, env = "BERTH_REGISTRY_LIFECYCLE_INTERVAL")]
+    pub registry_lifecycle_interval: Option<u64>,
 }
 
 /// The TOML file: the same keys as the flags, snake_case.
@@ -50,6 +53,7 @@ pub struct FileConfig {
     pub account_id: Option<String>,
     pub log: Option<String>,
     pub registry_create_on_push: Option<bool>,
+    pub registry_lifecycle_interval: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -61,6 +65,7 @@ pub struct Config {
     pub account_id: String,
     pub log: String,
     pub registry_create_on_push: bool,
+    pub registry_lifecycle_interval: u64,
 }
 
 /// The default data directory: `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
@@ -153,6 +158,11 @@ impl ServeArgs {
                 .registry_create_on_push
                 .or(file.registry_create_on_push)
                 .unwrap_or(false),
+            registry_lifecycle_interval: self
+                .registry_lifecycle_interval
+                .or(file.registry_lifecycle_interval)
+                .unwrap_or(3600)
+                .max(1),
         })
     }
 }

@@ -129,6 +129,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .await
     .context("opening the registry")?;
+    berth_registry::Registry::spawn_lifecycle(
+        &registry,
+        std::time::Duration::from_secs(cfg.registry_lifecycle_interval),
+    );
     let state = Arc::new(berth_api::AppState::new(
         control.clone(),
         Some(registry),

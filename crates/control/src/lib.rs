@@ -158,6 +158,20 @@ impl Control {
     }
 }
 
+impl Control {
+    /// The IAM principal ARN of an access key (`…:root` or `…:user/<name>`).
+    pub fn principal_arn(&self, access_key_id: &str) -> Option<String> {
+        let d = self.view.data.read();
+        let k = d.access_keys.get(access_key_id)?;
+        let acct = &self.part.account_id;
+        Some(if k.value.user_name == "root" {
+            format!("arn:aws:iam::{acct}:root")
+        } else {
+            format!("arn:aws:iam::{acct}:user/{}", k.value.user_name)
+        })
+    }
+}
+
 impl berth_auth::SecretLookup for Control {
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
         let d = self.view.data.read();

@@ -112,6 +112,7 @@ impl Registry {
             lifecycle_policy: None,
             lifecycle_evaluated_at: None,
             policy: None,
+            preview: None,
         };
         let key = keys::repo(name);
         let r = self
@@ -131,7 +132,10 @@ impl Registry {
         Ok(rec)
     }
 
-    async fn repo_record(&self, name: Option<&str>) -> Result<(RepoRecord, i64), EcrError> {
+    pub(crate) async fn repo_record(
+        &self,
+        name: Option<&str>,
+    ) -> Result<(RepoRecord, i64), EcrError> {
         let name = name.unwrap_or_default();
         if !digest::valid_repo_name(name) {
             return Err(EcrError::InvalidParameter(format!(
@@ -143,7 +147,7 @@ impl Registry {
             .ok_or_else(|| not_found(name, &self.cfg.account_id))
     }
 
-    async fn modify_repo(
+    pub(crate) async fn modify_repo(
         &self,
         name: Option<&str>,
         mut f: impl FnMut(&mut RepoRecord) -> Result<(), EcrError>,
@@ -745,7 +749,7 @@ fn decode_token(s: &str) -> Result<String, EcrError> {
 }
 
 /// Position-based pages over a list whose order is stable between calls.
-fn paginate<T>(
+pub(crate) fn paginate<T>(
     items: Vec<T>,
     token: Option<&str>,
     max: Option<i32>,

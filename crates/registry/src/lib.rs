@@ -10,8 +10,11 @@ pub mod blob;
 pub mod digest;
 pub mod dist;
 pub mod ecr;
+pub mod ecr_policy;
 pub mod error;
+pub mod lifecycle;
 pub mod manifest;
+pub mod policy;
 pub mod token;
 
 use std::collections::HashMap;
@@ -117,6 +120,17 @@ pub struct RepoRecord {
     pub lifecycle_evaluated_at: Option<f64>,
     #[serde(default)]
     pub policy: Option<String>,
+    /// The last lifecycle policy preview.
+    #[serde(default)]
+    pub preview: Option<PreviewRecord>,
+}
+
+/// A lifecycle policy preview's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PreviewRecord {
+    pub policy_text: String,
+    pub status: String,
+    pub results: Vec<berth_model::wire::ecr::LifecyclePolicyPreviewResult>,
 }
 
 /// The registry: blob bytes in a [`BlobStore`], everything else in the state store.
