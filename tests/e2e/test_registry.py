@@ -319,3 +319,65 @@ def test_repository_policy_is_enforced(berth, tmp_path):
            "docker://%s/locked:1" % host(berth))
     with pytest.raises(ecr.exceptions.RepositoryPolicyNotFoundException):
         ecr.get_repository_policy(repositoryName="locked")
+
+
+def test_kill_9_during_a_200_mib_push_then_retry(data_dir):
+    """The server dies mid-push: afterwards the store holds only whole, verified blobs, and
+    the same push simply succeeds."""
+    import http.client
+    import threading
+    import time
+
+    from conftest import Berth
+
+    b = Berth(data_dir).start()
+    try:
+        b.client("ecr").create_repository(repositoryName="big")
+        chunk = os.urandom(1 << 20)
+        total = 200
+
+        def piece(i):
+            return bytes([i % 256]) + chunk[1:]
+
+        h = hashlib.sha256()
+        for i in range(total):
+            h.update(piece(i))
+        digest = "sha256:" + h.hexdigest()
+
+        def send(kill_after=None):
+            u = b.endpoint.removeprefix("http://")
+            hostname, port = u.split(":")
+            conn = http.client.HTTPConnection(hostname, int(port), timeout=60)
+            conn.putrequest("POST", "/v2/big/blobs/uploads/?digest=" + digest)
+            conn.putheader("Authorization", "Basic " + base64.b64encode(
+                ("AWS:" + _password(b)).encode()).decode())
+            conn.putheader("Content-Type", "application/octet-stream")
+            conn.putheader("Content-Length", str(total << 20))
+            conn.endheaders()
+            for i in range(total):
+                if kill_after is not None and i == kill_after:
+                    b.kill()  # SIGKILL by PID, mid-body
+                    time.sleep(0.2)
+                try:
+                    conn.send(piece(i))
+                except OSError:
+                    return None
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("Docker-Content-Digest")
+
+        assert send(kill_after=100) is None
+        blobs = os.path.join(data_dir, "registry", "blobs", "sha256")
+        for root, _, files in os.walk(blobs):
+            for f in files:
+                with open(os.path.join(root, f), "rb") as fh:
+                    assert hashlib.sha256(fh.read()).hexdigest() == f, "partial blob visible"
+        assert not os.path.exists(os.path.join(blobs, digest[7:9], digest[7:]))
+        b.start()
+        status, got = send()
+        assert (status, got) == (201, digest)
+        st, hdr, _ = req(b, "HEAD", "/v2/big/blobs/" + digest)
+        assert st == 200 and int(hdr["content-length"]) == total << 20
+        with open(os.path.join(blobs, digest[7:9], digest[7:]), "rb") as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == digest[7:]
+    finally:
+        b.stop()

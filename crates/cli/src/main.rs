@@ -129,7 +129,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .await
     .context("opening the registry")?;
-    berth_registry::Registry::spawn_lifecycle(
+    berth_registry::Registry::spawn_maintenance(
         &registry,
         std::time::Duration::from_secs(cfg.registry_lifecycle_interval),
     );

@@ -101,8 +101,11 @@ impl Registry {
         self.store
             .put(
                 keys::link(repo, d.as_str()).as_bytes(),
-                &serde_json::to_vec(&LinkRecord { size })
-                    .map_err(|e| DistError::internal(e.to_string()))?,
+                &serde_json::to_vec(&LinkRecord {
+                    size,
+                    linked_at: now(),
+                })
+                .map_err(|e| DistError::internal(e.to_string()))?,
             )
             .await?;
         Ok(())
@@ -123,6 +126,7 @@ impl Registry {
         let Some(link) = self.link(from, d).await? else {
             return Ok(None);
         };
+        let _gc = self.gc_lock.read().await;
         if self.blobs.stat(d).await?.is_none() {
             return Ok(None);
         }
@@ -201,6 +205,7 @@ impl Registry {
         d: &Digest,
     ) -> Result<u64, DistError> {
         let upload = s.guard.take().ok_or_else(DistError::upload_unknown)?;
+        let _gc = self.gc_lock.read().await;
         let result = self.blobs.commit(upload, d).await;
         self.forget_upload(&s.id).await?;
         let size = result?;

@@ -80,8 +80,9 @@ impl Registry {
         Ok(total)
     }
 
-    /// Run lifecycle policies every `every` while the registry lives.
-    pub fn spawn_lifecycle(this: &Arc<Registry>, every: Duration) {
+    /// Every `every` while the registry lives: apply lifecycle policies, then collect
+    /// garbage (links unneeded for an hour, uploads idle for a day).
+    pub fn spawn_maintenance(this: &Arc<Registry>, every: Duration) {
         let weak: Weak<Registry> = Arc::downgrade(this);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -91,6 +92,9 @@ impl Registry {
                 let Some(r) = weak.upgrade() else { return };
                 if let Err(e) = r.run_all_lifecycles().await {
                     tracing::warn!("lifecycle run failed: {e}");
+                }
+                if let Err(e) = r.gc(3600.0, 24 * 3600).await {
+                    tracing::warn!("registry garbage collection failed: {e}");
                 }
             }
         });

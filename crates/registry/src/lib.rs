@@ -12,6 +12,7 @@ pub mod dist;
 pub mod ecr;
 pub mod ecr_policy;
 pub mod error;
+pub mod gc;
 pub mod lifecycle;
 pub mod manifest;
 pub mod policy;
@@ -99,6 +100,9 @@ pub struct TagRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LinkRecord {
     pub size: u64,
+    /// When it was linked (epoch seconds): young links survive GC while their push finishes.
+    #[serde(default)]
+    pub linked_at: f64,
 }
 
 /// An upload session: which repository it pushes to.
@@ -141,6 +145,9 @@ pub struct Registry {
     /// Open uploads (file + running hash), one lock each so chunks apply in order.
     pub(crate) open_uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<blob::Upload>>>>>,
     pub(crate) token_key: Vec<u8>,
+    /// Upload commits and mounts hold the read side from "blob in place" to "link written";
+    /// garbage collection holds the write side while it checks and deletes one blob.
+    pub(crate) gc_lock: tokio::sync::RwLock<()>,
 }
 
 pub(crate) fn now() -> f64 {
@@ -165,6 +172,7 @@ impl Registry {
             cfg,
             open_uploads: Mutex::new(HashMap::new()),
             token_key,
+            gc_lock: tokio::sync::RwLock::new(()),
         }))
     }
 
