@@ -21,10 +21,12 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq python3-venv
 fi
-# Debian packages the end-to-end tests use: skopeo (registry client), busybox-static (the
-# base of test images).
+# Debian packages the end-to-end tests use: skopeo, podman and docker.io (registry clients;
+# the tests start their own dockerd), busybox-static (the base of test images).
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
