@@ -381,3 +381,28 @@ def test_kill_9_during_a_200_mib_push_then_retry(data_dir):
             assert hashlib.sha256(fh.read()).hexdigest() == digest[7:]
     finally:
         b.stop()
+
+
+def test_bearer_token_flow(data_dir, tmp_path):
+    """With --registry-bearer true, clients are challenged with Bearer and fetch a token from
+    /v2/token using their ECR credentials — the flow docker and podman follow."""
+    from conftest import Berth
+
+    b = Berth(data_dir, extra_args=["--registry-bearer", "true"]).start()
+    try:
+        b.client("ecr").create_repository(repositoryName="bear")
+        st, h, _ = req(b, "GET", "/v2/", auth=False)
+        assert st == 401 and h["www-authenticate"].startswith('Bearer realm="http://%s/v2/token"' % host(b))
+        pw = _password(b)
+        st, _, body = req(b, "GET", "/v2/token?service=%s&scope=repository:bear:pull,push" % host(b), pw=pw)
+        tok = json.loads(body)["token"]
+        st, _, _ = req(b, "GET", "/v2/bear/tags/list", auth=False, headers={"Authorization": "Bearer " + tok})
+        assert st == 200
+        st, _, _ = req(b, "GET", "/v2/bear/tags/list", auth=False, headers={"Authorization": "Bearer nope"})
+        assert st == 401
+        src = str(tmp_path / "src")
+        d = busybox_image(src)
+        push(b, src, "bear:1", pw=pw)  # skopeo follows the Bearer challenge by itself
+        assert b.client("ecr").list_images(repositoryName="bear")["imageIds"][0]["imageDigest"] == d
+    finally:
+        b.stop()

@@ -94,7 +94,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn err(e: DistError, host: &str) -> Response {
+fn err(e: DistError, host: &str, bearer: bool) -> Response {
     let mut r = (
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
         e.body(),
@@ -105,10 +105,13 @@ fn err(e: DistError, host: &str) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    let challenge = if bearer {
+        format!("Bearer realm=\"http://{host}/v2/token\",service=\"{host}\"")
+    } else {
+        format!("Basic realm=\"http://{host}/\",service=\"ecr.amazonaws.com\"")
+    };
     if e.status == 401
-        && let Ok(v) = HeaderValue::from_str(&format!(
-            "Basic realm=\"http://{host}/\",service=\"ecr.amazonaws.com\""
-        ))
+        && let Ok(v) = HeaderValue::from_str(&challenge)
     {
         h.insert(header::WWW_AUTHENTICATE, v);
     }
@@ -153,9 +156,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         return (StatusCode::NOT_FOUND, "registry not enabled").into_response();
     };
     let host = reg.config().host.clone();
+    let bearer = reg.config().bearer_challenge;
     let mut resp = match serve(&state, &reg, req).await {
         Ok(r) => r,
-        Err(e) => err(e, &host),
+        Err(e) => err(e, &host, bearer),
     };
     resp.headers_mut().insert(
         "docker-distribution-api-version",

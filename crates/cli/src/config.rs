@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Create a registry repository on first push instead of refusing with NAME_UNKNOWN.
     #[arg(long, env = "BERTH_REGISTRY_CREATE_ON_PUSH")]
     pub registry_create_on_push: Option<bool>,
+    /// Challenge registry clients with Bearer (token flow via /v2/token) instead of Basic.
+    #[arg(long, env = "BERTH_REGISTRY_BEARER")]
+    pub registry_bearer: Option<bool>,
     /// Seconds between runs of the registry's lifecycle policies.
     #[arg(long, env = "BERTH_REGISTRY_LIFECYCLE_INTERVAL")]
     pub registry_lifecycle_interval: Option<u64>,
@@ -53,6 +56,7 @@ pub struct FileConfig {
     pub account_id: Option<String>,
     pub log: Option<String>,
     pub registry_create_on_push: Option<bool>,
+    pub registry_bearer: Option<bool>,
     pub registry_lifecycle_interval: Option<u64>,
 }
 
@@ -65,6 +69,7 @@ pub struct Config {
     pub account_id: String,
     pub log: String,
     pub registry_create_on_push: bool,
+    pub registry_bearer: bool,
     pub registry_lifecycle_interval: u64,
 }
 
@@ -157,6 +162,10 @@ impl ServeArgs {
             registry_create_on_push: self
                 .registry_create_on_push
                 .or(file.registry_create_on_push)
+                .unwrap_or(false),
+            registry_bearer: self
+                .registry_bearer
+                .or(file.registry_bearer)
                 .unwrap_or(false),
             registry_lifecycle_interval: self
                 .registry_lifecycle_interval

@@ -123,6 +123,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             account_id: cfg.account_id.clone(),
             host: addr.to_string(),
             create_on_push: cfg.registry_create_on_push,
+            bearer_challenge: cfg.registry_bearer,
         },
         store.clone(),
         &cfg.data_dir.join("registry"),

@@ -39,6 +39,8 @@ pub struct RegistryConfig {
     pub host: String,
     /// Create a repository on first push instead of refusing with NAME_UNKNOWN.
     pub create_on_push: bool,
+    /// Challenge clients with `Bearer` (token endpoint `/v2/token`) instead of ECR's `Basic`.
+    pub bearer_challenge: bool,
 }
 
 /// Store keys of the registry.

@@ -13,6 +13,7 @@ async fn registry(dir: &std::path::Path) -> Arc<Registry> {
             account_id: "000000000000".into(),
             host: "127.0.0.1:1".into(),
             create_on_push: true,
+            bearer_challenge: false,
         },
         store,
         dir,
