@@ -7,7 +7,7 @@ use berth_store::{MemStore, Store};
 
 async fn registry(dir: &std::path::Path) -> Arc<Registry> {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let r = Registry::open(
+    Registry::open(
         RegistryConfig {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
@@ -19,8 +19,7 @@ async fn registry(dir: &std::path::Path) -> Arc<Registry> {
         dir,
     )
     .await
-    .unwrap();
-    r
+    .unwrap()
 }
 
 async fn push_blob(r: &Registry, repo: &str, data: &[u8]) -> Digest {
