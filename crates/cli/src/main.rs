@@ -2,6 +2,7 @@
 //! needs from the library crates and runs them.
 
 mod config;
+mod images;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,10 @@ enum Cmd {
     Server(ServeArgs),
     /// Print `export` lines that point the aws CLI and SDKs at a running berth.
     Env(ServeArgs),
+    /// Push a directory, rootfs tarball, `docker save` archive or OCI layout as an image.
+    Push(images::PushArgs),
+    /// Pull an image into an OCI image layout directory.
+    Pull(images::PullArgs),
     /// Print the version.
     Version,
 }
@@ -53,6 +58,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Env(args) => print_env(&args.resolve()?),
+        Cmd::Push(args) => client_runtime()?.block_on(images::push(args)),
+        Cmd::Pull(args) => client_runtime()?.block_on(images::pull(args)),
         Cmd::Up(args) | Cmd::Server(args) => {
             let cfg = args.resolve()?;
             init_tracing(&cfg.log);
@@ -64,6 +71,13 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve(cfg))
         }
     }
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
 }
 
 fn init_tracing(filter: &str) {
@@ -196,7 +210,8 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_env(cfg: &Config) -> anyhow::Result<()> {
+/// Endpoint, keys and region of the berth using `cfg`'s data dir.
+pub(crate) fn local_env(cfg: &Config) -> anyhow::Result<(String, String, String, String)> {
     let creds_path = cfg.data_dir.join(CREDENTIALS_FILE);
     let creds = std::fs::read_to_string(&creds_path).with_context(|| {
         format!(
@@ -220,6 +235,11 @@ fn print_env(cfg: &Config) -> anyhow::Result<()> {
         Some(e) => (e.endpoint, e.region),
         None => (format!("http://{}", cfg.listen), cfg.region.clone()),
     };
+    Ok((endpoint, akid, secret, region))
+}
+
+fn print_env(cfg: &Config) -> anyhow::Result<()> {
+    let (endpoint, akid, secret, region) = local_env(cfg)?;
     println!("export AWS_ENDPOINT_URL={endpoint}");
     println!("export AWS_ACCESS_KEY_ID={akid}");
     println!("export AWS_SECRET_ACCESS_KEY={secret}");

@@ -1,0 +1,145 @@
+//! `berth push` and `berth pull`: wiring for the image client.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use berth_client::image::{self, ConfigOptions};
+use berth_client::{AwsClient, ImageRef, RegistryAuth, RegistryClient};
+
+use crate::config::ServeArgs;
+
+/// Where credentials come from: `--creds`, else `AWS_*` variables (as `berth env` sets
+/// them), else the data dir of a local `berth up`.
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// Registry credentials `user:password` (default: an ECR token from berth's API).
+    #[arg(long)]
+    creds: Option<String>,
+    /// No credentials at all (public registries).
+    #[arg(long, conflicts_with = "creds")]
+    anonymous: bool,
+    #[command(flatten)]
+    local: ServeArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PushArgs {
+    /// A directory (packed as one layer), a rootfs tarball, a `docker save` archive or an OCI
+    /// image layout.
+    src: PathBuf,
+    /// `host:port/repository:tag`.
+    dest: String,
+    /// Entrypoint: words split on spaces, or a JSON array.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Default command: words split on spaces, or a JSON array.
+    #[arg(long)]
+    cmd: Option<String>,
+    /// Environment variable `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory.
+    #[arg(long)]
+    workdir: Option<String>,
+    /// User to run as.
+    #[arg(long)]
+    user: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PullArgs {
+    /// `host:port/repository:tag` or `…@sha256:…`.
+    src: String,
+    /// Directory for the OCI image layout.
+    dest: PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+fn words(s: &str) -> anyhow::Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s).context("parsing a JSON array");
+    }
+    Ok(s.split_whitespace().map(str::to_string).collect())
+}
+
+async fn registry_client(args: &ClientArgs, host: &str) -> anyhow::Result<RegistryClient> {
+    if args.anonymous {
+        return Ok(RegistryClient::new(host, RegistryAuth::Anonymous));
+    }
+    if let Some(c) = &args.creds {
+        let (user, password) = c.split_once(':').context("--creds must be user:password")?;
+        return Ok(RegistryClient::new(
+            host,
+            RegistryAuth::Basic {
+                user: user.into(),
+                password: password.into(),
+            },
+        ));
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (endpoint, akid, secret, region) = match (
+        env("AWS_ENDPOINT_URL"),
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(e), Some(a), Some(s)) => (
+            e,
+            a,
+            s,
+            env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+        ),
+        _ => crate::local_env(&args.local.resolve()?)?,
+    };
+    let aws = AwsClient::new(
+        &endpoint,
+        &region,
+        berth_auth::Credentials {
+            access_key_id: akid,
+            secret_access_key: secret,
+            session_token: None,
+        },
+    );
+    let password = aws
+        .ecr_password()
+        .await
+        .with_context(|| format!("getting a registry token from {endpoint}"))?;
+    Ok(RegistryClient::new(
+        host,
+        RegistryAuth::Basic {
+            user: "AWS".into(),
+            password,
+        },
+    ))
+}
+
+pub async fn push(a: PushArgs) -> anyhow::Result<()> {
+    let dest = ImageRef::parse(&a.dest)?;
+    let opts = ConfigOptions {
+        entrypoint: a.entrypoint.as_deref().map(words).transpose()?,
+        cmd: a.cmd.as_deref().map(words).transpose()?,
+        env: a.env.clone(),
+        workdir: a.workdir.clone(),
+        user: a.user.clone(),
+    };
+    let src = a.src.clone();
+    let built = tokio::task::spawn_blocking(move || image::build(&src, &opts))
+        .await?
+        .with_context(|| format!("building an image from {}", a.src.display()))?;
+    let client = registry_client(&a.client, &dest.host).await?;
+    let digest = image::push(&client, &dest, &built).await?;
+    println!("{}: digest: {digest}", a.dest);
+    Ok(())
+}
+
+pub async fn pull(a: PullArgs) -> anyhow::Result<()> {
+    let src = ImageRef::parse(&a.src)?;
+    let client = registry_client(&a.client, &src.host).await?;
+    let digest = image::pull(&client, &src, &a.dest).await?;
+    println!("{} → {}: digest: {digest}", a.src, a.dest.display());
+    Ok(())
+}

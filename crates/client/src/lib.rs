@@ -1,0 +1,184 @@
+//! berth-client: clients for the APIs berth speaks, for berth's own tools.
+//!
+//! - [`AwsClient`]: SigV4-signed AWS JSON protocol calls (ECS, ECR) to a berth endpoint.
+//! - [`RegistryClient`]: an OCI distribution client — authentication (ECR's Basic token,
+//!   Bearer challenges, anonymous), blob and manifest push with resumable chunked uploads,
+//!   pull with digest verification.
+//! - [`image`]: images from a directory, a tarball, a `docker save` archive or an OCI layout,
+//!   and OCI layouts on disk.
+//!
+//! Must not: decide anything about what a server stores; it only speaks the protocols.
+
+pub mod image;
+mod registry;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub use registry::{ImageRef, RegistryAuth, RegistryClient};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("HTTP: {0}")]
+    Http(String),
+    #[error("{service} {op}: {code}: {message}")]
+    Aws {
+        service: String,
+        op: String,
+        code: String,
+        message: String,
+    },
+    #[error("registry: HTTP {status} {code}: {message}")]
+    Registry {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> ClientError + 'a {
+    move |source| ClientError::Io {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub(crate) fn http_client() -> HttpClient {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(Duration::from_secs(10)));
+    Client::builder(TokioExecutor::new()).build(c)
+}
+
+/// SigV4-signed calls to an AWS JSON-protocol endpoint.
+pub struct AwsClient {
+    http: HttpClient,
+    endpoint: String,
+    region: String,
+    creds: berth_auth::Credentials,
+}
+
+impl AwsClient {
+    pub fn new(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> AwsClient {
+        AwsClient {
+            http: http_client(),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            region: region.to_string(),
+            creds,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Call `target_prefix.op` with a JSON body; returns the JSON answer.
+    pub async fn call(
+        &self,
+        target_prefix: &str,
+        signing_name: &str,
+        op: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        let uri: http::Uri = format!("{}/", self.endpoint)
+            .parse()
+            .map_err(|e| ClientError::Invalid(format!("endpoint {}: {e}", self.endpoint)))?;
+        let host = uri
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or_else(|| ClientError::Invalid("endpoint has no host".into()))?;
+        let data = serde_json::to_vec(body).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let mut headers = http::HeaderMap::new();
+        let hv = |s: &str| {
+            http::HeaderValue::from_str(s).map_err(|e| ClientError::Invalid(e.to_string()))
+        };
+        headers.insert("host", hv(&host)?);
+        headers.insert("content-type", hv("application/x-amz-json-1.1")?);
+        headers.insert("x-amz-target", hv(&format!("{target_prefix}.{op}"))?);
+        berth_auth::sign(
+            "POST",
+            "/",
+            None,
+            &mut headers,
+            &data,
+            &self.creds,
+            &self.region,
+            signing_name,
+            time::OffsetDateTime::now_utc(),
+        );
+        let mut req = http::Request::post(uri)
+            .body(Full::new(Bytes::from(data)))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        *req.headers_mut() = headers;
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Http(format!("{}: {e}", self.endpoint)))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(e.to_string()))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(ClientError::Aws {
+                service: signing_name.to_string(),
+                op: op.to_string(),
+                code: v["__type"].as_str().unwrap_or("Unknown").to_string(),
+                message: v["message"]
+                    .as_str()
+                    .or(v["Message"].as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// ECR's `GetAuthorizationToken`: the password for `AWS` on the registry.
+    pub async fn ecr_password(&self) -> Result<String, ClientError> {
+        let v = self
+            .call(
+                "AmazonEC2ContainerRegistry_V20150921",
+                "ecr",
+                "GetAuthorizationToken",
+                &serde_json::json!({}),
+            )
+            .await?;
+        let tok = v["authorizationData"][0]["authorizationToken"]
+            .as_str()
+            .ok_or_else(|| ClientError::Invalid("no authorization token in the answer".into()))?;
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(tok)
+            .map_err(|e| ClientError::Invalid(format!("authorization token: {e}")))?;
+        let raw = String::from_utf8(raw).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        raw.strip_prefix("AWS:")
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Invalid("authorization token is not AWS:<password>".into()))
+    }
+}
