@@ -483,7 +483,7 @@ async fn stream_into(
         let frame =
             frame.map_err(|e| DistError::upload_invalid(format!("reading the body: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            s.write(&data).await?;
+            s.write(data).await?;
         }
     }
     Ok(())
@@ -539,7 +539,7 @@ async fn blob_response(
                 .await
                 .map_err(|e| DistError::internal(e.to_string()))?;
         }
-        let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024);
+        let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 128 * 1024);
         Response::new(Body::from_stream(stream))
     };
     if partial {

@@ -10,9 +10,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use crate::digest::Digest;
 
@@ -41,25 +43,75 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Blo
     }
 }
 
-/// An upload in progress: bytes appended so far and the running hash.
+/// An upload in progress. Bytes go to a writer thread of its own that hashes and writes
+/// them, so receiving the next bytes overlaps hashing and writing the previous ones and the
+/// async runtime never blocks on the disk or the hash.
 pub struct Upload {
     pub id: String,
     pub size: u64,
-    hasher: Sha256,
-    file: tokio::fs::File,
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    writer: Option<tokio::task::JoinHandle<io::Result<(std::fs::File, Sha256)>>>,
     path: PathBuf,
 }
 
+/// Chunks in flight between an upload and its writer thread.
+const WRITE_QUEUE: usize = 64;
+
 impl Upload {
+    fn start(id: &str, size: u64, hasher: Sha256, file: std::fs::File, path: PathBuf) -> Upload {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut f = file;
+            let mut hasher = hasher;
+            while let Some(b) = rx.blocking_recv() {
+                hasher.update(&b);
+                f.write_all(&b)?;
+            }
+            Ok((f, hasher))
+        });
+        Upload {
+            id: id.to_string(),
+            size,
+            tx: Some(tx),
+            writer: Some(writer),
+            path,
+        }
+    }
+
     /// Append bytes (in order).
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
-        self.file
-            .write_all(data)
-            .await
-            .map_err(io_err("write", &self.path))?;
-        self.hasher.update(data);
+    pub async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
         self.size += data.len() as u64;
+        let sent = match &self.tx {
+            Some(tx) => tx.send(data).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The writer stopped: its error says why.
+            return Err(self.finish_writes().await.err().unwrap_or(BlobError::Io {
+                op: "write",
+                path: self.path.clone(),
+                source: io::Error::other("upload writer stopped"),
+            }));
+        }
         Ok(())
+    }
+
+    /// Wait for every queued byte to reach the file; returns the file and the hash.
+    async fn finish_writes(&mut self) -> Result<(std::fs::File, Sha256), BlobError> {
+        self.tx.take();
+        let w = self.writer.take().ok_or_else(|| BlobError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source: io::Error::other("upload already finished"),
+        })?;
+        match w.await {
+            Ok(r) => r.map_err(io_err("write", &self.path)),
+            Err(e) => Err(BlobError::Io {
+                op: "write",
+                path: self.path.clone(),
+                source: io::Error::other(e.to_string()),
+            }),
+        }
     }
 }
 
@@ -147,49 +199,46 @@ impl BlobStore for FsBlobStore {
                 hasher.update(&buf[..n]);
                 size += n as u64;
             }
-            tokio::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .append(true)
                 .open(&path)
-                .await
                 .map_err(io_err("open", &path))?
         } else {
-            tokio::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&path)
-                .await
                 .map_err(io_err("create", &path))?
         };
-        Ok(Upload {
-            id: id.to_string(),
-            size,
-            hasher,
-            file,
-            path,
-        })
+        Ok(Upload::start(id, size, hasher, file, path))
     }
 
     async fn commit(&self, mut upload: Upload, expected: &Digest) -> Result<u64, BlobError> {
-        let actual = format!("sha256:{}", hex::encode(upload.hasher.clone().finalize()));
+        let (file, hasher) = match upload.finish_writes().await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&upload.path).await;
+                return Err(e);
+            }
+        };
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if expected.algorithm() != "sha256" || actual != expected.as_str() {
-            drop(upload.file);
+            drop(file);
             let _ = tokio::fs::remove_file(&upload.path).await;
             return Err(BlobError::DigestMismatch {
                 expected: expected.to_string(),
                 actual,
             });
         }
-        upload
-            .file
-            .flush()
+        let p = upload.path.clone();
+        tokio::task::spawn_blocking(move || file.sync_all())
             .await
-            .map_err(io_err("flush", &upload.path))?;
-        upload
-            .file
-            .sync_all()
-            .await
+            .map_err(|e| BlobError::Io {
+                op: "sync",
+                path: p.clone(),
+                source: io::Error::other(e.to_string()),
+            })?
             .map_err(io_err("sync", &upload.path))?;
-        drop(upload.file);
         let dest = self.path(expected);
         let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
         tokio::fs::create_dir_all(&dir)

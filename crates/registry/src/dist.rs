@@ -21,7 +21,7 @@ pub struct UploadSession {
 }
 
 impl UploadSession {
-    pub async fn write(&mut self, data: &[u8]) -> Result<(), DistError> {
+    pub async fn write(&mut self, data: bytes::Bytes) -> Result<(), DistError> {
         match self.guard.as_mut() {
             Some(u) => Ok(u.write(data).await?),
             None => Err(DistError::upload_unknown()),

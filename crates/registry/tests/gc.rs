@@ -25,7 +25,7 @@ async fn registry(dir: &std::path::Path) -> Arc<Registry> {
 async fn push_blob(r: &Registry, repo: &str, data: &[u8]) -> Digest {
     let id = r.start_upload(repo).await.unwrap();
     let mut s = r.open_upload(repo, &id).await.unwrap();
-    s.write(data).await.unwrap();
+    s.write(bytes::Bytes::copy_from_slice(data)).await.unwrap();
     let d = Digest::of(data);
     r.complete_upload(s, &d).await.unwrap();
     d
@@ -76,7 +76,9 @@ async fn idle_uploads_are_removed() {
     let r = registry(dir.path()).await;
     let id = r.start_upload("app").await.unwrap();
     let mut s = r.open_upload("app", &id).await.unwrap();
-    s.write(b"partial").await.unwrap();
+    s.write(bytes::Bytes::from_static(b"partial"))
+        .await
+        .unwrap();
     drop(s);
     assert_eq!(r.gc(0.0, 3600).await.unwrap().uploads_removed, 0);
     assert_eq!(r.gc(0.0, 0).await.unwrap().uploads_removed, 1);
