@@ -292,6 +292,10 @@ def test_lifecycle_policy_expires_and_previews(berth, tmp_path):
     ecr.delete_lifecycle_policy(repositoryName="life")
     with pytest.raises(ecr.exceptions.LifecyclePolicyNotFoundException):
         ecr.get_lifecycle_policy(repositoryName="life")
+    # The README's example policy is accepted.
+    from conftest import ROOT
+    berth.aws("ecr", "put-lifecycle-policy", "--repository-name", "life", "--lifecycle-policy-text",
+              "file://" + os.path.join(ROOT, "examples", "lifecycle.json"))
 
 
 def test_repository_policy_is_enforced(berth, tmp_path):
