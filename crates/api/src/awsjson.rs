@@ -50,6 +50,20 @@ pub trait JsonService: Send + Sync + 'static {
     ) -> Result<Vec<u8>, AwsError>;
 }
 
+/// Decode a request shape (checked against the model), run an operation on it, encode the
+/// answer: what every operation of every JSON service does.
+pub async fn run<I, O, E, Fut>(body: &[u8], f: impl FnOnce(I) -> Fut) -> Result<Vec<u8>, AwsError>
+where
+    I: serde::de::DeserializeOwned + berth_model::wire::Validate,
+    O: serde::Serialize,
+    E: Into<AwsError>,
+    Fut: std::future::Future<Output = Result<O, E>>,
+{
+    let req: I = crate::ecs::decode(body)?;
+    let out = f(req).await.map_err(Into::into)?;
+    serde_json::to_vec(&out).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
+}
+
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();

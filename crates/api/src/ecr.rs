@@ -1,18 +1,14 @@
 //! The ECR API (`AmazonEC2ContainerRegistry_V20150921.<Operation>`): decode, check against the
 //! model, call the registry, encode. No registry logic here.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use berth_model::wire::{Validate, ecr};
+use berth_model::wire::ecr;
 use berth_registry::{EcrError, Registry};
 use bytes::Bytes;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::awsjson::{JsonService, RequestContext};
-use crate::ecs::decode;
+use crate::awsjson::{JsonService, RequestContext, run};
 use crate::error::AwsError;
 
 pub struct Ecr {
@@ -30,17 +26,6 @@ impl From<EcrError> for AwsError {
     fn from(e: EcrError) -> Self {
         AwsError::new(e.http_status(), e.code(), e.to_string())
     }
-}
-
-async fn run<I, O, Fut>(body: &[u8], f: impl FnOnce(I) -> Fut) -> Result<Vec<u8>, AwsError>
-where
-    I: DeserializeOwned + Validate,
-    O: Serialize,
-    Fut: Future<Output = Result<O, EcrError>>,
-{
-    let req: I = decode(body)?;
-    let out = f(req).await?;
-    serde_json::to_vec(&out).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
 }
 
 /// The ECR operations berth implements.

@@ -2,17 +2,15 @@
 //! check it against the model's constraints, call the control plane, encode the answer.
 //! Nothing here decides anything about clusters or tasks.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_control::{Control, ControlError};
 use berth_model::wire::{self, DecodeError, FieldErrorKind, Validate, ecs};
 use bytes::Bytes;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::awsjson::{JsonService, RequestContext};
+use crate::awsjson::{JsonService, RequestContext, run};
 use crate::error::AwsError;
 
 pub struct Ecs {
@@ -46,17 +44,6 @@ pub fn decode<I: DeserializeOwned + Validate>(body: &[u8]) -> Result<I, AwsError
         return Err(AwsError::client("InvalidParameterException", msg));
     }
     Ok(req)
-}
-
-async fn run<I, O, Fut>(body: &[u8], f: impl FnOnce(I) -> Fut) -> Result<Vec<u8>, AwsError>
-where
-    I: DeserializeOwned + Validate,
-    O: Serialize,
-    Fut: Future<Output = Result<O, ControlError>>,
-{
-    let req: I = decode(body)?;
-    let out = f(req).await?;
-    serde_json::to_vec(&out).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
 }
 
 /// The operations berth implements, for dispatch and for the coverage table in the README.

@@ -109,7 +109,7 @@ pub fn remaining(ci: &ContainerInstance, u: &Usage) -> Vec<Resource> {
 
 impl Control {
     /// Resolve a container instance given as ARN or id within a cluster.
-    fn instance_id<'a>(&self, cluster: &str, s: &'a str) -> Option<&'a str> {
+    pub(crate) fn instance_id<'a>(&self, cluster: &str, s: &'a str) -> Option<&'a str> {
         if s.starts_with("arn:") {
             let arn_cluster_ok = matches!(
                 self.part.parse_ecs(s),
@@ -505,24 +505,38 @@ impl Control {
         Ok(id.to_string())
     }
 
-    pub async fn put_attributes(&self, req: PutAttributesRequest) -> Result<PutAttributesResponse> {
-        let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
+    /// Check an attribute request and group its attributes by target instance. Everything
+    /// is checked before anything changes: a bad attribute changes nothing.
+    fn attributes_by_target(
+        &self,
+        cluster: Option<&str>,
+        attrs: &[Attribute],
+        check_values: bool,
+    ) -> Result<(String, BTreeMap<String, Vec<Attribute>>)> {
+        let cname = self.cluster_name_of(cluster)?.to_string();
         if !self.view.data.read().clusters.contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
-        let attrs = req.attributes.clone().unwrap_or_default();
         if attrs.is_empty() || attrs.len() > 10 {
             return Err(ControlError::invalid(
                 "attributes must contain between 1 and 10 elements.",
             ));
         }
-        // Validate everything first: a bad attribute changes nothing.
         let mut per_target: BTreeMap<String, Vec<Attribute>> = BTreeMap::new();
-        for a in &attrs {
-            check_attribute(a)?;
+        for a in attrs {
+            if check_values {
+                check_attribute(a)?;
+            }
             let id = self.attribute_target(&cname, a)?;
             per_target.entry(id).or_default().push(a.clone());
         }
+        Ok((cname, per_target))
+    }
+
+    pub async fn put_attributes(&self, req: PutAttributesRequest) -> Result<PutAttributesResponse> {
+        let attrs = req.attributes.clone().unwrap_or_default();
+        let (cname, per_target) =
+            self.attributes_by_target(req.cluster.as_deref(), &attrs, true)?;
         for (id, list) in &per_target {
             self.modify(
                 &keys::instance(&cname, id),
@@ -564,21 +578,9 @@ impl Control {
         &self,
         req: DeleteAttributesRequest,
     ) -> Result<DeleteAttributesResponse> {
-        let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
-            return Err(ControlError::ClusterNotFound);
-        }
         let attrs = req.attributes.clone().unwrap_or_default();
-        if attrs.is_empty() || attrs.len() > 10 {
-            return Err(ControlError::invalid(
-                "attributes must contain between 1 and 10 elements.",
-            ));
-        }
-        let mut per_target: BTreeMap<String, Vec<Attribute>> = BTreeMap::new();
-        for a in &attrs {
-            let id = self.attribute_target(&cname, a)?;
-            per_target.entry(id).or_default().push(a.clone());
-        }
+        let (cname, per_target) =
+            self.attributes_by_target(req.cluster.as_deref(), &attrs, false)?;
         for (id, list) in &per_target {
             self.modify(
                 &keys::instance(&cname, id),

@@ -656,7 +656,7 @@ impl Control {
                 group: l.group.clone(),
             };
             for t in &targets {
-                let hit = self.instance_id_in(&l.cluster, t).and_then(|id| {
+                let hit = self.instance_id(&l.cluster, t).and_then(|id| {
                     let e = d.instances.get(&l.cluster)?.get(id)?;
                     (e.value.status.as_deref() == Some("ACTIVE"))
                         .then(|| self.snapshot(&d, &l.cluster, id, &e.value))
@@ -686,19 +686,6 @@ impl Control {
             tasks: Some(records.into_iter().map(|r| r.task).collect()),
             failures: Some(failures),
         })
-    }
-
-    fn instance_id_in<'a>(&self, cluster: &str, s: &'a str) -> Option<&'a str> {
-        if s.starts_with("arn:") {
-            match self.part.parse_ecs(s) {
-                Some(EcsResource::ContainerInstance { cluster: ref c, .. }) if c == cluster => {
-                    s.rsplit('/').next()
-                }
-                _ => None,
-            }
-        } else {
-            Some(s)
-        }
     }
 
     pub async fn stop_task(&self, req: StopTaskRequest) -> Result<StopTaskResponse> {

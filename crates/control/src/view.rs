@@ -76,7 +76,7 @@ pub struct ViewData {
     pub task_defs: BTreeMap<String, BTreeMap<i32, Entry<TaskDefRecord>>>,
     pub tasks: HashMap<String, BTreeMap<String, Entry<TaskRecord>>>,
     pub instances: HashMap<String, BTreeMap<String, Entry<ContainerInstance>>>,
-    pub access_keys: HashMap<String, Entry<AccessKeyRecord>>,
+    pub access_keys: BTreeMap<String, Entry<AccessKeyRecord>>,
     pub counts: HashMap<String, ClusterCounts>,
     /// (cluster, instance id) → usage.
     pub usage: HashMap<(String, String), Usage>,
@@ -194,7 +194,7 @@ impl ViewData {
                 }
             }
             Key::AccessKey(id) => {
-                upsert_hash(&mut self.access_keys, id.to_string(), rev, put, val)?;
+                upsert(&mut self.access_keys, id.to_string(), rev, put, val)?;
             }
             Key::Task(c, id) => {
                 let m = self.tasks.entry(c.to_string()).or_default();
@@ -258,31 +258,6 @@ impl ViewData {
 fn upsert<K: Ord, T: serde::de::DeserializeOwned>(
     m: &mut BTreeMap<K, Entry<T>>,
     k: K,
-    rev: Revision,
-    put: bool,
-    val: &[u8],
-) -> Result<(), serde_json::Error> {
-    if m.get(&k).is_some_and(|e| e.rev >= rev) {
-        return Ok(());
-    }
-    if put {
-        let v: T = serde_json::from_slice(val)?;
-        m.insert(
-            k,
-            Entry {
-                rev,
-                value: Arc::new(v),
-            },
-        );
-    } else {
-        m.remove(&k);
-    }
-    Ok(())
-}
-
-fn upsert_hash<T: serde::de::DeserializeOwned>(
-    m: &mut HashMap<String, Entry<T>>,
-    k: String,
     rev: Revision,
     put: bool,
     val: &[u8],
