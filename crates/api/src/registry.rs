@@ -157,10 +157,37 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     };
     let host = reg.config().host.clone();
     let bearer = reg.config().bearer_challenge;
-    let mut resp = match serve(&state, &reg, req).await {
-        Ok(r) => r,
-        Err(e) => err(e, &host, bearer),
+    let started = std::time::Instant::now();
+    // The metric label: the ECR action the request amounts to.
+    let op = {
+        let path = req.uri().path();
+        let rest = path
+            .strip_prefix("/v2/")
+            .or_else(|| path.strip_prefix("/v2"))
+            .unwrap_or("");
+        route(rest).map_or("unknown", |r| ecr_action(&r, req.method()))
     };
+    let (code, mut resp) = match serve(&state, &reg, req).await {
+        Ok(r) => ("OK", r),
+        Err(e) => (e.code, err(e, &host, bearer)),
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            service: "registry".into(),
+            operation: op.into(),
+            code: code.into(),
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&crate::metrics::OpLabels {
+            service: "registry".into(),
+            operation: op.into(),
+        })
+        .observe(started.elapsed().as_secs_f64());
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static(API_VERSION),
