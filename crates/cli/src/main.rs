@@ -36,6 +36,21 @@ enum Cmd {
     Pull(images::PullArgs),
     /// Print the version.
     Version,
+    /// Internal: the per-container helper process of the native runtime.
+    #[command(hide = true)]
+    Shim(ShimCmd),
+}
+
+#[derive(clap::Args, Debug)]
+struct ShimCmd {
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    bundle: PathBuf,
+    #[arg(long)]
+    state_root: PathBuf,
+    #[arg(long)]
+    log: PathBuf,
 }
 
 /// What `berth up`/`server` leave in the data dir for `berth env` and other local clients.
@@ -53,6 +68,15 @@ const STORE_FILE: &str = "state.redb";
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        // No tokio here: libcontainer forks, so the shim stays single-threaded.
+        Cmd::Shim(a) => {
+            std::process::exit(berth_runtime::shim::run(&berth_runtime::shim::ShimArgs {
+                id: a.id,
+                bundle: a.bundle,
+                state_root: a.state_root,
+                log: a.log,
+            }))
+        }
         Cmd::Version => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())

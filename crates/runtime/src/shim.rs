@@ -1,0 +1,112 @@
+//! The container shim: a small, single-threaded process of the same binary (`berth shim`)
+//! that creates and starts one container with libcontainer, stays its parent to reap it, and
+//! reports on its standard output: `{"pid":N}` once started, then `{"exit_code":C}` or
+//! `{"signal":S}` when it ends (also written to `<bundle>/exit.json`, so a restarted agent can
+//! learn how a container ended while it was away). The container's stdout and stderr go to
+//! the log file. libcontainer forks and changes namespaces: it must never run inside the
+//! multi-threaded tokio process, which is why this process exists.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::PathBuf;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+/// Arguments of `berth shim`.
+#[derive(Debug, Clone)]
+pub struct ShimArgs {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub state_root: PathBuf,
+    pub log: PathBuf,
+}
+
+fn report(out: &mut std::fs::File, line: &serde_json::Value) {
+    // The agent may be gone (restarting): the exit file is the durable record.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Run the shim; returns the process exit code (0: the container ran, whatever its status).
+pub fn run(a: &ShimArgs) -> i32 {
+    // Keep the report channel (our stdout) on a close-on-exec descriptor, then point fds 1
+    // and 2 at the log so that the container inherits them.
+    let status_fd = match nix::fcntl::fcntl(1, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10)) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("shim: cannot keep the status channel: {e}");
+            return 2;
+        }
+    };
+    // SAFETY: `status_fd` was just created by F_DUPFD_CLOEXEC and is owned by nothing else.
+    let mut status = unsafe { std::fs::File::from_raw_fd(status_fd) };
+    let log = match OpenOptions::new().create(true).append(true).open(&a.log) {
+        Ok(f) => f,
+        Err(e) => {
+            report(
+                &mut status,
+                &serde_json::json!({"error": format!("opening log {}: {e}", a.log.display())}),
+            );
+            return 2;
+        }
+    };
+    let devnull = OpenOptions::new().read(true).open("/dev/null");
+    if let Ok(n) = &devnull {
+        let _ = nix::unistd::dup2(n.as_raw_fd(), 0);
+    }
+    let _ = nix::unistd::dup2(log.as_raw_fd(), 1);
+    let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
+    drop(log);
+    // Orphans of the container are reaped here too.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+
+    let built = ContainerBuilder::new(a.id.clone(), SyscallType::default())
+        .with_root_path(&a.state_root)
+        .map(|b| b.as_init(&a.bundle).with_systemd(false).with_detach(true))
+        .and_then(|b| b.build());
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            report(
+                &mut status,
+                &serde_json::json!({"error": format!("creating the container: {e}")}),
+            );
+            return 1;
+        }
+    };
+    if let Err(e) = container.start() {
+        report(
+            &mut status,
+            &serde_json::json!({"error": format!("starting the container: {e}")}),
+        );
+        let _ = container.delete(true);
+        return 1;
+    }
+    let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
+    report(&mut status, &serde_json::json!({"pid": pid}));
+    let result = loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
+                break serde_json::json!({"exit_code": code});
+            }
+            Ok(WaitStatus::Signaled(p, sig, _)) if p.as_raw() == pid => {
+                break serde_json::json!({"signal": sig as i32});
+            }
+            Ok(_) => continue, // an orphan, or a stop/continue
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => break serde_json::json!({"error": format!("waiting for the container: {e}")}),
+        }
+    };
+    let exit_file = a.bundle.join("exit.json");
+    let tmp = a.bundle.join("exit.json.tmp");
+    if std::fs::write(&tmp, result.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, &exit_file);
+    }
+    let _ = container.delete(true);
+    report(&mut status, &result);
+    0
+}

@@ -1,0 +1,213 @@
+//! The OCI runtime spec (`config.json` of a bundle) for one container, from the runtime's own
+//! description of it. ECS semantics (merging the image config with a container definition)
+//! are the agent's; this module only knows how a container is isolated.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+/// Docker's default capability set: what a container gets unless it asks for more.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Which network namespace a container lives in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkNs {
+    /// A new, empty one (network mode `none`).
+    New,
+    /// The host's (network mode `host`).
+    Host,
+    /// An existing one (a task's `awsvpc` namespace, a bridge endpoint).
+    Path(PathBuf),
+}
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub readonly: bool,
+}
+
+/// How one container runs and is confined.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    /// Hard memory limit, bytes.
+    pub memory_limit: Option<i64>,
+    /// Soft memory limit, bytes.
+    pub memory_reservation: Option<i64>,
+    /// CPU shares (ECS cpu units map 1:1, minimum 2).
+    pub cpu_shares: Option<u64>,
+    pub pids_limit: Option<i64>,
+    pub readonly_root: bool,
+    /// (RLIMIT_NAME, soft, hard)
+    pub rlimits: Vec<(String, u64, u64)>,
+    pub capabilities: Vec<String>,
+    pub network: NetworkNs,
+    pub mounts: Vec<BindMount>,
+    /// cgroup path relative to each hierarchy's root.
+    pub cgroup_path: String,
+}
+
+impl Default for ContainerSpec {
+    fn default() -> Self {
+        ContainerSpec {
+            args: vec!["/bin/sh".into()],
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "berth".into(),
+            memory_limit: None,
+            memory_reservation: None,
+            cpu_shares: None,
+            pids_limit: Some(4096),
+            readonly_root: false,
+            rlimits: vec![("RLIMIT_NOFILE".into(), 1024, 1024)],
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            network: NetworkNs::New,
+            mounts: vec![],
+            cgroup_path: "/berth/container".into(),
+        }
+    }
+}
+
+/// The bundle's `config.json`; the root filesystem is the bundle's `rootfs` directory.
+pub fn oci_config(s: &ContainerSpec) -> Value {
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    match &s.network {
+        NetworkNs::New => namespaces.push(json!({"type": "network"})),
+        NetworkNs::Host => {}
+        NetworkNs::Path(p) => namespaces.push(json!({"type": "network", "path": p})),
+    }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for m in &s.mounts {
+        let mut opts = vec!["rbind", "rprivate"];
+        if m.readonly {
+            opts.push("ro");
+        }
+        mounts.push(json!({"destination": m.destination, "type": "bind",
+                           "source": m.source, "options": opts}));
+    }
+    let mut memory = serde_json::Map::new();
+    if let Some(l) = s.memory_limit {
+        memory.insert("limit".into(), json!(l));
+        // No swap beyond the limit, as ECS configures Docker.
+        memory.insert("swap".into(), json!(l));
+    }
+    if let Some(r) = s.memory_reservation {
+        memory.insert("reservation".into(), json!(r));
+    }
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if !memory.is_empty() {
+        resources["memory"] = Value::Object(memory);
+    }
+    if let Some(sh) = s.cpu_shares {
+        resources["cpu"] = json!({"shares": sh.max(2)});
+    }
+    if let Some(p) = s.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": "rootfs", "readonly": s.readonly_root},
+        "hostname": s.hostname,
+        "process": {
+            "terminal": false,
+            "user": {"uid": s.uid, "gid": s.gid, "additionalGids": s.additional_gids},
+            "args": s.args,
+            "env": s.env,
+            "cwd": s.cwd,
+            "capabilities": {
+                "bounding": s.capabilities,
+                "effective": s.capabilities,
+                "permitted": s.capabilities,
+            },
+            "rlimits": s.rlimits.iter().map(|(t, soft, hard)| json!({"type": t, "soft": soft, "hard": hard})).collect::<Vec<_>>(),
+            "noNewPrivileges": true,
+        },
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": s.cgroup_path,
+            "resources": resources,
+            "namespaces": namespaces,
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_namespaces() {
+        let s = ContainerSpec {
+            memory_limit: Some(64 << 20),
+            cpu_shares: Some(256),
+            network: NetworkNs::Host,
+            readonly_root: true,
+            ..Default::default()
+        };
+        let c = oci_config(&s);
+        assert_eq!(c["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(c["linux"]["resources"]["cpu"]["shares"], 256);
+        assert_eq!(c["root"]["readonly"], true);
+        let ns: Vec<&str> = c["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(!ns.contains(&"network"), "host network: no new namespace");
+        assert_eq!(
+            c["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+    }
+}
