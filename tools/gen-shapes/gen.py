@@ -32,14 +32,35 @@ RUST_KEYWORDS = {
 
 
 def find_model(service):
-    import botocore  # noqa: PLC0415
-
+    """The newest service-2.json(.gz) of `service` in the installed botocore, and its version."""
+    try:
+        import botocore  # noqa: PLC0415
+    except ImportError:
+        sys.exit("botocore is not installed: pip install botocore, or pass --model PATH")
     base = os.path.join(os.path.dirname(botocore.__file__), "data", service)
+    if not os.path.isdir(base):
+        sys.exit("botocore %s has no service %r" % (botocore.__version__, service))
     versions = sorted(os.listdir(base))
     path = os.path.join(base, versions[-1], "service-2.json")
     if os.path.exists(path + ".gz"):
-        return path + ".gz", botocore.__version__
+        path += ".gz"
     return path, botocore.__version__
+
+
+def botocore_version_of(path):
+    """The version of the botocore package an explicit model path lies in, if it does."""
+    d = os.path.dirname(os.path.abspath(path))
+    while d != os.path.dirname(d):
+        init = os.path.join(d, "botocore", "__init__.py")
+        if os.path.basename(d) == "botocore":
+            init = os.path.join(d, "__init__.py")
+        if os.path.exists(init):
+            with open(init, encoding="utf-8") as f:
+                m = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", f.read())
+            if m:
+                return m.group(1)
+        d = os.path.dirname(d)
+    return "unknown"
 
 
 def load(path):
@@ -52,6 +73,8 @@ def snake(name):
     s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
     s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
     s = s.replace("-", "_").lower()
+    if s in ("self", "super", "crate"):  # cannot be raw identifiers
+        return s + "_"
     if s in RUST_KEYWORDS:
         return "r#" + s
     return s
@@ -71,14 +94,16 @@ def first_sentence(doc):
     s = m.group(1) if m else text
     if len(s) > 200:
         s = s[:197].rstrip() + "..."
-    return s.replace("[", "\\[").replace("]", "\\]")
+    for c in "\\[]<>":
+        s = s.replace(c, "\\" + c)
+    return s
 
 
 class Gen:
     def __init__(self, model):
         self.model = model
         self.shapes = model["shapes"]
-        self.boxed = set()
+        self._checks = None
 
     def rust_type(self, shape_name):
         s = self.shapes[shape_name]
@@ -128,60 +153,112 @@ class Gen:
             return "Box<%s>" % t
         return t
 
-    def validate_stmts(self, owner, mname, mshape, required, indent):
-        """Rust statements validating `self.<field>` (an Option)."""
-        field = snake(mname)
-        s = self.shapes[mshape]
+    def checks_of(self, name):
+        """Whether a value of shape `name` has anything to validate (fixed point over cycles)."""
+        if self._checks is None:
+            has = {}
+            for n, s in self.shapes.items():
+                t = s["type"]
+                if t == "string":
+                    has[n] = "enum" in s or "min" in s or "max" in s
+                elif t in ("integer", "long", "double", "float", "list", "map"):
+                    has[n] = "min" in s or "max" in s
+                elif t == "structure":
+                    has[n] = bool(s.get("required"))
+                else:
+                    # blob: min/max bound the decoded bytes, not the base64 text; not checked.
+                    has[n] = False
+            changed = True
+            while changed:
+                changed = False
+                for n, s in self.shapes.items():
+                    if has[n]:
+                        continue
+                    t = s["type"]
+                    if t == "list":
+                        inner = [s["member"]["shape"]]
+                    elif t == "map":
+                        inner = [s["key"]["shape"], s["value"]["shape"]]
+                    elif t == "structure":
+                        inner = [m["shape"] for m in s.get("members", {}).values()]
+                    else:
+                        inner = []
+                    if any(has[i] for i in inner):
+                        has[n] = True
+                        changed = True
+            self._checks = has
+        return self._checks[name]
+
+    def check_value(self, shape, v, p, depth):
+        """Rust statements checking the value `v` (a reference) of `shape` at path expression `p`."""
+        s = self.shapes[shape]
         t = s["type"]
         out = []
-        pad = " " * indent
-        path = 'join(path, "%s")' % mname
-        if required:
-            out.append(pad + "if self.%s.is_none() {" % field)
-            out.append(pad + "    errs.push(FieldError::new(%s, FieldErrorKind::Missing));" % path)
-            out.append(pad + "}")
-        checks = []
         if t == "string":
             if "enum" in s:
-                checks.append("check_enum(&p, v, %s_VALUES, errs);" % screaming(mshape))
+                out.append("check_enum(%s, %s, %s_VALUES, errs);" % (p, v, screaming(shape)))
             if "min" in s or "max" in s:
-                checks.append("check_len(&p, v.chars().count(), %s, %s, errs);" % (
-                    opt(s.get("min")), opt(s.get("max"))))
-        elif t in ("integer", "long"):
+                out.append("check_len(%s, %s.chars().count(), %s, %s, errs);" % (
+                    p, v, opt(s.get("min")), opt(s.get("max"))))
+        elif t in ("integer", "long", "double", "float"):
             if "min" in s or "max" in s:
-                checks.append("check_range(&p, *v as f64, %s, %s, errs);" % (
-                    optf(s.get("min")), optf(s.get("max"))))
+                num = "*%s" % v if t in ("double", "float") else "*%s as f64" % v
+                out.append("check_range(%s, %s, %s, %s, errs);" % (
+                    p, num, optf(s.get("min")), optf(s.get("max"))))
         elif t in ("list", "map"):
             if "min" in s or "max" in s:
-                checks.append("check_len(&p, v.len(), %s, %s, errs);" % (
-                    opt(s.get("min")), opt(s.get("max"))))
-            inner = s["member"]["shape"] if t == "list" else s["value"]["shape"]
-            it = self.shapes[inner]
-            if it["type"] == "structure":
-                if t == "list":
-                    checks.append("for (i, x) in v.iter().enumerate() { x.validate(&join(&p, &i.to_string()), errs); }")
-                else:
-                    checks.append("for (k, x) in v.iter() { x.validate(&join(&p, k), errs); }")
-            elif it["type"] == "string" and "enum" in it:
-                if t == "list":
-                    checks.append("for (i, x) in v.iter().enumerate() { check_enum(&join(&p, &i.to_string()), x, %s_VALUES, errs); }" % screaming(inner))
+                out.append("check_len(%s, %s.len(), %s, %s, errs);" % (
+                    p, v, opt(s.get("min")), opt(s.get("max"))))
+            i, x, q = "i%d" % depth, "x%d" % depth, "p%d" % depth
+            if t == "list":
+                inner = s["member"]["shape"]
+                if self.checks_of(inner):
+                    body = self.check_value(inner, x, "&" + q, depth + 1)
+                    out.append("for (%s, %s) in %s.iter().enumerate() {" % (i, x, v))
+                    out.append("let %s = join(%s, &%s.to_string());" % (q, p, i))
+                    out.extend(body)
+                    out.append("}")
+            else:
+                key, val = s["key"]["shape"], s["value"]["shape"]
+                kb = self.check_value(key, i, "&" + q, depth + 1) if self.checks_of(key) else []
+                vb = self.check_value(val, x, "&" + q, depth + 1) if self.checks_of(val) else []
+                if kb or vb:
+                    out.append("for (%s, %s) in %s.iter() {" % (i, x if vb else "_", v))
+                    out.append("let %s = join(%s, %s);" % (q, p, i))
+                    out.extend(kb)
+                    out.extend(vb)
+                    out.append("}")
         elif t == "structure":
-            checks.append("v.validate(&p, errs);")
-        if checks:
-            out.append(pad + "if let Some(v) = &self.%s {" % field)
-            out.append(pad + "    let p = %s;" % path)
-            for c in checks:
-                out.append(pad + "    " + c)
-            out.append(pad + "}")
+            if self.checks_of(shape):
+                out.append("%s.validate(%s, errs);" % (v, p))
         return out
 
-    def gen(self, version):
+    def validate_stmts(self, mname, mshape, required):
+        """Rust statements validating `self.<field>` (an Option)."""
+        field = snake(mname)
+        path = 'join(path, "%s")' % mname
+        out = []
+        if required:
+            out.append("if self.%s.is_none() {" % field)
+            out.append("errs.push(FieldError::new(%s, FieldErrorKind::Missing));" % path)
+            out.append("}")
+        checks = self.check_value(mshape, "v", "&p", 0)
+        if checks:
+            out.append("if let Some(v) = &self.%s {" % field)
+            out.append("let p = %s;" % path)
+            out.extend(checks)
+            out.append("}")
+        return out
+
+    def gen(self, version, service):
         meta = self.model["metadata"]
         lines = []
         w = lines.append
         w("// Generated by tools/gen-shapes/gen.py from botocore %s %s %s. Do not edit." % (
-            version, meta.get("endpointPrefix"), meta.get("apiVersion")))
-        w("#![allow(clippy::all, clippy::pedantic, rustdoc::all, non_camel_case_types, unused_variables)]")
+            version, service, meta.get("apiVersion")))
+        w("// Every member is optional (`Option<T>`): the server checks `required` with `Validate`.")
+        w("// Model documentation is shortened to its first sentence.")
+        w("#![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]")
         w("")
         w("use serde::{Deserialize, Serialize};")
         w("")
@@ -241,12 +318,16 @@ class Gen:
                 w("    pub %s: Option<%s>," % (snake(mname), self.field_type(name, m["shape"])))
             w("}")
             w("")
-            w("impl Validate for %s {" % name)
-            w("    fn validate(&self, path: &str, errs: &mut Vec<FieldError>) {")
+            body = []
             for mname, m in s.get("members", {}).items():
-                for line in self.validate_stmts(name, mname, m["shape"], mname in required, 8):
-                    w(line)
-            w("    }")
+                body.extend(self.validate_stmts(mname, m["shape"], mname in required))
+            w("impl Validate for %s {" % name)
+            if body:
+                w("    fn validate(&self, path: &str, errs: &mut Vec<FieldError>) {")
+                lines.extend(body)
+                w("    }")
+            else:
+                w("    fn validate(&self, _path: &str, _errs: &mut Vec<FieldError>) {}")
             w("}")
             w("")
         return "\n".join(lines) + "\n"
@@ -261,34 +342,56 @@ def optf(v):
 
 
 def rustfmt(text):
+    # Run from the workspace root so rustfmt picks up the same configuration as `cargo fmt`.
     p = subprocess.run(["rustfmt", "--edition", "2024", "--emit", "stdout"], input=text,
-                       capture_output=True, text=True, check=True)
+                       capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        sys.exit("rustfmt failed:\n" + p.stderr)
     return p.stdout
+
+
+def generate(service, model_path=None):
+    if model_path:
+        path, version = model_path, botocore_version_of(model_path)
+    else:
+        path, version = find_model(service)
+    model = load(path)
+    meta = model["metadata"]
+    protocols = meta.get("protocols") or [meta.get("protocol")]
+    if "json" not in protocols:
+        sys.exit("%s: protocol %s is not handled (only json)" % (service, protocols))
+    return rustfmt(Gen(model).gen(version, service))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--service", required=True, help="botocore service name, e.g. ecs")
-    ap.add_argument("--model", help="path to service-2.json(.gz)")
+    ap.add_argument("--service", required=True, action="append",
+                    help="botocore service name, e.g. ecs (repeatable)")
+    ap.add_argument("--model", help="path to service-2.json(.gz) (only with one --service)")
     ap.add_argument("--out", help="output file (default crates/model/src/wire/<service>.rs)")
-    ap.add_argument("--check", action="store_true", help="fail if the output file is stale")
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 if the committed output differs from a fresh generation")
     a = ap.parse_args()
-    if a.model:
-        path, version = a.model, "(explicit model)"
-    else:
-        path, version = find_model(a.service)
-    model = load(path)
-    text = rustfmt(Gen(model).gen(version))
-    out = a.out or os.path.join(OUT_DIR, a.service.replace("-", "_") + ".rs")
-    if a.check:
-        cur = open(out, encoding="utf-8").read() if os.path.exists(out) else ""
-        if cur != text:
-            print("%s is stale: regenerate with %s --service %s" % (out, sys.argv[0], a.service))
-            sys.exit(1)
-        return
-    with open(out, "w", encoding="utf-8") as f:
-        f.write(text)
-    print("wrote %s (%d lines)" % (out, text.count("\n")))
+    if len(a.service) > 1 and (a.model or a.out):
+        ap.error("--model and --out need a single --service")
+    stale = False
+    for service in a.service:
+        text = generate(service, a.model)
+        out = a.out or os.path.join(OUT_DIR, service.replace("-", "_") + ".rs")
+        if a.check:
+            cur = open(out, encoding="utf-8").read() if os.path.exists(out) else ""
+            if cur != text:
+                print("%s is stale: regenerate with python3 tools/gen-shapes/gen.py --service %s"
+                      % (os.path.relpath(out, ROOT), service))
+                stale = True
+            else:
+                print("%s is up to date" % os.path.relpath(out, ROOT))
+            continue
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print("wrote %s (%d lines, %d bytes)" % (os.path.relpath(out, ROOT), text.count("\n"), len(text)))
+    if stale:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
