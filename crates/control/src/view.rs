@@ -197,62 +197,63 @@ impl ViewData {
                 upsert(&mut self.access_keys, id.to_string(), rev, put, val)?;
             }
             Key::Task(c, id) => {
-                let m = self.tasks.entry(c.to_string()).or_default();
-                if m.get(id).is_some_and(|e| e.rev >= rev) {
-                    return Ok(());
-                }
-                let new = if put {
-                    Some(Entry {
-                        rev,
-                        value: Arc::new(serde_json::from_slice::<TaskRecord>(val)?),
-                    })
-                } else {
-                    None
-                };
-                let old = match &new {
-                    Some(e) => m.insert(id.to_string(), e.clone()),
-                    None => m.remove(id),
-                };
-                if m.is_empty() {
-                    self.tasks.remove(c);
-                }
-                if let Some(o) = old {
-                    self.task_contribution(c, &o.value, -1);
-                }
-                if let Some(n) = new {
-                    self.task_contribution(c, &n.value, 1);
+                if let Some((old, new)) = replace_nested(&mut self.tasks, c, id, rev, put, val)? {
+                    if let Some(o) = old {
+                        self.task_contribution(c, &o, -1);
+                    }
+                    if let Some(n) = new {
+                        self.task_contribution(c, &n, 1);
+                    }
                 }
             }
             Key::Instance(c, id) => {
-                let m = self.instances.entry(c.to_string()).or_default();
-                if m.get(id).is_some_and(|e| e.rev >= rev) {
-                    return Ok(());
-                }
-                let new = if put {
-                    Some(Entry {
-                        rev,
-                        value: Arc::new(serde_json::from_slice::<ContainerInstance>(val)?),
-                    })
-                } else {
-                    None
-                };
-                let old = match &new {
-                    Some(e) => m.insert(id.to_string(), e.clone()),
-                    None => m.remove(id),
-                };
-                if m.is_empty() {
-                    self.instances.remove(c);
-                }
-                if let Some(o) = old {
-                    self.instance_contribution(c, &o.value, -1);
-                }
-                if let Some(n) = new {
-                    self.instance_contribution(c, &n.value, 1);
+                if let Some((old, new)) = replace_nested(&mut self.instances, c, id, rev, put, val)?
+                {
+                    if let Some(o) = old {
+                        self.instance_contribution(c, &o, -1);
+                    }
+                    if let Some(n) = new {
+                        self.instance_contribution(c, &n, 1);
+                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Old and new value of a key whose event was applied.
+type Replaced<T> = Option<(Option<Arc<T>>, Option<Arc<T>>)>;
+
+/// Apply one event to a per-cluster map; `None` when the view already had a newer write.
+fn replace_nested<T: serde::de::DeserializeOwned>(
+    outer: &mut HashMap<String, BTreeMap<String, Entry<T>>>,
+    cluster: &str,
+    id: &str,
+    rev: Revision,
+    put: bool,
+    val: &[u8],
+) -> Result<Replaced<T>, serde_json::Error> {
+    let m = outer.entry(cluster.to_string()).or_default();
+    if m.get(id).is_some_and(|e| e.rev >= rev) {
+        return Ok(None);
+    }
+    let new = if put {
+        Some(Entry {
+            rev,
+            value: Arc::new(serde_json::from_slice::<T>(val)?),
+        })
+    } else {
+        None
+    };
+    let old = match &new {
+        Some(e) => m.insert(id.to_string(), e.clone()),
+        None => m.remove(id),
+    };
+    if m.is_empty() {
+        outer.remove(cluster);
+    }
+    Ok(Some((old.map(|e| e.value), new.map(|e| e.value))))
 }
 
 fn upsert<K: Ord, T: serde::de::DeserializeOwned>(
