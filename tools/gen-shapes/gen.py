@@ -2,7 +2,7 @@
 """Generate berth's Rust wire types from an AWS service model (botocore's service-2.json).
 
     python3 tools/gen-shapes/gen.py --service ecs          # writes crates/model/src/wire/ecs.rs
-    python3 tools/gen-shapes/gen.py --service ecs --check  # exit 1 if the file is stale
+    python3 tools/gen-shapes/gen.py --service ecs --service ecr --check  # exit 1 if stale
 
 The model is found in the installed botocore package unless --model PATH is given.
 Only the JSON protocol is handled (awsJson1_0 / awsJson1_1).
