@@ -9,11 +9,9 @@ Only the JSON protocol is handled (awsJson1_0 / awsJson1_1).
 """
 
 import argparse
-import glob
 import gzip
 import html
 import json
-import keyword
 import os
 import re
 import subprocess
