@@ -260,7 +260,7 @@ class Gen:
         w("")
         w("use serde::{Deserialize, Serialize};")
         w("")
-        w("use super::{ErrorShape, FieldError, FieldErrorKind, Operation, Validate, check_enum, check_len, check_range, join};")
+        w("@@IMPORTS@@")
         w("")
         w("/// The `X-Amz-Target` prefix of this service.")
         w('pub const TARGET_PREFIX: &str = "%s";' % meta.get("targetPrefix", ""))
@@ -328,7 +328,13 @@ class Gen:
                 w("    fn validate(&self, _path: &str, _errs: &mut Vec<FieldError>) {}")
             w("}")
             w("")
-        return "\n".join(lines) + "\n"
+        body = "\n".join(lines) + "\n"
+        # Import only the shared helpers this service's code uses (models without length or
+        # range constraints need no check_len/check_range).
+        helpers = ["ErrorShape", "FieldError", "FieldErrorKind", "Operation", "Validate",
+                   "check_enum", "check_len", "check_range", "join"]
+        used = [h for h in helpers if re.search(r"\b%s\b" % h, body.replace("@@IMPORTS@@", ""))]
+        return body.replace("@@IMPORTS@@", "use super::{%s};" % ", ".join(used))
 
 
 def opt(v):
