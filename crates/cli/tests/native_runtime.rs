@@ -91,6 +91,19 @@ async fn containers_run_exit_stop_and_clean_up() {
     assert!(t.elapsed() >= Duration::from_millis(450));
     rt.cleanup(&id);
 
+    // Over its memory limit: the kernel kills it, and the runtime says it was memory.
+    let id = format!("oom-{tag}");
+    let mut s = spec(&id, &["/bin/sh", "-c", "x=a; while true; do x=$x$x; done"]);
+    s.memory_limit = Some(16 << 20);
+    let mut c = rt.start(&id, &image, &s).await.unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), rt.wait(&mut c))
+        .await
+        .expect("the OOM killer acts within 30 s")
+        .unwrap();
+    assert_eq!(exit, Exit::OutOfMemory);
+    assert_eq!(exit.code(), 137);
+    rt.cleanup(&id);
+
     // Nothing left behind: no mount, no cgroup, no bundle.
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(

@@ -17,6 +17,9 @@ use crate::spec::{self, ContainerSpec};
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Killed by the kernel for exceeding its memory limit (ECS reports
+    /// "OutOfMemoryError: Container killed due to memory usage").
+    OutOfMemory,
 }
 
 impl Exit {
@@ -25,6 +28,7 @@ impl Exit {
         match self {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
+            Exit::OutOfMemory => 137,
         }
     }
 }
@@ -202,6 +206,9 @@ impl NativeRuntime {
         };
         if let Some(code) = v["exit_code"].as_i64() {
             return Ok(Exit::Code(code as i32));
+        }
+        if v["oom_killed"].as_bool() == Some(true) {
+            return Ok(Exit::OutOfMemory);
         }
         if let Some(sig) = v["signal"].as_i64() {
             return Ok(Exit::Signal(sig as i32));

@@ -88,7 +88,7 @@ pub fn run(a: &ShimArgs) -> i32 {
     }
     let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
     report(&mut status, &serde_json::json!({"pid": pid}));
-    let result = loop {
+    let result: serde_json::Value = loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
                 break serde_json::json!({"exit_code": code});
@@ -101,6 +101,11 @@ pub fn run(a: &ShimArgs) -> i32 {
             Err(e) => break serde_json::json!({"error": format!("waiting for the container: {e}")}),
         }
     };
+    // Was it the kernel's OOM killer? Read the cgroup's counter before the cgroup goes.
+    let mut result = result;
+    if result.get("signal").is_some() && oom_killed(&a.bundle) {
+        result["oom_killed"] = serde_json::json!(true);
+    }
     let exit_file = a.bundle.join("exit.json");
     let tmp = a.bundle.join("exit.json.tmp");
     if std::fs::write(&tmp, result.to_string()).is_ok() {
@@ -109,4 +114,30 @@ pub fn run(a: &ShimArgs) -> i32 {
     let _ = container.delete(true);
     report(&mut status, &result);
     0
+}
+
+/// Whether the container's memory cgroup recorded an OOM kill (cgroup v2 `memory.events` or
+/// v1 `memory.oom_control`, both say `oom_kill N`).
+fn oom_killed(bundle: &std::path::Path) -> bool {
+    let cfg: serde_json::Value = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let Some(path) = cfg["linux"]["cgroupsPath"].as_str() else {
+        return false;
+    };
+    let rel = path.trim_start_matches('/');
+    let candidates = [
+        format!("/sys/fs/cgroup/{rel}/memory.events"),
+        format!("/sys/fs/cgroup/memory/{rel}/memory.oom_control"),
+    ];
+    candidates.iter().any(|p| {
+        std::fs::read_to_string(p).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
+    })
 }
