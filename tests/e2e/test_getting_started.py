@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from conftest import ROOT, register_instance
 
 WEB = "file://" + os.path.join(ROOT, "examples", "web.json")
@@ -295,3 +297,23 @@ def test_container_instances_and_attributes(berth):
         raise AssertionError("expected InvalidParameterException")
     except ecs.exceptions.InvalidParameterException:
         pass
+
+
+def test_start_task_on_named_instances(berth):
+    ecs = berth.client()
+    ecs.create_cluster(clusterName="st")
+    ecs.register_task_definition(family="big", containerDefinitions=[
+        {"name": "a", "image": "busybox", "memory": 3000}])
+    a = register_instance(ecs, "st", memory=4096)
+    b = register_instance(ecs, "st", memory=1024)
+    r = ecs.start_task(cluster="st", taskDefinition="big", containerInstances=[a, b], startedBy="ops")
+    assert [t["containerInstanceArn"] for t in r["tasks"]] == [a]
+    assert r["failures"] == [{"arn": b, "reason": "RESOURCE:MEMORY"}]
+    assert r["tasks"][0]["startedBy"] == "ops"
+    # The same instance twice: the second no longer fits.
+    r = ecs.start_task(cluster="st", taskDefinition="big", containerInstances=[a])
+    assert r["tasks"] == [] and r["failures"][0]["reason"] == "RESOURCE:MEMORY"
+    r = ecs.start_task(cluster="st", taskDefinition="big", containerInstances=["nope"])
+    assert r["failures"][0]["reason"] == "MISSING"
+    with pytest.raises(ecs.exceptions.InvalidParameterException):
+        ecs.start_task(cluster="st", taskDefinition="big", containerInstances=[])
