@@ -50,6 +50,27 @@ pub trait JsonService: Send + Sync + 'static {
     ) -> Result<Vec<u8>, AwsError>;
 }
 
+/// Turn a body into a checked request shape, or the error AWS gives for it.
+pub fn decode<I: serde::de::DeserializeOwned + berth_model::wire::Validate>(
+    body: &[u8],
+) -> Result<I, AwsError> {
+    let req: I = berth_model::wire::from_json(body).map_err(|e| match e {
+        berth_model::wire::DecodeError::Syntax(m) => AwsError::serialization(m),
+        berth_model::wire::DecodeError::Type { message, .. } => AwsError::serialization(message),
+    })?;
+    let errs = berth_model::wire::validate(&req);
+    if let Some(first) = errs.first() {
+        let msg = match &first.kind {
+            berth_model::wire::FieldErrorKind::Missing => {
+                format!("{} can not be blank.", first.path)
+            }
+            _ => first.to_string(),
+        };
+        return Err(AwsError::client("InvalidParameterException", msg));
+    }
+    Ok(req)
+}
+
 /// Decode a request shape (checked against the model), run an operation on it, encode the
 /// answer: what every operation of every JSON service does.
 pub async fn run<I, O, E, Fut>(body: &[u8], f: impl FnOnce(I) -> Fut) -> Result<Vec<u8>, AwsError>
@@ -59,7 +80,7 @@ where
     E: Into<AwsError>,
     Fut: std::future::Future<Output = Result<O, E>>,
 {
-    let req: I = crate::ecs::decode(body)?;
+    let req: I = decode(body)?;
     let out = f(req).await.map_err(Into::into)?;
     serde_json::to_vec(&out).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
 }

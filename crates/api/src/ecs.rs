@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use berth_control::{Control, ControlError};
-use berth_model::wire::{self, DecodeError, FieldErrorKind, Validate, ecs};
+use berth_model::wire::ecs;
 use bytes::Bytes;
-use serde::de::DeserializeOwned;
 
 use crate::awsjson::{JsonService, RequestContext, run};
 use crate::error::AwsError;
@@ -27,23 +26,6 @@ impl From<ControlError> for AwsError {
     fn from(e: ControlError) -> Self {
         AwsError::new(e.http_status(), e.code(), e.to_string())
     }
-}
-
-/// Turn a body into a checked request shape, or the error AWS gives for it.
-pub fn decode<I: DeserializeOwned + Validate>(body: &[u8]) -> Result<I, AwsError> {
-    let req: I = wire::from_json(body).map_err(|e| match e {
-        DecodeError::Syntax(m) => AwsError::serialization(m),
-        DecodeError::Type { message, .. } => AwsError::serialization(message),
-    })?;
-    let errs = wire::validate(&req);
-    if let Some(first) = errs.first() {
-        let msg = match &first.kind {
-            FieldErrorKind::Missing => format!("{} can not be blank.", first.path),
-            _ => first.to_string(),
-        };
-        return Err(AwsError::client("InvalidParameterException", msg));
-    }
-    Ok(req)
 }
 
 /// The operations berth implements, for dispatch and for the coverage table in the README.
