@@ -4,8 +4,10 @@
 //! Owns: the meaning of every ECS operation (validation beyond the wire shape, defaults,
 //! ARNs, state transitions), the store key layout ([`keys`]), the records kept there
 //! ([`records`]) and the materialized [`view`] that serves reads.
-//! Must not: speak HTTP or know wire protocols (the api crate does), or keep state that is
-//! not in the store: every acknowledged change is committed before the call returns.
+//! Its calls take and return the ECS model's shapes (`berth_model::wire::ecs`): the ECS API is
+//! the domain's vocabulary. Must not: speak HTTP or any protocol framing (the api crate
+//! does), or keep state that is not in the store: every acknowledged change is committed
+//! before the call returns.
 
 pub mod clusters;
 pub mod error;
