@@ -1,8 +1,445 @@
-//! berth-agent: the node agent — registration, the session with the control plane, and the
-//! task engine that runs the tasks placed on this node.
+//! berth-agent: the node agent — registration of its container instance, the session with the
+//! control plane (ACS payloads in, state changes out, through [`backend::Backend`]), and the
+//! task engine ([`engine`]) that runs the tasks placed on this node with the native runtime.
 //!
-//! So far: [`container`], how an ECS container definition, its task and its image's config
-//! become the runtime's [`berth_runtime::spec::ContainerSpec`] (the same rules Docker and
-//! the ECS agent apply). The session and the task engine come next.
+//! - [`container`]: how an ECS container definition and its image's config become the
+//!   runtime's container spec;
+//! - [`engine`]: the per-task state machine; [`health`]: container health checks;
+//! - [`state`]: what the agent keeps on disk so that restarting it neither kills nor forgets
+//!   running containers;
+//! - [`net`]: the node's container network as the engine uses it.
+//!
+//! Must not: know how the control plane stores things (only the ECS agent protocol's messages
+//! cross [`backend::Backend`]).
 
+pub mod backend;
 pub mod container;
+pub mod engine;
+pub mod health;
+pub mod net;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_client::{ImageRef, RegistryAuth, RegistryClient};
+use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::ecs::{
+    Attribute, RegisterContainerInstanceRequest, Resource, SubmitTaskStateChangeRequest,
+    VersionInfo,
+};
+use berth_runtime::native::{NativeRuntime, RuntimeError};
+use berth_runtime::{ImageStore, PullPolicy, PulledImage};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use backend::Backend;
+use state::{StateDir, TaskState};
+
+/// How an agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cluster: String,
+    /// The node's directory: task state, bundles, logs, images, network state.
+    pub root: PathBuf,
+    /// The `berth` binary (for `berth shim` and `berth nsexec`).
+    pub shim_exe: PathBuf,
+    /// `ecs.availability-zone`.
+    pub zone: Option<String>,
+    pub pull_policy: PullPolicy,
+    /// Default SIGTERM → SIGKILL grace (`ECS_CONTAINER_STOP_TIMEOUT`; 30 s).
+    pub stop_timeout: Duration,
+    /// Host TCP ports not offered to tasks.
+    pub reserved_ports: Vec<u16>,
+    /// berth's own registry (host:port) and how to log in to it; images named with this host
+    /// or an ECR registry host are pulled from it.
+    pub local_registry: Option<(String, RegistryAuth)>,
+    /// The container network (bridge name and subnet); None: only `host` and `none` tasks.
+    pub network: Option<net::stub::NetConfig>,
+    /// Extra attributes (`name=value`).
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Why an agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("image store: {0}")]
+    Images(#[from] berth_runtime::image_store::ImageError),
+    #[error("registering the container instance: {0}")]
+    Register(backend::BackendError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: AgentConfig,
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) runtime: NativeRuntime,
+    images: ImageStore,
+    pub(crate) net: Option<net::NodeNet>,
+    net_error: Option<String>,
+    pub(crate) states: StateDir,
+    instance_arn: Mutex<String>,
+    /// Desired status of every task this agent runs.
+    tasks: Mutex<HashMap<String, watch::Sender<String>>>,
+    clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
+    /// One pull of an image at a time (the image store unpacks into a per-digest temp dir).
+    pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A running agent.
+pub struct Agent {
+    inner: Arc<Inner>,
+    session: tokio::task::JoinHandle<()>,
+}
+
+fn node_memory_mib() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|r| r.split_whitespace().next()?.parse::<i64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+fn cpu_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+impl Inner {
+    pub(crate) fn task_dir(&self, task_id: &str) -> PathBuf {
+        self.cfg.root.join("tasks").join(task_id)
+    }
+
+    pub(crate) fn volume_dir(&self, task_id: &str, volume: &str) -> PathBuf {
+        self.task_dir(task_id).join("volumes").join(volume)
+    }
+
+    pub(crate) fn no_network_reason(&self) -> String {
+        format!(
+            "CannotStartContainerError: container networking is not available on this node ({}); use networkMode host or none",
+            self.net_error.as_deref().unwrap_or("not configured")
+        )
+    }
+
+    fn client_for(&self, image: &str) -> Result<Arc<RegistryClient>, String> {
+        let r = ImageRef::parse(image).map_err(|e| e.to_string())?;
+        let local = self.cfg.local_registry.as_ref().filter(|(host, _)| {
+            r.host == *host
+                || (r.host.contains(".dkr.ecr.") && r.host.ends_with(".amazonaws.com"))
+                || r.host == host.replace("127.0.0.1", "localhost")
+        });
+        let (host, auth) = match local {
+            Some((h, a)) => (h.clone(), a.clone()),
+            None => (r.host.clone(), RegistryAuth::Anonymous),
+        };
+        let mut clients = self.clients.lock();
+        Ok(clients
+            .entry(host.clone())
+            .or_insert_with(|| Arc::new(RegistryClient::new(&host, auth)))
+            .clone())
+    }
+
+    /// Make an image ready (pull policy applied), one pull per image at a time.
+    pub(crate) async fn pull(&self, image: &str) -> Result<PulledImage, String> {
+        let client = self.client_for(image)?;
+        let lock = self
+            .pull_locks
+            .lock()
+            .entry(image.to_string())
+            .or_default()
+            .clone();
+        let _g = lock.lock().await;
+        self.images
+            .ensure(&client, &self.rewrite(image), self.cfg.pull_policy)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// An image reference with an alias of the local registry's host replaced by its address.
+    fn rewrite(&self, image: &str) -> String {
+        let Some((host, _)) = &self.cfg.local_registry else {
+            return image.to_string();
+        };
+        match image.split_once('/') {
+            Some((h, rest)) if h.contains(".dkr.ecr.") && h.ends_with(".amazonaws.com") => {
+                format!("{host}/{rest}")
+            }
+            _ => image.to_string(),
+        }
+    }
+
+    pub(crate) async fn exec_in(
+        &self,
+        c: &health::ProbeTarget<'_>,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        self.runtime
+            .exec_pid(c.runtime_id, c.pid, args, timeout)
+            .await
+    }
+
+    /// Report a task state change, retrying while the control plane is unavailable; returns
+    /// whether it was acknowledged.
+    pub(crate) async fn submit_task(&self, req: SubmitTaskStateChangeRequest) -> bool {
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..8 {
+            match self.backend.submit_task_state_change(req.clone()).await {
+                Ok(()) => return true,
+                Err(e) if !e.retryable() => {
+                    tracing::warn!(task = ?req.task, "state change refused: {e}");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(task = ?req.task, "state change not delivered, retrying: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        false
+    }
+
+    pub(crate) fn forget(&self, arn: &str) {
+        self.tasks.lock().remove(arn);
+    }
+
+    fn spawn_runner(self: &Arc<Self>, st: TaskState) {
+        let (tx, rx) = watch::channel(st.desired.clone());
+        self.tasks.lock().insert(st.arn.clone(), tx);
+        let runner = engine::Runner::new(self.clone(), st, rx);
+        tokio::spawn(runner.run());
+    }
+
+    async fn handle_payload(self: &Arc<Self>, msg: PayloadMessage) {
+        let cluster_arn = msg.cluster_arn.clone().unwrap_or_default();
+        for t in msg.tasks.unwrap_or_default() {
+            let Some(arn) = t.arn.clone() else { continue };
+            let desired = t.desired_status.clone().unwrap_or_else(|| "RUNNING".into());
+            let known = self.tasks.lock().get(&arn).cloned();
+            match known {
+                Some(tx) => {
+                    tx.send_replace(desired);
+                }
+                None if desired == "RUNNING" => {
+                    let st = TaskState {
+                        arn: arn.clone(),
+                        cluster_arn: t.task_cluster_arn.clone().unwrap_or(cluster_arn.clone()),
+                        desired,
+                        payload: t,
+                        ..Default::default()
+                    };
+                    if let Err(e) = self.states.save(&st) {
+                        tracing::error!(task = %arn, "cannot record the task: {e}");
+                    }
+                    self.spawn_runner(st);
+                }
+                None => {
+                    // Asked to stop a task this agent is not running (it never started here,
+                    // or it already ended): say it is stopped.
+                    let req = SubmitTaskStateChangeRequest {
+                        cluster: Some(cluster_arn.clone()),
+                        task: Some(arn),
+                        status: Some("STOPPED".into()),
+                        ..Default::default()
+                    };
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.submit_task(req).await;
+                    });
+                }
+            }
+        }
+        if let Some(id) = msg.message_id {
+            self.backend
+                .ack(AckRequest {
+                    cluster: Some(cluster_arn),
+                    container_instance: msg.container_instance_arn,
+                    message_id: Some(id),
+                })
+                .await;
+        }
+    }
+}
+
+impl Agent {
+    /// Open the node's runtime, image store and network, register (or re-register) the
+    /// container instance, pick up the tasks it was running, and start the session.
+    pub async fn start(cfg: AgentConfig, backend: Arc<dyn Backend>) -> Result<Agent, AgentError> {
+        let runtime = NativeRuntime::new(&cfg.root.join("runtime"), &cfg.shim_exe)?;
+        let images = ImageStore::open(&cfg.root.join("images"))?;
+        let (net, net_error) = match &cfg.network {
+            Some(nc) => match net::NodeNet::open(nc.clone()).await {
+                Ok(n) => (Some(n), None),
+                Err(e) => {
+                    tracing::warn!("container networking unavailable: {e}");
+                    (None, Some(e))
+                }
+            },
+            None => (None, None),
+        };
+        let states = StateDir::open(&cfg.root.join("state"))?;
+        let inner = Arc::new(Inner {
+            backend: backend.clone(),
+            runtime,
+            images,
+            net,
+            net_error,
+            states,
+            instance_arn: Mutex::new(String::new()),
+            tasks: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            pull_locks: Mutex::new(HashMap::new()),
+            cfg,
+        });
+        let arn = register(&inner).await?;
+        *inner.instance_arn.lock() = arn.clone();
+        // Tasks from before a restart: runners re-attach to their containers.
+        for st in inner.states.all() {
+            tracing::info!(task = %st.arn, status = %st.status, "resuming task");
+            inner.spawn_runner(st);
+        }
+        let me = inner.clone();
+        let session = tokio::spawn(async move {
+            let cluster = me.cfg.cluster.clone();
+            loop {
+                match me.backend.payloads(&cluster, &arn).await {
+                    Ok(mut rx) => {
+                        while let Some(msg) = rx.recv().await {
+                            me.handle_payload(msg).await;
+                        }
+                        tracing::warn!("agent session ended; reconnecting");
+                    }
+                    Err(e) => tracing::warn!("agent session: {e}; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        Ok(Agent { inner, session })
+    }
+
+    pub fn instance_arn(&self) -> String {
+        self.inner.instance_arn.lock().clone()
+    }
+
+    /// Stop following the control plane. Containers keep running; a new agent on the same
+    /// directory picks them up.
+    pub fn shutdown(self) {
+        self.session.abort();
+        self.inner.tasks.lock().clear();
+    }
+
+    /// Where the logs of a task's container are kept.
+    pub fn log_path(root: &Path, task_id: &str, container: &str) -> PathBuf {
+        root.join("runtime")
+            .join("logs")
+            .join(format!("{}.log", engine::runtime_id(task_id, container)))
+    }
+}
+
+async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
+    let cfg = &inner.cfg;
+    let arn_file = cfg.root.join("instance-arn");
+    let previous = std::fs::read_to_string(&arn_file)
+        .ok()
+        .map(|s| s.trim().to_string());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+    let mut ports: Vec<String> = cfg.reserved_ports.iter().map(|p| p.to_string()).collect();
+    ports.sort();
+    ports.dedup();
+    let mut attrs: Vec<(String, String)> = vec![
+        ("ecs.os-type".into(), "linux".into()),
+        ("ecs.os-family".into(), "LINUX".into()),
+        ("ecs.cpu-architecture".into(), cpu_arch().into()),
+        ("berth.runtime".into(), "native".into()),
+        ("ecs.capability.task-eni".into(), String::new()),
+        (
+            "com.amazonaws.ecs.capability.docker-remote-api.1.17".into(),
+            String::new(),
+        ),
+        (
+            "ecs.capability.container-health-check".into(),
+            String::new(),
+        ),
+        ("ecs.capability.container-ordering".into(), String::new()),
+    ];
+    if let Some(z) = &cfg.zone {
+        attrs.push(("ecs.availability-zone".into(), z.clone()));
+    }
+    attrs.extend(cfg.attributes.iter().cloned());
+    let attributes: Vec<Attribute> = attrs
+        .into_iter()
+        .map(|(n, v)| Attribute {
+            name: Some(n),
+            value: (!v.is_empty()).then_some(v),
+            ..Default::default()
+        })
+        .collect();
+    let resources = vec![
+        Resource {
+            name: Some("CPU".into()),
+            r#type: Some("INTEGER".into()),
+            integer_value: Some(cpus * 1024),
+            ..Default::default()
+        },
+        Resource {
+            name: Some("MEMORY".into()),
+            r#type: Some("INTEGER".into()),
+            integer_value: Some(node_memory_mib() as i32),
+            ..Default::default()
+        },
+        Resource {
+            name: Some("PORTS".into()),
+            r#type: Some("STRINGSET".into()),
+            string_set_value: Some(ports),
+            ..Default::default()
+        },
+        Resource {
+            name: Some("PORTS_UDP".into()),
+            r#type: Some("STRINGSET".into()),
+            string_set_value: Some(vec![]),
+            ..Default::default()
+        },
+    ];
+    let req = RegisterContainerInstanceRequest {
+        cluster: Some(cfg.cluster.clone()),
+        container_instance_arn: previous.clone(),
+        total_resources: Some(resources),
+        attributes: Some(attributes),
+        version_info: Some(VersionInfo {
+            agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+            agent_hash: Some("berth".into()),
+            docker_version: Some("berth-native".into()),
+        }),
+        ..Default::default()
+    };
+    let ci = match inner.backend.register(req.clone()).await {
+        Ok(ci) => ci,
+        // The control plane no longer knows the old instance: register a new one.
+        Err(e) if previous.is_some() && e.code == "InvalidParameterException" => {
+            tracing::warn!("re-registration refused ({e}); registering a new instance");
+            let mut req = req;
+            req.container_instance_arn = None;
+            inner
+                .backend
+                .register(req)
+                .await
+                .map_err(AgentError::Register)?
+        }
+        Err(e) => return Err(AgentError::Register(e)),
+    };
+    let arn = ci.container_instance_arn.unwrap_or_default();
+    std::fs::write(&arn_file, &arn)?;
+    tracing::info!(instance = %arn, "container instance registered");
+    Ok(arn)
+}

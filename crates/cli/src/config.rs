@@ -13,6 +13,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Default AWS account id used in ARNs.
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
+/// Default subnet of the container bridge.
+pub const DEFAULT_BRIDGE_SUBNET: &str = "10.213.0.0/16";
 
 /// Options shared by the serving roles (`up`, `server`).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -44,6 +46,24 @@ pub struct ServeArgs {
     /// Seconds between runs of the registry's lifecycle policies.
     #[arg(long, env = "BERTH_REGISTRY_LIFECYCLE_INTERVAL")]
     pub registry_lifecycle_interval: Option<u64>,
+    /// `berth up`: run a local node (needs root) registered in the default cluster.
+    #[arg(long, env = "BERTH_LOCAL_NODE")]
+    pub local_node: Option<bool>,
+    /// The local node's `ecs.availability-zone` attribute.
+    #[arg(long, env = "BERTH_ZONE")]
+    pub zone: Option<String>,
+    /// Subnet of the container bridge (`awsvpc` tasks and `bridge` containers), a.b.c.d/n.
+    #[arg(long, env = "BERTH_BRIDGE_SUBNET")]
+    pub bridge_subnet: Option<String>,
+    /// Name of the container bridge interface.
+    #[arg(long, env = "BERTH_BRIDGE_NAME")]
+    pub bridge_name: Option<String>,
+    /// When the node contacts the registry: default, always, once, prefer-cached.
+    #[arg(long, env = "BERTH_IMAGE_PULL_BEHAVIOR")]
+    pub image_pull_behavior: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when a container definition sets no stopTimeout.
+    #[arg(long, env = "BERTH_CONTAINER_STOP_TIMEOUT")]
+    pub container_stop_timeout: Option<u64>,
 }
 
 /// The TOML file: the same keys as the flags, snake_case.
@@ -58,6 +78,12 @@ pub struct FileConfig {
     pub registry_create_on_push: Option<bool>,
     pub registry_bearer: Option<bool>,
     pub registry_lifecycle_interval: Option<u64>,
+    pub local_node: Option<bool>,
+    pub zone: Option<String>,
+    pub bridge_subnet: Option<String>,
+    pub bridge_name: Option<String>,
+    pub image_pull_behavior: Option<String>,
+    pub container_stop_timeout: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -71,6 +97,42 @@ pub struct Config {
     pub registry_create_on_push: bool,
     pub registry_bearer: bool,
     pub registry_lifecycle_interval: u64,
+    pub local_node: bool,
+    pub zone: Option<String>,
+    pub bridge_subnet: (std::net::Ipv4Addr, u8),
+    pub bridge_name: String,
+    pub pull_policy: berth_runtime::PullPolicy,
+    pub container_stop_timeout: u64,
+}
+
+/// `a.b.c.d/n`, a private IPv4 subnet with room for containers.
+pub fn parse_subnet(s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
+    let (a, n) = s
+        .split_once('/')
+        .with_context(|| format!("subnet {s:?} is not a.b.c.d/n"))?;
+    let ip: std::net::Ipv4Addr = a.parse().with_context(|| format!("subnet {s:?}"))?;
+    let n: u8 = n.parse().with_context(|| format!("subnet {s:?}"))?;
+    if !(8..=28).contains(&n) {
+        anyhow::bail!("subnet {s:?}: prefix length must be between 8 and 28");
+    }
+    if !ip.is_private() {
+        anyhow::bail!("subnet {s:?} must be a private (RFC 1918) range");
+    }
+    let mask = u32::MAX << (32 - n);
+    Ok((std::net::Ipv4Addr::from(u32::from(ip) & mask), n))
+}
+
+pub fn parse_pull_policy(s: &str) -> anyhow::Result<berth_runtime::PullPolicy> {
+    use berth_runtime::PullPolicy as P;
+    Ok(match s {
+        "default" => P::Default,
+        "always" => P::Always,
+        "once" => P::Once,
+        "prefer-cached" => P::PreferCached,
+        other => anyhow::bail!(
+            "image pull behavior {other:?}: expected default, always, once or prefer-cached"
+        ),
+    })
 }
 
 /// The default data directory: `/var/lib/berth` for root, else `$XDG_DATA_HOME/berth`
@@ -172,6 +234,40 @@ impl ServeArgs {
                 .or(file.registry_lifecycle_interval)
                 .unwrap_or(3600)
                 .max(1),
+            local_node: self.local_node.or(file.local_node).unwrap_or(true),
+            zone: self.zone.clone().or(file.zone),
+            bridge_subnet: parse_subnet(
+                self.bridge_subnet
+                    .as_deref()
+                    .or(file.bridge_subnet.as_deref())
+                    .unwrap_or(DEFAULT_BRIDGE_SUBNET),
+            )?,
+            bridge_name: {
+                let b = self
+                    .bridge_name
+                    .clone()
+                    .or(file.bridge_name)
+                    .unwrap_or_else(|| "berth0".into());
+                if b.is_empty()
+                    || b.len() > 15
+                    || !b
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                {
+                    anyhow::bail!("bridge name {b:?}: 1-15 letters, digits, '-' or '_'");
+                }
+                b
+            },
+            pull_policy: parse_pull_policy(
+                self.image_pull_behavior
+                    .as_deref()
+                    .or(file.image_pull_behavior.as_deref())
+                    .unwrap_or("default"),
+            )?,
+            container_stop_timeout: self
+                .container_stop_timeout
+                .or(file.container_stop_timeout)
+                .unwrap_or(30),
         })
     }
 }

@@ -3,6 +3,8 @@
 
 mod config;
 mod images;
+mod node;
+mod ps;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,8 +36,15 @@ enum Cmd {
     Push(images::PushArgs),
     /// Pull an image into an OCI image layout directory.
     Pull(images::PullArgs),
+    /// List tasks and their containers: status, ports, uptime.
+    Ps(ps::PsArgs),
+    /// Print (and follow) the output of a task's container on this machine's node.
+    Logs(ps::LogsArgs),
     /// Print the version.
     Version,
+    /// Internal: run a command inside a running container (health checks).
+    #[command(hide = true)]
+    Nsexec(NsexecCmd),
     /// Internal: the per-container helper process of the native runtime.
     #[command(hide = true)]
     Shim(ShimCmd),
@@ -51,6 +60,14 @@ struct ShimCmd {
     state_root: PathBuf,
     #[arg(long)]
     log: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct NsexecCmd {
+    #[arg(long)]
+    pid: i32,
+    #[arg(last = true)]
+    args: Vec<String>,
 }
 
 /// What `berth up`/`server` leave in the data dir for `berth env` and other local clients.
@@ -77,6 +94,9 @@ fn main() -> anyhow::Result<()> {
                 log: a.log,
             }))
         }
+        Cmd::Nsexec(a) => std::process::exit(berth_runtime::nsexec::run(a.pid, &a.args)),
+        Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
+        Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),
         Cmd::Version => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -84,17 +104,22 @@ fn main() -> anyhow::Result<()> {
         Cmd::Env(args) => print_env(&args.resolve()?),
         Cmd::Push(args) => client_runtime()?.block_on(images::push(args)),
         Cmd::Pull(args) => client_runtime()?.block_on(images::pull(args)),
-        Cmd::Up(args) | Cmd::Server(args) => {
-            let cfg = args.resolve()?;
-            init_tracing(&cfg.log);
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("berth")
-                .build()
-                .context("starting the tokio runtime")?;
-            rt.block_on(serve(cfg))
-        }
+        Cmd::Up(args) => run_server(args, true),
+        Cmd::Server(args) => run_server(args, false),
     }
+}
+
+/// `berth up` (with a local node unless configured off) and `berth server` (never).
+fn run_server(args: ServeArgs, local_node: bool) -> anyhow::Result<()> {
+    let mut cfg = args.resolve()?;
+    cfg.local_node &= local_node;
+    init_tracing(&cfg.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berth")
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(serve(cfg))
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -172,6 +197,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         &registry,
         std::time::Duration::from_secs(cfg.registry_lifecycle_interval),
     );
+    let node_password = registry.node_password(&root.access_key_id, 10 * 365 * 24 * 3600);
     let state = Arc::new(berth_api::AppState::new(
         control.clone(),
         Some(registry),
@@ -184,8 +210,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         "berth is serving; point the aws CLI at it with: eval \"$(berth env --data-dir {})\"",
         cfg.data_dir.display()
     );
+    let agent = node::start(&cfg, control.clone(), &addr.to_string(), node_password).await;
     berth_api::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("shutting down");
+    if let Some(a) = agent {
+        // Containers keep running; the next `berth up` re-attaches to them.
+        a.shutdown();
+    }
     control.shutdown().await;
     let _ = std::fs::remove_file(cfg.data_dir.join(ENDPOINT_FILE));
     Ok(())

@@ -9,6 +9,7 @@
 //! does), or keep state that is not in the store: every acknowledged change is committed
 //! before the call returns.
 
+pub mod agent;
 pub mod clusters;
 pub mod error;
 pub mod housekeeping;

@@ -911,8 +911,17 @@ impl Control {
                             }
                             "STOPPED" => {
                                 if t.stop_code.is_none() {
-                                    t.stop_code =
-                                        Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into());
+                                    // A task that never ran failed to start (image pull,
+                                    // container creation); one that ran lost an essential
+                                    // container.
+                                    t.stop_code = Some(
+                                        if t.started_at.is_none() {
+                                            stop_code::TASK_FAILED_TO_START
+                                        } else {
+                                            stop_code::ESSENTIAL_CONTAINER_EXITED
+                                        }
+                                        .into(),
+                                    );
                                 }
                                 if t.stopped_reason.is_none() {
                                     t.stopped_reason =

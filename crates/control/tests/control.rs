@@ -286,3 +286,80 @@ async fn stopped_tasks_are_forgotten_after_retention() {
         "the running one stays"
     );
 }
+
+/// The agent feed: a task placed on an instance arrives as an ACS payload, then its desired
+/// status change; a task reported STOPPED leaves the feed; a reconnecting agent gets the
+/// unfinished tasks first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_feed_carries_placements_and_stops() {
+    use berth_model::wire::ecs::SubmitTaskStateChangeRequest;
+    use std::time::Duration;
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.register_task_definition(td("web", 10), "me")
+        .await
+        .unwrap();
+    let inst = instance(&c, "default", 1024).await;
+    let mut feed = c.agent_feed("default", &inst).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.tasks.as_ref().map(Vec::len),
+        Some(0),
+        "nothing placed yet"
+    );
+    let run = c
+        .run_task(RunTaskRequest {
+            task_definition: Some("web".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let arn = run.tasks.unwrap()[0].task_arn.clone().unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let t = &p.tasks.as_ref().unwrap()[0];
+    assert_eq!(t.arn.as_deref(), Some(arn.as_str()));
+    assert_eq!(t.desired_status.as_deref(), Some("RUNNING"));
+    assert_eq!(t.family.as_deref(), Some("web"));
+    assert_eq!(t.version.as_deref(), Some("1"));
+    let cont = &t.containers.as_ref().unwrap()[0];
+    assert_eq!(cont.image.as_deref(), Some("busybox"));
+    assert!(p.seq_num.unwrap() > first.seq_num.unwrap());
+    // A reconnecting agent learns the task again, first thing.
+    let mut feed2 = c.agent_feed("default", &inst).await.unwrap();
+    let again = feed2.recv().await.unwrap();
+    assert_eq!(again.tasks.unwrap()[0].arn.as_deref(), Some(arn.as_str()));
+    c.stop_task(StopTaskRequest {
+        task: Some(arn.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = tokio::time::timeout(Duration::from_secs(5), feed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        p.tasks.unwrap()[0].desired_status.as_deref(),
+        Some("STOPPED")
+    );
+    c.submit_task_state_change(SubmitTaskStateChangeRequest {
+        task: Some(arn.clone()),
+        status: Some("STOPPED".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut feed3 = c.agent_feed("default", &inst).await.unwrap();
+    assert_eq!(feed3.recv().await.unwrap().tasks.map(|t| t.len()), Some(0));
+    // Nothing more arrives on the first feed for a finished task.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.recv())
+            .await
+            .is_err()
+    );
+}

@@ -3,6 +3,7 @@
 //! (callers pass the time in); ids come from a random source. Everything else depends on it.
 
 pub mod arn;
+pub mod payload;
 pub mod status;
 pub mod taskdef;
 pub mod wire;

@@ -599,6 +599,12 @@ impl Registry {
         token::verify(&self.token_key, t, now() as i64)
     }
 
+    /// A registry password (the `AWS` user's, as `docker login` takes it) for an access key,
+    /// valid for `ttl_secs`: what berth's own node agent pulls with.
+    pub fn node_password(&self, access_key_id: &str, ttl_secs: i64) -> String {
+        token::issue(&self.token_key, access_key_id, now() as i64 + ttl_secs)
+    }
+
     /// A registry token for an access key (the token endpoint's answer).
     pub fn issue_token(&self, access_key_id: &str) -> (String, i64) {
         let ttl = token::TOKEN_TTL_SECS;

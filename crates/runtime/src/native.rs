@@ -33,6 +33,17 @@ impl Exit {
     }
 }
 
+/// How the shim's report or exit file reads.
+fn exit_from(v: &serde_json::Value) -> Option<Exit> {
+    if v["oom_killed"].as_bool() == Some(true) {
+        return Some(Exit::OutOfMemory);
+    }
+    if let Some(code) = v["exit_code"].as_i64() {
+        return Some(Exit::Code(code as i32));
+    }
+    v["signal"].as_i64().map(|s| Exit::Signal(s as i32))
+}
+
 /// Why the runtime could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -62,9 +73,45 @@ fn io_err<'a>(
 /// A started container.
 pub struct Container {
     pub id: String,
+    /// The container's init process (host pid namespace).
     pub pid: i32,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    shim: tokio::process::Child,
+    /// The `berth shim` process that reaps it.
+    pub shim_pid: i32,
+    waiter: Waiter,
+}
+
+/// How the end of a container is learned.
+enum Waiter {
+    /// Started by this process: the shim reports on a pipe.
+    Pipe {
+        lines: Box<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
+        shim: Box<tokio::process::Child>,
+    },
+    /// Re-attached after a restart: the shim's pidfd becomes readable when it exits, then
+    /// its exit file says how the container ended.
+    Pidfd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+    Done,
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
+fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain syscall with integer arguments; on success the kernel returns a new
+    // descriptor that nothing else owns.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor returned by pidfd_open, owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Whether `pid` is a live `berth shim` for container `id`.
+fn is_shim_of(pid: i32, id: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+        let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+        args.contains(&b"shim".as_slice()) && args.contains(&id.as_bytes())
+    })
 }
 
 pub struct NativeRuntime {
@@ -179,9 +226,108 @@ impl NativeRuntime {
         Ok(Container {
             id: id.to_string(),
             pid,
-            lines,
-            shim: child,
+            shim_pid: child.id().map_or(-1, |p| p as i32),
+            waiter: Waiter::Pipe {
+                lines: Box::new(lines),
+                shim: Box::new(child),
+            },
         })
+    }
+
+    /// Find a container started before this process restarted: `Ok(Some)` if its shim still
+    /// runs, `Ok(None)` if it has ended (then [`Self::exit_of`] says how).
+    pub fn attach(
+        &self,
+        id: &str,
+        pid: i32,
+        shim_pid: i32,
+    ) -> Result<Option<Container>, RuntimeError> {
+        if !is_shim_of(shim_pid, id) {
+            return Ok(None);
+        }
+        let fd = match pidfd_open(shim_pid) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => return Ok(None),
+            Err(e) => {
+                return Err(RuntimeError::Container {
+                    id: id.into(),
+                    message: format!("watching shim {shim_pid}: {e}"),
+                });
+            }
+        };
+        // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, which keeps it open and
+        // unchanged until the AsyncFd is dropped.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| RuntimeError::Container {
+            id: id.into(),
+            message: format!("watching shim {shim_pid}: {e}"),
+        })?;
+        Ok(Some(Container {
+            id: id.to_string(),
+            pid,
+            shim_pid,
+            waiter: Waiter::Pidfd(fd),
+        }))
+    }
+
+    /// How a container ended, from the exit file its shim left (None: it left none).
+    pub fn exit_of(&self, id: &str) -> Option<Exit> {
+        let p = self.bundle(id).join("exit.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
+        exit_from(&v)
+    }
+
+    /// Run `args` inside a running container (its namespaces and root, its user and
+    /// environment) through `berth nsexec`; returns the exit code and the first 4 KiB of
+    /// output. Killed after `timeout`.
+    pub async fn exec(
+        &self,
+        c: &Container,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        self.exec_pid(&c.id, c.pid, args, timeout).await
+    }
+
+    /// [`Self::exec`] by the container's id and init pid.
+    pub async fn exec_pid(
+        &self,
+        id: &str,
+        pid: i32,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        let err = |m: String| RuntimeError::Container {
+            id: id.to_string(),
+            message: m,
+        };
+        let child = Command::new(&self.shim_exe)
+            .arg("nsexec")
+            .arg("--pid")
+            .arg(pid.to_string())
+            .arg("--")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| err(format!("starting nsexec: {e}")))?;
+        match tokio::time::timeout(timeout, child.wait_with_output()).await {
+            Err(_) => Err(err(format!("command timed out after {timeout:?}"))),
+            Ok(Err(e)) => Err(err(format!("nsexec: {e}"))),
+            Ok(Ok(out)) => {
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                text.truncate(4096);
+                let code = out.status.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&out.status).unwrap_or(0)
+                });
+                Ok((code, text))
+            }
+        }
     }
 
     /// Send `signal` to the container's init process.
@@ -191,29 +337,27 @@ impl NativeRuntime {
 
     /// Wait for the container to end.
     pub async fn wait(&self, c: &mut Container) -> Result<Exit, RuntimeError> {
-        let line = c.lines.next_line().await.ok().flatten();
-        let _ = c.shim.wait().await;
-        let v: serde_json::Value = match line {
-            Some(l) => serde_json::from_str(&l).unwrap_or_default(),
-            None => {
-                // The shim is gone without a word: the exit file may still say.
-                let p = self.bundle(&c.id).join("exit.json");
-                std::fs::read(&p)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
+        let v: serde_json::Value = match std::mem::replace(&mut c.waiter, Waiter::Done) {
+            Waiter::Pipe {
+                mut lines,
+                mut shim,
+            } => {
+                let line = lines.next_line().await.ok().flatten();
+                let _ = shim.wait().await;
+                line.and_then(|l| serde_json::from_str(&l).ok())
                     .unwrap_or_default()
             }
+            Waiter::Pidfd(fd) => {
+                let _ = fd.readable().await;
+                serde_json::Value::Null
+            }
+            Waiter::Done => serde_json::Value::Null,
         };
-        if let Some(code) = v["exit_code"].as_i64() {
-            return Ok(Exit::Code(code as i32));
+        if let Some(e) = exit_from(&v) {
+            return Ok(e);
         }
-        if v["oom_killed"].as_bool() == Some(true) {
-            return Ok(Exit::OutOfMemory);
-        }
-        if let Some(sig) = v["signal"].as_i64() {
-            return Ok(Exit::Signal(sig as i32));
-        }
-        Err(RuntimeError::Container {
+        // The shim is gone without a word (or we were not listening): its exit file says.
+        self.exit_of(&c.id).ok_or_else(|| RuntimeError::Container {
             id: c.id.clone(),
             message: format!("ended without an exit status: {v}"),
         })

@@ -1,0 +1,69 @@
+//! The agent's view of the control plane: the calls the ECS container agent makes, in the ECS
+//! agent protocol's own shapes. Under `berth up` the implementation calls the control plane
+//! in-process; the agent session over a websocket implements the same trait.
+
+use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::ecs::{
+    ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
+    SubmitTaskStateChangeRequest,
+};
+use berth_model::wire::tcs::PublishHealthRequest;
+use tokio::sync::mpsc;
+
+/// A call to the control plane failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct BackendError {
+    /// The AWS error code (`InvalidParameterException`, `ServerException`, …).
+    pub code: String,
+    pub message: String,
+}
+
+impl BackendError {
+    /// Errors worth retrying (the control plane was unavailable), as opposed to refusals.
+    pub fn retryable(&self) -> bool {
+        !matches!(
+            self.code.as_str(),
+            "InvalidParameterException" | "ClusterNotFoundException" | "AccessDeniedException"
+        )
+    }
+}
+
+/// What the network gave an `awsvpc` task, reported to the control plane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskNetworkReport {
+    pub cluster: String,
+    pub task_arn: String,
+    pub private_ipv4: String,
+    pub mac: String,
+    pub subnet: String,
+}
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// `RegisterContainerInstance` (with the instance's ARN when re-attaching after a restart).
+    async fn register(
+        &self,
+        req: RegisterContainerInstanceRequest,
+    ) -> Result<ContainerInstance, BackendError>;
+    /// The ACS session: payloads for this instance, starting with every unfinished task.
+    async fn payloads(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+    ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError>;
+    /// Acknowledge a payload (ACS `AckRequest`).
+    async fn ack(&self, ack: AckRequest);
+    async fn submit_task_state_change(
+        &self,
+        req: SubmitTaskStateChangeRequest,
+    ) -> Result<(), BackendError>;
+    async fn submit_container_state_change(
+        &self,
+        req: SubmitContainerStateChangeRequest,
+    ) -> Result<(), BackendError>;
+    /// TCS `PublishHealth`: container health results.
+    async fn publish_health(&self, req: PublishHealthRequest) -> Result<(), BackendError>;
+    /// The task's network interface (berth nodes allocate it themselves).
+    async fn report_task_network(&self, report: TaskNetworkReport) -> Result<(), BackendError>;
+}

@@ -1,0 +1,149 @@
+//! What the agent keeps on disk about each task it runs, so that a restarted agent finds its
+//! running containers again (their shim and init pids, network endpoints, port bindings) and
+//! finishes what it was doing. One JSON file per task, replaced atomically (write to a
+//! temporary file, rename). Not fsynced: the file must survive the agent process dying, and
+//! when the machine itself goes down the containers go with it.
+
+use std::path::{Path, PathBuf};
+
+use berth_model::wire::acs;
+use berth_model::wire::ecs::NetworkBinding;
+use serde::{Deserialize, Serialize};
+
+/// The agent's knowledge of one container.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerState {
+    pub name: String,
+    /// NONE, PULLED, CREATED (being started), RUNNING, STOPPED — the ECS agent's names.
+    pub status: String,
+    pub runtime_id: String,
+    pub pid: i32,
+    pub shim_pid: i32,
+    pub image_digest: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// HEALTHY, UNHEALTHY, UNKNOWN; None without a health check.
+    pub health: Option<String>,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub bindings: Vec<NetworkBinding>,
+    /// A bridge-mode container's own network endpoint.
+    pub endpoint: Option<serde_json::Value>,
+}
+
+/// The agent's knowledge of one task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskState {
+    pub arn: String,
+    pub cluster_arn: String,
+    /// The payload the control plane sent (what to run).
+    pub payload: acs::Task,
+    pub desired: String,
+    /// PENDING, RUNNING, STOPPED as reported to the control plane.
+    pub status: String,
+    pub pull_started_at: Option<f64>,
+    pub pull_stopped_at: Option<f64>,
+    pub stopping_reason: Option<String>,
+    /// An `awsvpc` task's network endpoint.
+    pub endpoint: Option<serde_json::Value>,
+    pub containers: Vec<ContainerState>,
+    /// Whether the final STOPPED report was acknowledged.
+    pub stopped_reported: bool,
+}
+
+impl TaskState {
+    pub fn id(&self) -> &str {
+        self.arn.rsplit('/').next().unwrap_or_default()
+    }
+
+    pub fn container(&self, name: &str) -> Option<&ContainerState> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+
+    pub fn container_mut(&mut self, name: &str) -> Option<&mut ContainerState> {
+        self.containers.iter_mut().find(|c| c.name == name)
+    }
+}
+
+/// The directory of task files.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(dir: &Path) -> std::io::Result<StateDir> {
+        std::fs::create_dir_all(dir)?;
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn save(&self, t: &TaskState) -> std::io::Result<()> {
+        let p = self.path(t.id());
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(t)?)?;
+        std::fs::rename(&tmp, &p)
+    }
+
+    pub fn load(&self, id: &str) -> Option<TaskState> {
+        serde_json::from_slice(&std::fs::read(self.path(id)).ok()?).ok()
+    }
+
+    pub fn remove(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path(id));
+    }
+
+    /// Every task file (unreadable ones are skipped with a warning).
+    pub fn all(&self) -> Vec<TaskState> {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            match std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(t) => out.push(t),
+                Err(e) => tracing::warn!(path = %p.display(), "unreadable task state skipped: {e}"),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::open(d.path()).unwrap();
+        let t = TaskState {
+            arn: "arn:aws:ecs:us-east-1:0:task/default/abc".into(),
+            desired: "RUNNING".into(),
+            containers: vec![ContainerState {
+                name: "web".into(),
+                pid: 42,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        s.save(&t).unwrap();
+        assert_eq!(s.load("abc"), Some(t.clone()));
+        std::fs::write(d.path().join("junk.json"), b"{").unwrap();
+        assert_eq!(s.all(), vec![t]);
+        s.remove("abc");
+        assert_eq!(s.load("abc"), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! The local node of `berth up`: the agent, talking to the control plane in the same process
+//! through the agent protocol's messages (the [`Backend`] trait), so that the agent cannot
+//! tell whether its control plane is here or across the network.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use berth_agent::backend::{Backend, BackendError, TaskNetworkReport};
+use berth_agent::{Agent, AgentConfig};
+use berth_client::RegistryAuth;
+use berth_control::{Control, ControlError};
+use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::ecs::{
+    ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
+    SubmitTaskStateChangeRequest,
+};
+use berth_model::wire::tcs::PublishHealthRequest;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+
+struct InProcess {
+    control: Arc<Control>,
+}
+
+fn be(e: ControlError) -> BackendError {
+    BackendError {
+        code: e.code().to_string(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for InProcess {
+    async fn register(
+        &self,
+        req: RegisterContainerInstanceRequest,
+    ) -> Result<ContainerInstance, BackendError> {
+        let r = self
+            .control
+            .register_container_instance(req)
+            .await
+            .map_err(be)?;
+        r.container_instance.ok_or_else(|| BackendError {
+            code: "ServerException".into(),
+            message: "no container instance in the response".into(),
+        })
+    }
+
+    async fn payloads(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+    ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
+        self.control
+            .agent_feed(cluster, instance_arn)
+            .await
+            .map_err(be)
+    }
+
+    async fn ack(&self, _ack: AckRequest) {}
+
+    async fn submit_task_state_change(
+        &self,
+        req: SubmitTaskStateChangeRequest,
+    ) -> Result<(), BackendError> {
+        self.control
+            .submit_task_state_change(req)
+            .await
+            .map(|_| ())
+            .map_err(be)
+    }
+
+    async fn submit_container_state_change(
+        &self,
+        req: SubmitContainerStateChangeRequest,
+    ) -> Result<(), BackendError> {
+        self.control
+            .submit_container_state_change(req)
+            .await
+            .map(|_| ())
+            .map_err(be)
+    }
+
+    async fn publish_health(&self, req: PublishHealthRequest) -> Result<(), BackendError> {
+        self.control.publish_health(req).await.map_err(be)
+    }
+
+    async fn report_task_network(&self, r: TaskNetworkReport) -> Result<(), BackendError> {
+        self.control
+            .report_task_network(
+                &r.cluster,
+                &r.task_arn,
+                &berth_control::agent::TaskNetwork {
+                    private_ipv4: r.private_ipv4,
+                    mac: r.mac,
+                    subnet: r.subnet,
+                },
+            )
+            .await
+            .map_err(be)
+    }
+}
+
+/// Start the local node's agent, or say plainly why there is none.
+pub async fn start(
+    cfg: &Config,
+    control: Arc<Control>,
+    registry_host: &str,
+    registry_password: String,
+) -> Option<Agent> {
+    if !cfg.local_node {
+        tracing::info!("no local node (local_node = false): tasks need an agent elsewhere");
+        return None;
+    }
+    if let Err(e) = berth_runtime::native::NativeRuntime::check() {
+        tracing::warn!(
+            "the local node is not available: {e}. The API and the registry are served; \
+             tasks placed here would have no node to run on"
+        );
+        return None;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("the local node is not available: cannot find the berth binary: {e}");
+            return None;
+        }
+    };
+    let root = cfg.data_dir.join("node");
+    let agent_cfg = AgentConfig {
+        cluster: "default".into(),
+        root: root.clone(),
+        shim_exe: exe,
+        zone: cfg.zone.clone(),
+        pull_policy: cfg.pull_policy,
+        stop_timeout: std::time::Duration::from_secs(cfg.container_stop_timeout),
+        reserved_ports: vec![22, 2375, 2376, 51678, 51679, cfg.listen.port()],
+        local_registry: Some((
+            registry_host.to_string(),
+            RegistryAuth::Basic {
+                user: "AWS".into(),
+                password: registry_password,
+            },
+        )),
+        network: Some(berth_agent::net::stub::NetConfig {
+            bridge: cfg.bridge_name.clone(),
+            subnet: cfg.bridge_subnet,
+            state_dir: root.join("net"),
+        }),
+        attributes: vec![],
+    };
+    match Agent::start(agent_cfg, Arc::new(InProcess { control })).await {
+        Ok(a) => {
+            tracing::info!(instance = %a.instance_arn(), "local node registered in cluster default");
+            Some(a)
+        }
+        Err(e) => {
+            tracing::error!("the local node could not start: {e}");
+            None
+        }
+    }
+}
+
+/// The log file of a container of a task run by the local node.
+pub fn log_path(data_dir: &Path, task_id: &str, container: &str) -> std::path::PathBuf {
+    Agent::log_path(&data_dir.join("node"), task_id, container)
+}

@@ -1,0 +1,275 @@
+//! The control plane's side of the agent boundary, in the ECS agent protocol's own messages:
+//! [`Control::agent_feed`] turns the store's task records into ACS `PayloadMessage`s for one
+//! container instance (a task placed on it, or its desired status changing), and the calls
+//! an agent makes back besides `SubmitTaskStateChange`/`SubmitContainerStateChange`:
+//! [`Control::publish_health`] (TCS `PublishHealth`) and [`Control::report_task_network`]
+//! (the task's network interface, which on berth the node allocates).
+//!
+//! The feed is ordered and starts with every unfinished task of the instance, so an agent that
+//! (re)connects learns the whole desired state before any change.
+
+use berth_model::payload::task_to_acs;
+use berth_model::wire::acs::PayloadMessage;
+use berth_model::wire::ecs::{Attachment, KeyValuePair, NetworkInterface};
+use berth_model::wire::tcs::PublishHealthRequest;
+use berth_store::{EventKind, RangeRequest};
+use tokio::sync::mpsc;
+
+use crate::records::TaskRecord;
+use crate::view::instance_id_of;
+use crate::{Control, ControlError, Result, keys, now};
+
+/// What a node's network gave a task (awsvpc: its interface).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskNetwork {
+    pub private_ipv4: String,
+    pub mac: String,
+    pub subnet: String,
+}
+
+impl Control {
+    /// Follow the tasks placed on one container instance as ACS payloads. The receiver ends
+    /// when the store's watch does; dropping it stops the feed.
+    pub async fn agent_feed(
+        self: &std::sync::Arc<Self>,
+        cluster: &str,
+        instance_arn: &str,
+    ) -> Result<mpsc::Receiver<PayloadMessage>> {
+        let cname = self.cluster_name_of(Some(cluster))?.to_string();
+        let inst = instance_id_of(instance_arn)
+            .ok_or_else(|| {
+                ControlError::invalid(format!("Invalid container instance ARN: {instance_arn}"))
+            })?
+            .to_string();
+        let prefix = keys::tasks_of(&cname);
+        let initial = self
+            .store
+            .range(RangeRequest::prefix(prefix.clone()))
+            .await?;
+        let mut watcher = self
+            .store
+            .watch(prefix.as_bytes(), initial.revision + 1)
+            .await?;
+        let (tx, rx) = mpsc::channel(256);
+        let me = self.clone();
+        let cluster_arn = self.part.cluster(&cname);
+        tokio::spawn(async move {
+            // What each task's last payload said (desired status), so that only changes go out.
+            let mut sent: std::collections::HashMap<String, String> = Default::default();
+            let mut seq = 0i32;
+            let mut batch = Vec::new();
+            for kv in initial.kvs {
+                if let Some(t) = me.payload_task(&inst, &kv.value, &mut sent) {
+                    batch.push(t);
+                }
+            }
+            let mut send = |tasks: Vec<berth_model::wire::acs::Task>| {
+                seq += 1;
+                PayloadMessage {
+                    cluster_arn: Some(cluster_arn.clone()),
+                    container_instance_arn: Some(me.part.container_instance(&cname, &inst)),
+                    tasks: Some(tasks),
+                    message_id: Some(berth_model::arn::new_uuid()),
+                    seq_num: Some(seq),
+                    generated_at: Some(now() as i64),
+                    ..Default::default()
+                }
+            };
+            if tx.send(send(batch)).await.is_err() {
+                return;
+            }
+            while let Some(resp) = watcher.next().await {
+                let Ok(resp) = resp else { break };
+                let mut tasks = Vec::new();
+                for ev in resp.events {
+                    if ev.kind != EventKind::Put {
+                        continue;
+                    }
+                    if let Some(t) = me.payload_task(&inst, &ev.kv.value, &mut sent) {
+                        tasks.push(t);
+                    }
+                }
+                if !tasks.is_empty() && tx.send(send(tasks)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// The payload for one task record if it is on `inst` and its desired status is news.
+    fn payload_task(
+        &self,
+        inst: &str,
+        value: &[u8],
+        sent: &mut std::collections::HashMap<String, String>,
+    ) -> Option<berth_model::wire::acs::Task> {
+        let rec: TaskRecord = serde_json::from_slice(value).ok()?;
+        let t = &rec.task;
+        if t.container_instance_arn.as_deref().and_then(instance_id_of) != Some(inst) {
+            return None;
+        }
+        let arn = t.task_arn.clone()?;
+        let desired = t.desired_status.clone().unwrap_or_default();
+        let finished = t.last_status.as_deref() == Some("STOPPED");
+        if finished {
+            sent.remove(&arn);
+            return None;
+        }
+        if sent.get(&arn) == Some(&desired) {
+            return None;
+        }
+        let td = {
+            let (family, rev) = t
+                .task_definition_arn
+                .as_deref()?
+                .rsplit('/')
+                .next()?
+                .split_once(':')?;
+            let rev: i32 = rev.parse().ok()?;
+            let d = self.view.data.read();
+            d.task_defs.get(family)?.get(&rev)?.value.def.clone()
+        };
+        sent.insert(arn, desired);
+        Some(task_to_acs(t, &td))
+    }
+
+    /// Container health as the agent saw it (TCS `PublishHealth`): the containers'
+    /// `healthStatus`, and the task's (HEALTHY iff every essential container with a health
+    /// check is HEALTHY; UNHEALTHY if any is).
+    pub async fn publish_health(&self, req: PublishHealthRequest) -> Result<()> {
+        let default_cluster = req.metadata.as_ref().and_then(|m| m.cluster.clone());
+        for th in req.tasks.as_deref().unwrap_or_default() {
+            let Ok(cname) = self
+                .cluster_name_of(th.cluster_arn.as_deref().or(default_cluster.as_deref()))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let Some(id) = th
+                .task_arn
+                .as_deref()
+                .and_then(|a| a.rsplit('/').next())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let r = self
+                .modify(
+                    &keys::task(&cname, &id),
+                    |d| d.tasks.get(&cname)?.get(&id).cloned(),
+                    || ControlError::invalid("The referenced task was not found."),
+                    |r| {
+                        let t = &mut r.task;
+                        let mut changed = false;
+                        for ch in th.containers.as_deref().unwrap_or_default() {
+                            if let Some(c) = t
+                                .containers
+                                .as_mut()
+                                .and_then(|cs| cs.iter_mut().find(|c| c.name == ch.container_name))
+                                && c.health_status != ch.health_status
+                            {
+                                c.health_status = ch.health_status.clone();
+                                changed = true;
+                            }
+                        }
+                        let statuses: Vec<&str> = t
+                            .containers
+                            .as_deref()
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(|c| c.health_status.as_deref())
+                            .collect();
+                        let task_health = if statuses.is_empty() {
+                            "UNKNOWN"
+                        } else if statuses.contains(&"UNHEALTHY") {
+                            "UNHEALTHY"
+                        } else if statuses.iter().all(|s| *s == "HEALTHY") {
+                            "HEALTHY"
+                        } else {
+                            "UNKNOWN"
+                        };
+                        if t.health_status.as_deref() != Some(task_health) {
+                            t.health_status = Some(task_health.into());
+                            changed = true;
+                        }
+                        if changed {
+                            t.version = Some(t.version.unwrap_or(0) + 1);
+                        }
+                        Ok(())
+                    },
+                )
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(task = %id, "health report for an unknown task: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The network interface a node gave an `awsvpc` task: shown in the task's ENI attachment
+    /// details and every container's `networkInterfaces`, as ECS shows them.
+    pub async fn report_task_network(
+        &self,
+        cluster: &str,
+        task_arn: &str,
+        net: &TaskNetwork,
+    ) -> Result<()> {
+        let cname = self.cluster_name_of(Some(cluster))?.to_string();
+        let id = task_arn.rsplit('/').next().unwrap_or_default().to_string();
+        self.modify(
+            &keys::task(&cname, &id),
+            |d| d.tasks.get(&cname)?.get(&id).cloned(),
+            || ControlError::invalid("The referenced task was not found."),
+            |r| {
+                let t = &mut r.task;
+                let atts = t.attachments.get_or_insert_with(Vec::new);
+                if atts.is_empty() {
+                    atts.push(Attachment {
+                        id: Some(berth_model::arn::new_uuid()),
+                        r#type: Some("ElasticNetworkInterface".into()),
+                        ..Default::default()
+                    });
+                }
+                let att = &mut atts[0];
+                let eni = format!("eni-{}", &net.mac.replace(':', "")[..]);
+                let kv = |n: &str, v: &str| KeyValuePair {
+                    name: Some(n.into()),
+                    value: Some(v.into()),
+                };
+                let subnet = att
+                    .details
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|d| d.name.as_deref() == Some("subnetId"))
+                    .and_then(|d| d.value.clone())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| net.subnet.clone());
+                att.status = Some("ATTACHED".into());
+                att.details = Some(vec![
+                    kv("subnetId", &subnet),
+                    kv("networkInterfaceId", &eni),
+                    kv("macAddress", &net.mac),
+                    kv(
+                        "privateDnsName",
+                        &format!("ip-{}.ec2.internal", net.private_ipv4.replace('.', "-")),
+                    ),
+                    kv("privateIPv4Address", &net.private_ipv4),
+                ]);
+                let att_id = att.id.clone();
+                for c in t.containers.as_mut().into_iter().flatten() {
+                    c.network_interfaces = Some(vec![NetworkInterface {
+                        attachment_id: att_id.clone(),
+                        private_ipv4_address: Some(net.private_ipv4.clone()),
+                        ..Default::default()
+                    }]);
+                }
+                t.version = Some(t.version.unwrap_or(0) + 1);
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}

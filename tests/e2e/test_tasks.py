@@ -1,0 +1,450 @@
+"""Tasks really run: `berth up` as root with its local node, images built from Debian's static
+busybox and pushed with `berth push`, driven with the aws CLI and boto3, checked from outside
+(the host port, the kernel's process table, the mounts, the host file system).
+
+The fixture cleans up every container process, mount, network namespace, bridge and cgroup
+the node created, even when a test fails."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tarfile
+import io
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BERTH, Berth
+from images import make_layout
+
+BRIDGE = "bthe2e0"
+SUBNET = "10.215.0.0/24"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local node needs root")
+
+
+def _cleanup_node(data_dir, task_ids):
+    # Container processes: every shim of this data dir and its children, by pid.
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"shim" in args and any(data_dir.encode() in a for a in args):
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+    time.sleep(0.2)
+    # Mounts under the data dir (overlays, netns files), deepest first.
+    with open("/proc/self/mountinfo") as f:
+        points = [l.split()[4] for l in f if data_dir in l.split()[4]]
+    for p in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", p], capture_output=True)
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+    for _ in range(5):
+        r = subprocess.run(["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", SUBNET, "!", "-o",
+                            BRIDGE, "-j", "MASQUERADE"], capture_output=True)
+        if r.returncode != 0:
+            break
+    for root in os.listdir("/sys/fs/cgroup"):
+        base = os.path.join("/sys/fs/cgroup", root, "berth")
+        for tid in task_ids:
+            d = os.path.join(base, tid)
+            if os.path.isdir(d):
+                for sub in os.listdir(d):
+                    if os.path.isdir(os.path.join(d, sub)):
+                        try:
+                            os.rmdir(os.path.join(d, sub))
+                        except OSError:
+                            pass
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+
+
+class Node(Berth):
+    def __init__(self, data_dir, extra_args=()):
+        super().__init__(data_dir, extra_args=["--local-node", "true", "--bridge-name", BRIDGE,
+                                               "--bridge-subnet", SUBNET, "--zone", "local-a",
+                                               "--container-stop-timeout", "3",
+                                               *extra_args])
+
+    def host(self):
+        return self.endpoint.removeprefix("http://")
+
+    def push_busybox(self, repo, tag="latest", extra_files=None, cmd=None):
+        """An image with static busybox and all its applets, pushed with `berth push`."""
+        try:
+            self.client("ecr").create_repository(repositoryName=repo)
+        except self.client("ecr").exceptions.RepositoryAlreadyExistsException:
+            pass
+        root = os.path.join(self.data_dir, "build-" + repo.replace("/", "_"))
+        shutil.rmtree(root, ignore_errors=True)
+        os.makedirs(os.path.join(root, "bin"))
+        os.makedirs(os.path.join(root, "tmp"))
+        os.makedirs(os.path.join(root, "etc"))
+        shutil.copy("/bin/busybox", os.path.join(root, "bin", "busybox"))
+        applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True).stdout.split()
+        for a in applets:
+            if a != "busybox":
+                os.symlink("busybox", os.path.join(root, "bin", a))
+        with open(os.path.join(root, "etc", "passwd"), "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")
+        with open(os.path.join(root, "etc", "group"), "w") as f:
+            f.write("root:x:0:\nnogroup:x:65534:\n")
+        for path, content in (extra_files or {}).items():
+            p = os.path.join(root, path.lstrip("/"))
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "w") as f:
+                f.write(content)
+        ref = "%s/%s:%s" % (self.host(), repo, tag)
+        args = [BERTH, "push", root, ref, "--data-dir", self.data_dir]
+        if cmd:
+            args += ["--cmd", cmd]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        p = subprocess.run(args, capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr
+        return ref
+
+    def wait_task(self, arn, status, timeout=30.0, cluster="default"):
+        ecs = self.client()
+        deadline = time.time() + timeout
+        t = None
+        while time.time() < deadline:
+            t = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+            if t["lastStatus"] == status:
+                return t
+            if t["lastStatus"] == "STOPPED" and status != "STOPPED":
+                raise AssertionError("task stopped: %s" % json.dumps(t, default=str, indent=1))
+            time.sleep(0.05)
+        raise AssertionError("task not %s in %.0fs: %s\n%s" % (
+            status, timeout, json.dumps(t, default=str, indent=1), self.log()))
+
+    def run(self, family, containers, **kw):
+        ecs = self.client()
+        ecs.register_task_definition(family=family, containerDefinitions=containers, **kw)
+        r = ecs.run_task(cluster="default", taskDefinition=family)
+        assert not r["failures"], r["failures"]
+        return r["tasks"][0]["taskArn"]
+
+    def task_ids(self):
+        ecs = self.client()
+        ids = []
+        for st in ("RUNNING", "STOPPED"):
+            for a in ecs.list_tasks(cluster="default", desiredStatus=st)["taskArns"]:
+                ids.append(a.rsplit("/", 1)[1])
+        return ids
+
+
+@pytest.fixture
+def node(data_dir):
+    n = Node(data_dir).start()
+    ids = []
+    try:
+        yield n
+    finally:
+        try:
+            if n.proc is not None:
+                ids = n.task_ids()
+                ecs = n.client()
+                for a in ecs.list_tasks(cluster="default")["taskArns"]:
+                    ecs.stop_task(cluster="default", task=a)
+                deadline = time.time() + 15
+                while time.time() < deadline and ecs.list_tasks(cluster="default")["taskArns"]:
+                    time.sleep(0.1)
+                pending = [a for a in ecs.list_tasks(cluster="default", desiredStatus="STOPPED")["taskArns"]
+                           if ecs.describe_tasks(cluster="default", tasks=[a])["tasks"][0]["lastStatus"] != "STOPPED"]
+                deadline = time.time() + 15
+                while pending and time.time() < deadline:
+                    time.sleep(0.1)
+                    pending = [a for a in pending
+                               if ecs.describe_tasks(cluster="default", tasks=[a])["tasks"][0]["lastStatus"] != "STOPPED"]
+        finally:
+            n.stop()
+            _cleanup_node(data_dir, ids)
+
+
+def http_get(url, timeout=5.0):
+    deadline = time.time() + timeout
+    err = None
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read().decode()
+        except OSError as e:
+            err = e
+            time.sleep(0.1)
+    raise AssertionError("GET %s failed: %s" % (url, err))
+
+
+def test_local_node_registers_with_its_resources(node):
+    ecs = node.client()
+    arns = ecs.list_container_instances(cluster="default")["containerInstanceArns"]
+    assert len(arns) == 1
+    ci = ecs.describe_container_instances(cluster="default", containerInstances=arns)["containerInstances"][0]
+    res = {r["name"]: r for r in ci["registeredResources"]}
+    assert res["CPU"]["integerValue"] == 1024 * os.cpu_count()
+    assert res["MEMORY"]["integerValue"] > 0
+    assert "22" in res["PORTS"]["stringSetValue"]
+    attrs = {a["name"]: a.get("value") for a in ci["attributes"]}
+    assert attrs["ecs.os-type"] == "linux"
+    assert attrs["ecs.availability-zone"] == "local-a"
+    assert attrs["berth.runtime"] == "native"
+    assert attrs["ecs.cpu-architecture"] in ("x86_64", "arm64")
+    assert ci["agentConnected"] is True
+    # A restart re-attaches to the same instance instead of registering another.
+    node.stop()
+    node.start()
+    assert node.client().list_container_instances(cluster="default")["containerInstanceArns"] == arns
+
+
+def test_bridge_task_reached_on_its_host_port_then_stopped(node):
+    image = node.push_busybox("web", extra_files={"/www/index.html": "hello from berth\n"})
+    arn = node.run("web", [{
+        "name": "web", "image": image, "memory": 64, "essential": True,
+        "entryPoint": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+        "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp"}],
+    }], networkMode="bridge")
+    t = node.wait_task(arn, "RUNNING")
+    c = t["containers"][0]
+    assert c["lastStatus"] == "RUNNING"
+    b = c["networkBindings"][0]
+    assert b["containerPort"] == 8080 and 49153 <= b["hostPort"] <= 65535
+    assert http_get("http://127.0.0.1:%d/index.html" % b["hostPort"]) == "hello from berth\n"
+    assert t["pullStartedAt"] <= t["pullStoppedAt"] <= t["startedAt"]
+    assert c["runtimeId"] and c["imageDigest"].startswith("sha256:")
+    # berth ps shows it with its port and uptime; berth logs shows its output.
+    ps = subprocess.run([BERTH, "ps", "--data-dir", node.data_dir], capture_output=True, text=True,
+                        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    assert ps.returncode == 0, ps.stderr
+    line = [l for l in ps.stdout.splitlines() if arn.rsplit("/", 1)[1] in l][0]
+    assert "RUNNING" in line and "->8080/tcp" in line and "web:1" in line
+    node.client().stop_task(cluster="default", task=arn, reason="done here")
+    t = node.wait_task(arn, "STOPPED", timeout=15)
+    assert t["stopCode"] == "UserInitiated" and t["stoppedReason"] == "done here"
+    c = t["containers"][0]
+    # httpd as PID 1 has no SIGTERM handler, so it is killed after the stop timeout.
+    assert c["exitCode"] in (0, 143, 137), c
+    with pytest.raises(AssertionError):
+        http_get("http://127.0.0.1:%d/" % b["hostPort"], timeout=0.5)
+
+
+def test_awsvpc_containers_share_localhost_and_an_address(node):
+    image = node.push_busybox("pair", extra_files={"/www/index.html": "from the sidecar\n"})
+    arn = node.run("pair", [
+        {"name": "server", "image": image, "memory": 32, "essential": True,
+         "entryPoint": ["/bin/httpd", "-f", "-p", "9000", "-h", "/www"]},
+        {"name": "client", "image": image, "memory": 32, "essential": False,
+         "dependsOn": [{"containerName": "server", "condition": "START"}],
+         "entryPoint": ["/bin/sh", "-c",
+                        "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O- http://127.0.0.1:9000/index.html && exit 0; sleep 0.2; done; exit 1"]},
+    ], networkMode="awsvpc")
+    t = node.wait_task(arn, "RUNNING")
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        t = node.client().describe_tasks(cluster="default", tasks=[arn])["tasks"][0]
+        client = [c for c in t["containers"] if c["name"] == "client"][0]
+        if client["lastStatus"] == "STOPPED":
+            break
+        time.sleep(0.1)
+    assert client["exitCode"] == 0, client
+    assert t["lastStatus"] == "RUNNING", "a non-essential container exiting keeps the task"
+    eni = t["attachments"][0]
+    details = {d["name"]: d["value"] for d in eni["details"]}
+    ip = details["privateIPv4Address"]
+    assert ip.startswith("10.215.0.") and eni["status"] == "ATTACHED"
+    assert t["containers"][0]["networkInterfaces"][0]["privateIpv4Address"] == ip
+    # The task's address is reachable from the host over the bridge.
+    assert http_get("http://%s:9000/index.html" % ip) == "from the sidecar\n"
+    logs = subprocess.run([BERTH, "logs", arn, "--container", "client", "--data-dir", node.data_dir],
+                          capture_output=True, text=True)
+    assert "from the sidecar" in logs.stdout, logs
+
+
+def test_essential_exit_stops_the_task_with_exit_codes(node):
+    image = node.push_busybox("job")
+    arn = node.run("job", [
+        {"name": "main", "image": image, "memory": 32, "essential": True,
+         "command": ["/bin/sh", "-c", "echo working; exit 3"]},
+        # PID 1 of a container gets SIGTERM only if it handles it: this one does.
+        {"name": "side", "image": image, "memory": 32, "essential": False,
+         "command": ["/bin/sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.1; done"]},
+    ], networkMode="none")
+    t = node.wait_task(arn, "STOPPED", timeout=20)
+    by = {c["name"]: c for c in t["containers"]}
+    assert by["main"]["exitCode"] == 3
+    assert by["side"]["exitCode"] == 143, "the others get SIGTERM"
+    assert t["stopCode"] == "EssentialContainerExited"
+    assert t["stoppedReason"] == "Essential container in task exited"
+    out = subprocess.run([BERTH, "logs", arn, "-c", "main", "--data-dir", node.data_dir],
+                         capture_output=True, text=True).stdout
+    assert out == "working\n"
+
+
+def test_sigterm_ignored_then_sigkill_after_stop_timeout(node):
+    image = node.push_busybox("stubborn")
+    arn = node.run("stubborn", [{
+        "name": "c", "image": image, "memory": 32, "stopTimeout": 2,
+        "command": ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+    }], networkMode="none")
+    node.wait_task(arn, "RUNNING")
+    t0 = time.time()
+    node.client().stop_task(cluster="default", task=arn)
+    t = node.wait_task(arn, "STOPPED", timeout=15)
+    took = time.time() - t0
+    assert 1.8 <= took < 8, took
+    assert t["containers"][0]["exitCode"] == 137
+
+
+def test_out_of_memory_is_reported_as_ecs_does(node):
+    image = node.push_busybox("hog")
+    arn = node.run("hog", [{
+        "name": "hog", "image": image, "memory": 16,
+        "command": ["/bin/sh", "-c", "x=a; while true; do x=$x$x; done"],
+    }], networkMode="none")
+    t = node.wait_task(arn, "STOPPED", timeout=40)
+    c = t["containers"][0]
+    assert c["exitCode"] == 137
+    assert c["reason"] == "OutOfMemoryError: Container killed due to memory usage"
+    assert t["stopCode"] == "EssentialContainerExited"
+
+
+def test_depends_on_healthy_and_health_status(node):
+    image = node.push_busybox("ordered")
+    arn = node.run("ordered", [
+        {"name": "db", "image": image, "memory": 32,
+         "command": ["/bin/sh", "-c", "sleep 1; touch /shared/ready; sleep 600"],
+         "mountPoints": [{"sourceVolume": "shared", "containerPath": "/shared"}],
+         "healthCheck": {"command": ["CMD-SHELL", "test -f /shared/ready"], "interval": 5,
+                         "timeout": 2, "retries": 2}},
+        {"name": "app", "image": image, "memory": 32, "essential": False,
+         "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}],
+         "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data", "readOnly": True}],
+         "command": ["/bin/sh", "-c", "test -f /data/ready && echo saw-ready; touch /data/x 2>/dev/null && exit 9; sleep 600"]},
+    ], networkMode="none", volumes=[{"name": "shared"}])
+    t = node.wait_task(arn, "RUNNING", timeout=30)
+    by = {c["name"]: c for c in t["containers"]}
+    assert by["db"]["healthStatus"] == "HEALTHY"
+    assert t["healthStatus"] == "HEALTHY"
+    time.sleep(0.5)
+    out = subprocess.run([BERTH, "logs", arn, "-c", "app", "--data-dir", node.data_dir],
+                         capture_output=True, text=True).stdout
+    assert out == "saw-ready\n", "app started after db was healthy, and its mount is read-only"
+
+
+def test_failures_are_reported_as_ecs_does(node):
+    ecs = node.client()
+    image = node.push_busybox("tools")
+    bad_image = "%s/does-not-exist:nope" % node.host()
+    arn = node.run("missing", [{"name": "c", "image": bad_image, "memory": 16}])
+    t = node.wait_task(arn, "STOPPED", timeout=20)
+    assert t["stopCode"] == "TaskFailedToStart"
+    assert t["stoppedReason"].startswith("CannotPullContainerError:"), t["stoppedReason"]
+    assert t["containers"][0]["reason"].startswith("CannotPullContainerError:")
+    arn = node.run("badcmd", [{"name": "c", "image": image, "memory": 16,
+                               "command": ["/no/such/binary"]}], networkMode="none")
+    t = node.wait_task(arn, "STOPPED", timeout=20)
+    assert t["stopCode"] == "TaskFailedToStart"
+    assert t["stoppedReason"].startswith("CannotStartContainerError:"), t["stoppedReason"]
+    # No capacity: RunTask answers failures and starts nothing.
+    ecs.register_task_definition(family="huge", containerDefinitions=[
+        {"name": "c", "image": image, "memory": 10_000_000}])
+    r = ecs.run_task(cluster="default", taskDefinition="huge")
+    assert r["tasks"] == [] and r["failures"][0]["reason"] == "RESOURCE:MEMORY"
+
+
+def _evil_layout(path):
+    """A layer that climbs out with `..` and writes through a symlink to an absolute path."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        data = b"pwned\n"
+        for name in ("../../../../tmp/berth-escape-dotdot",):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("etc")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/tmp/berth-escape-dir"
+        t.addfile(link)
+        info = tarfile.TarInfo("etc/berth-escape-link")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_malicious_layer_is_refused_and_the_host_untouched(node, tmp_path):
+    os.makedirs("/tmp/berth-escape-dir", exist_ok=True)
+    for p in ("/tmp/berth-escape-dotdot", "/tmp/berth-escape-dir/berth-escape-link"):
+        if os.path.exists(p):
+            os.remove(p)
+    layout = str(tmp_path / "evil")
+    os.makedirs(os.path.join(layout, "blobs", "sha256"))
+    import gzip
+    import hashlib
+    tar = _evil_layout(layout)
+    gz = gzip.compress(tar, mtime=0)
+    def blob(b):
+        d = hashlib.sha256(b).hexdigest()
+        with open(os.path.join(layout, "blobs", "sha256", d), "wb") as f:
+            f.write(b)
+        return "sha256:" + d
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+                      "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}}).encode()
+    man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
+                      "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(gz), "size": len(gz)}]}).encode()
+    md = blob(man)
+    with open(os.path.join(layout, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    with open(os.path.join(layout, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                       "digest": md, "size": len(man)}]}, f)
+    node.client("ecr").create_repository(repositoryName="evil")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    p = subprocess.run([BERTH, "push", layout, node.host() + "/evil:1", "--data-dir", node.data_dir],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    arn = node.run("evil", [{"name": "c", "image": node.host() + "/evil:1", "memory": 16}],
+                   networkMode="none")
+    t = node.wait_task(arn, "STOPPED", timeout=20)
+    assert t["stopCode"] == "TaskFailedToStart"
+    assert t["stoppedReason"].startswith("CannotPullContainerError:"), t["stoppedReason"]
+    assert not os.path.exists("/tmp/berth-escape-dotdot")
+    assert not os.path.exists("/tmp/berth-escape-dir/berth-escape-link")
+    os.rmdir("/tmp/berth-escape-dir")
+
+
+def test_agent_restart_keeps_tasks_running_and_reported(node):
+    image = node.push_busybox("longrun")
+    arn = node.run("longrun", [{
+        "name": "c", "image": image, "memory": 32,
+        "command": ["/bin/sh", "-c", "trap 'exit 143' TERM; echo started; while true; do sleep 0.1; done"],
+    }], networkMode="none")
+    t = node.wait_task(arn, "RUNNING")
+    tid = arn.rsplit("/", 1)[1]
+    state = json.load(open(os.path.join(node.data_dir, "node", "state", tid + ".json")))
+    pid = state["containers"][0]["pid"]
+    os.kill(pid, 0)
+    node.kill()  # SIGKILL: no chance to clean up
+    os.kill(pid, 0)  # the container survived its agent
+    node.start()
+    t2 = node.client().describe_tasks(cluster="default", tasks=[arn])["tasks"][0]
+    assert t2["lastStatus"] == "RUNNING" and t2["version"] == t["version"]
+    node.client().stop_task(cluster="default", task=arn)
+    t = node.wait_task(arn, "STOPPED", timeout=15)
+    assert t["containers"][0]["exitCode"] == 143
+    with pytest.raises(OSError):
+        os.kill(pid, 0)
