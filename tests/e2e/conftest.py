@@ -23,9 +23,11 @@ BERTH = os.environ.get("BERTH_BIN", os.path.join(ROOT, "target", "debug", "berth
 class Berth:
     """One running `berth up` process and what it takes to talk to it."""
 
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), node=False):
         self.data_dir = data_dir
-        self.extra_args = list(extra_args)
+        # Tests of the API alone run without the local node (an empty default cluster);
+        # test_tasks.py turns it on.
+        self.extra_args = ["--local-node", "true" if node else "false", *extra_args]
         self.proc = None
         self.env = None
         self.log_path = os.path.join(data_dir, "berth.log")

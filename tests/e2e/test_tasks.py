@@ -77,7 +77,7 @@ def _cleanup_node(data_dir, task_ids):
 
 class Node(Berth):
     def __init__(self, data_dir, extra_args=()):
-        super().__init__(data_dir, extra_args=["--local-node", "true", "--bridge-name", BRIDGE,
+        super().__init__(data_dir, node=True, extra_args=["--bridge-name", BRIDGE,
                                                "--bridge-subnet", SUBNET, "--zone", "local-a",
                                                "--container-stop-timeout", "3",
                                                *extra_args])

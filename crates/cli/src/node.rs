@@ -149,6 +149,7 @@ pub async fn start(
             state_dir: root.join("net"),
         }),
         attributes: vec![],
+        favor_dynamic_cgroups: cfg.cgroup_favor_dynmods,
     };
     match Agent::start(agent_cfg, Arc::new(InProcess { control })).await {
         Ok(a) => {

@@ -133,6 +133,43 @@ impl NativeRuntime {
         })
     }
 
+    /// Ask the kernel to favour dynamic cgroup changes (the cgroup v2 `favordynmods` mount
+    /// option, Linux 6.0+): moving a process into a cgroup — once per container start — then
+    /// no longer waits for an RCU grace period (measured here: 11–16 ms → 0.1 ms per start),
+    /// at the cost of slightly dearer forks and exits. The hierarchy's other options are
+    /// kept. Returns what was done, for the log; an error if the kernel refused.
+    pub fn favor_dynamic_cgroups() -> Result<Option<String>, String> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?;
+        for line in info.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let mut post = post.split_whitespace();
+            if post.next() != Some("cgroup2") {
+                continue;
+            }
+            let _source = post.next();
+            let opts = post.next().unwrap_or("rw");
+            let Some(point) = pre.split_whitespace().nth(4) else {
+                continue;
+            };
+            if opts.split(',').any(|o| o == "favordynmods") {
+                return Ok(None);
+            }
+            let data = format!("{opts},favordynmods");
+            nix::mount::mount(
+                None::<&str>,
+                point,
+                None::<&str>,
+                nix::mount::MsFlags::MS_REMOUNT,
+                Some(data.as_str()),
+            )
+            .map_err(|e| format!("remounting {point} with favordynmods: {e}"))?;
+            return Ok(Some(format!("{point} remounted with favordynmods")));
+        }
+        Ok(None)
+    }
+
     /// Whether this process can run containers (root).
     pub fn check() -> Result<(), RuntimeError> {
         if nix::unistd::geteuid().is_root() {
@@ -377,6 +414,23 @@ impl NativeRuntime {
         let r = self.wait(c).await;
         killer.abort();
         r
+    }
+
+    /// Remove an (empty) cgroup directory, relative to each hierarchy's root, from every
+    /// hierarchy (cgroup v1 controllers and v2): the parent a task's containers lived under.
+    pub fn remove_cgroup(&self, rel: &str) {
+        let rel = rel.trim_start_matches('/');
+        if rel.is_empty() || rel.contains("..") {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+            return;
+        };
+        let mut roots: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup")];
+        roots.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        for root in roots {
+            let _ = std::fs::remove_dir(root.join(rel));
+        }
     }
 
     /// Unmount and remove a container's bundle (its log stays).
