@@ -136,7 +136,10 @@ class Node(Berth):
     def run(self, family, containers, **kw):
         ecs = self.client()
         ecs.register_task_definition(family=family, containerDefinitions=containers, **kw)
-        r = ecs.run_task(cluster="default", taskDefinition=family)
+        extra = {}
+        if kw.get("networkMode") == "awsvpc":
+            extra["networkConfiguration"] = {"awsvpcConfiguration": {"subnets": ["subnet-berth"]}}
+        r = ecs.run_task(cluster="default", taskDefinition=family, **extra)
         assert not r["failures"], r["failures"]
         return r["tasks"][0]["taskArn"]
 

@@ -388,12 +388,12 @@ async fn task_start_bench(
     let mut lat = Vec::with_capacity(runs);
     for i in 0..warmup + runs {
         let t0 = Instant::now();
-        let v = api
-            .call(
-                "RunTask",
-                json!({"cluster": "default", "taskDefinition": family}),
-            )
-            .await?;
+        let mut req = json!({"cluster": "default", "taskDefinition": family});
+        if mode == "awsvpc" {
+            req["networkConfiguration"] =
+                json!({"awsvpcConfiguration": {"subnets": ["subnet-berth"]}});
+        }
+        let v = api.call("RunTask", req).await?;
         let arn = v["tasks"][0]["taskArn"]
             .as_str()
             .with_context(|| format!("RunTask placed nothing: {v}"))?

@@ -57,7 +57,7 @@ pub struct AgentConfig {
     /// or an ECR registry host are pulled from it.
     pub local_registry: Option<(String, RegistryAuth)>,
     /// The container network (bridge name and subnet); None: only `host` and `none` tasks.
-    pub network: Option<net::stub::NetConfig>,
+    pub network: Option<berth_runtime::network::NetConfig>,
     /// Extra attributes (`name=value`).
     pub attributes: Vec<(String, String)>,
     /// Set the cgroup v2 `favordynmods` option (faster container starts); see

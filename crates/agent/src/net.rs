@@ -1,61 +1,12 @@
 //! The node's container network as the task engine uses it: endpoints (a network namespace
 //! with an address on the berth bridge) for `awsvpc` tasks and `bridge` containers, and port
 //! forwards from host ports to bridge-mode containers. The work is done by
-//! [`berth_runtime::net`]; this adapter keeps the engine's calls short and its errors text.
+//! [`berth_runtime::network`]; this adapter keeps the engine's calls short and its errors text.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-pub mod stub {
-    use std::net::{Ipv4Addr, SocketAddr};
-    use std::path::PathBuf;
-    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-    pub struct Endpoint {
-        pub id: String,
-        pub netns: PathBuf,
-        pub ip: Ipv4Addr,
-        pub prefix: u8,
-        pub gateway: Ipv4Addr,
-        pub mac: String,
-        pub host_veth: String,
-    }
-    #[derive(Debug, Clone)]
-    pub struct NetConfig {
-        pub bridge: String,
-        pub subnet: (Ipv4Addr, u8),
-        pub state_dir: PathBuf,
-    }
-    pub struct Network;
-    impl Network {
-        pub async fn open(_c: NetConfig) -> Result<Network, String> {
-            Err("stub".into())
-        }
-        pub async fn create_endpoint(&self, _id: &str) -> Result<Endpoint, String> {
-            Err("stub".into())
-        }
-        pub async fn endpoint(&self, _id: &str) -> Option<Endpoint> {
-            None
-        }
-        pub async fn remove_endpoint(&self, _id: &str) -> Result<(), String> {
-            Ok(())
-        }
-    }
-    pub enum Proto {
-        Tcp,
-        Udp,
-    }
-    pub struct PortProxy;
-    impl PortProxy {
-        pub async fn start(_p: Proto, _b: SocketAddr, _t: SocketAddr) -> Result<PortProxy, String> {
-            Err("stub".into())
-        }
-        pub fn host_port(&self) -> u16 {
-            0
-        }
-        pub fn stop(self) {}
-    }
-}
-pub use stub::Endpoint;
-use stub::{NetConfig, Network, PortProxy, Proto};
+pub use berth_runtime::network::Endpoint;
+use berth_runtime::network::{NetConfig, Network, PortProxy, Proto};
 
 pub struct NodeNet {
     net: Network,

@@ -143,7 +143,7 @@ pub async fn start(
                 password: registry_password,
             },
         )),
-        network: Some(berth_agent::net::stub::NetConfig {
+        network: Some(berth_runtime::network::NetConfig {
             bridge: cfg.bridge_name.clone(),
             subnet: cfg.bridge_subnet,
             state_dir: root.join("net"),
