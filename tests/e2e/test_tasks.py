@@ -451,3 +451,19 @@ def test_agent_restart_keeps_tasks_running_and_reported(node):
     assert t["containers"][0]["exitCode"] == 143
     with pytest.raises(OSError):
         os.kill(pid, 0)
+
+
+def test_seccomp_default_policy_and_unconfined(node):
+    image = node.push_busybox("sec")
+    cmd = ["/bin/sh", "-c", "unshare -U true && echo made-userns || echo refused"]
+    arn = node.run("confined", [{"name": "c", "image": image, "memory": 32, "command": cmd}],
+                   networkMode="none")
+    node.wait_task(arn, "STOPPED", timeout=20)
+    out = subprocess.run([BERTH, "logs", arn, "--data-dir", node.data_dir], capture_output=True, text=True).stdout
+    assert "refused" in out and "Operation not permitted" in out, out
+    arn = node.run("unconfined", [{"name": "c", "image": image, "memory": 32, "command": cmd,
+                                   "dockerSecurityOptions": ["seccomp=unconfined"]}],
+                   networkMode="none")
+    node.wait_task(arn, "STOPPED", timeout=20)
+    out = subprocess.run([BERTH, "logs", arn, "--data-dir", node.data_dir], capture_output=True, text=True).stdout
+    assert "made-userns" in out, out

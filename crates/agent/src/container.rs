@@ -9,7 +9,9 @@
 //! - `memory` is the hard limit, `memoryReservation` the soft one (MiB), `cpu` the CPU shares
 //!   (at least 2, as Docker takes it);
 //! - `ulimits`, `readonlyRootFilesystem`, `linuxParameters.capabilities` (add/drop),
-//!   `hostname`, `dockerLabels` are honoured; `privileged` gets every capability.
+//!   `hostname`, `dockerLabels` are honoured; `privileged` gets every capability;
+//! - the default seccomp policy applies unless the container has `SYS_ADMIN` (privileged) or
+//!   `dockerSecurityOptions` says `seccomp=unconfined`.
 
 use std::path::Path;
 
@@ -206,6 +208,13 @@ pub fn container_spec(
         cpu_shares: Some((cpu.max(0) as u64).max(2)),
         readonly_root: def.readonly_root_filesystem.unwrap_or(false),
         rlimits,
+        seccomp: !caps.iter().any(|c| c == "CAP_SYS_ADMIN")
+            && !def
+                .docker_security_options
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined"),
         capabilities: caps,
         cgroup_path: cgroup_path.to_string(),
         ..ContainerSpec::default()

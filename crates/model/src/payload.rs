@@ -87,6 +87,9 @@ pub fn container_to_acs(
             json!(i64::from(r) * 1024 * 1024),
         );
     }
+    if let Some(o) = &def.docker_security_options {
+        host.insert("SecurityOpt".into(), json!(o));
+    }
     if def.disable_networking == Some(true) {
         config.insert("NetworkDisabled".into(), json!(true));
     }
@@ -275,6 +278,11 @@ pub fn container_from_acs(c: &acs::Container) -> ContainerDefinition {
         health_check,
         ulimits,
         readonly_root_filesystem: host["ReadonlyRootfs"].as_bool(),
+        docker_security_options: host["SecurityOpt"].as_array().map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        }),
         ..Default::default()
     }
 }
@@ -423,6 +431,7 @@ mod tests {
                 ..Default::default()
             }),
             stop_timeout: Some(7),
+            docker_security_options: Some(vec!["seccomp=unconfined".into()]),
             ..Default::default()
         }
     }

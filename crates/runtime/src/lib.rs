@@ -16,6 +16,7 @@ pub mod image_store;
 pub mod native;
 pub mod network;
 pub mod nsexec;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod unpack;

@@ -64,7 +64,26 @@ pub fn run(a: &ShimArgs) -> i32 {
     // Orphans of the container are reaped here too.
     let _ = nix::sys::prctl::set_child_subreaper(true);
 
+    let confined = std::fs::read(a.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_none_or(|c| c["annotations"][crate::seccomp::ANNOTATION] != "unconfined");
+    let programs = if confined {
+        match crate::seccomp::default_programs() {
+            Ok(p) => p,
+            Err(e) => {
+                report(
+                    &mut status,
+                    &serde_json::json!({"error": format!("compiling the seccomp policy: {e}")}),
+                );
+                return 1;
+            }
+        }
+    } else {
+        vec![]
+    };
     let built = ContainerBuilder::new(a.id.clone(), SyscallType::default())
+        .with_executor(crate::seccomp::SeccompExecutor { programs })
         .with_root_path(&a.state_root)
         .map(|b| b.as_init(&a.bundle).with_systemd(false).with_detach(true))
         .and_then(|b| b.build());

@@ -113,6 +113,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<BindMount>,
     /// cgroup path relative to each hierarchy's root.
     pub cgroup_path: String,
+    /// Apply the default seccomp policy ([`crate::seccomp`]).
+    pub seccomp: bool,
 }
 
 impl Default for ContainerSpec {
@@ -135,6 +137,7 @@ impl Default for ContainerSpec {
             network: NetworkNs::New,
             mounts: vec![],
             cgroup_path: "/berth/container".into(),
+            seccomp: true,
         }
     }
 }
@@ -194,6 +197,9 @@ pub fn oci_config(s: &ContainerSpec) -> Value {
     }
     json!({
         "ociVersion": "1.0.2",
+        "annotations": {
+            crate::seccomp::ANNOTATION: if s.seccomp { "default" } else { "unconfined" },
+        },
         "root": {"path": "rootfs", "readonly": s.readonly_root},
         "hostname": s.hostname,
         "process": {
