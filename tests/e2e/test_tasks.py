@@ -467,3 +467,42 @@ def test_seccomp_default_policy_and_unconfined(node):
     node.wait_task(arn, "STOPPED", timeout=20)
     out = subprocess.run([BERTH, "logs", arn, "--data-dir", node.data_dir], capture_output=True, text=True).stdout
     assert "made-userns" in out, out
+
+
+def test_log_rotation_and_image_collection(data_dir):
+    n = Node(data_dir, extra_args=["--image-cleanup-interval", "1", "--image-minimum-cleanup-age", "0",
+                                   "--log-max-size-mib", "1", "--log-max-files", "2"]).start()
+    ids = []
+    try:
+        image = n.push_busybox("chatty")
+        arn = n.run("chatty", [{"name": "c", "image": image, "memory": 32, "command": [
+            "/bin/sh", "-c",
+            "trap 'exit 0' TERM; head -c 1500000 /dev/zero | tr '\\0' x; echo; sleep 3; echo after; "
+            "while true; do sleep 0.1; done"]}], networkMode="none")
+        ids.append(arn.rsplit("/", 1)[1])
+        n.wait_task(arn, "RUNNING")
+        logs = os.path.join(data_dir, "node", "runtime", "logs", ids[0] + "-c.log")
+        deadline = time.time() + 15
+        while time.time() < deadline and not os.path.exists(logs + ".1"):
+            time.sleep(0.2)
+        assert os.path.getsize(logs + ".1") >= 1_500_000, "rotated beyond 1 MiB"
+        deadline = time.time() + 10
+        out = ""
+        while time.time() < deadline and "after" not in out:
+            out = subprocess.run([BERTH, "logs", arn, "--data-dir", data_dir], capture_output=True,
+                                 text=True).stdout
+            time.sleep(0.3)
+        assert out.startswith("x" * 1000) and out.endswith("after\n"), out[-100:]
+        assert os.path.getsize(logs) < 1000
+        images = os.path.join(data_dir, "node", "images", "images")
+        assert len(os.listdir(images)) == 1, "in use: kept"
+        n.client().stop_task(cluster="default", task=arn)
+        n.wait_task(arn, "STOPPED", timeout=15)
+        deadline = time.time() + 10
+        while time.time() < deadline and os.listdir(images):
+            time.sleep(0.2)
+        assert os.listdir(images) == [], "unused for longer than the minimum age: collected"
+        assert os.listdir(os.path.join(data_dir, "node", "images", "blobs", "sha256")) == []
+    finally:
+        n.stop()
+        _cleanup_node(data_dir, ids)

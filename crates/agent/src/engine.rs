@@ -549,6 +549,7 @@ impl Runner {
             c.bindings = bindings.clone();
         }
         self.save();
+        self.inner.mark_used(&img);
         tracing::debug!(elapsed = ?self.began.elapsed(), container = %name, "starting");
         let started = self.inner.runtime.start(&id, &img.rootfs, &spec).await;
         let container = match started {

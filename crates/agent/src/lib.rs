@@ -63,6 +63,16 @@ pub struct AgentConfig {
     /// Set the cgroup v2 `favordynmods` option (faster container starts); see
     /// [`NativeRuntime::favor_dynamic_cgroups`].
     pub favor_dynamic_cgroups: bool,
+    /// Container logs are rotated beyond this size (bytes) …
+    pub log_max_size: u64,
+    /// … keeping this many files per container (the current one included).
+    pub log_max_files: u32,
+    /// Logs of containers that ended are removed this long after their last write.
+    pub log_retention: Duration,
+    /// How often unused images are collected …
+    pub image_cleanup_interval: Duration,
+    /// … once unused for at least this long (ECS's `ECS_IMAGE_MINIMUM_CLEANUP_AGE`).
+    pub image_minimum_age: Duration,
 }
 
 /// Why an agent could not start.
@@ -92,6 +102,8 @@ pub(crate) struct Inner {
     clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
     /// One pull of an image at a time (the image store unpacks into a per-digest temp dir).
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Pulls (shared) against image collection (exclusive).
+    gc_lock: tokio::sync::RwLock<()>,
 }
 
 /// A running agent.
@@ -162,6 +174,7 @@ impl Inner {
             .or_default()
             .clone();
         let _g = lock.lock().await;
+        let _gc = self.gc_lock.read().await;
         self.images
             .ensure(&client, &self.rewrite(image), self.cfg.pull_policy)
             .await
@@ -179,6 +192,10 @@ impl Inner {
             }
             _ => image.to_string(),
         }
+    }
+
+    pub(crate) fn mark_used(&self, img: &PulledImage) {
+        self.images.mark_used(img);
     }
 
     pub(crate) async fn exec_in(
@@ -310,6 +327,7 @@ impl Agent {
             tasks: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             pull_locks: Mutex::new(HashMap::new()),
+            gc_lock: tokio::sync::RwLock::new(()),
             cfg,
         });
         let arn = register(&inner).await?;
@@ -319,6 +337,7 @@ impl Agent {
             tracing::info!(task = %st.arn, status = %st.status, "resuming task");
             inner.spawn_runner(st);
         }
+        tokio::spawn(maintenance(inner.clone()));
         let me = inner.clone();
         let session = tokio::spawn(async move {
             let cluster = me.cfg.cluster.clone();
@@ -354,6 +373,106 @@ impl Agent {
         root.join("runtime")
             .join("logs")
             .join(format!("{}.log", engine::runtime_id(task_id, container)))
+    }
+}
+
+/// Rotate container logs that grew too big (copy to `.1`, shifting older copies, then
+/// truncate: the shim appends, so writing continues at the new end); remove logs of ended
+/// containers past retention. Returns how many files were rotated.
+pub fn rotate_logs(
+    dir: &Path,
+    max_size: u64,
+    max_files: u32,
+    retention: Duration,
+    live: &[String],
+) -> usize {
+    let mut rotated = 0;
+    let now = std::time::SystemTime::now();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".log") else {
+            // A rotated copy: goes with its container's retention.
+            if let Some((base, _)) = name.rsplit_once(".log.")
+                && !live.iter().any(|l| l == base)
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > retention)
+            {
+                let _ = std::fs::remove_file(&p);
+            }
+            continue;
+        };
+        let Ok(meta) = e.metadata() else { continue };
+        if !live.iter().any(|l| l == id) {
+            if meta
+                .modified()
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > retention)
+            {
+                let _ = std::fs::remove_file(&p);
+            }
+            continue;
+        }
+        if meta.len() <= max_size || max_files < 2 {
+            continue;
+        }
+        for i in (1..max_files - 1).rev() {
+            let _ = std::fs::rename(
+                dir.join(format!("{id}.log.{i}")),
+                dir.join(format!("{id}.log.{}", i + 1)),
+            );
+        }
+        if std::fs::copy(&p, dir.join(format!("{id}.log.1"))).is_ok()
+            && std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .and_then(|f| f.set_len(0))
+                .is_ok()
+        {
+            rotated += 1;
+        }
+    }
+    rotated
+}
+
+/// The node's housekeeping: log rotation every 10 s, image collection every interval.
+async fn maintenance(inner: Arc<Inner>) {
+    let mut last_gc = std::time::Instant::now();
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(10).min(inner.cfg.image_cleanup_interval));
+    loop {
+        tick.tick().await;
+        let live: Vec<String> = inner
+            .states
+            .all()
+            .into_iter()
+            .flat_map(|t| {
+                t.containers
+                    .into_iter()
+                    .filter(|c| c.status != "STOPPED")
+                    .map(|c| c.runtime_id)
+            })
+            .collect();
+        let dir = inner.cfg.root.join("runtime").join("logs");
+        let (max, files, keep) = (
+            inner.cfg.log_max_size,
+            inner.cfg.log_max_files,
+            inner.cfg.log_retention,
+        );
+        let _ =
+            tokio::task::spawn_blocking(move || rotate_logs(&dir, max, files, keep, &live)).await;
+        if last_gc.elapsed() >= inner.cfg.image_cleanup_interval {
+            last_gc = std::time::Instant::now();
+            let _g = inner.gc_lock.write().await;
+            let me = inner.clone();
+            match tokio::task::spawn_blocking(move || me.images.collect(me.cfg.image_minimum_age))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => tracing::info!(images = n, "unused images removed"),
+                Ok(Err(e)) => tracing::warn!("image collection: {e}"),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -452,4 +571,46 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
     std::fs::write(&arn_file, &arn)?;
     tracing::info!(instance = %arn, "container instance registered");
     Ok(arn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_rotate_and_expire() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t-c.log");
+        std::fs::write(&p, vec![b'x'; 100]).unwrap();
+        std::fs::write(d.path().join("t-old.log"), b"gone").unwrap();
+        let live = vec!["t-c".to_string()];
+        // Under the limit: nothing; over it: copied to .1 and truncated.
+        assert_eq!(
+            rotate_logs(d.path(), 200, 3, Duration::from_secs(3600), &live),
+            0
+        );
+        assert_eq!(
+            rotate_logs(d.path(), 50, 3, Duration::from_secs(3600), &live),
+            1
+        );
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::read(d.path().join("t-c.log.1")).unwrap().len(),
+            100
+        );
+        std::fs::write(&p, vec![b'y'; 60]).unwrap();
+        rotate_logs(d.path(), 50, 3, Duration::from_secs(3600), &live);
+        assert_eq!(std::fs::read(d.path().join("t-c.log.2")).unwrap()[0], b'x');
+        assert_eq!(std::fs::read(d.path().join("t-c.log.1")).unwrap()[0], b'y');
+        std::fs::write(&p, vec![b'z'; 60]).unwrap();
+        rotate_logs(d.path(), 50, 3, Duration::from_secs(3600), &live);
+        // At most 3 files: the oldest copy is replaced.
+        assert_eq!(std::fs::read(d.path().join("t-c.log.2")).unwrap()[0], b'y');
+        assert!(!d.path().join("t-c.log.3").exists());
+        // An ended container's log stays until retention passes.
+        assert!(d.path().join("t-old.log").exists());
+        rotate_logs(d.path(), 50, 3, Duration::ZERO, &live);
+        assert!(!d.path().join("t-old.log").exists());
+        assert!(p.exists(), "a live container's log is never removed");
+    }
 }

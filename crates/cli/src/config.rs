@@ -67,6 +67,21 @@ pub struct ServeArgs {
     /// Remount the cgroup v2 hierarchy with `favordynmods` (10+ ms faster container starts).
     #[arg(long, env = "BERTH_CGROUP_FAVOR_DYNMODS")]
     pub cgroup_favor_dynmods: Option<bool>,
+    /// Rotate a container's log beyond this many MiB.
+    #[arg(long, env = "BERTH_LOG_MAX_SIZE_MIB")]
+    pub log_max_size_mib: Option<u64>,
+    /// Log files kept per container, the current one included.
+    #[arg(long, env = "BERTH_LOG_MAX_FILES")]
+    pub log_max_files: Option<u32>,
+    /// Hours the logs of an ended container are kept.
+    #[arg(long, env = "BERTH_LOG_RETENTION_HOURS")]
+    pub log_retention_hours: Option<u64>,
+    /// Seconds between collections of unused images on the node.
+    #[arg(long, env = "BERTH_IMAGE_CLEANUP_INTERVAL")]
+    pub image_cleanup_interval: Option<u64>,
+    /// Seconds an image must have been unused before it is collected.
+    #[arg(long, env = "BERTH_IMAGE_MINIMUM_CLEANUP_AGE")]
+    pub image_minimum_cleanup_age: Option<u64>,
 }
 
 /// The TOML file: the same keys as the flags, snake_case.
@@ -88,6 +103,11 @@ pub struct FileConfig {
     pub image_pull_behavior: Option<String>,
     pub container_stop_timeout: Option<u64>,
     pub cgroup_favor_dynmods: Option<bool>,
+    pub log_max_size_mib: Option<u64>,
+    pub log_max_files: Option<u32>,
+    pub log_retention_hours: Option<u64>,
+    pub image_cleanup_interval: Option<u64>,
+    pub image_minimum_cleanup_age: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -108,6 +128,11 @@ pub struct Config {
     pub pull_policy: berth_runtime::PullPolicy,
     pub container_stop_timeout: u64,
     pub cgroup_favor_dynmods: bool,
+    pub log_max_size_mib: u64,
+    pub log_max_files: u32,
+    pub log_retention_hours: u64,
+    pub image_cleanup_interval: u64,
+    pub image_minimum_cleanup_age: u64,
 }
 
 /// `a.b.c.d/n`, a private IPv4 subnet with room for containers.
@@ -277,6 +302,29 @@ impl ServeArgs {
                 .cgroup_favor_dynmods
                 .or(file.cgroup_favor_dynmods)
                 .unwrap_or(true),
+            log_max_size_mib: self
+                .log_max_size_mib
+                .or(file.log_max_size_mib)
+                .unwrap_or(10)
+                .max(1),
+            log_max_files: self
+                .log_max_files
+                .or(file.log_max_files)
+                .unwrap_or(3)
+                .max(1),
+            log_retention_hours: self
+                .log_retention_hours
+                .or(file.log_retention_hours)
+                .unwrap_or(24),
+            image_cleanup_interval: self
+                .image_cleanup_interval
+                .or(file.image_cleanup_interval)
+                .unwrap_or(1800)
+                .max(1),
+            image_minimum_cleanup_age: self
+                .image_minimum_cleanup_age
+                .or(file.image_minimum_cleanup_age)
+                .unwrap_or(3600),
         })
     }
 }

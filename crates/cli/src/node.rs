@@ -150,6 +150,11 @@ pub async fn start(
         }),
         attributes: vec![],
         favor_dynamic_cgroups: cfg.cgroup_favor_dynmods,
+        log_max_size: cfg.log_max_size_mib << 20,
+        log_max_files: cfg.log_max_files,
+        log_retention: std::time::Duration::from_secs(cfg.log_retention_hours * 3600),
+        image_cleanup_interval: std::time::Duration::from_secs(cfg.image_cleanup_interval),
+        image_minimum_age: std::time::Duration::from_secs(cfg.image_minimum_cleanup_age),
     };
     match Agent::start(agent_cfg, Arc::new(InProcess { control })).await {
         Ok(a) => {

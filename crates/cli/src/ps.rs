@@ -255,8 +255,18 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     let path = crate::node::log_path(&cfg.data_dir, &task_id, &container);
     let mut f = std::fs::File::open(&path)
         .with_context(|| format!("no logs for container {container} of task {task_id}"))?;
+    // Rotated copies first, oldest first.
     let mut data = Vec::new();
+    for i in (1..100).rev() {
+        let mut rotated = path.clone().into_os_string();
+        rotated.push(format!(".{i}"));
+        if let Ok(b) = std::fs::read(&rotated) {
+            data.extend(b);
+        }
+    }
+    let before = data.len();
     f.read_to_end(&mut data)?;
+    let current_len = data.len() - before;
     let shown = match a.tail {
         Some(n) => tail_of(&data, n),
         None => &data[..],
@@ -273,7 +283,7 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
         .data_dir
         .join("node/state")
         .join(format!("{task_id}.json"));
-    let mut pos = data.len() as u64;
+    let mut pos = current_len as u64;
     loop {
         let running = std::fs::read(&state)
             .ok()

@@ -253,12 +253,83 @@ impl ImageStore {
         let cfg_src = self.blob_path(&blobs[0]);
         let cfg_dst = tmp.join("config.json");
         std::fs::copy(&cfg_src, &cfg_dst).map_err(io_err("copy", &cfg_dst))?;
+        // The blobs this image needs, so that collection keeps them while it exists.
+        let list = tmp.join("blobs.json");
+        std::fs::write(&list, serde_json::to_vec(&blobs).unwrap_or_default())
+            .map_err(io_err("write", &list))?;
         if let Some(parent) = dir.parent() {
             std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
         }
         std::fs::rename(&tmp, &dir).map_err(io_err("rename", &dir))?;
         self.write_ref(image, &digest)?;
         self.load(&digest)
+    }
+
+    /// Record that a container is being started from `img` (for [`Self::collect`]).
+    pub fn mark_used(&self, img: &PulledImage) {
+        if let Some(dir) = img.rootfs.parent() {
+            let _ = std::fs::write(dir.join("used"), b"");
+        }
+    }
+
+    /// Remove images no container uses (no overlay mount has them as its lower layer) and
+    /// that were last used (or pulled) more than `min_age` ago, their references, and the
+    /// blobs no remaining image needs. Returns how many images were removed.
+    pub fn collect(&self, min_age: std::time::Duration) -> Result<usize, ImageError> {
+        let images = self.root.join("images");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let now = std::time::SystemTime::now();
+        let mut removed = Vec::new();
+        let mut kept_blobs: std::collections::HashSet<String> = Default::default();
+        let mut complete = true;
+        let rd = std::fs::read_dir(&images).map_err(io_err("read", &images))?;
+        for e in rd.flatten() {
+            let dir = e.path();
+            let rootfs = dir.join("rootfs");
+            let in_use = mounts.contains(&format!("lowerdir={}", rootfs.display()));
+            let last = std::fs::metadata(dir.join("used"))
+                .or_else(|_| std::fs::metadata(&dir))
+                .and_then(|m| m.modified())
+                .unwrap_or(now);
+            let old = now.duration_since(last).unwrap_or_default() >= min_age;
+            if !in_use && old {
+                let trash = self
+                    .root
+                    .join("tmp")
+                    .join(format!("gc-{}", e.file_name().to_string_lossy()));
+                if std::fs::rename(&dir, &trash).is_ok() {
+                    let _ = std::fs::remove_dir_all(&trash);
+                    removed.push(format!("sha256:{}", e.file_name().to_string_lossy()));
+                }
+                continue;
+            }
+            match std::fs::read(dir.join("blobs.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+            {
+                Some(list) => kept_blobs.extend(list),
+                None => complete = false,
+            }
+        }
+        // References to removed images.
+        let refs = self.root.join("refs");
+        for e in std::fs::read_dir(&refs).into_iter().flatten().flatten() {
+            let d = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if removed.iter().any(|r| r == d.trim()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        // Blobs: only when every remaining image lists what it needs.
+        if complete {
+            let blobs = self.root.join("blobs/sha256");
+            for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+                let d = format!("sha256:{}", e.file_name().to_string_lossy());
+                if !kept_blobs.contains(&d) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(removed.len())
     }
 
     fn write_ref(&self, image: &str, digest: &str) -> Result<(), ImageError> {
