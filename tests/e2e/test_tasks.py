@@ -506,3 +506,23 @@ def test_log_rotation_and_image_collection(data_dir):
     finally:
         n.stop()
         _cleanup_node(data_dir, ids)
+
+
+def test_task_level_cpu_and_memory_limits(node):
+    image = node.push_busybox("limited")
+    arn = node.run("limited", [{"name": "c", "image": image, "memoryReservation": 16,
+                                "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}],
+                   networkMode="none", cpu="256", memory="64")
+    node.wait_task(arn, "RUNNING")
+    tid = arn.rsplit("/", 1)[1]
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        assert open("/sys/fs/cgroup/berth/%s/cpu.max" % tid).read().split() == ["25000", "100000"]
+        assert int(open("/sys/fs/cgroup/berth/%s/memory.max" % tid).read()) == 64 << 20
+    else:
+        assert int(open("/sys/fs/cgroup/cpu/berth/%s/cpu.cfs_quota_us" % tid).read()) == 25000
+        assert int(open("/sys/fs/cgroup/memory/berth/%s/memory.limit_in_bytes" % tid).read()) == 64 << 20
+    node.client().stop_task(cluster="default", task=arn)
+    node.wait_task(arn, "STOPPED", timeout=15)
+    time.sleep(0.3)
+    assert not os.path.exists("/sys/fs/cgroup/memory/berth/%s" % tid), "the task's cgroup is removed"
+    assert not os.path.exists("/sys/fs/cgroup/cpu/berth/%s" % tid)

@@ -250,6 +250,17 @@ impl Runner {
                 return Err(f);
             }
         }
+        if need_images {
+            let id = self.st.id().to_string();
+            self.inner
+                .runtime
+                .task_cgroup(
+                    &format!("/berth/{id}"),
+                    self.st.payload.cpu,
+                    self.st.payload.memory.map(i64::from),
+                )
+                .map_err(|e| format!("CannotStartContainerError: task limits: {e}"))?;
+        }
         if self.network_mode() == "awsvpc" && self.st.endpoint.is_none() && need_images {
             let net = self
                 .inner

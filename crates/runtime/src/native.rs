@@ -416,6 +416,57 @@ impl NativeRuntime {
         r
     }
 
+    /// The parent cgroup of a task's containers with the task-level limits ECS applies:
+    /// `cpu` (vCPUs) as a CFS quota over a 100 ms period, `memory` (MiB) as a hard limit.
+    /// cgroup v1 (the `cpu` and `memory` hierarchies) and v2 (`cpu.max`, `memory.max`).
+    pub fn task_cgroup(
+        &self,
+        rel: &str,
+        cpu_vcpus: Option<f64>,
+        memory_mib: Option<i64>,
+    ) -> Result<(), RuntimeError> {
+        let rel = rel.trim_start_matches('/');
+        let write = |dir: PathBuf, file: &str, value: String| -> Result<(), RuntimeError> {
+            std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            let p = dir.join(file);
+            std::fs::write(&p, value).map_err(io_err("write", &p))
+        };
+        let root = Path::new("/sys/fs/cgroup");
+        let quota = cpu_vcpus
+            .filter(|c| *c > 0.0)
+            .map(|c| (c * 100_000.0) as i64);
+        let limit = memory_mib.filter(|m| *m > 0).map(|m| m << 20);
+        if root.join("cgroup.controllers").exists() {
+            // Unified: enable the controllers down the path, then set the limits.
+            let mut dir = root.to_path_buf();
+            for part in rel.split('/') {
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory");
+                dir = dir.join(part);
+                std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            }
+            if let Some(q) = quota {
+                write(dir.clone(), "cpu.max", format!("{q} 100000"))?;
+            }
+            if let Some(l) = limit {
+                write(dir, "memory.max", l.to_string())?;
+            }
+            return Ok(());
+        }
+        if let Some(q) = quota {
+            let dir = root.join("cpu").join(rel);
+            write(dir.clone(), "cpu.cfs_period_us", "100000".into())?;
+            write(dir, "cpu.cfs_quota_us", q.to_string())?;
+        }
+        if let Some(l) = limit {
+            write(
+                root.join("memory").join(rel),
+                "memory.limit_in_bytes",
+                l.to_string(),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Remove an (empty) cgroup directory, relative to each hierarchy's root, from every
     /// hierarchy (cgroup v1 controllers and v2): the parent a task's containers lived under.
     pub fn remove_cgroup(&self, rel: &str) {
