@@ -526,3 +526,16 @@ def test_task_level_cpu_and_memory_limits(node):
     time.sleep(0.3)
     assert not os.path.exists("/sys/fs/cgroup/memory/berth/%s" % tid), "the task's cgroup is removed"
     assert not os.path.exists("/sys/fs/cgroup/cpu/berth/%s" % tid)
+
+
+def test_init_process_forwards_sigterm(node):
+    image = node.push_busybox("inited")
+    arn = node.run("inited", [{"name": "c", "image": image, "memory": 32, "stopTimeout": 20,
+                               "linuxParameters": {"initProcessEnabled": True},
+                               "command": ["/bin/sleep", "600"]}], networkMode="none")
+    node.wait_task(arn, "RUNNING")
+    t0 = time.time()
+    node.client().stop_task(cluster="default", task=arn)
+    t = node.wait_task(arn, "STOPPED", timeout=15)
+    assert time.time() - t0 < 5, "SIGTERM reached sleep through the init (no 20 s SIGKILL wait)"
+    assert t["containers"][0]["exitCode"] == 143

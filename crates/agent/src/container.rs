@@ -215,6 +215,11 @@ pub fn container_spec(
                 .unwrap_or_default()
                 .iter()
                 .any(|o| o == "seccomp=unconfined" || o == "seccomp:unconfined"),
+        init: def
+            .linux_parameters
+            .as_ref()
+            .and_then(|l| l.init_process_enabled)
+            .unwrap_or(false),
         capabilities: caps,
         cgroup_path: cgroup_path.to_string(),
         ..ContainerSpec::default()

@@ -148,10 +148,13 @@ pub fn wanted(spec: &Spec) -> bool {
         .is_none_or(|v| v != "unconfined")
 }
 
-/// libcontainer's executor with the policy installed just before `execve`.
+/// libcontainer's executor: the seccomp policy installed just before `execve`, and, for
+/// `initProcessEnabled`, an init as the container's PID 1 (see [`run_init`]).
 #[derive(Clone)]
 pub struct SeccompExecutor {
     pub programs: Vec<BpfProgram>,
+    /// Stay as PID 1: fork the workload, forward signals to it, reap orphans.
+    pub init: bool,
 }
 
 impl Executor for SeccompExecutor {
@@ -161,11 +164,100 @@ impl Executor for SeccompExecutor {
                 ExecutorError::Execution(format!("installing the seccomp policy: {e}").into())
             })?;
         }
+        if self.init {
+            run_init(spec);
+        }
         DefaultExecutor {}.exec(spec)
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// The annotation that asks for an init process (`linuxParameters.initProcessEnabled`).
+pub const INIT_ANNOTATION: &str = "berth.init";
+
+extern "C" fn forward_marker(_: nix::libc::c_int) {}
+
+/// Become the container's init, as `docker run --init` (tini) does, without needing any file
+/// in the image: this process — already loaded, already inside the container — forks; the
+/// child execs the workload in its own process group; the parent forwards the signals a
+/// container receives (TERM, INT, HUP, QUIT, USR1, USR2, WINCH) to that group, reaps every
+/// orphan, and exits with the workload's status. Returns only in the child.
+pub fn run_init(spec: &Spec) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let forwarded = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ];
+    let mut set = SigSet::empty();
+    for s in forwarded {
+        set.add(s);
+    }
+    set.add(Signal::SIGCHLD);
+    // Block first, so that nothing arrives between fork and the wait loop.
+    let _ = set.thread_block();
+    // SAFETY: the container init process is single-threaded (libcontainer's init runs in a
+    // freshly forked process), so forking here is sound.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+            let _ = set.thread_unblock();
+            // Back to the caller, which execs the workload.
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let _ = spec;
+            // PID 1 only receives signals it handles: install a handler for each forwarded one.
+            let act = SigAction::new(
+                SigHandler::Handler(forward_marker),
+                SaFlags::empty(),
+                SigSet::empty(),
+            );
+            for s in forwarded {
+                // SAFETY: installing a handler that does nothing (signals are taken with
+                // sigwait below, the handler never actually runs while they are blocked).
+                let _ = unsafe { sigaction(s, &act) };
+            }
+            let mut code = 0;
+            loop {
+                let Ok(sig) = set.wait() else { continue };
+                if sig != Signal::SIGCHLD {
+                    let _ = nix::sys::signal::killpg(child, sig);
+                    continue;
+                }
+                loop {
+                    match nix::sys::wait::waitpid(
+                        nix::unistd::Pid::from_raw(-1),
+                        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                    ) {
+                        Ok(nix::sys::wait::WaitStatus::Exited(p, c)) => {
+                            if p == child {
+                                code = c;
+                                std::process::exit(code);
+                            }
+                        }
+                        Ok(nix::sys::wait::WaitStatus::Signaled(p, s, _)) => {
+                            if p == child {
+                                code = 128 + s as i32;
+                                std::process::exit(code);
+                            }
+                        }
+                        Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                let _ = code;
+            }
+        }
+        Err(_) => {
+            let _ = set.thread_unblock();
+        }
     }
 }
 

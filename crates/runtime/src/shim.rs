@@ -64,10 +64,12 @@ pub fn run(a: &ShimArgs) -> i32 {
     // Orphans of the container are reaped here too.
     let _ = nix::sys::prctl::set_child_subreaper(true);
 
-    let confined = std::fs::read(a.bundle.join("config.json"))
+    let cfg: serde_json::Value = std::fs::read(a.bundle.join("config.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .is_none_or(|c| c["annotations"][crate::seccomp::ANNOTATION] != "unconfined");
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let confined = cfg["annotations"][crate::seccomp::ANNOTATION] != "unconfined";
+    let init = cfg["annotations"][crate::seccomp::INIT_ANNOTATION] == "true";
     let programs = if confined {
         match crate::seccomp::default_programs() {
             Ok(p) => p,
@@ -83,7 +85,7 @@ pub fn run(a: &ShimArgs) -> i32 {
         vec![]
     };
     let built = ContainerBuilder::new(a.id.clone(), SyscallType::default())
-        .with_executor(crate::seccomp::SeccompExecutor { programs })
+        .with_executor(crate::seccomp::SeccompExecutor { programs, init })
         .with_root_path(&a.state_root)
         .map(|b| b.as_init(&a.bundle).with_systemd(false).with_detach(true))
         .and_then(|b| b.build());

@@ -115,6 +115,8 @@ pub struct ContainerSpec {
     pub cgroup_path: String,
     /// Apply the default seccomp policy ([`crate::seccomp`]).
     pub seccomp: bool,
+    /// Run an init as PID 1 that forwards signals and reaps orphans.
+    pub init: bool,
 }
 
 impl Default for ContainerSpec {
@@ -138,6 +140,7 @@ impl Default for ContainerSpec {
             mounts: vec![],
             cgroup_path: "/berth/container".into(),
             seccomp: true,
+            init: false,
         }
     }
 }
@@ -199,6 +202,7 @@ pub fn oci_config(s: &ContainerSpec) -> Value {
         "ociVersion": "1.0.2",
         "annotations": {
             crate::seccomp::ANNOTATION: if s.seccomp { "default" } else { "unconfined" },
+            crate::seccomp::INIT_ANNOTATION: if s.init { "true" } else { "false" },
         },
         "root": {"path": "rootfs", "readonly": s.readonly_root},
         "hostname": s.hostname,
