@@ -238,6 +238,7 @@ def test_bridge_task_reached_on_its_host_port_then_stopped(node):
     node.client().stop_task(cluster="default", task=arn, reason="done here")
     t = node.wait_task(arn, "STOPPED", timeout=15)
     assert t["stopCode"] == "UserInitiated" and t["stoppedReason"] == "done here"
+    assert t["startedAt"] <= t["stoppingAt"] <= t["executionStoppedAt"] <= t["stoppedAt"]
     c = t["containers"][0]
     # httpd as PID 1 has no SIGTERM handler, so it is killed after the stop timeout.
     assert c["exitCode"] in (0, 143, 137), c

@@ -56,6 +56,8 @@ pub(crate) struct Runner {
     forwards: HashMap<String, Vec<Forward>>,
     health: HashMap<String, tokio::task::JoinHandle<()>>,
     stopping: bool,
+    /// STOPPING still to be reported.
+    report_stopping: bool,
     /// Containers already sent SIGTERM, with when to send SIGKILL.
     kill_at: HashMap<String, Instant>,
     began: Instant,
@@ -113,6 +115,7 @@ impl Runner {
             forwards: HashMap::new(),
             health: HashMap::new(),
             stopping: false,
+            report_stopping: false,
             kill_at: HashMap::new(),
             began: Instant::now(),
         }
@@ -165,6 +168,10 @@ impl Runner {
             }
             if self.stopping {
                 self.signal_next();
+                if self.report_stopping {
+                    self.report_stopping = false;
+                    self.report_status("STOPPING").await;
+                }
             }
             if self.st.containers.iter().all(|c| c.status == "STOPPED") {
                 break;
@@ -284,6 +291,7 @@ impl Runner {
             if let Err(e) = b.report_task_network(report).await {
                 tracing::warn!("reporting the task network: {e}");
             }
+            self.report_status("PENDING").await;
         }
         Ok(())
     }
@@ -788,6 +796,7 @@ impl Runner {
         if self.st.stopping_reason.is_none() {
             self.st.stopping_reason = reason;
         }
+        self.report_stopping = self.st.containers.iter().any(|c| c.started_at.is_some());
         // Containers that never started are done.
         for c in &mut self.st.containers {
             if c.status == "NONE" || c.status == "PULLED" {
@@ -890,6 +899,17 @@ impl Runner {
         tracing::debug!(elapsed = ?self.began.elapsed(), "RUNNING reported");
     }
 
+    /// A task status on the way (PENDING after provisioning, STOPPING, DEPROVISIONING).
+    async fn report_status(&self, status: &str) {
+        let req = SubmitTaskStateChangeRequest {
+            cluster: Some(self.st.cluster_arn.clone()),
+            task: Some(self.st.arn.clone()),
+            status: Some(status.into()),
+            ..Default::default()
+        };
+        self.inner.submit_task(req).await;
+    }
+
     async fn report_container(&self, name: &str) {
         let Some(c) = self.st.container(name) else {
             return;
@@ -923,6 +943,9 @@ impl Runner {
         }
         self.forwards.clear();
         let id = self.st.id().to_string();
+        if self.st.endpoint.is_some() {
+            self.report_status("DEPROVISIONING").await;
+        }
         if let Some(net) = &self.inner.net {
             for c in &self.st.containers {
                 if c.endpoint.is_some() {

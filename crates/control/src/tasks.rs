@@ -909,6 +909,9 @@ impl Control {
                             "RUNNING" => {
                                 t.started_at.get_or_insert(at);
                             }
+                            "STOPPING" => {
+                                t.stopping_at.get_or_insert(at);
+                            }
                             "STOPPED" => {
                                 if t.stop_code.is_none() {
                                     // A task that never ran failed to start (image pull,

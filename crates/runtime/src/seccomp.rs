@@ -207,7 +207,8 @@ pub fn run_init(spec: &Spec) {
     // freshly forked process), so forking here is sound.
     match unsafe { nix::unistd::fork() } {
         Ok(nix::unistd::ForkResult::Child) => {
-            let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
+            let _ =
+                nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
             let _ = set.thread_unblock();
             // Back to the caller, which execs the workload.
         }
