@@ -540,3 +540,38 @@ def test_init_process_forwards_sigterm(node):
     t = node.wait_task(arn, "STOPPED", timeout=15)
     assert time.time() - t0 < 5, "SIGTERM reached sleep through the init (no 20 s SIGKILL wait)"
     assert t["containers"][0]["exitCode"] == 143
+
+
+def test_without_root_the_api_runs_and_the_log_says_why_there_is_no_node():
+    import pathlib
+    import tempfile
+    d = pathlib.Path(tempfile.mkdtemp(prefix="berth-nobody-"))
+    os.chmod(d, 0o755)
+    os.chown(d, 65534, 65534)
+    log = open(d / "berth.log", "wb")
+    os.chown(d / "berth.log", 65534, 65534)
+    p = subprocess.Popen([BERTH, "up", "--listen", "127.0.0.1:0", "--data-dir", str(d)],
+                         stdout=log, stderr=log, user=65534, group=65534, extra_groups=[],
+                         env={"PATH": os.environ["PATH"], "HOME": str(d)})
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and not (d / "endpoint.json").exists():
+            assert p.poll() is None, (d / "berth.log").read_text()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        text = (d / "berth.log").read_text()
+        assert "the local node is not available" in text and "needs root" in text, text
+        info = json.loads((d / "endpoint.json").read_text())
+        creds = (d / "credentials").read_text()
+        akid = creds.split("aws_access_key_id = ")[1].split()[0]
+        secret = creds.split("aws_secret_access_key = ")[1].split()[0]
+        import boto3
+        ecs = boto3.client("ecs", endpoint_url=info["endpoint"], region_name="us-east-1",
+                           aws_access_key_id=akid, aws_secret_access_key=secret)
+        assert ecs.list_clusters()["clusterArns"] == [], "no node registered a default cluster"
+        ecs.create_cluster(clusterName="default")
+        assert ecs.list_container_instances(cluster="default")["containerInstanceArns"] == []
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+        shutil.rmtree(d, ignore_errors=True)
