@@ -119,9 +119,12 @@ EOF
 
 if command -v podman >/dev/null && command -v conmon >/dev/null; then
   P=(podman --root "$WORK/podman" --runroot "$WORK/podman-run" --runtime runc)
-  "${P[@]}" import -q <(tar -C "$WORK/rootfs" -c .) localhost/idle:1 >/dev/null
+  target/release/berth pull "$HOST/idle:1" "$WORK/layout" --data-dir "$WORK/berth" >/dev/null
+  skopeo copy -q "oci:$WORK/layout" "docker-archive:$WORK/image.tar:idle:1" >/dev/null
+  "${P[@]}" load -q -i "$WORK/image.tar" >/dev/null
+  IMG=$("${P[@]}" images -q | head -1)
   for i in $(seq 20); do
-    "${P[@]}" run -d --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 localhost/idle:1 /bin/sleep 100000 >/dev/null
+    "${P[@]}" run -d --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$IMG" /bin/sleep 100000 >/dev/null
   done
   tot=0; cnt=0
   for p in $(pgrep -f "conmon.*$WORK"); do tot=$((tot + $(pss_kib "$p"))); cnt=$((cnt + 1)); done

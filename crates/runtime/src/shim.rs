@@ -109,6 +109,9 @@ pub fn run(a: &ShimArgs) -> i32 {
     }
     let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
     report(&mut status, &serde_json::json!({"pid": pid}));
+    // From here on the shim only waits: give back what starting the container used.
+    // SAFETY: malloc_trim only releases free heap memory back to the kernel.
+    unsafe { nix::libc::malloc_trim(0) };
     let result: serde_json::Value = loop {
         match waitpid(Pid::from_raw(-1), None) {
             Ok(WaitStatus::Exited(p, code)) if p.as_raw() == pid => {
