@@ -3,7 +3,7 @@
 # per layer) in berth's registry, pulled by
 #   - berth's node: RunTask of the image, pull time = pullStoppedAt − pullStartedAt as
 #     DescribeTasks reports it (fetch with digest checks, safe unpack into the node's store);
-#   - podman pull (same registry, same image, vfs storage so both unpack into a directory tree).
+#   - podman pull (same registry, same image, its default overlay storage: each layer unpacked once into its own directory).
 # A fresh image (new random data) per round so that nothing is cached. Needs root.
 # usage: bench/pull.sh [rounds]
 set -euo pipefail
@@ -18,7 +18,7 @@ cleanup() {
   set +e
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   for p in $(pgrep -f "shim.*$WORK"); do kill -9 "$p" 2>/dev/null; done
-  podman --root "$WORK/podman" --runroot "$WORK/podman-run" --storage-driver vfs system reset -f >/dev/null 2>&1
+  podman --root "$WORK/podman" --runroot "$WORK/podman-run" system reset -f >/dev/null 2>&1
   grep "$WORK" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip link del "$BRIDGE" 2>/dev/null
   while iptables -t nat -D POSTROUTING -s 10.219.0.0/24 ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null; do :; done
@@ -59,7 +59,7 @@ for i in range(10):
     diffs.append("sha256:" + hashlib.sha256(r).hexdigest())
     layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(gz), "size": len(gz)})
 cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh", "-c", "sleep 1"]},
-                  "rootfs": {"type": "layers", "diff_ids": diffs}, "created": seed}).encode()
+                  "rootfs": {"type": "layers", "diff_ids": diffs}, "created": "2026-01-0%sT00:00:00Z" % seed}).encode()
 man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
                   "layers": layers}).encode()
@@ -85,10 +85,10 @@ while True:
 d = (t["pullStoppedAt"] - t["pullStartedAt"]).total_seconds()
 print("berth node pull+unpack %s (200 MiB, 10 layers): %.2f s" % (img, d))
 EOF
-  P=(podman --root "$WORK/podman" --runroot "$WORK/podman-run" --storage-driver vfs)
+  P=(podman --root "$WORK/podman" --runroot "$WORK/podman-run")
   "${P[@]}" system reset -f >/dev/null 2>&1 || true
   s=$(date +%s.%N)
   "${P[@]}" pull -q --tls-verify=false --creds "AWS:$TOKEN" "$HOST/big:$round" >/dev/null
   e=$(date +%s.%N)
-  python3 -c "print('podman pull %s (vfs): %.2f s' % ('$HOST/big:$round', $e - $s))"
+  python3 -c "print('podman pull %s (overlay): %.2f s' % ('$HOST/big:$round', $e - $s))"
 done
