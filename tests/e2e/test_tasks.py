@@ -28,7 +28,19 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the local node needs 
 
 
 def _cleanup_node(data_dir, task_ids):
-    # Container processes: every shim of this data dir and its children, by pid.
+    # Container processes: every process in the cgroups of the test's tasks, by pid.
+    for tid in task_ids:
+        for root in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified",
+                     "/sys/fs/cgroup"):
+            base = os.path.join(root, "berth", tid)
+            for dirpath, _, files in os.walk(base):
+                if "cgroup.procs" in files:
+                    for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except OSError:
+                            pass
+    # Shims of this data dir, by pid.
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -575,3 +587,82 @@ def test_without_root_the_api_runs_and_the_log_says_why_there_is_no_node():
         p.terminate()
         p.wait(timeout=10)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_standalone_agent_joins_a_server_over_the_network(data_dir):
+    """`berth server` (no node) and a `berth agent` with its own data dir: registration, the
+    ACS session (DiscoverPollEndpoint + signed websocket), tasks run and reported over HTTP,
+    health and awsvpc address reports, an agent restart with tasks still running."""
+    import tempfile
+    server = Berth(data_dir).start()
+    node_dir = tempfile.mkdtemp(prefix="berth-agent-")
+    agent = None
+    ids = []
+
+    def start_agent():
+        log = open(os.path.join(node_dir, "agent.log"), "ab")
+        return subprocess.Popen(
+            [BERTH, "agent", "--server", server.endpoint, "--cluster", "remote", "--data-dir", node_dir,
+             "--zone", "zone-r", "--bridge-name", BRIDGE, "--bridge-subnet", SUBNET,
+             "--container-stop-timeout", "2",
+             "--token", server.env["AWS_ACCESS_KEY_ID"] + ":" + server.env["AWS_SECRET_ACCESS_KEY"]],
+            stdout=log, stderr=log, env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+
+    def agent_log():
+        return open(os.path.join(node_dir, "agent.log"), errors="replace").read()[-4000:]
+
+    try:
+        ecs = server.client()
+        ecs.create_cluster(clusterName="remote")
+        agent = start_agent()
+        deadline = time.time() + 20
+        arns = []
+        while time.time() < deadline and not arns:
+            assert agent.poll() is None, agent_log()
+            arns = ecs.list_container_instances(cluster="remote")["containerInstanceArns"]
+            time.sleep(0.1)
+        assert len(arns) == 1, agent_log()
+        ci = ecs.describe_container_instances(cluster="remote", containerInstances=arns)["containerInstances"][0]
+        attrs = {a["name"]: a.get("value") for a in ci["attributes"]}
+        assert attrs["ecs.availability-zone"] == "zone-r" and attrs["berth.runtime"] == "native"
+        node = Node.__new__(Node)
+        node.__dict__.update(server.__dict__)
+        image = node.push_busybox("remote-web", extra_files={"/www/index.html": "remote\n"})
+        ecs.register_task_definition(family="rweb", networkMode="awsvpc", containerDefinitions=[{
+            "name": "web", "image": image, "memory": 32,
+            "entryPoint": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+            "healthCheck": {"command": ["CMD-SHELL", "wget -q -O- http://127.0.0.1:8080/ || exit 1"],
+                            "interval": 5, "retries": 2}}])
+        r = ecs.run_task(cluster="remote", taskDefinition="rweb",
+                         networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-r"]}})
+        arn = r["tasks"][0]["taskArn"]
+        ids.append(arn.rsplit("/", 1)[1])
+        t = node.wait_task(arn, "RUNNING", cluster="remote")
+        ip = {d["name"]: d["value"] for d in t["attachments"][0]["details"]}["privateIPv4Address"]
+        assert http_get("http://%s:8080/index.html" % ip) == "remote\n"
+        deadline = time.time() + 20
+        while time.time() < deadline and t.get("healthStatus") != "HEALTHY":
+            time.sleep(0.3)
+            t = ecs.describe_tasks(cluster="remote", tasks=[arn])["tasks"][0]
+        assert t["healthStatus"] == "HEALTHY", "health reported over the session"
+        # The agent dies; its container does not. A new agent re-attaches and still answers.
+        agent.kill()
+        agent.wait()
+        assert http_get("http://%s:8080/index.html" % ip) == "remote\n"
+        agent = start_agent()
+        time.sleep(1.5)
+        assert ecs.list_container_instances(cluster="remote")["containerInstanceArns"] == arns
+        ecs.stop_task(cluster="remote", task=arn)
+        t = node.wait_task(arn, "STOPPED", timeout=20, cluster="remote")
+        assert t["stopCode"] == "UserInitiated"
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.terminate()
+            try:
+                agent.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+        server.stop()
+        _cleanup_node(node_dir, ids)
+        shutil.rmtree(node_dir, ignore_errors=True)

@@ -17,6 +17,7 @@ pub mod container;
 pub mod engine;
 pub mod health;
 pub mod net;
+pub mod session;
 pub mod state;
 
 use std::collections::HashMap;
@@ -100,6 +101,8 @@ pub(crate) struct Inner {
     /// Desired status of every task this agent runs.
     tasks: Mutex<HashMap<String, watch::Sender<String>>>,
     clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
+    /// A newer password for the local registry than the configured one (tokens expire).
+    registry_auth: Mutex<Option<RegistryAuth>>,
     /// One pull of an image at a time (the image store unpacks into a per-digest temp dir).
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pulls (shared) against image collection (exclusive).
@@ -154,7 +157,13 @@ impl Inner {
                 || r.host == host.replace("127.0.0.1", "localhost")
         });
         let (host, auth) = match local {
-            Some((h, a)) => (h.clone(), a.clone()),
+            Some((h, a)) => (
+                h.clone(),
+                self.registry_auth
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| a.clone()),
+            ),
             None => (r.host.clone(), RegistryAuth::Anonymous),
         };
         let mut clients = self.clients.lock();
@@ -326,6 +335,7 @@ impl Agent {
             instance_arn: Mutex::new(String::new()),
             tasks: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            registry_auth: Mutex::new(None),
             pull_locks: Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
             cfg,
@@ -355,6 +365,14 @@ impl Agent {
             }
         });
         Ok(Agent { inner, session })
+    }
+
+    /// Replace the credentials for the control plane's registry (a fresh ECR token).
+    pub fn set_registry_auth(&self, auth: RegistryAuth) {
+        *self.inner.registry_auth.lock() = Some(auth);
+        if let Some((host, _)) = &self.inner.cfg.local_registry {
+            self.inner.clients.lock().remove(host);
+        }
     }
 
     pub fn instance_arn(&self) -> String {

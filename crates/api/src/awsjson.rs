@@ -28,6 +28,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// The access key that signed the request.
     pub access_key_id: String,
+    /// The `Host` the client addressed (for answers that name an endpoint).
+    pub host: String,
 }
 
 /// One AWS service spoken over the JSON protocol.
@@ -227,6 +229,12 @@ async fn pipeline(
     let ctx = RequestContext {
         request_id: request_id.to_string(),
         access_key_id: verified.access_key_id,
+        host: parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     };
     let result = service.call(op, body, &ctx).await;
     (service_label, op, result)

@@ -40,6 +40,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "DescribeContainerInstances",
     "DescribeTaskDefinition",
     "DescribeTasks",
+    "DiscoverPollEndpoint",
     "ListAttributes",
     "ListClusters",
     "ListContainerInstances",
@@ -126,6 +127,19 @@ impl JsonService for Ecs {
             "DescribeTasks" => run(b, |r| c.describe_tasks(r)).await,
             "ListTasks" => run(b, |r| c.list_tasks(r)).await,
             "SubmitTaskStateChange" => run(b, |r| c.submit_task_state_change(r)).await,
+            "DiscoverPollEndpoint" => {
+                // The agent session (ACS) and telemetry are served on this same front door.
+                let endpoint = format!("http://{}", ctx.host);
+                run(b, |r: ecs::DiscoverPollEndpointRequest| async move {
+                    c.discover_poll_endpoint(r)?;
+                    Ok::<_, ControlError>(ecs::DiscoverPollEndpointResponse {
+                        endpoint: Some(endpoint.clone()),
+                        telemetry_endpoint: Some(endpoint.clone()),
+                        service_connect_endpoint: None,
+                    })
+                })
+                .await
+            }
             "SubmitContainerStateChange" => run(b, |r| c.submit_container_state_change(r)).await,
             "TagResource" => run(b, |r| c.tag_resource(r)).await,
             "UntagResource" => run(b, |r| c.untag_resource(r)).await,

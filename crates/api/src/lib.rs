@@ -7,6 +7,7 @@
 //! Must not: hold business logic or state of its own; handlers build a call, the control plane
 //! runs it.
 
+pub mod acs;
 pub mod awsjson;
 pub mod ecr;
 pub mod ecs;
@@ -101,6 +102,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(awsjson::handle))
         .route("/healthz", get(healthz))
+        .route("/ws", get(acs::handle))
         .route("/metrics", get(metrics_text))
         .route("/v2", axum::routing::any(registry::handle))
         .route("/v2/", axum::routing::any(registry::handle))

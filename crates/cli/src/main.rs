@@ -36,6 +36,8 @@ enum Cmd {
     Push(images::PushArgs),
     /// Pull an image into an OCI image layout directory.
     Pull(images::PullArgs),
+    /// Run a node that joins a berth control plane across the network (needs root).
+    Agent(AgentCmd),
     /// List tasks and their containers: status, ports, uptime.
     Ps(ps::PsArgs),
     /// Print (and follow) the output of a task's container on this machine's node.
@@ -60,6 +62,23 @@ struct ShimCmd {
     state_root: PathBuf,
     #[arg(long)]
     log: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct AgentCmd {
+    /// The control plane: the address `berth server` (or `berth up`) serves on.
+    #[arg(long, env = "BERTH_SERVER")]
+    server: String,
+    /// Credentials as ACCESS_KEY_ID:SECRET_ACCESS_KEY (default: AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY from the environment).
+    #[arg(long, env = "BERTH_TOKEN")]
+    token: Option<String>,
+    /// The cluster to join.
+    #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
+    cluster: String,
+    /// The node's settings (data dir, zone, bridge, pull behaviour, …) as for `berth up`.
+    #[command(flatten)]
+    node: ServeArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -95,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Cmd::Nsexec(a) => std::process::exit(berth_runtime::nsexec::run(a.pid, &a.args)),
+        Cmd::Agent(a) => run_agent(a),
         Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
         Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),
         Cmd::Version => {
@@ -120,6 +140,33 @@ fn run_server(args: ServeArgs, local_node: bool) -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     rt.block_on(serve(cfg))
+}
+
+fn run_agent(a: AgentCmd) -> anyhow::Result<()> {
+    let cfg = a.node.resolve()?;
+    init_tracing(&cfg.log);
+    let (akid, secret) = match &a.token {
+        Some(t) => t
+            .split_once(':')
+            .map(|(k, s)| (k.to_string(), s.to_string()))
+            .context("--token must be ACCESS_KEY_ID:SECRET_ACCESS_KEY")?,
+        None => (
+            std::env::var("AWS_ACCESS_KEY_ID").context("no --token and no AWS_ACCESS_KEY_ID")?,
+            std::env::var("AWS_SECRET_ACCESS_KEY")
+                .context("no --token and no AWS_SECRET_ACCESS_KEY")?,
+        ),
+    };
+    let creds = berth_auth::Credentials {
+        access_key_id: akid,
+        secret_access_key: secret,
+        session_token: None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("berth-agent")
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(node::run_agent(cfg, a.server, a.cluster, creds))
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -222,7 +269,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

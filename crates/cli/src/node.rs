@@ -127,11 +127,32 @@ pub async fn start(
             return None;
         }
     };
+    let mut agent_cfg = agent_config(cfg, "default", registry_host, registry_password);
+    agent_cfg.shim_exe = exe;
+    match Agent::start(agent_cfg, Arc::new(InProcess { control })).await {
+        Ok(a) => {
+            tracing::info!(instance = %a.instance_arn(), "local node registered in cluster default");
+            Some(a)
+        }
+        Err(e) => {
+            tracing::error!("the local node could not start: {e}");
+            None
+        }
+    }
+}
+
+/// The node settings of `cfg` as an agent's configuration.
+pub fn agent_config(
+    cfg: &Config,
+    cluster: &str,
+    registry_host: &str,
+    registry_password: String,
+) -> AgentConfig {
     let root = cfg.data_dir.join("node");
-    let agent_cfg = AgentConfig {
-        cluster: "default".into(),
+    AgentConfig {
+        cluster: cluster.into(),
         root: root.clone(),
-        shim_exe: exe,
+        shim_exe: std::env::current_exe().unwrap_or_else(|_| "berth".into()),
         zone: cfg.zone.clone(),
         pull_policy: cfg.pull_policy,
         stop_timeout: std::time::Duration::from_secs(cfg.container_stop_timeout),
@@ -155,17 +176,63 @@ pub async fn start(
         log_retention: std::time::Duration::from_secs(cfg.log_retention_hours * 3600),
         image_cleanup_interval: std::time::Duration::from_secs(cfg.image_cleanup_interval),
         image_minimum_age: std::time::Duration::from_secs(cfg.image_minimum_cleanup_age),
-    };
-    match Agent::start(agent_cfg, Arc::new(InProcess { control })).await {
-        Ok(a) => {
-            tracing::info!(instance = %a.instance_arn(), "local node registered in cluster default");
-            Some(a)
-        }
-        Err(e) => {
-            tracing::error!("the local node could not start: {e}");
-            None
-        }
     }
+}
+
+/// `berth agent`: a node that joins a control plane across the network.
+pub async fn run_agent(
+    cfg: Config,
+    server: String,
+    cluster: String,
+    creds: berth_auth::Credentials,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    berth_runtime::native::NativeRuntime::check()?;
+    let server = server.trim_end_matches('/').to_string();
+    let host = server
+        .split_once("://")
+        .map_or(server.as_str(), |(_, h)| h)
+        .to_string();
+    let backend = berth_agent::session::remote(&server, &cfg.region, creds);
+    let password = backend
+        .registry_password()
+        .await
+        .with_context(|| format!("getting a registry token from {server}"))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let agent = Agent::start(
+        agent_config(&cfg, &cluster, &host, password),
+        backend.clone(),
+    )
+    .await
+    .context("starting the agent")?;
+    tracing::info!(instance = %agent.instance_arn(), %server, %cluster, "agent registered");
+    // ECR tokens last 12 hours: refresh the registry password well before.
+    let refresher = {
+        let backend = backend.clone();
+        let agent_auth = std::sync::Arc::new(agent);
+        let a2 = agent_auth.clone();
+        let h = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(6 * 3600)).await;
+                match backend.registry_password().await {
+                    Ok(p) => a2.set_registry_auth(RegistryAuth::Basic {
+                        user: "AWS".into(),
+                        password: p,
+                    }),
+                    Err(e) => tracing::warn!("refreshing the registry token: {e}"),
+                }
+            }
+        });
+        (h, agent_auth)
+    };
+    crate::shutdown_signal().await;
+    tracing::info!("agent stopping; containers keep running and are picked up on restart");
+    refresher.0.abort();
+    if let Ok(a) = std::sync::Arc::try_unwrap(refresher.1) {
+        a.shutdown();
+    }
+    Ok(())
 }
 
 /// The log file of a container of a task run by the local node.

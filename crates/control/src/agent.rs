@@ -28,6 +28,31 @@ pub struct TaskNetwork {
 }
 
 impl Control {
+    /// `DiscoverPollEndpoint`: check that the instance is registered in the cluster (the
+    /// endpoint itself is the front door's own address, which only the API layer knows).
+    pub fn discover_poll_endpoint(
+        &self,
+        req: berth_model::wire::ecs::DiscoverPollEndpointRequest,
+    ) -> Result<()> {
+        let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
+        if let Some(ci) = req.container_instance.as_deref() {
+            let id = instance_id_of(ci).unwrap_or_default();
+            let known = self
+                .view
+                .data
+                .read()
+                .instances
+                .get(&cname)
+                .is_some_and(|m| m.contains_key(id));
+            if !known {
+                return Err(ControlError::invalid(format!(
+                    "Container instance {ci} is not registered in cluster {cname}."
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Follow the tasks placed on one container instance as ACS payloads. The receiver ends
     /// when the store's watch does; dropping it stops the feed.
     pub async fn agent_feed(

@@ -1,0 +1,246 @@
+//! The agent's session with a control plane across the network, the way the ECS agent talks
+//! to ECS: `RegisterContainerInstance`, `SubmitTaskStateChange` and
+//! `SubmitContainerStateChange` over the ECS JSON API (SigV4), and `DiscoverPollEndpoint` then
+//! a SigV4-signed websocket (ACS framing `{"type","message"}`) that brings `PayloadMessage`s
+//! and heartbeats; acks, heartbeat acks and berth's two extensions (`PublishHealthRequest`,
+//! `BerthTaskNetwork`) go back on it. See `berth_api::acs` for the server side.
+
+use std::sync::Arc;
+
+use berth_client::AwsClient;
+use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::ecs::{
+    ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
+    SubmitTaskStateChangeRequest,
+};
+use berth_model::wire::tcs::PublishHealthRequest;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::backend::{Backend, BackendError, TaskNetworkReport};
+
+const ECS: &str = "AmazonEC2ContainerServiceV20141113";
+
+/// A control plane reached over HTTP.
+pub struct RemoteBackend {
+    aws: AwsClient,
+    creds: berth_auth::Credentials,
+    region: String,
+    /// Frames for the current websocket, if connected.
+    out: parking_lot::Mutex<Option<mpsc::Sender<String>>>,
+}
+
+fn be(e: berth_client::ClientError) -> BackendError {
+    match e {
+        berth_client::ClientError::Aws { code, message, .. } => BackendError { code, message },
+        other => BackendError {
+            code: "ServerException".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Percent-encode a query value (everything but RFC 3986 unreserved characters).
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl RemoteBackend {
+    pub fn new(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> RemoteBackend {
+        RemoteBackend {
+            aws: AwsClient::new(endpoint, region, creds.clone()),
+            creds,
+            region: region.to_string(),
+            out: parking_lot::Mutex::new(None),
+        }
+    }
+
+    /// The ECR password for the control plane's registry (`GetAuthorizationToken`).
+    pub async fn registry_password(&self) -> Result<String, BackendError> {
+        self.aws.ecr_password().await.map_err(be)
+    }
+
+    async fn ecs(&self, op: &str, body: &impl serde::Serialize) -> Result<Value, BackendError> {
+        let v = serde_json::to_value(body).map_err(|e| BackendError {
+            code: "SerializationException".into(),
+            message: e.to_string(),
+        })?;
+        self.aws.call(ECS, "ecs", op, &v).await.map_err(be)
+    }
+
+    fn send_frame(&self, kind: &str, message: Value) -> Result<(), BackendError> {
+        let tx = self.out.lock().clone();
+        let f = json!({"type": kind, "message": message}).to_string();
+        match tx {
+            Some(tx) if tx.try_send(f).is_ok() => Ok(()),
+            _ => Err(BackendError {
+                code: "ServerException".into(),
+                message: "the agent session is not connected".into(),
+            }),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for RemoteBackend {
+    async fn register(
+        &self,
+        req: RegisterContainerInstanceRequest,
+    ) -> Result<ContainerInstance, BackendError> {
+        let v = self.ecs("RegisterContainerInstance", &req).await?;
+        serde_json::from_value(v["containerInstance"].clone()).map_err(|e| BackendError {
+            code: "ServerException".into(),
+            message: format!("unreadable container instance: {e}"),
+        })
+    }
+
+    async fn payloads(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+    ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
+        let v = self
+            .ecs(
+                "DiscoverPollEndpoint",
+                &json!({"cluster": cluster, "containerInstance": instance_arn}),
+            )
+            .await?;
+        let endpoint = v["endpoint"].as_str().unwrap_or_default().to_string();
+        let bad = |m: String| BackendError {
+            code: "ServerException".into(),
+            message: m,
+        };
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|e| bad(format!("poll endpoint {endpoint:?}: {e}")))?;
+        let host = uri
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
+        let scheme = if uri.scheme_str() == Some("https") {
+            "wss"
+        } else {
+            "ws"
+        };
+        let query = format!(
+            "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
+            enc(env!("CARGO_PKG_VERSION")),
+            enc(cluster),
+            enc(instance_arn)
+        );
+        let mut signed = http::HeaderMap::new();
+        signed.insert(
+            "host",
+            http::HeaderValue::from_str(&host).map_err(|e| bad(e.to_string()))?,
+        );
+        berth_auth::sign(
+            "GET",
+            "/ws",
+            Some(&query),
+            &mut signed,
+            b"",
+            &self.creds,
+            &self.region,
+            "ecs",
+            time::OffsetDateTime::now_utc(),
+        );
+        let mut req = format!("{scheme}://{host}/ws?{query}")
+            .into_client_request()
+            .map_err(|e| bad(e.to_string()))?;
+        for (k, v) in signed.iter() {
+            req.headers_mut().insert(k.clone(), v.clone());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
+        let (mut sink, mut stream) = ws.split();
+        let (tx, rx) = mpsc::channel(256);
+        let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
+        *self.out.lock() = Some(out_tx.clone());
+        tokio::spawn(async move {
+            while let Some(f) = out_rx.recv().await {
+                if sink.send(Message::Text(f.into())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = stream.next().await {
+                let Message::Text(t) = m else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
+                    continue;
+                };
+                match v["type"].as_str().unwrap_or_default() {
+                    "PayloadMessage" => {
+                        match serde_json::from_value::<PayloadMessage>(v["message"].clone()) {
+                            Ok(p) => {
+                                if tx.send(p).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => tracing::warn!("unreadable payload: {e}"),
+                        }
+                    }
+                    "HeartbeatMessage" => {
+                        let ack = json!({"type": "HeartbeatAckRequest",
+                                         "message": {"messageId": v["message"]["messageId"]}});
+                        let _ = out_tx.try_send(ack.to_string());
+                    }
+                    other => tracing::debug!("session message {other} ignored"),
+                }
+            }
+            // Dropping `tx` ends the feed: the agent reconnects.
+        });
+        Ok(rx)
+    }
+
+    async fn ack(&self, ack: AckRequest) {
+        let _ = self.send_frame("AckRequest", serde_json::to_value(ack).unwrap_or_default());
+    }
+
+    async fn submit_task_state_change(
+        &self,
+        req: SubmitTaskStateChangeRequest,
+    ) -> Result<(), BackendError> {
+        self.ecs("SubmitTaskStateChange", &req).await.map(|_| ())
+    }
+
+    async fn submit_container_state_change(
+        &self,
+        req: SubmitContainerStateChangeRequest,
+    ) -> Result<(), BackendError> {
+        self.ecs("SubmitContainerStateChange", &req)
+            .await
+            .map(|_| ())
+    }
+
+    async fn publish_health(&self, req: PublishHealthRequest) -> Result<(), BackendError> {
+        self.send_frame(
+            "PublishHealthRequest",
+            serde_json::to_value(req).unwrap_or_default(),
+        )
+    }
+
+    async fn report_task_network(&self, r: TaskNetworkReport) -> Result<(), BackendError> {
+        self.send_frame(
+            "BerthTaskNetwork",
+            json!({"cluster": r.cluster, "taskArn": r.task_arn, "privateIpv4": r.private_ipv4,
+                   "mac": r.mac, "subnet": r.subnet}),
+        )
+    }
+}
+
+/// Convenience for the binary: a backend behind an `Arc`.
+pub fn remote(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> Arc<RemoteBackend> {
+    Arc::new(RemoteBackend::new(endpoint, region, creds))
+}
