@@ -296,15 +296,19 @@ impl Runner {
         Ok(())
     }
 
-    /// After an agent restart: find the containers that were running.
-    async fn resume_running(&mut self) {
-        let names: Vec<String> = self
-            .st
+    /// Containers started (or being started) and not yet ended.
+    fn live_containers(&self) -> Vec<String> {
+        self.st
             .containers
             .iter()
             .filter(|c| c.status == "RUNNING" || c.status == "CREATED")
             .map(|c| c.name.clone())
-            .collect();
+            .collect()
+    }
+
+    /// After an agent restart: find the containers that were running.
+    async fn resume_running(&mut self) {
+        let names = self.live_containers();
         for name in names {
             let c = self.st.container(&name).cloned().unwrap_or_default();
             match self.inner.runtime.attach(&c.runtime_id, c.pid, c.shim_pid) {
@@ -809,13 +813,7 @@ impl Runner {
     /// Signal the running containers that no other running container depends on; SIGKILL
     /// those whose stop timeout has passed.
     fn signal_next(&mut self) {
-        let running: Vec<String> = self
-            .st
-            .containers
-            .iter()
-            .filter(|c| c.status == "RUNNING" || c.status == "CREATED")
-            .map(|c| c.name.clone())
-            .collect();
+        let running = self.live_containers();
         let now = Instant::now();
         for name in &running {
             if let Some(at) = self.kill_at.get(name) {

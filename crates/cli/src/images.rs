@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use berth_client::image::{self, ConfigOptions};
-use berth_client::{AwsClient, ImageRef, RegistryAuth, RegistryClient};
+use berth_client::{ImageRef, RegistryAuth, RegistryClient};
 
 use crate::config::ServeArgs;
 
@@ -79,31 +79,8 @@ async fn registry_client(args: &ClientArgs, host: &str) -> anyhow::Result<Regist
             },
         ));
     }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let (endpoint, akid, secret, region) = match (
-        env("AWS_ENDPOINT_URL"),
-        env("AWS_ACCESS_KEY_ID"),
-        env("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Some(e), Some(a), Some(s)) => (
-            e,
-            a,
-            s,
-            env("AWS_REGION")
-                .or_else(|| env("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".into()),
-        ),
-        _ => crate::local_env(&args.local.resolve()?)?,
-    };
-    let aws = AwsClient::new(
-        &endpoint,
-        &region,
-        berth_auth::Credentials {
-            access_key_id: akid,
-            secret_access_key: secret,
-            session_token: None,
-        },
-    );
+    let aws = crate::api_client(&args.local)?;
+    let endpoint = aws.endpoint().to_string();
     let password = aws
         .ecr_password()
         .await

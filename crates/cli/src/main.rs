@@ -340,6 +340,36 @@ pub(crate) fn local_env(cfg: &Config) -> anyhow::Result<(String, String, String,
     Ok((endpoint, akid, secret, region))
 }
 
+/// A signed client for berth's API: the `AWS_*` variables (as `berth env` sets them), else
+/// the data dir of a local `berth up`.
+pub(crate) fn api_client(local: &ServeArgs) -> anyhow::Result<berth_client::AwsClient> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let (endpoint, akid, secret, region) = match (
+        env("AWS_ENDPOINT_URL"),
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(e), Some(a), Some(s)) => (
+            e,
+            a,
+            s,
+            env("AWS_REGION")
+                .or_else(|| env("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|| "us-east-1".into()),
+        ),
+        _ => local_env(&local.resolve()?)?,
+    };
+    Ok(berth_client::AwsClient::new(
+        &endpoint,
+        &region,
+        berth_auth::Credentials {
+            access_key_id: akid,
+            secret_access_key: secret,
+            session_token: None,
+        },
+    ))
+}
+
 fn print_env(cfg: &Config) -> anyhow::Result<()> {
     let (endpoint, akid, secret, region) = local_env(cfg)?;
     println!("export AWS_ENDPOINT_URL={endpoint}");

@@ -5,7 +5,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_client::AwsClient;
 use serde_json::{Value, json};
 
 use crate::config::ServeArgs;
@@ -39,34 +38,6 @@ pub struct LogsArgs {
     tail: Option<usize>,
     #[command(flatten)]
     local: ServeArgs,
-}
-
-fn client(local: &ServeArgs) -> anyhow::Result<AwsClient> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let (endpoint, akid, secret, region) = match (
-        env("AWS_ENDPOINT_URL"),
-        env("AWS_ACCESS_KEY_ID"),
-        env("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Some(e), Some(a), Some(s)) => (
-            e,
-            a,
-            s,
-            env("AWS_REGION")
-                .or_else(|| env("AWS_DEFAULT_REGION"))
-                .unwrap_or_else(|| "us-east-1".into()),
-        ),
-        _ => crate::local_env(&local.resolve()?)?,
-    };
-    Ok(AwsClient::new(
-        &endpoint,
-        &region,
-        berth_auth::Credentials {
-            access_key_id: akid,
-            secret_access_key: secret,
-            session_token: None,
-        },
-    ))
 }
 
 fn short(arn: &str) -> &str {
@@ -103,7 +74,7 @@ fn ports(c: &Value) -> String {
 }
 
 pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
-    let aws = client(&a.local)?;
+    let aws = crate::api_client(&a.local)?;
     let clusters: Vec<String> = match &a.cluster {
         Some(c) => vec![c.clone()],
         None => aws
