@@ -25,7 +25,7 @@ times, rss = [], []
 for i in range(10):
     d = os.path.join(work, "cold%d" % i)
     t0 = time.perf_counter()
-    p = subprocess.Popen([bin_, "up", "--listen", "127.0.0.1:0", "--data-dir", d, "--log", "warn"])
+    p = subprocess.Popen([bin_, "up", "--listen", "127.0.0.1:0", "--data-dir", d, "--log", "warn", "--local-node", "false"])
     try:
         ep = os.path.join(d, "endpoint.json")
         while True:
@@ -44,7 +44,7 @@ print("cold start to serving: median %.1f ms, max %.1f ms (10 runs, fresh data d
 print("idle resident memory: median %.1f MiB" % statistics.median(rss))
 PYEOF
 
-$BIN up --listen 127.0.0.1:0 --data-dir "$WORK/data" --log warn & PIDS+=($!)
+$BIN up --listen 127.0.0.1:0 --data-dir "$WORK/data" --log warn --local-node false & PIDS+=($!)
 for _ in $(seq 200); do [ -f "$WORK/data/endpoint.json" ] && break; sleep 0.05; done
 eval "$($BIN env --data-dir "$WORK/data")"
 $PY bench/presign.py "$WORK" >/dev/null

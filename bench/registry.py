@@ -42,7 +42,7 @@ def free_port():
 
 def start_berth():
     d = os.path.join(WORK, "berth")
-    p = subprocess.Popen([BERTH, "up", "--listen", "127.0.0.1:0", "--data-dir", d, "--log", "warn"])
+    p = subprocess.Popen([BERTH, "up", "--listen", "127.0.0.1:0", "--data-dir", d, "--log", "warn", "--local-node", "false"])
     procs.append(p)
     for _ in range(200):
         if os.path.exists(os.path.join(d, "endpoint.json")):

@@ -17,7 +17,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-target/release/berth up --listen 127.0.0.1:0 --data-dir "$WORK/berth" --log warn & PIDS+=($!)
+target/release/berth up --listen 127.0.0.1:0 --data-dir "$WORK/berth" --log warn --local-node false & PIDS+=($!)
 for _ in $(seq 200); do [ -f "$WORK/berth/endpoint.json" ] && break; sleep 0.05; done
 eval "$(target/release/berth env --data-dir "$WORK/berth")"
 echo "berth, $TASKS tasks, $CONC requests in flight:"
