@@ -666,3 +666,17 @@ def test_standalone_agent_joins_a_server_over_the_network(data_dir):
         server.stop()
         _cleanup_node(node_dir, ids)
         shutil.rmtree(node_dir, ignore_errors=True)
+
+
+def test_fixed_host_port_conflict_is_a_placement_failure(node):
+    image = node.push_busybox("fixed", extra_files={"/www/index.html": "fixed\n"})
+    port = 18000 + os.getpid() % 1000
+    arn = node.run("fixed", [{
+        "name": "web", "image": image, "memory": 32,
+        "entryPoint": ["/bin/httpd", "-f", "-p", "80", "-h", "/www"],
+        "portMappings": [{"containerPort": 80, "hostPort": port}]}], networkMode="bridge")
+    t = node.wait_task(arn, "RUNNING")
+    assert t["containers"][0]["networkBindings"][0]["hostPort"] == port
+    assert http_get("http://127.0.0.1:%d/index.html" % port) == "fixed\n"
+    r = node.client().run_task(cluster="default", taskDefinition="fixed")
+    assert r["tasks"] == [] and r["failures"][0]["reason"] == "RESOURCE:PORTS", r
