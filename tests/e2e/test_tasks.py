@@ -680,3 +680,65 @@ def test_fixed_host_port_conflict_is_a_placement_failure(node):
     assert http_get("http://127.0.0.1:%d/index.html" % port) == "fixed\n"
     r = node.client().run_task(cluster="default", taskDefinition="fixed")
     assert r["tasks"] == [] and r["failures"][0]["reason"] == "RESOURCE:PORTS", r
+
+
+def test_pull_from_a_tls_registry(data_dir, tmp_path):
+    """An image in the CNCF registry served over HTTPS (a certificate from a test CA, trusted
+    through SSL_CERT_FILE): the node pulls it over TLS, anonymously."""
+    if not shutil.which("docker-registry") or not shutil.which("openssl"):
+        pytest.skip("docker-registry and openssl are needed")
+    d = str(tmp_path)
+    sh = lambda *a: subprocess.run(a, check=True, capture_output=True, cwd=d)
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+       "-days", "1", "-subj", "/CN=berth-test-ca")
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr",
+       "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(d, "ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    sh("openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+       "-out", "leaf.pem", "-days", "1", "-extfile", "ext")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with open(os.path.join(d, "config.yml"), "w") as f:
+        f.write("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s/data\n"
+                "http:\n  addr: 127.0.0.1:%d\n  tls:\n    certificate: %s/leaf.pem\n    key: %s/leaf.key\n"
+                % (d, port, d, d))
+    reg = subprocess.Popen(["docker-registry", "serve", os.path.join(d, "config.yml")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    n = None
+    ids = []
+    old = os.environ.get("SSL_CERT_FILE")
+    try:
+        layout = os.path.join(d, "layout")
+        from images import busybox_image
+        busybox_image(layout, tag="1")
+        deadline = time.time() + 10
+        while True:
+            p = subprocess.run(["skopeo", "copy", "--dest-tls-verify=false",
+                                "oci:%s:1" % layout, "docker://127.0.0.1:%d/tls/busybox:1" % port],
+                               capture_output=True, text=True)
+            if p.returncode == 0 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert p.returncode == 0, p.stderr
+        os.environ["SSL_CERT_FILE"] = os.path.join(d, "ca.pem")
+        n = Node(data_dir).start()
+        arn = n.run("tls", [{"name": "c", "image": "127.0.0.1:%d/tls/busybox:1" % port, "memory": 16,
+                             "command": ["/bin/sh", "-c", "echo pulled over tls"]}], networkMode="none")
+        ids.append(arn.rsplit("/", 1)[1])
+        t = n.wait_task(arn, "STOPPED", timeout=20)
+        assert t["containers"][0]["exitCode"] == 0, t
+        out = subprocess.run([BERTH, "logs", arn, "--data-dir", data_dir], capture_output=True, text=True).stdout
+        assert out == "pulled over tls\n"
+    finally:
+        if old is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = old
+        if n is not None:
+            n.stop()
+            _cleanup_node(data_dir, ids)
+        reg.terminate()
+        reg.wait(timeout=10)

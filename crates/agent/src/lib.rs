@@ -57,6 +57,8 @@ pub struct AgentConfig {
     /// berth's own registry (host:port) and how to log in to it; images named with this host
     /// or an ECR registry host are pulled from it.
     pub local_registry: Option<(String, RegistryAuth)>,
+    /// Whether that registry speaks HTTPS (else plain HTTP, like the front door by default).
+    pub local_registry_tls: bool,
     /// The container network (bridge name and subnet); None: only `host` and `none` tasks.
     pub network: Option<berth_runtime::network::NetConfig>,
     /// Extra attributes (`name=value`).
@@ -156,20 +158,28 @@ impl Inner {
                 || (r.host.contains(".dkr.ecr.") && r.host.ends_with(".amazonaws.com"))
                 || r.host == host.replace("127.0.0.1", "localhost")
         });
-        let (host, auth) = match local {
+        let (host, auth, is_local) = match local {
             Some((h, a)) => (
                 h.clone(),
                 self.registry_auth
                     .lock()
                     .clone()
                     .unwrap_or_else(|| a.clone()),
+                true,
             ),
-            None => (r.host.clone(), RegistryAuth::Anonymous),
+            None => (r.host.clone(), RegistryAuth::Anonymous, false),
         };
+        let tls = self.cfg.local_registry_tls;
         let mut clients = self.clients.lock();
         Ok(clients
             .entry(host.clone())
-            .or_insert_with(|| Arc::new(RegistryClient::new(&host, auth)))
+            .or_insert_with(|| {
+                Arc::new(match (is_local, tls) {
+                    (true, false) => RegistryClient::insecure(&host, auth),
+                    (true, true) => RegistryClient::with_base(&format!("https://{host}"), auth),
+                    _ => RegistryClient::new(&host, auth),
+                })
+            })
             .clone())
     }
 

@@ -164,6 +164,7 @@ pub fn agent_config(
                 password: registry_password,
             },
         )),
+        local_registry_tls: false,
         network: Some(berth_runtime::network::NetConfig {
             bridge: cfg.bridge_name.clone(),
             subnet: cfg.bridge_subnet,

@@ -62,13 +62,28 @@ pub(crate) fn io_err<'a>(
     }
 }
 
-pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// An HTTP/1 client for `http://` and `https://` (rustls, the system's trusted roots —
+/// `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured).
 pub(crate) fn http_client() -> HttpClient {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
     c.set_connect_timeout(Some(Duration::from_secs(10)));
-    Client::builder(TokioExecutor::new()).build(c)
+    c.enforce_http(false);
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!("no trusted TLS roots found ({e}): HTTPS servers cannot be verified");
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        }
+    };
+    let https = builder.https_or_http().enable_http1().wrap_connector(c);
+    Client::builder(TokioExecutor::new()).build(https)
 }
 
 /// SigV4-signed calls to an AWS JSON-protocol endpoint.

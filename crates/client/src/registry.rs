@@ -61,7 +61,10 @@ pub enum RegistryAuth {
 
 pub struct RegistryClient {
     http: HttpClient,
-    base: String,
+    /// `https://host` or `http://host`; may fall back from the first to the second once.
+    base: std::sync::Mutex<String>,
+    /// Plain HTTP allowed for this host (loopback, or said insecure), tried when TLS fails.
+    fallback: Option<String>,
     auth: RegistryAuth,
     bearer: Mutex<Option<String>>,
 }
@@ -97,13 +100,46 @@ fn bearer_params(v: &str) -> Option<Vec<(String, String)>> {
 
 impl RegistryClient {
     /// A client for `host` over plain HTTP (berth's registry on loopback and test hosts).
+    /// A registry by host: HTTPS, except that a loopback host (`localhost`, `127.0.0.0/8`,
+    /// `::1`) may fall back to plain HTTP, as Docker treats it.
     pub fn new(host: &str, auth: RegistryAuth) -> RegistryClient {
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = name == "localhost"
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
         RegistryClient {
             http: http_client(),
-            base: format!("http://{host}"),
+            base: std::sync::Mutex::new(format!("https://{host}")),
+            fallback: loopback.then(|| format!("http://{host}")),
             auth,
             bearer: Mutex::new(None),
         }
+    }
+
+    /// A registry at a base URL whose scheme is known (`http://host:port`, `https://…`).
+    pub fn with_base(base: &str, auth: RegistryAuth) -> RegistryClient {
+        RegistryClient {
+            http: http_client(),
+            base: std::sync::Mutex::new(base.trim_end_matches('/').to_string()),
+            fallback: None,
+            auth,
+            bearer: Mutex::new(None),
+        }
+    }
+
+    /// A registry reached over plain HTTP (an insecure registry, as Docker calls it).
+    pub fn insecure(host: &str, auth: RegistryAuth) -> RegistryClient {
+        Self::with_base(&format!("http://{host}"), auth)
+    }
+
+    fn base(&self) -> String {
+        self.base.lock().map(|b| b.clone()).unwrap_or_default()
     }
 
     async fn auth_header(&self) -> Option<String> {
@@ -126,7 +162,7 @@ impl RegistryClient {
         if path.starts_with("http://") || path.starts_with("https://") {
             path.to_string()
         } else {
-            format!("{}{path}", self.base)
+            format!("{}{path}", self.base())
         }
     }
 
@@ -148,11 +184,35 @@ impl RegistryClient {
             if let Some(a) = self.auth_header().await {
                 req.headers_mut().insert(header::AUTHORIZATION, hv(&a)?);
             }
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Http(format!("{}: {e}", self.base)))?;
+            let resp = match self.http.request(req).await {
+                Ok(r) => r,
+                Err(e) => {
+                    // TLS refused by a loopback registry speaking plain HTTP: switch for good.
+                    let base = self.base();
+                    match &self.fallback {
+                        Some(f) if base.starts_with("https://") && !path.starts_with("http") => {
+                            tracing::debug!("{base}: {e}; trying {f}");
+                            if let Ok(mut b) = self.base.lock() {
+                                *b = f.clone();
+                            }
+                            let mut req = http::Request::builder()
+                                .method(method.clone())
+                                .uri(self.url(path))
+                                .body(Full::new(body.clone()))
+                                .map_err(|e| ClientError::Http(e.to_string()))?;
+                            *req.headers_mut() = headers.clone();
+                            if let Some(a) = self.auth_header().await {
+                                req.headers_mut().insert(header::AUTHORIZATION, hv(&a)?);
+                            }
+                            self.http
+                                .request(req)
+                                .await
+                                .map_err(|e| ClientError::Http(format!("{f}: {e}")))?
+                        }
+                        _ => return Err(ClientError::Http(format!("{base}: {e}"))),
+                    }
+                }
+            };
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 let challenge = resp
                     .headers()

@@ -14,6 +14,7 @@
 
 pub mod image_store;
 pub mod native;
+pub mod net;
 pub mod network;
 pub mod nsexec;
 pub mod seccomp;
