@@ -14,7 +14,6 @@
 
 pub mod image_store;
 pub mod native;
-pub mod net;
 pub mod network;
 pub mod nsexec;
 pub mod seccomp;
