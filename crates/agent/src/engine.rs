@@ -63,6 +63,54 @@ pub(crate) struct Runner {
     began: Instant,
 }
 
+/// Whether a container's dependencies allow it to start now: Ok(true) yes, Ok(false) not
+/// yet, Err(reason) never.
+pub fn deps_ready(st: &TaskState, d: &ContainerDefinition) -> Result<bool, String> {
+    let name = d.name.as_deref().unwrap_or_default();
+    for dep in d.depends_on.as_deref().unwrap_or_default() {
+        let dn = dep.container_name.as_deref().unwrap_or_default();
+        let cond = dep.condition.as_deref().unwrap_or("START");
+        let Some(c) = st.container(dn) else {
+            return Err(format!(
+                "container {name} depends on unknown container {dn}"
+            ));
+        };
+        let stopped = c.status == "STOPPED";
+        let ok = match cond {
+            "START" => c.started_at.is_some(),
+            "COMPLETE" => stopped,
+            "SUCCESS" => {
+                if stopped && c.exit_code != Some(0) {
+                    return Err(format!(
+                        "DependencyConditionNotMet: container {name} depends on {dn} exiting successfully; it exited with {}",
+                        c.exit_code.map_or("no exit code".into(), |x| x.to_string())
+                    ));
+                }
+                stopped
+            }
+            "HEALTHY" => {
+                if stopped || c.health.as_deref() == Some("UNHEALTHY") {
+                    return Err(format!(
+                        "DependencyConditionNotMet: container {name} depends on {dn} being HEALTHY; it is {}",
+                        if stopped { "STOPPED" } else { "UNHEALTHY" }
+                    ));
+                }
+                c.health.as_deref() == Some("HEALTHY")
+            }
+            other => return Err(format!("unknown dependency condition {other}")),
+        };
+        if stopped && cond == "START" && c.started_at.is_none() {
+            return Err(format!(
+                "DependencyConditionNotMet: container {dn} never started"
+            ));
+        }
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The runtime id of a task's container.
 pub fn runtime_id(task_id: &str, name: &str) -> String {
     format!("{task_id}-{name}")
@@ -335,54 +383,6 @@ impl Runner {
         }
     }
 
-    /// Whether a container's dependencies allow it to start now: Ok(true) yes, Ok(false) not
-    /// yet, Err(reason) never.
-    fn deps_ready(&self, d: &ContainerDefinition) -> Result<bool, String> {
-        let name = d.name.as_deref().unwrap_or_default();
-        for dep in d.depends_on.as_deref().unwrap_or_default() {
-            let dn = dep.container_name.as_deref().unwrap_or_default();
-            let cond = dep.condition.as_deref().unwrap_or("START");
-            let Some(c) = self.st.container(dn) else {
-                return Err(format!(
-                    "container {name} depends on unknown container {dn}"
-                ));
-            };
-            let stopped = c.status == "STOPPED";
-            let ok = match cond {
-                "START" => c.started_at.is_some(),
-                "COMPLETE" => stopped,
-                "SUCCESS" => {
-                    if stopped && c.exit_code != Some(0) {
-                        return Err(format!(
-                            "DependencyConditionNotMet: container {name} depends on {dn} exiting successfully; it exited with {}",
-                            c.exit_code.map_or("no exit code".into(), |x| x.to_string())
-                        ));
-                    }
-                    stopped
-                }
-                "HEALTHY" => {
-                    if stopped || c.health.as_deref() == Some("UNHEALTHY") {
-                        return Err(format!(
-                            "DependencyConditionNotMet: container {name} depends on {dn} being HEALTHY; it is {}",
-                            if stopped { "STOPPED" } else { "UNHEALTHY" }
-                        ));
-                    }
-                    c.health.as_deref() == Some("HEALTHY")
-                }
-                other => return Err(format!("unknown dependency condition {other}")),
-            };
-            if stopped && cond == "START" && c.started_at.is_none() {
-                return Err(format!(
-                    "DependencyConditionNotMet: container {dn} never started"
-                ));
-            }
-            if !ok {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Start every container whose dependencies are met.
     async fn start_ready(&mut self) -> Result<(), String> {
         loop {
@@ -398,7 +398,7 @@ impl Runner {
                 let Some(d) = self.def(&name).cloned() else {
                     continue;
                 };
-                if !self.deps_ready(&d)? {
+                if !deps_ready(&self.st, &d)? {
                     let limit = Duration::from_secs(d.start_timeout.unwrap_or(180).max(1) as u64);
                     if self.began.elapsed() > limit {
                         return Err(format!(
@@ -977,5 +977,65 @@ impl Runner {
         }
         self.inner.forget(&self.st.arn);
         tracing::info!(task = %self.st.arn, "task stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::wire::ecs::ContainerDependency;
+
+    fn dep(on: &str, cond: &str) -> ContainerDefinition {
+        ContainerDefinition {
+            name: Some("app".into()),
+            depends_on: Some(vec![ContainerDependency {
+                container_name: Some(on.into()),
+                condition: Some(cond.into()),
+            }]),
+            ..Default::default()
+        }
+    }
+
+    fn state(status: &str, started: bool, exit: Option<i32>, health: Option<&str>) -> TaskState {
+        TaskState {
+            containers: vec![ContainerState {
+                name: "db".into(),
+                status: status.into(),
+                started_at: started.then_some(1.0),
+                exit_code: exit,
+                health: health.map(str::to_string),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dependency_conditions() {
+        let waiting = state("PULLED", false, None, Some("UNKNOWN"));
+        let running = state("RUNNING", true, None, Some("UNKNOWN"));
+        let healthy = state("RUNNING", true, None, Some("HEALTHY"));
+        let unhealthy = state("RUNNING", true, None, Some("UNHEALTHY"));
+        let ok_exit = state("STOPPED", true, Some(0), None);
+        let bad_exit = state("STOPPED", true, Some(2), None);
+        let never = state("STOPPED", false, None, None);
+        assert_eq!(deps_ready(&waiting, &dep("db", "START")), Ok(false));
+        assert_eq!(deps_ready(&running, &dep("db", "START")), Ok(true));
+        assert_eq!(deps_ready(&ok_exit, &dep("db", "START")), Ok(true));
+        assert!(deps_ready(&never, &dep("db", "START")).is_err());
+        assert_eq!(deps_ready(&running, &dep("db", "COMPLETE")), Ok(false));
+        assert_eq!(deps_ready(&bad_exit, &dep("db", "COMPLETE")), Ok(true));
+        assert_eq!(deps_ready(&ok_exit, &dep("db", "SUCCESS")), Ok(true));
+        assert!(deps_ready(&bad_exit, &dep("db", "SUCCESS")).is_err());
+        assert_eq!(deps_ready(&running, &dep("db", "HEALTHY")), Ok(false));
+        assert_eq!(deps_ready(&healthy, &dep("db", "HEALTHY")), Ok(true));
+        assert!(deps_ready(&unhealthy, &dep("db", "HEALTHY")).is_err());
+        assert!(deps_ready(&ok_exit, &dep("db", "HEALTHY")).is_err());
+        assert!(deps_ready(&running, &dep("nope", "START")).is_err());
+        assert_eq!(
+            deps_ready(&running, &ContainerDefinition::default()),
+            Ok(true),
+            "no dependencies"
+        );
     }
 }
