@@ -60,7 +60,7 @@ pub struct AgentConfig {
     /// Whether that registry speaks HTTPS (else plain HTTP, like the front door by default).
     pub local_registry_tls: bool,
     /// The container network (bridge name and subnet); None: only `host` and `none` tasks.
-    pub network: Option<berth_runtime::network::NetConfig>,
+    pub network: Option<berth_runtime::net::NetConfig>,
     /// Extra attributes (`name=value`).
     pub attributes: Vec<(String, String)>,
     /// Set the cgroup v2 `favordynmods` option (faster container starts); see

@@ -1,12 +1,12 @@
 //! The node's container network as the task engine uses it: endpoints (a network namespace
 //! with an address on the berth bridge) for `awsvpc` tasks and `bridge` containers, and port
 //! forwards from host ports to bridge-mode containers. The work is done by
-//! [`berth_runtime::network`]; this adapter keeps the engine's calls short and its errors text.
+//! [`berth_runtime::net`]; this adapter keeps the engine's calls short and its errors text.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-pub use berth_runtime::network::Endpoint;
-use berth_runtime::network::{NetConfig, Network, PortProxy, Proto};
+pub use berth_runtime::net::Endpoint;
+use berth_runtime::net::{NetConfig, Network, PortProxy, Proto};
 
 pub struct NodeNet {
     net: Network,

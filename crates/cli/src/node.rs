@@ -165,7 +165,7 @@ pub fn agent_config(
             },
         )),
         local_registry_tls: false,
-        network: Some(berth_runtime::network::NetConfig {
+        network: Some(berth_runtime::net::NetConfig {
             bridge: cfg.bridge_name.clone(),
             subnet: cfg.bridge_subnet,
             state_dir: root.join("net"),

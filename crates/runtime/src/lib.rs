@@ -5,16 +5,18 @@
 //!   into a root filesystem per image;
 //! - [`native`]: the native driver — overlay root filesystems, one `berth shim` process per
 //!   container ([`shim`]: libcontainer, cgroups v1 and v2, namespaces), stop with timeout;
-//! - [`spec`]: the OCI runtime spec of a container.
+//! - [`spec`]: the OCI runtime spec of a container; [`seccomp`]: its default seccomp policy
+//!   and init process; [`nsexec`]: running a command inside a running container;
+//! - [`net`]: container networking — the bridge, network namespaces, veths, addresses, port
+//!   forwards (rtnetlink, no `ip` processes).
 //!
-//! To come (see the runtime issue): networking (bridge, veth, awsvpc), OOM reporting, the
-//! task engine that drives this from the agent.
+//! The task engine that drives all this is the agent's (`berth-agent`).
 //!
 //! Must not: trust anything inside an image layer (see [`unpack`]).
 
 pub mod image_store;
 pub mod native;
-pub mod network;
+pub mod net;
 pub mod nsexec;
 pub mod seccomp;
 pub mod shim;
