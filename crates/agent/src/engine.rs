@@ -188,10 +188,6 @@ impl Runner {
     }
 
     pub(crate) async fn run(mut self) {
-        let task_id = self.st.id().to_string();
-        let span = tracing::info_span!("task", id = %task_id);
-        let _e = span.enter();
-        drop(_e);
         if let Err(reason) = self.prepare().await {
             self.fail(reason);
         } else {

@@ -256,8 +256,10 @@ impl Inner {
     fn spawn_runner(self: &Arc<Self>, st: TaskState) {
         let (tx, rx) = watch::channel(st.desired.clone());
         self.tasks.lock().insert(st.arn.clone(), tx);
+        // Every log line of the runner carries its task.
+        let span = tracing::info_span!("task", id = %st.id());
         let runner = engine::Runner::new(self.clone(), st, rx);
-        tokio::spawn(runner.run());
+        tokio::spawn(tracing::Instrument::instrument(runner.run(), span));
     }
 
     async fn handle_payload(self: &Arc<Self>, msg: PayloadMessage) {
