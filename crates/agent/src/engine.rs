@@ -111,6 +111,16 @@ pub fn deps_ready(st: &TaskState, d: &ContainerDefinition) -> Result<bool, Strin
     Ok(true)
 }
 
+/// A container's status as reported: only the steady states (RUNNING, STOPPED) cross the
+/// boundary, as with the ECS agent.
+fn reported_status(c: &ContainerState) -> &'static str {
+    if c.status == "STOPPED" {
+        "STOPPED"
+    } else {
+        "RUNNING"
+    }
+}
+
 /// The runtime id of a task's container.
 pub fn runtime_id(task_id: &str, name: &str) -> String {
     format!("{task_id}-{name}")
@@ -865,14 +875,7 @@ impl Runner {
                 exit_code: c.exit_code,
                 network_bindings: Some(c.bindings.clone()),
                 reason: c.reason.clone(),
-                status: Some(
-                    if c.status == "STOPPED" {
-                        "STOPPED"
-                    } else {
-                        "RUNNING"
-                    }
-                    .into(),
-                ),
+                status: Some(reported_status(c).into()),
             })
             .collect()
     }
@@ -913,14 +916,7 @@ impl Runner {
             task: Some(self.st.arn.clone()),
             container_name: Some(c.name.clone()),
             runtime_id: Some(c.runtime_id.clone()),
-            status: Some(
-                if c.status == "STOPPED" {
-                    "STOPPED"
-                } else {
-                    "RUNNING"
-                }
-                .into(),
-            ),
+            status: Some(reported_status(c).into()),
             exit_code: c.exit_code,
             reason: c.reason.clone(),
             network_bindings: Some(c.bindings.clone()),

@@ -166,6 +166,26 @@ impl RegistryClient {
         }
     }
 
+    /// A request to the registry's current base, with the credentials it takes.
+    async fn request(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<http::Request<Full<Bytes>>, ClientError> {
+        let mut req = http::Request::builder()
+            .method(method.clone())
+            .uri(self.url(path))
+            .body(Full::new(body.clone()))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        *req.headers_mut() = headers.clone();
+        if let Some(a) = self.auth_header().await {
+            req.headers_mut().insert(header::AUTHORIZATION, hv(&a)?);
+        }
+        Ok(req)
+    }
+
     /// Send a request; follow one Bearer challenge by fetching a token.
     async fn send(
         &self,
@@ -175,15 +195,7 @@ impl RegistryClient {
         body: Bytes,
     ) -> Result<http::Response<Incoming>, ClientError> {
         for attempt in 0..2 {
-            let mut req = http::Request::builder()
-                .method(method.clone())
-                .uri(self.url(path))
-                .body(Full::new(body.clone()))
-                .map_err(|e| ClientError::Http(e.to_string()))?;
-            *req.headers_mut() = headers.clone();
-            if let Some(a) = self.auth_header().await {
-                req.headers_mut().insert(header::AUTHORIZATION, hv(&a)?);
-            }
+            let req = self.request(&method, path, headers, &body).await?;
             let resp = match self.http.request(req).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -195,15 +207,7 @@ impl RegistryClient {
                             if let Ok(mut b) = self.base.lock() {
                                 *b = f.clone();
                             }
-                            let mut req = http::Request::builder()
-                                .method(method.clone())
-                                .uri(self.url(path))
-                                .body(Full::new(body.clone()))
-                                .map_err(|e| ClientError::Http(e.to_string()))?;
-                            *req.headers_mut() = headers.clone();
-                            if let Some(a) = self.auth_header().await {
-                                req.headers_mut().insert(header::AUTHORIZATION, hv(&a)?);
-                            }
+                            let req = self.request(&method, path, headers, &body).await?;
                             self.http
                                 .request(req)
                                 .await
