@@ -515,7 +515,12 @@ def test_log_rotation_and_image_collection(data_dir):
         while time.time() < deadline and os.listdir(images):
             time.sleep(0.2)
         assert os.listdir(images) == [], "unused for longer than the minimum age: collected"
-        assert os.listdir(os.path.join(data_dir, "node", "images", "blobs", "sha256")) == []
+        # The blobs go in the same pass, just after the image directories.
+        blobs = os.path.join(data_dir, "node", "images", "blobs", "sha256")
+        deadline = time.time() + 5
+        while time.time() < deadline and os.listdir(blobs):
+            time.sleep(0.1)
+        assert os.listdir(blobs) == []
     finally:
         n.stop()
         _cleanup_node(data_dir, ids)
