@@ -23,6 +23,35 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::backend::{Backend, BackendError, TaskNetworkReport};
 
 const ECS: &str = "AmazonEC2ContainerServiceV20141113";
+/// How long opening the session may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When a silent server is given up on: three of its heartbeat intervals (as observed), or
+/// the ECS agent's 90 s until two heartbeats have shown the interval.
+#[derive(Debug, Default)]
+struct SilenceDeadline {
+    last: Option<std::time::Instant>,
+    interval: Option<std::time::Duration>,
+}
+
+impl SilenceDeadline {
+    fn heartbeat(&mut self, at: std::time::Instant) {
+        if let Some(prev) = self.last {
+            self.interval = Some(at - prev);
+        }
+        self.last = Some(at);
+    }
+
+    fn deadline(&self) -> std::time::Duration {
+        match self.interval {
+            Some(i) => (i * 3).clamp(
+                std::time::Duration::from_secs(3),
+                std::time::Duration::from_secs(90),
+            ),
+            None => std::time::Duration::from_secs(90),
+        }
+    }
+}
 
 /// A control plane reached over HTTP.
 pub struct RemoteBackend {
@@ -160,8 +189,13 @@ impl Backend for RemoteBackend {
         for (k, v) in signed.iter() {
             req.headers_mut().insert(k.clone(), v.clone());
         }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
             .await
+            .map_err(|_| {
+                bad(format!(
+                    "agent session {endpoint}: no answer in {CONNECT_TIMEOUT:?}"
+                ))
+            })?
             .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
         let (mut sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(256);
@@ -175,7 +209,21 @@ impl Backend for RemoteBackend {
             }
         });
         tokio::spawn(async move {
-            while let Some(Ok(m)) = stream.next().await {
+            let mut silence = SilenceDeadline::default();
+            loop {
+                // A server that went quiet (a cut link leaves the socket open) is left: the
+                // agent reconnects and reconciles.
+                let m = match tokio::time::timeout(silence.deadline(), stream.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(_) => break,
+                    Err(_) => {
+                        tracing::warn!(
+                            "nothing from the control plane for {:?}; reconnecting",
+                            silence.deadline()
+                        );
+                        break;
+                    }
+                };
                 let Message::Text(t) = m else { continue };
                 let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
                     continue;
@@ -192,6 +240,7 @@ impl Backend for RemoteBackend {
                         }
                     }
                     "HeartbeatMessage" => {
+                        silence.heartbeat(std::time::Instant::now());
                         let ack = json!({"type": "HeartbeatAckRequest",
                                          "message": {"messageId": v["message"]["messageId"]}});
                         let _ = out_tx.try_send(ack.to_string());
@@ -243,4 +292,23 @@ impl Backend for RemoteBackend {
 /// Convenience for the binary: a backend behind an `Arc`.
 pub fn remote(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> Arc<RemoteBackend> {
     Arc::new(RemoteBackend::new(endpoint, region, creds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn silence_deadline_follows_the_heartbeat_interval() {
+        let mut d = SilenceDeadline::default();
+        assert_eq!(d.deadline(), Duration::from_secs(90));
+        let t = Instant::now();
+        d.heartbeat(t);
+        assert_eq!(d.deadline(), Duration::from_secs(90));
+        d.heartbeat(t + Duration::from_secs(5));
+        assert_eq!(d.deadline(), Duration::from_secs(15));
+        d.heartbeat(t + Duration::from_secs(5) + Duration::from_millis(200));
+        assert_eq!(d.deadline(), Duration::from_secs(3));
+    }
 }

@@ -5,6 +5,7 @@ mod config;
 mod images;
 mod node;
 mod ps;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ enum Cmd {
     Ps(ps::PsArgs),
     /// Print (and follow) the output of a task's container on this machine's node.
     Logs(ps::LogsArgs),
+    /// Join tokens for nodes: create, list, revoke.
+    Token(token::TokenArgs),
     /// Print the version.
     Version,
     /// Internal: run a command inside a running container (health checks).
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Agent(a) => run_agent(a),
         Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
         Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),
+        Cmd::Token(a) => client_runtime()?.block_on(token::run(a)),
         Cmd::Version => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -196,6 +200,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         berth_control::ControlConfig {
             region: cfg.region.clone(),
             account_id: cfg.account_id.clone(),
+            liveness: cfg.liveness,
         },
         store.clone(),
     )

@@ -52,10 +52,34 @@ impl Backend for InProcess {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
-        self.control
+        // In session like a remote agent: present while the agent holds the feed.
+        let session = self
+            .control
+            .session_opened(cluster, instance_arn)
+            .await
+            .map_err(be)?;
+        let mut feed = self
+            .control
             .agent_feed(cluster, instance_arn)
             .await
-            .map_err(be)
+            .map_err(be)?;
+        let (tx, rx) = mpsc::channel(16);
+        let mut beat = tokio::time::interval(self.control.liveness().heartbeat_interval);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = feed.recv() => {
+                        let Some(m) = m else { break };
+                        if tx.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = beat.tick() => session.heard(),
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn ack(&self, _ack: AckRequest) {}
