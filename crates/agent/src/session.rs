@@ -120,6 +120,83 @@ impl RemoteBackend {
     }
 }
 
+/// The agent's websocket to ACS: `DiscoverPollEndpoint`, then the SigV4-signed upgrade.
+pub type SessionStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open an ACS session for `instance_arn` (what the ECS agent does on every (re)connect).
+pub async fn open_session(
+    aws: &AwsClient,
+    creds: &berth_auth::Credentials,
+    region: &str,
+    cluster: &str,
+    instance_arn: &str,
+) -> Result<SessionStream, BackendError> {
+    let v = aws
+        .call(
+            ECS,
+            "ecs",
+            "DiscoverPollEndpoint",
+            &json!({"cluster": cluster, "containerInstance": instance_arn}),
+        )
+        .await
+        .map_err(be)?;
+    let endpoint = v["endpoint"].as_str().unwrap_or_default().to_string();
+    let bad = |m: String| BackendError {
+        code: "ServerException".into(),
+        message: m,
+    };
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| bad(format!("poll endpoint {endpoint:?}: {e}")))?;
+    let host = uri
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
+    let scheme = if uri.scheme_str() == Some("https") {
+        "wss"
+    } else {
+        "ws"
+    };
+    let query = format!(
+        "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
+        enc(env!("CARGO_PKG_VERSION")),
+        enc(cluster),
+        enc(instance_arn)
+    );
+    let mut signed = http::HeaderMap::new();
+    signed.insert(
+        "host",
+        http::HeaderValue::from_str(&host).map_err(|e| bad(e.to_string()))?,
+    );
+    berth_auth::sign(
+        "GET",
+        "/ws",
+        Some(&query),
+        &mut signed,
+        b"",
+        creds,
+        region,
+        "ecs",
+        time::OffsetDateTime::now_utc(),
+    );
+    let mut req = format!("{scheme}://{host}/ws?{query}")
+        .into_client_request()
+        .map_err(|e| bad(e.to_string()))?;
+    for (k, v) in signed.iter() {
+        req.headers_mut().insert(k.clone(), v.clone());
+    }
+    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
+        .await
+        .map_err(|_| {
+            bad(format!(
+                "agent session {endpoint}: no answer in {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
+    Ok(ws)
+}
+
 #[async_trait::async_trait]
 impl Backend for RemoteBackend {
     async fn register(
@@ -138,65 +215,7 @@ impl Backend for RemoteBackend {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
-        let v = self
-            .ecs(
-                "DiscoverPollEndpoint",
-                &json!({"cluster": cluster, "containerInstance": instance_arn}),
-            )
-            .await?;
-        let endpoint = v["endpoint"].as_str().unwrap_or_default().to_string();
-        let bad = |m: String| BackendError {
-            code: "ServerException".into(),
-            message: m,
-        };
-        let uri: http::Uri = endpoint
-            .parse()
-            .map_err(|e| bad(format!("poll endpoint {endpoint:?}: {e}")))?;
-        let host = uri
-            .authority()
-            .map(|a| a.to_string())
-            .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
-        let scheme = if uri.scheme_str() == Some("https") {
-            "wss"
-        } else {
-            "ws"
-        };
-        let query = format!(
-            "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
-            enc(env!("CARGO_PKG_VERSION")),
-            enc(cluster),
-            enc(instance_arn)
-        );
-        let mut signed = http::HeaderMap::new();
-        signed.insert(
-            "host",
-            http::HeaderValue::from_str(&host).map_err(|e| bad(e.to_string()))?,
-        );
-        berth_auth::sign(
-            "GET",
-            "/ws",
-            Some(&query),
-            &mut signed,
-            b"",
-            &self.creds,
-            &self.region,
-            "ecs",
-            time::OffsetDateTime::now_utc(),
-        );
-        let mut req = format!("{scheme}://{host}/ws?{query}")
-            .into_client_request()
-            .map_err(|e| bad(e.to_string()))?;
-        for (k, v) in signed.iter() {
-            req.headers_mut().insert(k.clone(), v.clone());
-        }
-        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
-            .await
-            .map_err(|_| {
-                bad(format!(
-                    "agent session {endpoint}: no answer in {CONNECT_TIMEOUT:?}"
-                ))
-            })?
-            .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
+        let ws = open_session(&self.aws, &self.creds, &self.region, cluster, instance_arn).await?;
         let (mut sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(256);
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
