@@ -18,6 +18,7 @@ pub mod engine;
 pub mod health;
 pub mod net;
 pub mod session;
+pub mod sim;
 pub mod state;
 
 use std::collections::HashMap;

@@ -260,6 +260,42 @@ pub async fn run_agent(
     Ok(())
 }
 
+/// `berth agent --simulate N`: simulated nodes until SIGINT/SIGTERM, with a line of
+/// counters every 10 s.
+pub async fn run_simulated(cfg: berth_agent::sim::SimConfig) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let started = std::time::Instant::now();
+    let (n, cluster, server) = (cfg.count, cfg.cluster.clone(), cfg.endpoint.clone());
+    let sim = tokio::select! {
+        s = berth_agent::sim::start(cfg) => s.map_err(|e| anyhow::anyhow!("simulated nodes: {e}"))?,
+        _ = crate::shutdown_signal() => return Ok(()),
+    };
+    tracing::info!(
+        nodes = n, %cluster, %server,
+        registered_in_ms = started.elapsed().as_millis() as u64,
+        "simulated nodes registered"
+    );
+    let stats = sim.stats.clone();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => tracing::info!(
+                connected = stats.connected.load(Relaxed),
+                running = stats.running.load(Relaxed),
+                payloads = stats.payloads.load(Relaxed),
+                reports = stats.reports.load(Relaxed),
+                report_errors = stats.report_errors.load(Relaxed),
+                "simulated nodes"
+            ),
+            _ = &mut shutdown => break,
+        }
+    }
+    sim.stop();
+    Ok(())
+}
+
 /// The log file of a container of a task run by the local node.
 pub fn log_path(data_dir: &Path, task_id: &str, container: &str) -> std::path::PathBuf {
     Agent::log_path(&data_dir.join("node"), task_id, container)
