@@ -199,6 +199,9 @@ pub async fn start(cfg: SimConfig) -> Result<Sim, crate::backend::BackendError> 
         cfg.report_concurrency.max(1),
         stats.clone(),
     )));
+    // Sessions open a few at a time: each DiscoverPollEndpoint borrows a pooled HTTP
+    // connection, and 10,000 at once would leave 10,000 idle connections behind.
+    let opening = Arc::new(tokio::sync::Semaphore::new(64));
     for arn in &arns {
         tasks.push(tokio::spawn(node(
             cfg.clone(),
@@ -206,6 +209,7 @@ pub async fn start(cfg: SimConfig) -> Result<Sim, crate::backend::BackendError> 
             arn.clone(),
             report_tx.clone(),
             stats.clone(),
+            opening.clone(),
         )));
     }
     Ok(Sim {
@@ -269,10 +273,15 @@ async fn node(
     arn: String,
     reports: mpsc::UnboundedSender<Report>,
     stats: Arc<SimStats>,
+    opening: Arc<tokio::sync::Semaphore>,
 ) {
     let mut tasks: Modelled = HashMap::new();
     loop {
-        match open_session(&aws, &cfg.creds, &cfg.region, &cfg.cluster, &arn).await {
+        let opened = {
+            let _turn = opening.acquire().await;
+            open_session(&aws, &cfg.creds, &cfg.region, &cfg.cluster, &arn).await
+        };
+        match opened {
             Ok(ws) => {
                 stats.connected.fetch_add(1, Ordering::Relaxed);
                 let (mut sink, mut stream) = ws.split();

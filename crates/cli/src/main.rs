@@ -213,12 +213,22 @@ fn run_agent(a: AgentCmd) -> anyhow::Result<()> {
     rt.block_on(node::run_agent(cfg, a.server, a.cluster, creds))
 }
 
-/// Thousands of agent sessions need as many sockets: lift the soft limit on open files to
-/// the hard one (as Go programs do).
+/// Thousands of agent sessions need as many sockets: lift the limit on open files — as root
+/// up to the kernel's `nr_open`, otherwise the soft limit to the hard one (as Go does).
 fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let ceiling: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(hard)
+        .min(1 << 20);
+    if ceiling > hard && setrlimit(Resource::RLIMIT_NOFILE, ceiling, ceiling).is_ok() {
+        return;
+    }
+    if soft < hard
         && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
     {
         tracing::debug!("cannot raise the open files limit: {e}");
