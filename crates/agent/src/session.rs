@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use berth_client::AwsClient;
+use berth_client::{AwsClient, TlsTrust};
 use berth_model::wire::acs::{AckRequest, PayloadMessage};
 use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
@@ -27,6 +27,8 @@ const ECS: &str = "AmazonEC2ContainerServiceV20141113";
 /// A control plane reached over HTTP.
 pub struct RemoteBackend {
     aws: AwsClient,
+    /// The servers trusted for `https://` / `wss://`.
+    trust: TlsTrust,
     creds: berth_auth::Credentials,
     region: String,
     /// Frames for the current websocket, if connected.
@@ -56,9 +58,15 @@ fn enc(s: &str) -> String {
 }
 
 impl RemoteBackend {
-    pub fn new(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> RemoteBackend {
+    pub fn new(
+        endpoint: &str,
+        region: &str,
+        creds: berth_auth::Credentials,
+        trust: TlsTrust,
+    ) -> RemoteBackend {
         RemoteBackend {
-            aws: AwsClient::new(endpoint, region, creds.clone()),
+            aws: AwsClient::with_trust(endpoint, region, creds.clone(), &trust),
+            trust,
             creds,
             region: region.to_string(),
             out: parking_lot::Mutex::new(None),
@@ -127,11 +135,8 @@ impl Backend for RemoteBackend {
             .authority()
             .map(|a| a.to_string())
             .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
-        let scheme = if uri.scheme_str() == Some("https") {
-            "wss"
-        } else {
-            "ws"
-        };
+        let tls = uri.scheme_str() == Some("https");
+        let scheme = if tls { "wss" } else { "ws" };
         let query = format!(
             "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
             enc(env!("CARGO_PKG_VERSION")),
@@ -160,7 +165,12 @@ impl Backend for RemoteBackend {
         for (k, v) in signed.iter() {
             req.headers_mut().insert(k.clone(), v.clone());
         }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
+        let stream = self
+            .trust
+            .dial(&host, tls, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
+        let (ws, _) = tokio_tungstenite::client_async(req, stream)
             .await
             .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
         let (mut sink, mut stream) = ws.split();
@@ -241,6 +251,11 @@ impl Backend for RemoteBackend {
 }
 
 /// Convenience for the binary: a backend behind an `Arc`.
-pub fn remote(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> Arc<RemoteBackend> {
-    Arc::new(RemoteBackend::new(endpoint, region, creds))
+pub fn remote(
+    endpoint: &str,
+    region: &str,
+    creds: berth_auth::Credentials,
+    trust: TlsTrust,
+) -> Arc<RemoteBackend> {
+    Arc::new(RemoteBackend::new(endpoint, region, creds, trust))
 }
