@@ -93,7 +93,8 @@ class TlsBerth(Node):
 
     def aws_cli(self, *args, ca_bundle=None):
         env = clean_env(**{k: v for k, v in self.env.items() if k != "AWS_CA_BUNDLE"},
-                        AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+                        AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+                        AWS_MAX_ATTEMPTS="1")
         extra = ["--ca-bundle", ca_bundle] if ca_bundle else []
         return subprocess.run(["aws", *args, *extra, "--output", "json"], capture_output=True,
                               text=True, env=env)
@@ -152,8 +153,16 @@ def test_aws_cli_and_boto3_over_https(data_dir, cert):
                             "--output", "json"], capture_output=True, text=True,
                            env=clean_env(**{k: v for k, v in b.env.items() if k != "AWS_ENDPOINT_URL"},
                                          AWS_CONFIG_FILE="/dev/null",
-                                         AWS_SHARED_CREDENTIALS_FILE="/dev/null"))
-        assert p.returncode != 0
+                                         AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+                                         AWS_MAX_ATTEMPTS="1"))
+        assert p.returncode != 0 and "This port speaks HTTPS" in p.stderr, p.stderr
+        # ALPN: h2 for clients that offer it, HTTP/1.1 for the others.
+        if shutil.which("curl"):
+            for flag, version in (("--http2", "2"), ("--http1.1", "1.1")):
+                p = subprocess.run(["curl", "-sS", flag, "--cacert", cert[0], "-o", "/dev/null",
+                                    "-w", "%{http_version}", b.endpoint + "/healthz"],
+                                   capture_output=True, text=True)
+                assert p.stdout == version, (flag, p.stdout, p.stderr)
         # The server is fine after all that.
         with urllib.request.urlopen(b.endpoint + "/healthz", context=ctx, timeout=5) as r:
             assert r.read() == b"ok\n"

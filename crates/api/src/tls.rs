@@ -45,7 +45,7 @@ pub enum TlsError {
 }
 
 /// The server configuration for a certificate chain and its private key, both PEM files
-/// (the chain leaf first; keys PKCS#8, PKCS#1 or SEC1). HTTP/1.1 is offered by ALPN.
+/// (the chain leaf first; keys PKCS#8, PKCS#1 or SEC1). ALPN offers h2, then HTTP/1.1.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let read = |what, p: &Path| {
         std::fs::read(p).map_err(|source| TlsError::Read {
@@ -89,7 +89,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
             .with_no_client_auth()
             .with_single_cert(chain, key_der)
             .map_err(|e| pair(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
