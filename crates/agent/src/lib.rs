@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub local_registry: Option<(String, RegistryAuth)>,
     /// Whether that registry speaks HTTPS (else plain HTTP, like the front door by default).
     pub local_registry_tls: bool,
+    /// The HTTPS servers the agent's registry clients trust (None: the system's roots and
+    /// `AWS_CA_BUNDLE`).
+    pub tls_trust: Option<berth_client::TlsTrust>,
     /// The container network (bridge name and subnet); None: only `host` and `none` tasks.
     pub network: Option<berth_runtime::net::NetConfig>,
     /// Extra attributes (`name=value`).
@@ -181,10 +184,14 @@ impl Inner {
         Ok(clients
             .entry(host.clone())
             .or_insert_with(|| {
-                Arc::new(match (is_local, tls) {
+                let c = match (is_local, tls) {
                     (true, false) => RegistryClient::insecure(&host, auth),
                     (true, true) => RegistryClient::with_base(&format!("https://{host}"), auth),
                     _ => RegistryClient::new(&host, auth),
+                };
+                Arc::new(match &self.cfg.tls_trust {
+                    Some(t) => c.with_trust(t),
+                    None => c,
                 })
             })
             .clone())

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use berth_client::AwsClient;
+use berth_client::{AwsClient, TlsTrust};
 use berth_model::wire::acs::{AckRequest, PayloadMessage};
 use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
@@ -56,6 +56,8 @@ impl SilenceDeadline {
 /// A control plane reached over HTTP.
 pub struct RemoteBackend {
     aws: AwsClient,
+    /// The servers trusted for `https://` / `wss://`.
+    trust: TlsTrust,
     creds: berth_auth::Credentials,
     region: String,
     /// Frames for the current websocket, if connected.
@@ -85,9 +87,15 @@ fn enc(s: &str) -> String {
 }
 
 impl RemoteBackend {
-    pub fn new(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> RemoteBackend {
+    pub fn new(
+        endpoint: &str,
+        region: &str,
+        creds: berth_auth::Credentials,
+        trust: TlsTrust,
+    ) -> RemoteBackend {
         RemoteBackend {
-            aws: AwsClient::new(endpoint, region, creds.clone()),
+            aws: AwsClient::with_trust(endpoint, region, creds.clone(), &trust),
+            trust,
             creds,
             region: region.to_string(),
             out: parking_lot::Mutex::new(None),
@@ -121,12 +129,12 @@ impl RemoteBackend {
 }
 
 /// The agent's websocket to ACS: `DiscoverPollEndpoint`, then the SigV4-signed upgrade.
-pub type SessionStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type SessionStream = tokio_tungstenite::WebSocketStream<Box<dyn berth_client::tls::Io>>;
 
 /// Open an ACS session for `instance_arn` (what the ECS agent does on every (re)connect).
 pub async fn open_session(
     aws: &AwsClient,
+    trust: &berth_client::TlsTrust,
     creds: &berth_auth::Credentials,
     region: &str,
     cluster: &str,
@@ -153,11 +161,8 @@ pub async fn open_session(
         .authority()
         .map(|a| a.to_string())
         .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
-    let scheme = if uri.scheme_str() == Some("https") {
-        "wss"
-    } else {
-        "ws"
-    };
+    let tls = uri.scheme_str() == Some("https");
+    let scheme = if tls { "wss" } else { "ws" };
     let query = format!(
         "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
         enc(env!("CARGO_PKG_VERSION")),
@@ -186,16 +191,20 @@ pub async fn open_session(
     for (k, v) in signed.iter() {
         req.headers_mut().insert(k.clone(), v.clone());
     }
+    let stream = trust
+        .dial(&host, tls, CONNECT_TIMEOUT)
+        .await
+        .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
     let (ws, _) = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async_with_config(
+        tokio_tungstenite::client_async_with_config(
             req,
+            stream,
             Some(
                 tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
                     .read_buffer_size(4096)
                     .write_buffer_size(0),
             ),
-            true,
         ),
     )
     .await
@@ -226,7 +235,15 @@ impl Backend for RemoteBackend {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
-        let ws = open_session(&self.aws, &self.creds, &self.region, cluster, instance_arn).await?;
+        let ws = open_session(
+            &self.aws,
+            &self.trust,
+            &self.creds,
+            &self.region,
+            cluster,
+            instance_arn,
+        )
+        .await?;
         let (mut sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(256);
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
@@ -320,8 +337,13 @@ impl Backend for RemoteBackend {
 }
 
 /// Convenience for the binary: a backend behind an `Arc`.
-pub fn remote(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> Arc<RemoteBackend> {
-    Arc::new(RemoteBackend::new(endpoint, region, creds))
+pub fn remote(
+    endpoint: &str,
+    region: &str,
+    creds: berth_auth::Credentials,
+    trust: TlsTrust,
+) -> Arc<RemoteBackend> {
+    Arc::new(RemoteBackend::new(endpoint, region, creds, trust))
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub struct SimConfig {
     pub start_delay: Duration,
     /// State reports in flight at once (over one connection pool).
     pub report_concurrency: usize,
+    /// The servers trusted for `https://` / `wss://`.
+    pub trust: berth_client::TlsTrust,
 }
 
 /// Counters of a running simulation.
@@ -279,7 +281,15 @@ async fn node(
     loop {
         let opened = {
             let _turn = opening.acquire().await;
-            open_session(&aws, &cfg.creds, &cfg.region, &cfg.cluster, &arn).await
+            open_session(
+                &aws,
+                &cfg.trust,
+                &cfg.creds,
+                &cfg.region,
+                &cfg.cluster,
+                &arn,
+            )
+            .await
         };
         match opened {
             Ok(ws) => {
@@ -434,6 +444,7 @@ mod tests {
             instance_types: vec![],
             start_delay: Duration::ZERO,
             report_concurrency: 4,
+            trust: berth_client::TlsTrust::load(&Default::default()).unwrap(),
         }
     }
 

@@ -30,6 +30,8 @@ pub struct RequestContext {
     pub access_key_id: String,
     /// The `Host` the client addressed (for answers that name an endpoint).
     pub host: String,
+    /// `https` when the request came over TLS, else `http`.
+    pub scheme: &'static str,
 }
 
 /// One AWS service spoken over the JSON protocol.
@@ -248,6 +250,11 @@ async fn pipeline(
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string(),
+        scheme: if parts.extensions.get::<crate::ServedOverTls>().is_some() {
+            "https"
+        } else {
+            "http"
+        },
     };
     let result = service.call(op, body, &ctx).await;
     (service_label, op, result)

@@ -129,7 +129,7 @@ impl JsonService for Ecs {
             "SubmitTaskStateChange" => run(b, |r| c.submit_task_state_change(r)).await,
             "DiscoverPollEndpoint" => {
                 // The agent session (ACS) and telemetry are served on this same front door.
-                let endpoint = format!("http://{}", ctx.host);
+                let endpoint = format!("{}://{}", ctx.scheme, ctx.host);
                 run(b, |r: ecs::DiscoverPollEndpointRequest| async move {
                     c.discover_poll_endpoint(r)?;
                     Ok::<_, ControlError>(ecs::DiscoverPollEndpointResponse {

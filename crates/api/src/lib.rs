@@ -2,6 +2,8 @@
 //! the AWS JSON protocol (`POST /` + `X-Amz-Target`, dispatched to a [`JsonService`] per AWS
 //! service), `/healthz`, `/metrics`, and — with the registry — the OCI `/v2/` routes.
 //!
+//! With a certificate the same listener serves HTTPS only ([`serve_tls`]).
+//!
 //! Owns: request ids, body limits, SigV4 verification against the stored access keys,
 //! AWS-shaped errors, translation between wire shapes and control-plane calls.
 //! Must not: hold business logic or state of its own; handlers build a call, the control plane
@@ -15,6 +17,7 @@ pub mod ecs;
 pub mod error;
 pub mod metrics;
 pub mod registry;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -139,6 +142,24 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state);
     axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Marks requests that came over TLS (a request extension), so that answers naming an
+/// endpoint name it `https://`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedOverTls;
+
+/// Like [`serve`], with every connection TLS-terminated with `config` (HTTPS only).
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).layer(axum::Extension(ServedOverTls));
+    axum::serve(tls::TlsListener::new(listener, config)?, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -94,7 +94,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn err(e: DistError, host: &str, bearer: bool) -> Response {
+fn err(e: DistError, base: &str, host: &str, bearer: bool) -> Response {
     let mut r = (
         StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
         e.body(),
@@ -106,9 +106,9 @@ fn err(e: DistError, host: &str, bearer: bool) -> Response {
         HeaderValue::from_static("application/json"),
     );
     let challenge = if bearer {
-        format!("Bearer realm=\"http://{host}/v2/token\",service=\"{host}\"")
+        format!("Bearer realm=\"{base}/v2/token\",service=\"{host}\"")
     } else {
-        format!("Basic realm=\"http://{host}/\",service=\"ecr.amazonaws.com\"")
+        format!("Basic realm=\"{base}/\",service=\"ecr.amazonaws.com\"")
     };
     if e.status == 401
         && let Ok(v) = HeaderValue::from_str(&challenge)
@@ -156,6 +156,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         return (StatusCode::NOT_FOUND, "registry not enabled").into_response();
     };
     let host = reg.config().host.clone();
+    let base = reg.config().base_url();
     let bearer = reg.config().bearer_challenge;
     let started = std::time::Instant::now();
     // The metric label: the ECR action the request amounts to.
@@ -169,7 +170,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     };
     let (code, mut resp) = match serve(&state, &reg, req).await {
         Ok(r) => ("OK", r),
-        Err(e) => (e.code, err(e, &host, bearer)),
+        Err(e) => (e.code, err(e, &base, &host, bearer)),
     };
     state
         .metrics

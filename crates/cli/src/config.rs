@@ -91,6 +91,16 @@ pub struct ServeArgs {
     /// Seconds an image must have been unused before it is collected.
     #[arg(long, env = "BERTH_IMAGE_MINIMUM_CLEANUP_AGE")]
     pub image_minimum_cleanup_age: Option<u64>,
+    /// Serve HTTPS only, with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, env = "BERTH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BERTH_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS only, with a self-signed certificate for the listen address and
+    /// localhost, made once and kept in <data-dir>/tls/.
+    #[arg(long, env = "BERTH_TLS_SELF_SIGNED")]
+    pub tls_self_signed: Option<bool>,
 }
 
 /// The TOML file: the same keys as the flags, snake_case.
@@ -120,6 +130,18 @@ pub struct FileConfig {
     pub log_retention_hours: Option<u64>,
     pub image_cleanup_interval: Option<u64>,
     pub image_minimum_cleanup_age: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_self_signed: Option<bool>,
+}
+
+/// Where the front door's certificate comes from, when it serves HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Files the operator gave.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A certificate berth makes (once) and keeps in the data dir.
+    SelfSigned,
 }
 
 /// The resolved configuration.
@@ -146,6 +168,8 @@ pub struct Config {
     pub log_retention_hours: u64,
     pub image_cleanup_interval: u64,
     pub image_minimum_cleanup_age: u64,
+    /// HTTPS on the front door (None: plain HTTP).
+    pub tls: Option<TlsSource>,
 }
 
 /// `a.b.c.d/n`, a private IPv4 subnet with room for containers.
@@ -250,7 +274,24 @@ impl ServeArgs {
         {
             anyhow::bail!("region must be lowercase letters, digits and '-', got {region:?}");
         }
+        let tls = match (
+            self.tls_cert.clone().or(file.tls_cert),
+            self.tls_key.clone().or(file.tls_key),
+            self.tls_self_signed
+                .or(file.tls_self_signed)
+                .unwrap_or(false),
+        ) {
+            (Some(_), Some(_), true) => {
+                anyhow::bail!("tls_self_signed cannot be combined with tls_cert and tls_key")
+            }
+            (Some(cert), Some(key), false) => Some(TlsSource::Files { cert, key }),
+            (Some(_), None, _) => anyhow::bail!("--tls-cert needs --tls-key"),
+            (None, Some(_), _) => anyhow::bail!("--tls-key needs --tls-cert"),
+            (None, None, true) => Some(TlsSource::SelfSigned),
+            (None, None, false) => None,
+        };
         Ok(Config {
+            tls,
             listen,
             data_dir: self
                 .data_dir
@@ -395,6 +436,43 @@ mod tests {
         assert_eq!(c.account_id, DEFAULT_ACCOUNT);
         std::fs::write(dir.join("berth.toml"), "bogus = 1\n").unwrap();
         assert!(args.resolve().is_err(), "unknown keys are refused");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_options() {
+        let dir = std::env::temp_dir().join(format!("berth-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let base = ServeArgs {
+            data_dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        assert_eq!(base.resolve().unwrap().tls, None);
+        let only_cert = ServeArgs {
+            tls_cert: Some("c.pem".into()),
+            ..base.clone()
+        };
+        assert!(only_cert.resolve().is_err(), "a certificate without a key");
+        std::fs::write(dir.join("berth.toml"), "tls_key = \"k.pem\"\n").unwrap();
+        assert_eq!(
+            only_cert.resolve().unwrap().tls,
+            Some(TlsSource::Files {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            }),
+            "the key from the file, the certificate from the flag"
+        );
+        let both = ServeArgs {
+            tls_self_signed: Some(true),
+            ..only_cert.clone()
+        };
+        assert!(both.resolve().is_err());
+        std::fs::remove_file(dir.join("berth.toml")).unwrap();
+        let ss = ServeArgs {
+            tls_self_signed: Some(true),
+            ..base
+        };
+        assert_eq!(ss.resolve().unwrap().tls, Some(TlsSource::SelfSigned));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -66,8 +66,9 @@ fn words(s: &str) -> anyhow::Result<Vec<String>> {
 }
 
 async fn registry_client(args: &ClientArgs, host: &str) -> anyhow::Result<RegistryClient> {
+    let trust = crate::client_trust(&args.local)?;
     if args.anonymous {
-        return Ok(RegistryClient::new(host, RegistryAuth::Anonymous));
+        return Ok(RegistryClient::new(host, RegistryAuth::Anonymous).with_trust(&trust));
     }
     if let Some(c) = &args.creds {
         let (user, password) = c.split_once(':').context("--creds must be user:password")?;
@@ -77,7 +78,8 @@ async fn registry_client(args: &ClientArgs, host: &str) -> anyhow::Result<Regist
                 user: user.into(),
                 password: password.into(),
             },
-        ));
+        )
+        .with_trust(&trust));
     }
     let aws = crate::api_client(&args.local)?;
     let endpoint = aws.endpoint().to_string();
@@ -91,7 +93,8 @@ async fn registry_client(args: &ClientArgs, host: &str) -> anyhow::Result<Regist
             user: "AWS".into(),
             password,
         },
-    ))
+    )
+    .with_trust(&trust))
 }
 
 pub async fn push(a: PushArgs) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ mod config;
 mod images;
 mod node;
 mod ps;
+mod tls;
 mod token;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +102,10 @@ struct AgentCmd {
     /// Simulated nodes: state reports in flight at once.
     #[arg(long, default_value_t = 64)]
     sim_report_concurrency: usize,
+    /// A CA (or self-signed) certificate, PEM, to trust for an `https://` server, besides the
+    /// system's roots, SSL_CERT_FILE and AWS_CA_BUNDLE.
+    #[arg(long, env = "BERTH_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// The node's settings (data dir, zone, bridge, pull behaviour, …) as for `berth up`.
     #[command(flatten)]
     node: ServeArgs,
@@ -120,6 +125,14 @@ struct EndpointFile {
     endpoint: String,
     region: String,
     pid: u32,
+    /// The certificate the front door serves (HTTPS only): clients on this machine that
+    /// find it here accept exactly it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    /// Whether that certificate is one berth made (its own CA, so `berth env` can name it
+    /// as `AWS_CA_BUNDLE`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    self_signed: bool,
 }
 
 const CREDENTIALS_FILE: &str = "credentials";
@@ -194,6 +207,11 @@ fn run_agent(a: AgentCmd) -> anyhow::Result<()> {
         .thread_name("berth-agent")
         .build()
         .context("starting the tokio runtime")?;
+    let trust = berth_client::TlsTrust::load(&berth_client::TrustOptions {
+        ca_files: a.ca_file.into_iter().collect(),
+        pinned_certs: vec![],
+    })
+    .context("loading the trusted TLS certificates")?;
     if let Some(n) = a.simulate {
         let sim = berth_agent::sim::SimConfig {
             endpoint: a.server.trim_end_matches('/').to_string(),
@@ -207,10 +225,11 @@ fn run_agent(a: AgentCmd) -> anyhow::Result<()> {
             instance_types: a.sim_instance_types,
             start_delay: std::time::Duration::from_millis(a.sim_start_delay_ms),
             report_concurrency: a.sim_report_concurrency,
+            trust,
         };
         return rt.block_on(node::run_simulated(sim));
     }
-    rt.block_on(node::run_agent(cfg, a.server, a.cluster, creds))
+    rt.block_on(node::run_agent(cfg, a.server, a.cluster, creds, trust))
 }
 
 /// Thousands of agent sessions need as many sockets: lift the limit on open files — as root
@@ -254,6 +273,11 @@ fn init_tracing(filter: &str) {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     create_private_dir(&cfg.data_dir)?;
+    // Certificate problems stop the start before anything else happens.
+    let tls = match &cfg.tls {
+        None => None,
+        Some(source) => Some(tls::load(source, &cfg.data_dir, cfg.listen)?),
+    };
     let store: Arc<dyn berth_store::Store> = Arc::new(
         berth_store::RedbStore::open(&cfg.data_dir.join(STORE_FILE))
             .with_context(|| format!("opening the state store in {}", cfg.data_dir.display()))?,
@@ -285,13 +309,16 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let endpoint = format!("http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{addr}");
     write_private(
         &cfg.data_dir.join(ENDPOINT_FILE),
         &serde_json::to_vec(&EndpointFile {
             endpoint: endpoint.clone(),
             region: cfg.region.clone(),
             pid: std::process::id(),
+            tls_cert: tls.as_ref().map(|t| t.cert.clone()),
+            self_signed: tls.as_ref().is_some_and(|t| t.self_signed),
         })?,
     )?;
     let registry = berth_registry::Registry::open(
@@ -301,6 +328,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             host: addr.to_string(),
             create_on_push: cfg.registry_create_on_push,
             bearer_challenge: cfg.registry_bearer,
+            tls: tls.is_some(),
         },
         store.clone(),
         &cfg.data_dir.join("registry"),
@@ -324,8 +352,36 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         "berth is serving; point the aws CLI at it with: eval \"$(berth env --data-dir {})\"",
         cfg.data_dir.display()
     );
-    let agent = node::start(&cfg, control.clone(), &addr.to_string(), node_password).await;
-    berth_api::serve(listener, state, shutdown_signal()).await?;
+    if let Some(t) = &tls {
+        tracing::info!(
+            cert = %t.cert.display(),
+            "serving HTTPS only; clients must trust this certificate (or its CA)"
+        );
+    }
+    let local_trust = tls.as_ref().map(|t| {
+        // The local node pulls from this process's registry: it accepts exactly our own
+        // certificate, whatever names it carries.
+        berth_client::TlsTrust::load(&berth_client::TrustOptions {
+            ca_files: vec![],
+            pinned_certs: vec![t.cert.clone()],
+        })
+        .unwrap_or_else(|e| {
+            tracing::warn!("the local node trusts the system's roots only: {e}");
+            berth_client::TlsTrust::system()
+        })
+    });
+    let agent = node::start(
+        &cfg,
+        control.clone(),
+        &addr.to_string(),
+        node_password,
+        local_trust,
+    )
+    .await;
+    match tls {
+        Some(t) => berth_api::serve_tls(listener, t.config, state, shutdown_signal()).await?,
+        None => berth_api::serve(listener, state, shutdown_signal()).await?,
+    }
     tracing::info!("shutting down");
     if let Some(a) = agent {
         // Containers keep running; the next `berth up` re-attaches to them.
@@ -379,6 +435,29 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a local `berth up`/`server` wrote about its endpoint, if it did.
+fn endpoint_file(cfg: &Config) -> Option<EndpointFile> {
+    std::fs::read(cfg.data_dir.join(ENDPOINT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<EndpointFile>(&b).ok())
+}
+
+/// The servers berth's own clients trust: the system's roots, `AWS_CA_BUNDLE`, and the
+/// certificate of the local berth of `local`'s data dir when it serves HTTPS.
+pub(crate) fn client_trust(local: &ServeArgs) -> anyhow::Result<berth_client::TlsTrust> {
+    let pinned = local
+        .resolve()
+        .ok()
+        .and_then(|c| endpoint_file(&c))
+        .and_then(|e| e.tls_cert)
+        .filter(|p| p.exists());
+    berth_client::TlsTrust::load(&berth_client::TrustOptions {
+        ca_files: vec![],
+        pinned_certs: pinned.into_iter().collect(),
+    })
+    .context("loading the trusted TLS certificates")
+}
+
 /// Endpoint, keys and region of the berth using `cfg`'s data dir.
 pub(crate) fn local_env(cfg: &Config) -> anyhow::Result<(String, String, String, String)> {
     let creds_path = cfg.data_dir.join(CREDENTIALS_FILE);
@@ -397,10 +476,7 @@ pub(crate) fn local_env(cfg: &Config) -> anyhow::Result<(String, String, String,
     };
     let akid = field("aws_access_key_id").context("credentials file has no access key id")?;
     let secret = field("aws_secret_access_key").context("credentials file has no secret")?;
-    let (endpoint, region) = match std::fs::read(cfg.data_dir.join(ENDPOINT_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<EndpointFile>(&b).ok())
-    {
+    let (endpoint, region) = match endpoint_file(cfg) {
         Some(e) => (e.endpoint, e.region),
         None => (format!("http://{}", cfg.listen), cfg.region.clone()),
     };
@@ -426,7 +502,7 @@ pub(crate) fn api_client(local: &ServeArgs) -> anyhow::Result<berth_client::AwsC
         ),
         _ => local_env(&local.resolve()?)?,
     };
-    Ok(berth_client::AwsClient::new(
+    Ok(berth_client::AwsClient::with_trust(
         &endpoint,
         &region,
         berth_auth::Credentials {
@@ -434,6 +510,7 @@ pub(crate) fn api_client(local: &ServeArgs) -> anyhow::Result<berth_client::AwsC
             secret_access_key: secret,
             session_token: None,
         },
+        &client_trust(local)?,
     ))
 }
 
@@ -444,5 +521,12 @@ fn print_env(cfg: &Config) -> anyhow::Result<()> {
     println!("export AWS_SECRET_ACCESS_KEY={secret}");
     println!("export AWS_REGION={region}");
     println!("export AWS_DEFAULT_REGION={region}");
+    // A certificate berth made is its own CA: the aws CLI and the SDKs can trust it.
+    if let Some(cert) = endpoint_file(cfg)
+        .filter(|e| e.self_signed)
+        .and_then(|e| e.tls_cert)
+    {
+        println!("export AWS_CA_BUNDLE={}", cert.display());
+    }
     Ok(())
 }

@@ -132,6 +132,7 @@ pub async fn start(
     control: Arc<Control>,
     registry_host: &str,
     registry_password: String,
+    tls_trust: Option<berth_client::TlsTrust>,
 ) -> Option<Agent> {
     if !cfg.local_node {
         tracing::info!("no local node (local_node = false): tasks need an agent elsewhere");
@@ -151,7 +152,15 @@ pub async fn start(
             return None;
         }
     };
-    let mut agent_cfg = agent_config(cfg, "default", registry_host, registry_password);
+    let registry_tls = tls_trust.is_some();
+    let mut agent_cfg = agent_config(
+        cfg,
+        "default",
+        registry_host,
+        registry_password,
+        registry_tls,
+        tls_trust,
+    );
     agent_cfg.shim_exe = exe;
     match Agent::start(agent_cfg, Arc::new(InProcess { control })).await {
         Ok(a) => {
@@ -165,12 +174,15 @@ pub async fn start(
     }
 }
 
-/// The node settings of `cfg` as an agent's configuration.
+/// The node settings of `cfg` as an agent's configuration. The registry at `registry_host`
+/// speaks HTTPS when `registry_tls`; `tls_trust` is what the agent's registry clients trust.
 pub fn agent_config(
     cfg: &Config,
     cluster: &str,
     registry_host: &str,
     registry_password: String,
+    registry_tls: bool,
+    tls_trust: Option<berth_client::TlsTrust>,
 ) -> AgentConfig {
     let root = cfg.data_dir.join("node");
     AgentConfig {
@@ -188,7 +200,8 @@ pub fn agent_config(
                 password: registry_password,
             },
         )),
-        local_registry_tls: false,
+        local_registry_tls: registry_tls,
+        tls_trust,
         network: Some(berth_runtime::net::NetConfig {
             bridge: cfg.bridge_name.clone(),
             subnet: cfg.bridge_subnet,
@@ -210,6 +223,7 @@ pub async fn run_agent(
     server: String,
     cluster: String,
     creds: berth_auth::Credentials,
+    trust: berth_client::TlsTrust,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     berth_runtime::native::NativeRuntime::check()?;
@@ -218,7 +232,8 @@ pub async fn run_agent(
         .split_once("://")
         .map_or(server.as_str(), |(_, h)| h)
         .to_string();
-    let backend = berth_agent::session::remote(&server, &cfg.region, creds);
+    let tls = server.starts_with("https://");
+    let backend = berth_agent::session::remote(&server, &cfg.region, creds, trust.clone());
     let password = backend
         .registry_password()
         .await
@@ -226,7 +241,7 @@ pub async fn run_agent(
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let agent = Agent::start(
-        agent_config(&cfg, &cluster, &host, password),
+        agent_config(&cfg, &cluster, &host, password, tls, Some(trust)),
         backend.clone(),
     )
     .await

@@ -11,6 +11,7 @@
 
 pub mod image;
 mod registry;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
 pub use registry::{ImageRef, RegistryAuth, RegistryClient};
+pub use tls::{TlsTrust, TrustOptions};
 
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,25 +66,17 @@ pub(crate) fn io_err<'a>(
 
 pub(crate) type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-/// An HTTP/1 client for `http://` and `https://` (rustls, the system's trusted roots —
-/// `SSL_CERT_FILE`/`SSL_CERT_DIR` are honoured).
-pub(crate) fn http_client() -> HttpClient {
+/// An HTTP/1 client for `http://` and `https://` (rustls; the servers `trust` trusts).
+pub(crate) fn http_client(trust: &TlsTrust) -> HttpClient {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
     c.set_connect_timeout(Some(Duration::from_secs(10)));
     c.enforce_http(false);
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!("no trusted TLS roots found ({e}): HTTPS servers cannot be verified");
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            )
-        }
-    };
-    let https = builder.https_or_http().enable_http1().wrap_connector(c);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(trust.client_config())
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(c);
     Client::builder(TokioExecutor::new()).build(https)
 }
 
@@ -98,9 +92,20 @@ pub struct AwsClient {
 }
 
 impl AwsClient {
+    /// A client that trusts the system's roots and `AWS_CA_BUNDLE` ([`TlsTrust::system`]).
     pub fn new(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> AwsClient {
+        Self::with_trust(endpoint, region, creds, &TlsTrust::system())
+    }
+
+    /// A client that trusts the servers `trust` does.
+    pub fn with_trust(
+        endpoint: &str,
+        region: &str,
+        creds: berth_auth::Credentials,
+        trust: &TlsTrust,
+    ) -> AwsClient {
         AwsClient {
-            http: http_client(),
+            http: http_client(trust),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             region: region.to_string(),
             creds,
@@ -151,11 +156,9 @@ impl AwsClient {
         *req.headers_mut() = headers;
         // A peer that stopped answering (a cut link) must not hold the caller forever.
         let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ClientError::Http(format!("{}: {e}", self.endpoint)))?;
+            let resp = self.http.request(req).await.map_err(|e| {
+                ClientError::Http(format!("{}: {}", self.endpoint, tls::describe(&e)))
+            })?;
             let status = resp.status();
             let bytes = resp
                 .into_body()

@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+use crate::tls::{TlsTrust, describe, is_untrusted};
 use crate::{ClientError, HttpClient, http_client, io_err};
 
 /// Chunk size of PATCH uploads.
@@ -114,7 +115,7 @@ impl RegistryClient {
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback());
         RegistryClient {
-            http: http_client(),
+            http: http_client(&TlsTrust::system()),
             base: std::sync::Mutex::new(format!("https://{host}")),
             fallback: loopback.then(|| format!("http://{host}")),
             auth,
@@ -125,12 +126,19 @@ impl RegistryClient {
     /// A registry at a base URL whose scheme is known (`http://host:port`, `https://…`).
     pub fn with_base(base: &str, auth: RegistryAuth) -> RegistryClient {
         RegistryClient {
-            http: http_client(),
+            http: http_client(&TlsTrust::system()),
             base: std::sync::Mutex::new(base.trim_end_matches('/').to_string()),
             fallback: None,
             auth,
             bearer: Mutex::new(None),
         }
+    }
+
+    /// The same client, trusting the HTTPS servers `trust` trusts (instead of the system's
+    /// roots and `AWS_CA_BUNDLE` only).
+    pub fn with_trust(mut self, trust: &TlsTrust) -> RegistryClient {
+        self.http = http_client(trust);
+        self
     }
 
     /// A registry reached over plain HTTP (an insecure registry, as Docker calls it).
@@ -200,10 +208,15 @@ impl RegistryClient {
                 Ok(r) => r,
                 Err(e) => {
                     // TLS refused by a loopback registry speaking plain HTTP: switch for good.
+                    // (Not when it speaks TLS with a certificate we do not trust: say that.)
                     let base = self.base();
                     match &self.fallback {
-                        Some(f) if base.starts_with("https://") && !path.starts_with("http") => {
-                            tracing::debug!("{base}: {e}; trying {f}");
+                        Some(f)
+                            if base.starts_with("https://")
+                                && !path.starts_with("http")
+                                && !is_untrusted(&e) =>
+                        {
+                            tracing::debug!("{base}: {}; trying {f}", describe(&e));
                             if let Ok(mut b) = self.base.lock() {
                                 *b = f.clone();
                             }
@@ -211,9 +224,9 @@ impl RegistryClient {
                             self.http
                                 .request(req)
                                 .await
-                                .map_err(|e| ClientError::Http(format!("{f}: {e}")))?
+                                .map_err(|e| ClientError::Http(format!("{f}: {}", describe(&e))))?
                         }
-                        _ => return Err(ClientError::Http(format!("{base}: {e}"))),
+                        _ => return Err(ClientError::Http(format!("{base}: {}", describe(&e)))),
                     }
                 }
             };
@@ -263,7 +276,7 @@ impl RegistryClient {
             .http
             .request(req)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(|e| ClientError::Http(describe(&e)))?;
         let status = resp.status();
         let body = collect(resp).await?;
         if !status.is_success() {

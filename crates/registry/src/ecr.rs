@@ -589,7 +589,7 @@ impl Registry {
             authorization_data: Some(vec![AuthorizationData {
                 authorization_token: Some(token::authorization_token(&t)),
                 expires_at: Some(expires as f64),
-                proxy_endpoint: Some(format!("http://{}", self.cfg.host)),
+                proxy_endpoint: Some(self.cfg.base_url()),
             }]),
         })
     }

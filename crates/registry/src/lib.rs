@@ -41,6 +41,16 @@ pub struct RegistryConfig {
     pub create_on_push: bool,
     /// Challenge clients with `Bearer` (token endpoint `/v2/token`) instead of ECR's `Basic`.
     pub bearer_challenge: bool,
+    /// Whether the front door serves HTTPS (the scheme of the URLs the registry hands out).
+    pub tls: bool,
+}
+
+impl RegistryConfig {
+    /// `https://host` or `http://host`: where clients reach the registry.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host)
+    }
 }
 
 /// Store keys of the registry.

@@ -14,6 +14,7 @@ async fn registry(dir: &std::path::Path) -> Arc<Registry> {
             host: "127.0.0.1:1".into(),
             create_on_push: true,
             bearer_challenge: false,
+            tls: false,
         },
         store,
         dir,

@@ -31,6 +31,7 @@ async fn pull_unpack_and_cache() {
             host: addr.to_string(),
             create_on_push: true,
             bearer_challenge: false,
+            tls: false,
         },
         store,
         blobs.path(),
