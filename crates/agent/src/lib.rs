@@ -18,6 +18,7 @@ pub mod engine;
 pub mod health;
 pub mod net;
 pub mod session;
+pub mod sim;
 pub mod state;
 
 use std::collections::HashMap;
@@ -102,6 +103,9 @@ pub(crate) struct Inner {
     instance_arn: Mutex<String>,
     /// Desired status of every task this agent runs.
     tasks: Mutex<HashMap<String, watch::Sender<String>>>,
+    /// Tasks this agent ran to the end lately (newest last), so that a stale payload never
+    /// starts one again.
+    finished: Mutex<std::collections::VecDeque<String>>,
     clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
     /// A newer password for the local registry than the configured one (tokens expire).
     registry_auth: Mutex<Option<RegistryAuth>>,
@@ -116,6 +120,9 @@ pub struct Agent {
     inner: Arc<Inner>,
     session: tokio::task::JoinHandle<()>,
 }
+
+/// How many ended tasks the agent remembers (see `Inner::finished`).
+const FINISHED_KEPT: usize = 4096;
 
 fn node_memory_mib() -> i64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -251,6 +258,11 @@ impl Inner {
 
     pub(crate) fn forget(&self, arn: &str) {
         self.tasks.lock().remove(arn);
+        let mut f = self.finished.lock();
+        f.push_back(arn.to_string());
+        if f.len() > FINISHED_KEPT {
+            f.pop_front();
+        }
     }
 
     fn spawn_runner(self: &Arc<Self>, st: TaskState) {
@@ -262,6 +274,32 @@ impl Inner {
         tokio::spawn(tracing::Instrument::instrument(runner.run(), span));
     }
 
+    /// The first payload of a session lists every task the control plane wants on this node:
+    /// reconcile with what runs here. Tasks it does not list (stopped meanwhile, e.g. after
+    /// the node was lost, or unknown to it) are stopped; finished tasks whose final report
+    /// did not get through are reported again.
+    fn reconcile(self: &Arc<Self>, msg: &PayloadMessage) {
+        let listed: std::collections::HashSet<&str> = msg
+            .tasks
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.arn.as_deref())
+            .collect();
+        for (arn, tx) in self.tasks.lock().iter() {
+            if !listed.contains(arn.as_str()) && *tx.borrow() != "STOPPED" {
+                tracing::warn!(task = %arn, "the control plane no longer runs this task here; stopping it");
+                tx.send_replace("STOPPED".into());
+            }
+        }
+        for st in self.states.all() {
+            if !self.tasks.lock().contains_key(&st.arn) {
+                tracing::info!(task = %st.arn, "reporting a task that ended while disconnected");
+                self.spawn_runner(st);
+            }
+        }
+    }
+
     async fn handle_payload(self: &Arc<Self>, msg: PayloadMessage) {
         let cluster_arn = msg.cluster_arn.clone().unwrap_or_default();
         for t in msg.tasks.unwrap_or_default() {
@@ -271,6 +309,20 @@ impl Inner {
             match known {
                 Some(tx) => {
                     tx.send_replace(desired);
+                }
+                None if desired == "RUNNING" && self.finished.lock().contains(&arn) => {
+                    // A payload older than this task's end: it is not started again.
+                    tracing::info!(task = %arn, "asked to run a task that already ended here; reporting it stopped");
+                    let req = SubmitTaskStateChangeRequest {
+                        cluster: Some(cluster_arn.clone()),
+                        task: Some(arn),
+                        status: Some("STOPPED".into()),
+                        ..Default::default()
+                    };
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.submit_task(req).await;
+                    });
                 }
                 None if desired == "RUNNING" => {
                     let st = TaskState {
@@ -346,6 +398,7 @@ impl Agent {
             states,
             instance_arn: Mutex::new(String::new()),
             tasks: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Default::default()),
             clients: Mutex::new(HashMap::new()),
             registry_auth: Mutex::new(None),
             pull_locks: Mutex::new(HashMap::new()),
@@ -366,7 +419,11 @@ impl Agent {
             loop {
                 match me.backend.payloads(&cluster, &arn).await {
                     Ok(mut rx) => {
+                        let mut first = true;
                         while let Some(msg) = rx.recv().await {
+                            if std::mem::take(&mut first) {
+                                me.reconcile(&msg);
+                            }
                             me.handle_payload(msg).await;
                         }
                         tracing::warn!("agent session ended; reconnecting");

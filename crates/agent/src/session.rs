@@ -23,6 +23,35 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use crate::backend::{Backend, BackendError, TaskNetworkReport};
 
 const ECS: &str = "AmazonEC2ContainerServiceV20141113";
+/// How long opening the session may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When a silent server is given up on: three of its heartbeat intervals (as observed), or
+/// the ECS agent's 90 s until two heartbeats have shown the interval.
+#[derive(Debug, Default)]
+struct SilenceDeadline {
+    last: Option<std::time::Instant>,
+    interval: Option<std::time::Duration>,
+}
+
+impl SilenceDeadline {
+    fn heartbeat(&mut self, at: std::time::Instant) {
+        if let Some(prev) = self.last {
+            self.interval = Some(at - prev);
+        }
+        self.last = Some(at);
+    }
+
+    fn deadline(&self) -> std::time::Duration {
+        match self.interval {
+            Some(i) => (i * 3).clamp(
+                std::time::Duration::from_secs(3),
+                std::time::Duration::from_secs(90),
+            ),
+            None => std::time::Duration::from_secs(90),
+        }
+    }
+}
 
 /// A control plane reached over HTTP.
 pub struct RemoteBackend {
@@ -91,6 +120,83 @@ impl RemoteBackend {
     }
 }
 
+/// The agent's websocket to ACS: `DiscoverPollEndpoint`, then the SigV4-signed upgrade.
+pub type SessionStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open an ACS session for `instance_arn` (what the ECS agent does on every (re)connect).
+pub async fn open_session(
+    aws: &AwsClient,
+    creds: &berth_auth::Credentials,
+    region: &str,
+    cluster: &str,
+    instance_arn: &str,
+) -> Result<SessionStream, BackendError> {
+    let v = aws
+        .call(
+            ECS,
+            "ecs",
+            "DiscoverPollEndpoint",
+            &json!({"cluster": cluster, "containerInstance": instance_arn}),
+        )
+        .await
+        .map_err(be)?;
+    let endpoint = v["endpoint"].as_str().unwrap_or_default().to_string();
+    let bad = |m: String| BackendError {
+        code: "ServerException".into(),
+        message: m,
+    };
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| bad(format!("poll endpoint {endpoint:?}: {e}")))?;
+    let host = uri
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
+    let scheme = if uri.scheme_str() == Some("https") {
+        "wss"
+    } else {
+        "ws"
+    };
+    let query = format!(
+        "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
+        enc(env!("CARGO_PKG_VERSION")),
+        enc(cluster),
+        enc(instance_arn)
+    );
+    let mut signed = http::HeaderMap::new();
+    signed.insert(
+        "host",
+        http::HeaderValue::from_str(&host).map_err(|e| bad(e.to_string()))?,
+    );
+    berth_auth::sign(
+        "GET",
+        "/ws",
+        Some(&query),
+        &mut signed,
+        b"",
+        creds,
+        region,
+        "ecs",
+        time::OffsetDateTime::now_utc(),
+    );
+    let mut req = format!("{scheme}://{host}/ws?{query}")
+        .into_client_request()
+        .map_err(|e| bad(e.to_string()))?;
+    for (k, v) in signed.iter() {
+        req.headers_mut().insert(k.clone(), v.clone());
+    }
+    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
+        .await
+        .map_err(|_| {
+            bad(format!(
+                "agent session {endpoint}: no answer in {CONNECT_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
+    Ok(ws)
+}
+
 #[async_trait::async_trait]
 impl Backend for RemoteBackend {
     async fn register(
@@ -109,60 +215,7 @@ impl Backend for RemoteBackend {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
-        let v = self
-            .ecs(
-                "DiscoverPollEndpoint",
-                &json!({"cluster": cluster, "containerInstance": instance_arn}),
-            )
-            .await?;
-        let endpoint = v["endpoint"].as_str().unwrap_or_default().to_string();
-        let bad = |m: String| BackendError {
-            code: "ServerException".into(),
-            message: m,
-        };
-        let uri: http::Uri = endpoint
-            .parse()
-            .map_err(|e| bad(format!("poll endpoint {endpoint:?}: {e}")))?;
-        let host = uri
-            .authority()
-            .map(|a| a.to_string())
-            .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
-        let scheme = if uri.scheme_str() == Some("https") {
-            "wss"
-        } else {
-            "ws"
-        };
-        let query = format!(
-            "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
-            enc(env!("CARGO_PKG_VERSION")),
-            enc(cluster),
-            enc(instance_arn)
-        );
-        let mut signed = http::HeaderMap::new();
-        signed.insert(
-            "host",
-            http::HeaderValue::from_str(&host).map_err(|e| bad(e.to_string()))?,
-        );
-        berth_auth::sign(
-            "GET",
-            "/ws",
-            Some(&query),
-            &mut signed,
-            b"",
-            &self.creds,
-            &self.region,
-            "ecs",
-            time::OffsetDateTime::now_utc(),
-        );
-        let mut req = format!("{scheme}://{host}/ws?{query}")
-            .into_client_request()
-            .map_err(|e| bad(e.to_string()))?;
-        for (k, v) in signed.iter() {
-            req.headers_mut().insert(k.clone(), v.clone());
-        }
-        let (ws, _) = tokio_tungstenite::connect_async(req)
-            .await
-            .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
+        let ws = open_session(&self.aws, &self.creds, &self.region, cluster, instance_arn).await?;
         let (mut sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(256);
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
@@ -175,7 +228,21 @@ impl Backend for RemoteBackend {
             }
         });
         tokio::spawn(async move {
-            while let Some(Ok(m)) = stream.next().await {
+            let mut silence = SilenceDeadline::default();
+            loop {
+                // A server that went quiet (a cut link leaves the socket open) is left: the
+                // agent reconnects and reconciles.
+                let m = match tokio::time::timeout(silence.deadline(), stream.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    Ok(_) => break,
+                    Err(_) => {
+                        tracing::warn!(
+                            "nothing from the control plane for {:?}; reconnecting",
+                            silence.deadline()
+                        );
+                        break;
+                    }
+                };
                 let Message::Text(t) = m else { continue };
                 let Ok(v) = serde_json::from_str::<Value>(t.as_str()) else {
                     continue;
@@ -192,6 +259,7 @@ impl Backend for RemoteBackend {
                         }
                     }
                     "HeartbeatMessage" => {
+                        silence.heartbeat(std::time::Instant::now());
                         let ack = json!({"type": "HeartbeatAckRequest",
                                          "message": {"messageId": v["message"]["messageId"]}});
                         let _ = out_tx.try_send(ack.to_string());
@@ -243,4 +311,23 @@ impl Backend for RemoteBackend {
 /// Convenience for the binary: a backend behind an `Arc`.
 pub fn remote(endpoint: &str, region: &str, creds: berth_auth::Credentials) -> Arc<RemoteBackend> {
     Arc::new(RemoteBackend::new(endpoint, region, creds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn silence_deadline_follows_the_heartbeat_interval() {
+        let mut d = SilenceDeadline::default();
+        assert_eq!(d.deadline(), Duration::from_secs(90));
+        let t = Instant::now();
+        d.heartbeat(t);
+        assert_eq!(d.deadline(), Duration::from_secs(90));
+        d.heartbeat(t + Duration::from_secs(5));
+        assert_eq!(d.deadline(), Duration::from_secs(15));
+        d.heartbeat(t + Duration::from_secs(5) + Duration::from_millis(200));
+        assert_eq!(d.deadline(), Duration::from_secs(3));
+    }
 }

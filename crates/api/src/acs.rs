@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -61,6 +60,15 @@ pub async fn handle(
         .get("clusterArn")
         .cloned()
         .unwrap_or_else(|| "default".into());
+    if let Err(e) = state
+        .control
+        .authorize(&verified.access_key_id, "ecs", "Poll", || {
+            Some(cluster.clone())
+        })
+    {
+        return AwsError::from(e).into_response();
+    }
+    let key = verified.access_key_id.clone();
     let Some(instance) = q.get("containerInstanceArn").cloned() else {
         return AwsError::client(
             "InvalidParameterException",
@@ -68,47 +76,87 @@ pub async fn handle(
         )
         .into_response();
     };
-    let feed = match state.control.agent_feed(&cluster, &instance).await {
-        Ok(f) => f,
-        Err(e) => return AwsError::from(e).into_response(),
-    };
-    tracing::info!(%cluster, %instance, "agent session opened");
-    ws.on_upgrade(move |socket| session(state, socket, feed, cluster, instance))
+    // Check the instance before upgrading: a refusal is an AWS-shaped HTTP error.
+    if let Err(e) =
+        state
+            .control
+            .discover_poll_endpoint(berth_model::wire::ecs::DiscoverPollEndpointRequest {
+                cluster: Some(cluster.clone()),
+                container_instance: Some(instance.clone()),
+            })
+    {
+        return AwsError::from(e).into_response();
+    }
+    ws.on_upgrade(move |socket| session(state, socket, cluster, instance, key))
 }
 
 async fn session(
     state: Arc<AppState>,
     mut socket: WebSocket,
-    mut feed: tokio::sync::mpsc::Receiver<berth_model::wire::acs::PayloadMessage>,
     cluster: String,
     instance: String,
+    key: String,
 ) {
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(30));
+    // Presence first, then the feed: the feed's first payload is then news to nobody.
+    let presence = match state.control.session_opened(&cluster, &instance).await {
+        Ok(p) => p,
+        Err(e) => return close(socket, &e.to_string()).await,
+    };
+    let mut feed = match state.control.agent_feed(&cluster, &instance).await {
+        Ok(f) => f,
+        Err(e) => return close(socket, &e.to_string()).await,
+    };
+    tracing::info!(%cluster, %instance, "agent session opened");
+    let live = state.control.liveness();
+    let mut heartbeat = tokio::time::interval(live.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    loop {
+    let why = loop {
         tokio::select! {
             msg = feed.recv() => {
-                let Some(msg) = msg else { break };
+                let Some(msg) = msg else { break "the control plane is stopping" };
                 if socket.send(Message::Text(frame("PayloadMessage", &msg).into())).await.is_err() {
-                    break;
+                    break "send failed";
                 }
             }
             _ = heartbeat.tick() => {
+                // ACS protocol version 2: a session whose agent stopped answering is closed.
+                if presence.silent_for() > live.agent_timeout {
+                    return close(socket, "no heartbeat acknowledgement from the agent").await;
+                }
+                // A revoked or expired join token ends its sessions too.
+                if berth_auth::SecretLookup::secret_for(state.control.as_ref(), &key).is_none() {
+                    return close(socket, "the session's credentials are no longer valid").await;
+                }
                 let hb = json!({"healthy": true, "messageId": berth_model::arn::new_uuid()});
                 if socket.send(Message::Text(frame("HeartbeatMessage", hb).into())).await.is_err() {
-                    break;
+                    break "send failed";
                 }
             }
             incoming = socket.recv() => {
                 match incoming {
-                    Some(Ok(Message::Text(t))) => on_agent_message(&state, &cluster, t.as_str()).await,
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                    Some(Ok(_)) => {}
+                    Some(Ok(Message::Text(t))) => {
+                        presence.heard();
+                        on_agent_message(&state, &cluster, t.as_str()).await
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "closed by the agent",
+                    Some(Ok(_)) => presence.heard(),
                 }
             }
         }
-    }
-    tracing::info!(%cluster, %instance, "agent session closed");
+    };
+    tracing::info!(%cluster, %instance, why, "agent session closed");
+}
+
+/// End a session with ACS's `CloseMessage`, saying why.
+async fn close(mut socket: WebSocket, why: &str) {
+    tracing::info!(why, "closing an agent session");
+    let _ = socket
+        .send(Message::Text(
+            frame("CloseMessage", json!({"message": why})).into(),
+        ))
+        .await;
+    let _ = socket.send(Message::Close(None)).await;
 }
 
 async fn on_agent_message(state: &AppState, cluster: &str, text: &str) {

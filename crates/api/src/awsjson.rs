@@ -226,6 +226,19 @@ async fn pipeline(
         );
     };
     tracing::Span::current().record("op", op);
+    let cluster_of = || {
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["cluster"].as_str().map(str::to_string))
+    };
+    if let Err(e) = state.control.authorize(
+        &verified.access_key_id,
+        service.signing_name(),
+        op,
+        cluster_of,
+    ) {
+        return (service_label, op, Err(e.into()));
+    }
     let ctx = RequestContext {
         request_id: request_id.to_string(),
         access_key_id: verified.access_key_id,

@@ -8,6 +8,7 @@
 //! runs it.
 
 pub mod acs;
+pub mod admin;
 pub mod awsjson;
 pub mod ecr;
 pub mod ecs;
@@ -50,8 +51,10 @@ impl AppState {
         mut metrics: Metrics,
     ) -> Self {
         control.register_metrics(&mut metrics.registry);
-        let mut services: Vec<Box<dyn JsonService>> =
-            vec![Box::new(ecs::Ecs::new(control.clone()))];
+        let mut services: Vec<Box<dyn JsonService>> = vec![
+            Box::new(ecs::Ecs::new(control.clone())),
+            Box::new(admin::Admin::new(control.clone())),
+        ];
         if let Some(r) = &registry {
             services.push(Box::new(ecr::Ecr::new(r.clone(), control.clone())));
         }

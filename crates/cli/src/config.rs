@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// Seconds between runs of the registry's lifecycle policies.
     #[arg(long, env = "BERTH_REGISTRY_LIFECYCLE_INTERVAL")]
     pub registry_lifecycle_interval: Option<u64>,
+    /// Seconds between the heartbeats the server sends each agent session.
+    #[arg(long, env = "BERTH_AGENT_HEARTBEAT_INTERVAL")]
+    pub agent_heartbeat_interval: Option<u64>,
+    /// Seconds without a word from an agent before its instance is `agentConnected: false`.
+    #[arg(long, env = "BERTH_AGENT_TIMEOUT")]
+    pub agent_timeout: Option<u64>,
+    /// Seconds an instance may stay disconnected before its tasks are marked STOPPED.
+    #[arg(long, env = "BERTH_LOST_INSTANCE_GRACE")]
+    pub lost_instance_grace: Option<u64>,
     /// `berth up`: run a local node (needs root) registered in the default cluster.
     #[arg(long, env = "BERTH_LOCAL_NODE")]
     pub local_node: Option<bool>,
@@ -96,6 +105,9 @@ pub struct FileConfig {
     pub registry_create_on_push: Option<bool>,
     pub registry_bearer: Option<bool>,
     pub registry_lifecycle_interval: Option<u64>,
+    pub agent_heartbeat_interval: Option<u64>,
+    pub agent_timeout: Option<u64>,
+    pub lost_instance_grace: Option<u64>,
     pub local_node: Option<bool>,
     pub zone: Option<String>,
     pub bridge_subnet: Option<String>,
@@ -121,6 +133,7 @@ pub struct Config {
     pub registry_create_on_push: bool,
     pub registry_bearer: bool,
     pub registry_lifecycle_interval: u64,
+    pub liveness: berth_control::liveness::Liveness,
     pub local_node: bool,
     pub zone: Option<String>,
     pub bridge_subnet: (std::net::Ipv4Addr, u8),
@@ -264,6 +277,35 @@ impl ServeArgs {
                 .or(file.registry_lifecycle_interval)
                 .unwrap_or(3600)
                 .max(1),
+            liveness: {
+                let d = berth_control::liveness::Liveness::default();
+                let secs = |flag: Option<u64>, file: Option<u64>, def: std::time::Duration| {
+                    flag.or(file)
+                        .map(std::time::Duration::from_secs)
+                        .unwrap_or(def)
+                };
+                let l = berth_control::liveness::Liveness {
+                    heartbeat_interval: secs(
+                        self.agent_heartbeat_interval,
+                        file.agent_heartbeat_interval,
+                        d.heartbeat_interval,
+                    ),
+                    agent_timeout: secs(self.agent_timeout, file.agent_timeout, d.agent_timeout),
+                    lost_grace: secs(
+                        self.lost_instance_grace,
+                        file.lost_instance_grace,
+                        d.lost_grace,
+                    ),
+                };
+                if l.heartbeat_interval.is_zero() || l.agent_timeout <= l.heartbeat_interval {
+                    anyhow::bail!(
+                        "agent timeout ({} s) must be longer than the heartbeat interval ({} s, at least 1)",
+                        l.agent_timeout.as_secs(),
+                        l.heartbeat_interval.as_secs()
+                    );
+                }
+                l
+            },
             local_node: self.local_node.or(file.local_node).unwrap_or(true),
             zone: self.zone.clone().or(file.zone),
             bridge_subnet: parse_subnet(

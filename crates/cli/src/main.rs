@@ -5,6 +5,7 @@ mod config;
 mod images;
 mod node;
 mod ps;
+mod token;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +43,8 @@ enum Cmd {
     Ps(ps::PsArgs),
     /// Print (and follow) the output of a task's container on this machine's node.
     Logs(ps::LogsArgs),
+    /// Join tokens for nodes: create, list, revoke.
+    Token(token::TokenArgs),
     /// Print the version.
     Version,
     /// Internal: run a command inside a running container (health checks).
@@ -76,6 +79,28 @@ struct AgentCmd {
     /// The cluster to join.
     #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
     cluster: String,
+    /// Run this many simulated nodes instead of a real one: real sessions, registrations and
+    /// state reports, containers modelled (for scale tests; no root needed).
+    #[arg(long, env = "BERTH_SIMULATE")]
+    simulate: Option<usize>,
+    /// Simulated nodes: CPU units each.
+    #[arg(long, default_value_t = 4096)]
+    sim_cpu: i32,
+    /// Simulated nodes: memory (MiB) each.
+    #[arg(long, default_value_t = 16384)]
+    sim_memory: i32,
+    /// Simulated nodes: availability zones, given round-robin.
+    #[arg(long, default_value = "zone-a,zone-b,zone-c", value_delimiter = ',')]
+    sim_zones: Vec<String>,
+    /// Simulated nodes: `ecs.instance-type` values, given round-robin.
+    #[arg(long, value_delimiter = ',')]
+    sim_instance_types: Vec<String>,
+    /// Simulated nodes: milliseconds from a task's payload to its RUNNING report.
+    #[arg(long, default_value_t = 0)]
+    sim_start_delay_ms: u64,
+    /// Simulated nodes: state reports in flight at once.
+    #[arg(long, default_value_t = 64)]
+    sim_report_concurrency: usize,
     /// The node's settings (data dir, zone, bridge, pull behaviour, …) as for `berth up`.
     #[command(flatten)]
     node: ServeArgs,
@@ -117,6 +142,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Agent(a) => run_agent(a),
         Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
         Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),
+        Cmd::Token(a) => client_runtime()?.block_on(token::run(a)),
         Cmd::Version => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -134,6 +160,7 @@ fn run_server(args: ServeArgs, local_node: bool) -> anyhow::Result<()> {
     let mut cfg = args.resolve()?;
     cfg.local_node &= local_node;
     init_tracing(&cfg.log);
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berth")
@@ -161,12 +188,41 @@ fn run_agent(a: AgentCmd) -> anyhow::Result<()> {
         secret_access_key: secret,
         session_token: None,
     };
+    raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berth-agent")
         .build()
         .context("starting the tokio runtime")?;
+    if let Some(n) = a.simulate {
+        let sim = berth_agent::sim::SimConfig {
+            endpoint: a.server.trim_end_matches('/').to_string(),
+            region: cfg.region.clone(),
+            creds,
+            cluster: a.cluster,
+            count: n,
+            cpu: a.sim_cpu,
+            memory: a.sim_memory,
+            zones: a.sim_zones,
+            instance_types: a.sim_instance_types,
+            start_delay: std::time::Duration::from_millis(a.sim_start_delay_ms),
+            report_concurrency: a.sim_report_concurrency,
+        };
+        return rt.block_on(node::run_simulated(sim));
+    }
     rt.block_on(node::run_agent(cfg, a.server, a.cluster, creds))
+}
+
+/// Thousands of agent sessions need as many sockets: lift the soft limit on open files to
+/// the hard one (as Go programs do).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::debug!("cannot raise the open files limit: {e}");
+    }
 }
 
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -196,6 +252,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         berth_control::ControlConfig {
             region: cfg.region.clone(),
             account_id: cfg.account_id.clone(),
+            liveness: cfg.liveness,
         },
         store.clone(),
     )

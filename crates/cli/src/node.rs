@@ -52,10 +52,34 @@ impl Backend for InProcess {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
-        self.control
+        // In session like a remote agent: present while the agent holds the feed.
+        let session = self
+            .control
+            .session_opened(cluster, instance_arn)
+            .await
+            .map_err(be)?;
+        let mut feed = self
+            .control
             .agent_feed(cluster, instance_arn)
             .await
-            .map_err(be)
+            .map_err(be)?;
+        let (tx, rx) = mpsc::channel(16);
+        let mut beat = tokio::time::interval(self.control.liveness().heartbeat_interval);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = feed.recv() => {
+                        let Some(m) = m else { break };
+                        if tx.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    _ = beat.tick() => session.heard(),
+                    _ = tx.closed() => break,
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn ack(&self, _ack: AckRequest) {}
@@ -233,6 +257,42 @@ pub async fn run_agent(
     if let Ok(a) = std::sync::Arc::try_unwrap(refresher.1) {
         a.shutdown();
     }
+    Ok(())
+}
+
+/// `berth agent --simulate N`: simulated nodes until SIGINT/SIGTERM, with a line of
+/// counters every 10 s.
+pub async fn run_simulated(cfg: berth_agent::sim::SimConfig) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let started = std::time::Instant::now();
+    let (n, cluster, server) = (cfg.count, cfg.cluster.clone(), cfg.endpoint.clone());
+    let sim = tokio::select! {
+        s = berth_agent::sim::start(cfg) => s.map_err(|e| anyhow::anyhow!("simulated nodes: {e}"))?,
+        _ = crate::shutdown_signal() => return Ok(()),
+    };
+    tracing::info!(
+        nodes = n, %cluster, %server,
+        registered_in_ms = started.elapsed().as_millis() as u64,
+        "simulated nodes registered"
+    );
+    let stats = sim.stats.clone();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => tracing::info!(
+                connected = stats.connected.load(Relaxed),
+                running = stats.running.load(Relaxed),
+                payloads = stats.payloads.load(Relaxed),
+                reports = stats.reports.load(Relaxed),
+                report_errors = stats.report_errors.load(Relaxed),
+                "simulated nodes"
+            ),
+            _ = &mut shutdown => break,
+        }
+    }
+    sim.stop();
     Ok(())
 }
 

@@ -86,6 +86,9 @@ pub(crate) fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build(https)
 }
 
+/// Longest an API call may take, answer included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// SigV4-signed calls to an AWS JSON-protocol endpoint.
 pub struct AwsClient {
     http: HttpClient,
@@ -146,18 +149,26 @@ impl AwsClient {
             .body(Full::new(Bytes::from(data)))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         *req.headers_mut() = headers;
-        let resp = self
-            .http
-            .request(req)
-            .await
-            .map_err(|e| ClientError::Http(format!("{}: {e}", self.endpoint)))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
+        // A peer that stopped answering (a cut link) must not hold the caller forever.
+        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Http(format!("{}: {e}", self.endpoint)))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ClientError::Http(e.to_string()))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        })
+        .await
+        .map_err(|_| {
+            ClientError::Http(format!("{}: no answer in {CALL_TIMEOUT:?}", self.endpoint))
+        })??;
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
             return Err(ClientError::Aws {

@@ -12,7 +12,6 @@ use berth_model::payload::task_to_acs;
 use berth_model::wire::acs::PayloadMessage;
 use berth_model::wire::ecs::{Attachment, KeyValuePair, NetworkInterface};
 use berth_model::wire::tcs::PublishHealthRequest;
-use berth_store::{EventKind, RangeRequest};
 use tokio::sync::mpsc;
 
 use crate::records::TaskRecord;
@@ -54,7 +53,10 @@ impl Control {
     }
 
     /// Follow the tasks placed on one container instance as ACS payloads. The receiver ends
-    /// when the store's watch does; dropping it stops the feed.
+    /// when the control plane does; dropping it stops the feed.
+    ///
+    /// The view routes each task write to the feeds of its instance, so a feed costs nothing
+    /// while other instances' tasks change (10,000 agents do not each read every write).
     pub async fn agent_feed(
         self: &std::sync::Arc<Self>,
         cluster: &str,
@@ -66,33 +68,20 @@ impl Control {
                 ControlError::invalid(format!("Invalid container instance ARN: {instance_arn}"))
             })?
             .to_string();
-        let prefix = keys::tasks_of(&cname);
-        let initial = self
-            .store
-            .range(RangeRequest::prefix(prefix.clone()))
-            .await?;
-        let mut watcher = self
-            .store
-            .watch(prefix.as_bytes(), initial.revision + 1)
-            .await?;
+        let (initial, mut writes) = self.view.data.write().follow_instance(&cname, &inst);
         let (tx, rx) = mpsc::channel(256);
         let me = self.clone();
         let cluster_arn = self.part.cluster(&cname);
+        let instance_arn = self.part.container_instance(&cname, &inst);
         tokio::spawn(async move {
             // What each task's last payload said (desired status), so that only changes go out.
             let mut sent: std::collections::HashMap<String, String> = Default::default();
             let mut seq = 0i32;
-            let mut batch = Vec::new();
-            for kv in initial.kvs {
-                if let Some(t) = me.payload_task(&inst, &kv.value, &mut sent) {
-                    batch.push(t);
-                }
-            }
             let mut send = |tasks: Vec<berth_model::wire::acs::Task>| {
                 seq += 1;
                 PayloadMessage {
                     cluster_arn: Some(cluster_arn.clone()),
-                    container_instance_arn: Some(me.part.container_instance(&cname, &inst)),
+                    container_instance_arn: Some(instance_arn.clone()),
                     tasks: Some(tasks),
                     message_id: Some(berth_model::arn::new_uuid()),
                     seq_num: Some(seq),
@@ -100,19 +89,18 @@ impl Control {
                     ..Default::default()
                 }
             };
+            let batch = initial
+                .iter()
+                .filter_map(|r| me.payload_task(r, &mut sent))
+                .collect();
             if tx.send(send(batch)).await.is_err() {
                 return;
             }
-            while let Some(resp) = watcher.next().await {
-                let Ok(resp) = resp else { break };
-                let mut tasks = Vec::new();
-                for ev in resp.events {
-                    if ev.kind != EventKind::Put {
-                        continue;
-                    }
-                    if let Some(t) = me.payload_task(&inst, &ev.kv.value, &mut sent) {
-                        tasks.push(t);
-                    }
+            while let Some(first) = writes.recv().await {
+                let mut tasks: Vec<_> = me.payload_task(&first, &mut sent).into_iter().collect();
+                // Whatever else is already queued goes in the same payload.
+                while let Ok(r) = writes.try_recv() {
+                    tasks.extend(me.payload_task(&r, &mut sent));
                 }
                 if !tasks.is_empty() && tx.send(send(tasks)).await.is_err() {
                     return;
@@ -122,22 +110,13 @@ impl Control {
         Ok(rx)
     }
 
-    /// The payload for one task record if it is on `inst` and its desired status is news.
+    /// The payload for one task record of the instance if its desired status is news.
     fn payload_task(
         &self,
-        inst: &str,
-        value: &[u8],
+        rec: &TaskRecord,
         sent: &mut std::collections::HashMap<String, String>,
     ) -> Option<berth_model::wire::acs::Task> {
-        // Most writes in a busy cluster are other instances' tasks: skip them without decoding.
-        if !value.windows(inst.len()).any(|w| w == inst.as_bytes()) {
-            return None;
-        }
-        let rec: TaskRecord = serde_json::from_slice(value).ok()?;
         let t = &rec.task;
-        if t.container_instance_arn.as_deref().and_then(instance_id_of) != Some(inst) {
-            return None;
-        }
         let arn = t.task_arn.clone()?;
         let desired = t.desired_status.clone().unwrap_or_default();
         let finished = t.last_status.as_deref() == Some("STOPPED");

@@ -36,6 +36,9 @@ pub enum ControlError {
     /// `LimitExceededException`
     #[error("{0}")]
     LimitExceeded(String),
+    /// `AccessDeniedException`: the credentials may not do this.
+    #[error("{0}")]
+    AccessDenied(String),
     /// `ServerException`: our fault.
     #[error("{0}")]
     Server(String),
@@ -57,6 +60,7 @@ impl ControlError {
             ControlError::ResourceInUse(_) => "ResourceInUseException",
             ControlError::AttributeLimitExceeded(_) => "AttributeLimitExceededException",
             ControlError::LimitExceeded(_) => "LimitExceededException",
+            ControlError::AccessDenied(_) => "AccessDeniedException",
             ControlError::Server(_) => "ServerException",
         }
     }

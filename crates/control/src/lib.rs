@@ -15,11 +15,13 @@ pub mod error;
 pub mod housekeeping;
 pub mod instances;
 pub mod keys;
+pub mod liveness;
 pub mod paging;
 pub mod records;
 pub mod tags;
 pub mod task_defs;
 pub mod tasks;
+pub mod tokens;
 pub mod view;
 
 use std::sync::Arc;
@@ -39,6 +41,18 @@ use view::View;
 pub struct ControlConfig {
     pub region: String,
     pub account_id: String,
+    /// Heartbeats, disconnect timeout and lost-instance grace of agent sessions.
+    pub liveness: liveness::Liveness,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            liveness: Default::default(),
+        }
+    }
 }
 
 /// An access key pair handed to a user.
@@ -57,6 +71,11 @@ pub struct Control {
     /// One lock per cluster, held by RunTask/StartTask from snapshot to commit.
     placement_locks:
         parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    liveness: liveness::Liveness,
+    /// What each agent session has been heard saying lately (memory only).
+    presence: liveness::PresenceTable,
+    /// When this control plane started (liveness clocks count from here).
+    epoch: Instant,
 }
 
 /// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
@@ -78,8 +97,12 @@ impl Control {
             // 50 µs … ~1.6 s
             commit_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             placement_locks: Default::default(),
+            liveness: cfg.liveness,
+            presence: Default::default(),
+            epoch: Instant::now(),
         });
         Control::spawn_housekeeping(Arc::downgrade(&c));
+        Control::spawn_liveness(Arc::downgrade(&c));
         Ok(c)
     }
 
@@ -129,14 +152,9 @@ impl Control {
     /// The root access key; created (and stored) on first start.
     pub async fn ensure_root_key(&self) -> Result<AccessKey> {
         loop {
-            if let Some(k) = self
-                .view
-                .data
-                .read()
-                .access_keys
-                .values()
-                .find(|k| k.value.user_name == "root" && k.value.status == "Active")
-            {
+            if let Some(k) = self.view.data.read().access_keys.values().find(|k| {
+                k.value.user_name == "root" && k.value.status == "Active" && k.value.scope.is_none()
+            }) {
                 return Ok(AccessKey {
                     access_key_id: k.value.access_key_id.clone(),
                     secret_access_key: k.value.secret_access_key.clone(),
@@ -149,6 +167,7 @@ impl Control {
                 user_name: "root".to_string(),
                 status: "Active".to_string(),
                 created_at: now(),
+                scope: None,
             };
             let key = keys::access_key(&rec.access_key_id);
             self.commit(Txn {
@@ -179,7 +198,7 @@ impl berth_auth::SecretLookup for Control {
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
         let d = self.view.data.read();
         let k = d.access_keys.get(access_key_id)?;
-        (k.value.status == "Active").then(|| k.value.secret_access_key.clone())
+        Control::key_usable(&k.value, now()).then(|| k.value.secret_access_key.clone())
     }
 }
 

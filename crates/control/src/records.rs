@@ -51,4 +51,18 @@ pub struct AccessKeyRecord {
     /// `Active` or `Inactive`, as IAM says.
     pub status: String,
     pub created_at: f64,
+    /// A join token's limits; `None` for a full key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<KeyScope>,
+}
+
+/// What a join token (`berth token create`) may do: the agent operations, in one cluster,
+/// until it expires.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyScope {
+    pub cluster: String,
+    /// Epoch seconds; `None`: never.
+    pub expires_at: Option<f64>,
+    #[serde(default)]
+    pub description: String,
 }

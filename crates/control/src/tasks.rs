@@ -1001,7 +1001,7 @@ impl Control {
 }
 
 /// Mark a task STOPPED now (and its containers that never reported).
-fn finish(t: &mut Task, at: f64) {
+pub(crate) fn finish(t: &mut Task, at: f64) {
     t.last_status = Some("STOPPED".into());
     t.stopped_at.get_or_insert(at);
     t.execution_stopped_at.get_or_insert(at);

@@ -80,7 +80,15 @@ pub struct ViewData {
     pub counts: HashMap<String, ClusterCounts>,
     /// (cluster, instance id) → usage.
     pub usage: HashMap<(String, String), Usage>,
+    /// (cluster, instance id) → ids of the unfinished tasks placed there.
+    pub unfinished: HashMap<(String, String), BTreeSet<String>>,
+    /// (cluster, instance id) → the agent feeds following that instance's tasks.
+    feeds: HashMap<(String, String), Vec<FeedSender>>,
 }
+
+/// Every write of a task placed on one instance, as the view applies it.
+pub type FeedSender = tokio::sync::mpsc::UnboundedSender<Arc<TaskRecord>>;
+pub type FeedReceiver = tokio::sync::mpsc::UnboundedReceiver<Arc<TaskRecord>>;
 
 /// Whether a task status counts as pending, running or neither.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -159,6 +167,69 @@ impl ViewData {
         }
     }
 
+    /// Keep the per-instance index of unfinished tasks, and hand the new record to the
+    /// feeds that follow its instance.
+    fn index_task(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        old: Option<&TaskRecord>,
+        new: Option<Arc<TaskRecord>>,
+    ) {
+        let inst_of = |r: &TaskRecord| {
+            r.task
+                .container_instance_arn
+                .as_deref()
+                .and_then(instance_id_of)
+                .map(str::to_string)
+        };
+        let Some(inst) = new.as_deref().or(old).and_then(inst_of) else {
+            return;
+        };
+        let key = (cluster.to_string(), inst);
+        let open = new
+            .as_deref()
+            .is_some_and(|n| phase(n.task.last_status.as_deref()) != Phase::Stopped);
+        if open {
+            self.unfinished
+                .entry(key.clone())
+                .or_default()
+                .insert(id.to_string());
+        } else if let Some(set) = self.unfinished.get_mut(&key) {
+            set.remove(id);
+            if set.is_empty() {
+                self.unfinished.remove(&key);
+            }
+        }
+        if let (Some(n), Some(feeds)) = (new, self.feeds.get_mut(&key)) {
+            feeds.retain(|f| f.send(n.clone()).is_ok());
+            if feeds.is_empty() {
+                self.feeds.remove(&key);
+            }
+        }
+    }
+
+    /// Follow the tasks of one instance: its unfinished tasks now, and a receiver of every
+    /// later write of a task placed there (registered under the same lock, so nothing falls
+    /// in between).
+    pub fn follow_instance(
+        &mut self,
+        cluster: &str,
+        inst: &str,
+    ) -> (Vec<Arc<TaskRecord>>, FeedReceiver) {
+        let key = (cluster.to_string(), inst.to_string());
+        let now: Vec<Arc<TaskRecord>> = self
+            .unfinished
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| Some(self.tasks.get(cluster)?.get(id)?.value.clone()))
+            .collect();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.feeds.entry(key).or_default().push(tx);
+        (now, rx)
+    }
+
     fn instance_contribution(&mut self, cluster: &str, ci: &ContainerInstance, sign: i64) {
         if matches!(ci.status.as_deref(), Some("ACTIVE") | Some("DRAINING")) {
             self.counts
@@ -198,12 +269,13 @@ impl ViewData {
             }
             Key::Task(c, id) => {
                 if let Some((old, new)) = replace_nested(&mut self.tasks, c, id, rev, put, val)? {
-                    if let Some(o) = old {
-                        self.task_contribution(c, &o, -1);
+                    if let Some(o) = &old {
+                        self.task_contribution(c, o, -1);
                     }
-                    if let Some(n) = new {
-                        self.task_contribution(c, &n, 1);
+                    if let Some(n) = &new {
+                        self.task_contribution(c, n, 1);
                     }
+                    self.index_task(c, id, old.as_deref(), new);
                 }
             }
             Key::Instance(c, id) => {

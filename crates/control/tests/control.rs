@@ -15,6 +15,7 @@ fn cfg() -> ControlConfig {
     ControlConfig {
         region: "us-east-1".into(),
         account_id: "000000000000".into(),
+        ..Default::default()
     }
 }
 

@@ -47,6 +47,8 @@ pub mod stop_code {
     pub const ESSENTIAL_CONTAINER_EXITED: &str = "EssentialContainerExited";
     pub const USER_INITIATED: &str = "UserInitiated";
     pub const SERVICE_SCHEDULER_INITIATED: &str = "ServiceSchedulerInitiated";
+    /// The task's container instance was lost (berth: its agent stayed disconnected).
+    pub const TERMINATION_NOTICE: &str = "TerminationNotice";
 }
 
 #[cfg(test)]

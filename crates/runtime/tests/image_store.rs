@@ -14,6 +14,7 @@ async fn pull_unpack_and_cache() {
         berth_control::ControlConfig {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            ..Default::default()
         },
         store.clone(),
     )
