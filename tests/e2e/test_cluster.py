@@ -41,8 +41,10 @@ HOSTS = [
      "10.218.%d.0/24" % n, itype)
     for n, zone, itype in ((1, "zone-a", "large.x"), (2, "zone-b", "small.x"), (3, "zone-c", "large.y"))
 ]
-# Liveness settings for the link-cut scenario (seconds).
+# Liveness settings for the link-cut scenarios (seconds).
 HEARTBEAT, TIMEOUT, GRACE = 1, 3, 5
+# A grace long enough for an agent to come back within it, for the short cut.
+FLAP_GRACE = 12
 
 
 def sh(*args, check=True):
@@ -181,8 +183,7 @@ class Agent:
             ["nsenter", "--net=/run/netns/" + self.netns, BERTH, "agent",
              "--server", s.endpoint, "--cluster", CLUSTER, "--data-dir", self.dir,
              "--zone", self.zone, "--bridge-name", self.bridge, "--bridge-subnet", self.subnet,
-             "--container-stop-timeout", "2",
-             "--token", s.env["AWS_ACCESS_KEY_ID"] + ":" + s.env["AWS_SECRET_ACCESS_KEY"]],
+             "--container-stop-timeout", "2", "--token", self.cluster.join_token],
             stdout=log, stderr=log, env={**clean_env(), "BERTH_LOG": "info"})
         log.close()
 
@@ -268,6 +269,13 @@ class Cluster:
         self.server = Server(self.server_dir, "%s:%d" % (SERVER_IP, port)).start()
         self.ecs = self.server.client()
         self.ecs.create_cluster(clusterName=CLUSTER)
+        # The agents join with a join token scoped to the cluster, as an operator would hand out.
+        env = {**clean_env(), **self.server.env}
+        p = subprocess.run([BERTH, "token", "create", "--cluster", CLUSTER, "--expires-in", "1h",
+                            "--description", "bthm test hosts"], capture_output=True, text=True,
+                           env=env, timeout=20)
+        assert p.returncode == 0, p.stderr
+        self.join_token = p.stdout.strip()
         for a in self.agents:
             a.start()
         wait_for(lambda: "agents did not register:\n" + self.logs(),
@@ -608,11 +616,23 @@ def test_agent_killed_and_restarted_keeps_its_tasks(cl):
     h1 = cl.agents[0]
     mine = [t for t in cl.running("web") if cl.agent_of(t) is h1]
     assert len(mine) == 2
+    # And a task that is stopped while its agent is away.
+    cl.sleeper("away")
+    (away,), f = cl.run("away", placementConstraints=[
+        {"type": "memberOf", "expression": "attribute:ecs.availability-zone == zone-a"}])
+    assert f == []
+    away = away["taskArn"]
+    cl.wait_tasks([away], "RUNNING")
     pids = {t["taskArn"]: h1.pids(t["taskArn"]) for t in mine}
+    pids[away] = h1.pids(away)
     ports = {t["taskArn"]: t["containers"][0]["networkBindings"][0]["hostPort"] for t in mine}
     versions = {t["taskArn"]: t["version"] for t in mine}
     h1.stop(signal.SIGKILL)  # no chance to clean up
+    t_killed = time.time()
     assert all(pid_alive(p) for ps in pids.values() for p in ps), "containers outlive their agent"
+    # The host ports are forwarded by the agent process itself: nothing answers meanwhile.
+    dark = all(refuses(h1.ip, p) for p in ports.values())
+    cl.ecs.stop_task(cluster=CLUSTER, task=away, reason="stopped while the agent was away")
     offset = cl.server.log_size()
     h1.start()
     wait_for(lambda: "h1 did not reconnect:\n" + cl.logs(), lambda: h1.arn in cl.sessions_opened(offset), 20)
@@ -624,8 +644,15 @@ def test_agent_killed_and_restarted_keeps_its_tasks(cl):
         # The host ports are bound again by the new agent, to the same containers.
         assert http_get("http://%s:%d/index.html" % (h1.ip, port), timeout=15) == "hello from a berth host\n"
         assert h1.pids(arn) == pids[arn]
-    now = {t["taskArn"]: t for t in cl.describe(list(pids))}
+    print("\nagent SIGKILLed and restarted: its host ports answered nothing meanwhile: %s; "
+          "answering again %.1f s after the kill" % (dark, time.time() - t_killed))
+    now = {t["taskArn"]: t for t in cl.describe(list(ports))}
     assert all(t["lastStatus"] == "RUNNING" and t["version"] == versions[a] for a, t in now.items())
+    # The StopTask given while the agent was dead reaches the container through the new one.
+    t = cl.wait_tasks([away], "STOPPED", timeout=20)[0]
+    assert t["stopCode"] == "UserInitiated" and t["stoppedReason"] == "stopped while the agent was away"
+    wait_for("the task stopped while its agent was away still runs",
+             lambda: not any(pid_alive(p) for p in pids[away]), 10)
     # Still reported: a StopTask reaches the container through the new agent.
     victim = mine[0]["taskArn"]
     cl.ecs.stop_task(cluster=CLUSTER, task=victim)
@@ -687,20 +714,56 @@ def test_draining_instance_gets_no_new_tasks(cl):
     assert cl.per_host(cl.running("web"))["h2"] == 2
 
 
-def test_cut_link_marks_the_host_lost_and_reconciles_when_it_returns(cl):
-    h1, h2, h3 = cl.agents
-    liveness = ["--agent-heartbeat-interval", str(HEARTBEAT), "--agent-timeout", str(TIMEOUT),
-                "--lost-instance-grace", str(GRACE)]
-    supported = "--agent-timeout" in sh(BERTH, "server", "--help").stdout
-    # The server restarted with short liveness settings (berth without them: defaults).
+def restart_server_with_liveness(cl, grace):
+    """Restart the server with short liveness settings and wait for the three agents."""
     cl.server.stop()
     offset = cl.server.log_size()
-    cl.server.start(args=liveness if supported else [])
+    cl.server.start(args=["--agent-heartbeat-interval", str(HEARTBEAT), "--agent-timeout",
+                          str(TIMEOUT), "--lost-instance-grace", str(grace)])
     cl.ecs = cl.server.client()
     wait_for(lambda: "agents did not reconnect:\n" + cl.logs(),
              lambda: cl.sessions_opened(offset) == {a.arn for a in cl.agents}, 15)
     wait_for("agentConnected not true on every instance",
              lambda: all(ci["agentConnected"] is True for ci in cl.instances().values()), 15)
+
+
+def test_short_link_cut_within_the_grace_keeps_the_tasks(cl):
+    h1, h2, h3 = cl.agents
+    restart_server_with_liveness(cl, FLAP_GRACE)
+    mine = [t for t in cl.running() if cl.agent_of(t) is h2]
+    assert len(mine) == 2
+    pids = {t["taskArn"]: h2.pids(t["taskArn"]) for t in mine}
+    versions = {t["taskArn"]: t["version"] for t in mine}
+    ports = [t["containers"][0]["networkBindings"][0]["hostPort"] for t in mine]
+    t0 = time.time()
+    sh("ip", "link", "set", h2.veth, "down")
+    try:
+        wait_for(lambda: "agentConnected still true %.0f s after h2's link was cut (timeout %d s)"
+                 % (time.time() - t0, TIMEOUT),
+                 lambda: cl.instances()[h2.arn]["agentConnected"] is False, TIMEOUT + 4, interval=0.2)
+        t_disconnected = time.time() - t0
+    finally:
+        sh("ip", "link", "set", h2.veth, "up")
+    t_restore = time.time()
+    wait_for(lambda: "h2 not reconnected %.0f s after its link came back:\n%s" % (
+                 time.time() - t_restore, cl.logs()),
+             lambda: cl.instances()[h2.arn]["agentConnected"] is True, FLAP_GRACE, interval=0.2)
+    t_reconnected = time.time() - t_restore
+    print("\nshort cut: agentConnected false %.1f s after the cut; true again %.1f s after the "
+          "link came back" % (t_disconnected, t_reconnected))
+    # Past the moment the grace would have ended had h2 stayed away: nothing was stopped.
+    time.sleep(max(0, t0 + t_disconnected + FLAP_GRACE + 2 - time.time()))
+    for t in cl.describe(pids):
+        assert t["lastStatus"] == "RUNNING" and t["desiredStatus"] == "RUNNING", t
+        assert t["version"] == versions[t["taskArn"]]
+    assert all(pid_alive(p) for ps in pids.values() for p in ps)
+    for port in ports:
+        assert http_get("http://%s:%d/index.html" % (h2.ip, port)) == "hello from a berth host\n"
+
+
+def test_cut_link_marks_the_host_lost_and_reconciles_when_it_returns(cl):
+    h1, h2, h3 = cl.agents
+    restart_server_with_liveness(cl, GRACE)
     cl.sleeper("lost")
     extra, f = cl.run("lost", placementConstraints=[
         {"type": "memberOf", "expression": "attribute:ecs.availability-zone == zone-c"}])
@@ -764,9 +827,10 @@ def test_cut_link_marks_the_host_lost_and_reconciles_when_it_returns(cl):
               "(heartbeat %d s, timeout %d s, grace %d s); link restored → agentConnected true: %.1f s; "
               "→ containers stopped: %.1f s" % (t_disconnected, t_stopped, HEARTBEAT, TIMEOUT, GRACE,
                                                 t_reconnected, t_reconciled))
-        # Nothing started twice, the other hosts untouched.
+        # Nothing started twice, the other hosts untouched; what the server decided stays.
         assert cl.all_task_arns() == known | new_arns
-        assert all(t["lastStatus"] == "STOPPED" for t in cl.describe(pids))
+        for t in cl.describe(pids):
+            assert t["lastStatus"] == "STOPPED" and t["stopCode"] == "TerminationNotice", t
         assert {t["taskArn"] for t in cl.running()} == {t["taskArn"] for t in elsewhere} | new_arns
         assert all(t["lastStatus"] == "RUNNING" for t in cl.describe([t["taskArn"] for t in elsewhere]))
         # h3 takes tasks again.
