@@ -780,6 +780,9 @@ def test_cut_link_marks_the_host_lost_and_reconciles_when_it_returns(cl):
     assert len(ports) == 2
     known = cl.all_task_arns()
     h3_id = h3.arn.rsplit("/", 1)[1]
+    # Steady state: the agent has seen heartbeats enough to know their interval, and so
+    # notices a silent server by itself (before that it waits for TCP to tell it).
+    time.sleep(3 * HEARTBEAT)
 
     t0 = time.time()
     sh("ip", "link", "set", h3.veth, "down")
