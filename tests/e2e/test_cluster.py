@@ -699,6 +699,12 @@ def test_draining_instance_gets_no_new_tasks(cl):
                                                 status="DRAINING")
     assert r["failures"] == [] and r["containerInstances"][0]["status"] == "DRAINING"
     try:
+        # Its agent restarting (re-registering) does not make it ACTIVE again.
+        h2.stop(signal.SIGKILL)
+        offset = cl.server.log_size()
+        h2.start()
+        wait_for(lambda: "h2 did not reconnect:\n" + cl.logs(), lambda: h2.arn in cl.sessions_opened(offset), 20)
+        assert cl.instances()[h2.arn]["status"] == "DRAINING"
         cl.sleeper("drain")
         tasks, failures = cl.run("drain", count=4, placementStrategy=[{"type": "spread", "field": "instanceId"}])
         assert failures == [] and cl.per_host(tasks) == {"h1": 2, "h2": 0, "h3": 2}
