@@ -419,24 +419,50 @@ class Cluster:
             self.cleanup()
 
     def cleanup(self):
-        dirs = [a.dir for a in self.agents]
-        for d in dirs:
+        """Every step runs even if one before it failed; the first error is raised at the end."""
+        errors = []
+        for step in (self._kill_containers, self._kill_leftovers, self._unmount, self._remove_cgroups,
+                     self.remove_topology, self._remove_dirs):
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - reported after the other steps ran
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    def _dirs(self):
+        return [a.dir for a in self.agents]
+
+    @staticmethod
+    def _cgroup_roots():
+        return [os.path.join("/sys/fs/cgroup", r) for r in os.listdir("/sys/fs/cgroup")] + ["/sys/fs/cgroup"]
+
+    def _kill_containers(self):
+        for d in self._dirs():
             st = os.path.join(d, "node", "state")
             for f in os.listdir(st) if os.path.isdir(st) else []:
                 if f.endswith(".json"):
                     self.task_ids.add(f[:-5])
-        # Container processes: every process in the cgroups of the test's tasks.
-        cg_roots = [os.path.join("/sys/fs/cgroup", r) for r in os.listdir("/sys/fs/cgroup")] + ["/sys/fs/cgroup"]
+        # Every process in the cgroups of the test's tasks.
         for tid in self.task_ids:
-            for root in cg_roots:
+            for root in self._cgroup_roots():
                 for dirpath, _, files in os.walk(os.path.join(root, "berth", tid)):
-                    if "cgroup.procs" in files:
-                        for pid in open(os.path.join(dirpath, "cgroup.procs")).read().split():
-                            try:
-                                os.kill(int(pid), signal.SIGKILL)
-                            except OSError:
-                                pass
-        # Shims of the agents' data dirs, and anything left in the hosts' namespaces.
+                    if "cgroup.procs" not in files:
+                        continue
+                    try:
+                        with open(os.path.join(dirpath, "cgroup.procs")) as f:
+                            procs = f.read().split()
+                    except OSError:  # removed meanwhile
+                        continue
+                    for pid in procs:
+                        try:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except OSError:
+                            pass
+
+    def _kill_leftovers(self):
+        """Shims of the agents' data dirs, and anything left in the hosts' namespaces."""
+        dirs = [d.encode() for d in self._dirs()]
         netns_inodes = set()
         for _, netns, *_ in HOSTS:
             try:
@@ -449,7 +475,7 @@ class Cluster:
             try:
                 with open("/proc/%s/cmdline" % pid, "rb") as f:
                     args = f.read().split(b"\0")
-                ours = any(d.encode() in a for d in dirs for a in args)
+                ours = any(d in a for d in dirs for a in args)
                 if not ours and netns_inodes:
                     ours = os.stat("/proc/%s/ns/net" % pid).st_ino in netns_inodes
             except OSError:
@@ -460,29 +486,36 @@ class Cluster:
                 except OSError:
                     pass
         time.sleep(0.3)
-        # Mounts under the agents' dirs (overlays, namespace files), deepest first.
+
+    def _unmount(self):
+        """Overlays and namespace files under the agents' dirs, deepest first."""
+        dirs = self._dirs()
         with open("/proc/self/mountinfo") as f:
             points = [l.split()[4] for l in f if any(l.split()[4].startswith(d) for d in dirs)]
         for p in sorted(points, key=len, reverse=True):
             sh("umount", "-l", p, check=False)
+
+    def _remove_cgroups(self):
         for tid in self.task_ids:
-            for root in cg_roots:
+            for root in self._cgroup_roots():
                 d = os.path.join(root, "berth", tid)
-                if os.path.isdir(d):
-                    for sub in os.listdir(d):
-                        if os.path.isdir(os.path.join(d, sub)):
-                            try:
-                                os.rmdir(os.path.join(d, sub))
-                            except OSError:
-                                pass
-                    try:
-                        os.rmdir(d)
-                    except OSError:
-                        pass
-        # The container bridges, veths and masquerade rules live in the hosts' namespaces
-        # and go with them.
-        self.remove_topology()
-        for d in dirs + [self.server_dir]:
+                if not os.path.isdir(d):
+                    continue
+                for sub in os.listdir(d):
+                    if os.path.isdir(os.path.join(d, sub)):
+                        try:
+                            os.rmdir(os.path.join(d, sub))
+                        except OSError:
+                            pass
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+
+    def _remove_dirs(self):
+        # (The container bridges, veths and masquerade rules live in the hosts' namespaces and
+        # went with them.)
+        for d in self._dirs() + [self.server_dir]:
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -663,6 +696,36 @@ def test_agent_killed_and_restarted_keeps_its_tasks(cl):
     other = mine[1]["taskArn"]
     assert cl.describe([other])[0]["lastStatus"] == "RUNNING"
     assert http_get("http://%s:%d/index.html" % (h1.ip, ports[other])) == "hello from a berth host\n"
+
+
+def test_agent_started_while_the_server_is_out_of_reach_joins_when_it_is_back(cl):
+    h3 = cl.agents[2]
+    mine = [t for t in cl.running() if cl.agent_of(t) is h3]
+    pids = {t["taskArn"]: h3.pids(t["taskArn"]) for t in mine}
+    ports = [t["containers"][0]["networkBindings"][0]["hostPort"] for t in mine]
+    assert len(mine) == 2
+    h3.stop(signal.SIGKILL)
+    offset = cl.server.log_size()
+    sh("ip", "link", "set", h3.veth, "down")
+    try:
+        h3.start()
+        # (No route to h3's server: each attempt fails once ARP gives up, after ~3 s.)
+        wait_for(lambda: "the agent did not retry:\n" + h3.log(),
+                 lambda: h3.proc.poll() is not None or "retrying in" in h3.log(), 15)
+        assert h3.proc.poll() is None, "the agent gave up on an unreachable server:\n" + h3.log()
+    finally:
+        sh("ip", "link", "set", h3.veth, "up")
+    t_restore = time.time()
+    wait_for(lambda: "h3 did not join after its link came back:\n" + cl.logs(),
+             lambda: h3.arn in cl.sessions_opened(offset), 30)
+    print("\nagent started with its server out of reach: joined %.1f s after the link came back"
+          % (time.time() - t_restore))
+    assert h3.instance_arn_file() == h3.arn
+    for t in cl.describe(pids):
+        assert t["lastStatus"] == "RUNNING"
+        assert h3.pids(t["taskArn"]) == pids[t["taskArn"]]
+    for port in ports:
+        assert http_get("http://%s:%d/index.html" % (h3.ip, port), timeout=15) == "hello from a berth host\n"
 
 
 def test_server_restart_keeps_tasks_and_agents_reconnect(cl):
