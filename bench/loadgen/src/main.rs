@@ -76,6 +76,16 @@ struct Args {
     /// Cluster name to use (created).
     #[arg(long, default_value = "loadgen")]
     cluster: String,
+    /// Placement strategy of every RunTask: random (ECS's default for RunTask), spread
+    /// (over `ecs.availability-zone`), binpack (memory), spread-binpack (both, in order).
+    #[arg(long, default_value = "random")]
+    strategy: String,
+    /// Stop every placed task afterwards (and measure StopTask).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    stop: bool,
+    /// Print progress every this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    progress: u64,
 }
 
 struct Api {
@@ -271,21 +281,52 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // RunTask, 10 tasks per call.
+    let strategy = match args.strategy.as_str() {
+        "random" => json!([{"type": "random"}]),
+        "spread" => json!([{"type": "spread", "field": "attribute:ecs.availability-zone"}]),
+        "binpack" => json!([{"type": "binpack", "field": "memory"}]),
+        "spread-binpack" => json!([
+            {"type": "spread", "field": "attribute:ecs.availability-zone"},
+            {"type": "binpack", "field": "memory"}]),
+        other => bail!("unknown --strategy {other}"),
+    };
     let calls = args.tasks.div_ceil(10);
+    let done = Arc::new(AtomicUsize::new(0));
+    if args.progress > 0 {
+        let (done, every) = (done.clone(), args.progress);
+        let t0 = Instant::now();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(every)).await;
+                let d = done.load(Ordering::Relaxed) * 10;
+                eprintln!(
+                    "  {:>6.1} s: {d} tasks requested, {:.0}/s lately",
+                    t0.elapsed().as_secs_f64(),
+                    (d - last) as f64 / every as f64
+                );
+                last = d;
+            }
+        });
+    }
     let arns = Arc::new(std::sync::Mutex::new(Vec::with_capacity(args.tasks)));
     let failures = Arc::new(AtomicUsize::new(0));
     let run = {
         let (api, arns, failures, cl) = (api.clone(), arns.clone(), failures.clone(), cl.clone());
+        let (strategy, done) = (strategy.clone(), done.clone());
         drive(calls, args.concurrency, move |_| {
             let (api, arns, failures, cl) =
                 (api.clone(), arns.clone(), failures.clone(), cl.clone());
+            let (strategy, done) = (strategy.clone(), done.clone());
             async move {
                 let v = api
                     .call(
                         "RunTask",
-                        json!({"cluster": cl, "taskDefinition": "loadgen", "count": 10}),
+                        json!({"cluster": cl, "taskDefinition": "loadgen", "count": 10,
+                               "placementStrategy": strategy}),
                     )
                     .await?;
+                done.fetch_add(1, Ordering::Relaxed);
                 let got: Vec<String> = v["tasks"]
                     .as_array()
                     .map(|a| {
@@ -317,7 +358,7 @@ async fn main() -> anyhow::Result<()> {
         run.pct(0.5).as_secs_f64() * 1000.0,
         run.pct(0.99).as_secs_f64() * 1000.0,
     );
-    if placed == 0 {
+    if placed == 0 || !args.stop {
         return Ok(());
     }
     let list: Arc<Vec<String>> = Arc::new(arns.lock().map(|a| a.clone()).unwrap_or_default());

@@ -186,14 +186,25 @@ pub async fn open_session(
     for (k, v) in signed.iter() {
         req.headers_mut().insert(k.clone(), v.clone());
     }
-    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
-        .await
-        .map_err(|_| {
-            bad(format!(
-                "agent session {endpoint}: no answer in {CONNECT_TIMEOUT:?}"
-            ))
-        })?
-        .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(
+            req,
+            Some(
+                tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0),
+            ),
+            true,
+        ),
+    )
+    .await
+    .map_err(|_| {
+        bad(format!(
+            "agent session {endpoint}: no answer in {CONNECT_TIMEOUT:?}"
+        ))
+    })?
+    .map_err(|e| bad(format!("agent session {endpoint}: {e}")))?;
     Ok(ws)
 }
 

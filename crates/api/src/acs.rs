@@ -87,7 +87,11 @@ pub async fn handle(
     {
         return AwsError::from(e).into_response();
     }
-    ws.on_upgrade(move |socket| session(state, socket, cluster, instance, key))
+    // Sessions are many and quiet: small buffers (tungstenite's default is 128 KiB each way,
+    // 2.5 GiB for 10,000 agents); they grow for a large payload.
+    ws.read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| session(state, socket, cluster, instance, key))
 }
 
 async fn session(

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod clusters;
 pub mod error;
 pub mod housekeeping;
+mod inflight;
 pub mod instances;
 pub mod keys;
 pub mod liveness;
@@ -68,9 +69,10 @@ pub struct Control {
     view: Arc<View>,
     part: Partition,
     commit_latency: Histogram,
-    /// One lock per cluster, held by RunTask/StartTask from snapshot to commit.
-    placement_locks:
-        parking_lot::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per cluster: the placements planned and not yet applied (see [`inflight`]).
+    placement_locks: parking_lot::Mutex<
+        std::collections::HashMap<String, Arc<parking_lot::Mutex<inflight::InFlight>>>,
+    >,
     liveness: liveness::Liveness,
     /// What each agent session has been heard saying lately (memory only).
     presence: liveness::PresenceTable,
@@ -132,7 +134,10 @@ impl Control {
     /// Stop accepting work. Everything acknowledged is already durable.
     pub async fn shutdown(&self) {}
 
-    pub(crate) fn placement_lock(&self, cluster: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn placement_lock(
+        &self,
+        cluster: &str,
+    ) -> Arc<parking_lot::Mutex<inflight::InFlight>> {
         self.placement_locks
             .lock()
             .entry(cluster.to_string())

@@ -2,8 +2,9 @@
 //! instances), StopTask, DescribeTasks, ListTasks, and the agent's reports
 //! SubmitTaskStateChange / SubmitContainerStateChange that move tasks through their lifecycle.
 //!
-//! Placement runs under a per-cluster lock from snapshot to commit, so two concurrent RunTasks
-//! can never oversubscribe an instance: the second one plans against the first one's tasks.
+//! Placement plans against the view's scheduler picture plus the placements in flight (see
+//! [`crate::inflight`]), so concurrent RunTasks never oversubscribe an instance, and their
+//! commits go to the store together.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -260,50 +261,7 @@ impl Control {
             .usage
             .get(&(cluster.to_string(), id.to_string()))
             .unwrap_or(&empty);
-        let reg = ci.registered_resources.as_deref().unwrap_or_default();
-        let get = |n: &str| {
-            reg.iter()
-                .find(|r| r.name.as_deref() == Some(n))
-                .map(|r| r.integer_value.map(i64::from).or(r.long_value).unwrap_or(0))
-                .unwrap_or(0)
-        };
-        let set = |n: &str| -> Vec<u16> {
-            reg.iter()
-                .find(|r| r.name.as_deref() == Some(n))
-                .and_then(|r| r.string_set_value.as_ref())
-                .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
-                .unwrap_or_default()
-        };
-        let mut ports_tcp: std::collections::BTreeSet<u16> = set("PORTS").into_iter().collect();
-        ports_tcp.extend(u.ports_tcp.iter().copied());
-        let mut ports_udp: std::collections::BTreeSet<u16> = set("PORTS_UDP").into_iter().collect();
-        ports_udp.extend(u.ports_udp.iter().copied());
-        sched::Instance {
-            arn: ci.container_instance_arn.clone().unwrap_or_default(),
-            id: id.to_string(),
-            status: ci.status.clone().unwrap_or_default(),
-            agent_connected: ci.agent_connected.unwrap_or(false),
-            agent_version: ci
-                .version_info
-                .as_ref()
-                .and_then(|v| v.agent_version.clone()),
-            registered_at: ci.registered_at.unwrap_or(0.0) as i64,
-            attributes: ci
-                .attributes
-                .as_deref()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
-                .collect(),
-            ec2_instance_id: ci.ec2_instance_id.clone(),
-            cpu: get("CPU") - u.cpu,
-            memory: get("MEMORY") - u.memory,
-            gpus: get("GPU") - u.gpus,
-            used_ports_tcp: ports_tcp,
-            used_ports_udp: ports_udp,
-            task_groups: u.groups.clone(),
-            running_tasks_count: u.running + u.pending,
-        }
+        crate::view::sched_instance(id, ci, u)
     }
 
     /// Check the parts of RunTask/StartTask that do not depend on placement.
@@ -484,19 +442,6 @@ impl Control {
         }
     }
 
-    /// The ACTIVE instances of a cluster as the scheduler sees them.
-    fn snapshots(&self, d: &ViewData, cluster: &str) -> Vec<sched::Instance> {
-        d.instances
-            .get(cluster)
-            .map(|m| {
-                m.iter()
-                    .filter(|(_, e)| e.value.status.as_deref() != Some("INACTIVE"))
-                    .map(|(id, e)| self.snapshot(d, cluster, id, &e.value))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Commit new tasks in one transaction (every key is new).
     async fn commit_tasks(&self, cluster: &str, recs: &[TaskRecord]) -> Result<()> {
         let mut compare = Vec::with_capacity(recs.len());
@@ -576,22 +521,25 @@ impl Control {
         } else {
             strategies
         };
-        let lock = self.placement_lock(&l.cluster);
-        let _guard = lock.lock().await;
-        let (records, failures) = {
+        let treq = sched::TaskRequirements {
+            cpu: l.req.cpu,
+            memory: l.req.memory,
+            ports_tcp: l.req.ports_tcp.clone(),
+            ports_udp: l.req.ports_udp.clone(),
+            gpus: l.req.gpus,
+            group: l.group.clone(),
+        };
+        let table = self.placement_lock(&l.cluster);
+        let (records, failures, _plan) = {
+            let mut inflight = table.lock();
             let d = self.view.data.read();
-            let instances = self.snapshots(&d, &l.cluster);
-            let treq = sched::TaskRequirements {
-                cpu: l.req.cpu,
-                memory: l.req.memory,
-                ports_tcp: l.req.ports_tcp.clone(),
-                ports_udp: l.req.ports_udp.clone(),
-                gpus: l.req.gpus,
-                group: l.group.clone(),
-            };
+            let empty = crate::view::SchedCluster::default();
+            let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
+            let instances = &sc.instances;
             let mut rng = rand::rng();
-            let placement = sched::place(
-                &instances,
+            let placement = sched::place_with(
+                instances,
+                inflight.overrides(sc),
                 &treq,
                 count as usize,
                 &strategies,
@@ -610,7 +558,13 @@ impl Control {
                     failures.push(fl);
                 }
             }
-            (records, failures)
+            let ids = placement
+                .placed
+                .iter()
+                .map(|&i| instances[i].id.clone())
+                .collect();
+            let plan = crate::inflight::PlanGuard::record(&table, &mut inflight, treq, ids);
+            (records, failures, plan)
         };
         if !records.is_empty() {
             self.commit_tasks(&l.cluster, &records).await?;
@@ -641,10 +595,14 @@ impl Control {
                 req.enable_execute_command,
             )
             .await?;
-        let lock = self.placement_lock(&l.cluster);
-        let _guard = lock.lock().await;
-        let (records, failures) = {
+        let table = self.placement_lock(&l.cluster);
+        let (records, failures, _plan) = {
+            let mut inflight = table.lock();
             let d = self.view.data.read();
+            let empty = crate::view::SchedCluster::default();
+            let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
+            let overrides = inflight.overrides(sc);
+            let mut placed_ids = Vec::new();
             let mut records = Vec::new();
             let mut failures = Vec::new();
             let treq = sched::TaskRequirements {
@@ -657,9 +615,9 @@ impl Control {
             };
             for t in &targets {
                 let hit = self.instance_id(&l.cluster, t).and_then(|id| {
-                    let e = d.instances.get(&l.cluster)?.get(id)?;
-                    (e.value.status.as_deref() == Some("ACTIVE"))
-                        .then(|| self.snapshot(&d, &l.cluster, id, &e.value))
+                    let i = sc.position(id)?;
+                    let snap = overrides.get(&i).unwrap_or(&sc.instances[i]);
+                    (snap.status == "ACTIVE").then(|| snap.clone())
                 });
                 let Some(mut snap) = hit else {
                     failures.push(task_failure(Some(t.clone()), "MISSING"));
@@ -673,11 +631,15 @@ impl Control {
                     }
                 }
                 match sched::fits(&snap, &treq) {
-                    Ok(()) => records.push(self.new_task(&l, Some((&snap.arn.clone(), &snap)))),
+                    Ok(()) => {
+                        placed_ids.push(snap.id.clone());
+                        records.push(self.new_task(&l, Some((&snap.arn.clone(), &snap))))
+                    }
                     Err(reason) => failures.push(task_failure(Some(snap.arn.clone()), reason)),
                 }
             }
-            (records, failures)
+            let plan = crate::inflight::PlanGuard::record(&table, &mut inflight, treq, placed_ids);
+            (records, failures, plan)
         };
         if !records.is_empty() {
             self.commit_tasks(&l.cluster, &records).await?;

@@ -84,11 +84,75 @@ pub struct ViewData {
     pub unfinished: HashMap<(String, String), BTreeSet<String>>,
     /// (cluster, instance id) → the agent feeds following that instance's tasks.
     feeds: HashMap<(String, String), Vec<FeedSender>>,
+    /// cluster → its ACTIVE/DRAINING instances as the scheduler sees them, kept up to date
+    /// event by event so that a placement reads them in place.
+    pub sched: HashMap<String, SchedCluster>,
+}
+
+/// The scheduler's picture of one cluster's instances.
+#[derive(Default)]
+pub struct SchedCluster {
+    pub instances: Vec<berth_scheduler::Instance>,
+    index: HashMap<String, usize>,
+}
+
+impl SchedCluster {
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
 }
 
 /// Every write of a task placed on one instance, as the view applies it.
 pub type FeedSender = tokio::sync::mpsc::UnboundedSender<Arc<TaskRecord>>;
 pub type FeedReceiver = tokio::sync::mpsc::UnboundedReceiver<Arc<TaskRecord>>;
+
+/// The scheduler's picture of one container instance: what it has left after `u`.
+pub fn sched_instance(id: &str, ci: &ContainerInstance, u: &Usage) -> berth_scheduler::Instance {
+    let reg = ci.registered_resources.as_deref().unwrap_or_default();
+    let get = |n: &str| {
+        reg.iter()
+            .find(|r| r.name.as_deref() == Some(n))
+            .map(|r| r.integer_value.map(i64::from).or(r.long_value).unwrap_or(0))
+            .unwrap_or(0)
+    };
+    let set = |n: &str| -> Vec<u16> {
+        reg.iter()
+            .find(|r| r.name.as_deref() == Some(n))
+            .and_then(|r| r.string_set_value.as_ref())
+            .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let mut ports_tcp: std::collections::BTreeSet<u16> = set("PORTS").into_iter().collect();
+    ports_tcp.extend(u.ports_tcp.iter().copied());
+    let mut ports_udp: std::collections::BTreeSet<u16> = set("PORTS_UDP").into_iter().collect();
+    ports_udp.extend(u.ports_udp.iter().copied());
+    berth_scheduler::Instance {
+        arn: ci.container_instance_arn.clone().unwrap_or_default(),
+        id: id.to_string(),
+        status: ci.status.clone().unwrap_or_default(),
+        agent_connected: ci.agent_connected.unwrap_or(false),
+        agent_version: ci
+            .version_info
+            .as_ref()
+            .and_then(|v| v.agent_version.clone()),
+        registered_at: ci.registered_at.unwrap_or(0.0) as i64,
+        attributes: ci
+            .attributes
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+            .collect(),
+        ec2_instance_id: ci.ec2_instance_id.clone(),
+        cpu: get("CPU") - u.cpu,
+        memory: get("MEMORY") - u.memory,
+        gpus: get("GPU") - u.gpus,
+        used_ports_tcp: ports_tcp,
+        used_ports_udp: ports_udp,
+        task_groups: u.groups.clone(),
+        running_tasks_count: u.running + u.pending,
+    }
+}
 
 /// Whether a task status counts as pending, running or neither.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -163,6 +227,45 @@ impl ViewData {
             *n += sign;
             if *n <= 0 {
                 u.groups.remove(g);
+            }
+        }
+    }
+
+    /// Rebuild one instance's entry of the scheduler's picture.
+    fn refresh_sched(&mut self, cluster: &str, id: &str) {
+        let ci = self
+            .instances
+            .get(cluster)
+            .and_then(|m| m.get(id))
+            .filter(|e| e.value.status.as_deref() != Some("INACTIVE"))
+            .map(|e| e.value.clone());
+        let sc = self.sched.entry(cluster.to_string()).or_default();
+        match ci {
+            Some(ci) => {
+                let empty = Usage::default();
+                let u = self
+                    .usage
+                    .get(&(cluster.to_string(), id.to_string()))
+                    .unwrap_or(&empty);
+                let snap = sched_instance(id, &ci, u);
+                match sc.index.get(id) {
+                    Some(&i) => sc.instances[i] = snap,
+                    None => {
+                        sc.index.insert(id.to_string(), sc.instances.len());
+                        sc.instances.push(snap);
+                    }
+                }
+            }
+            None => {
+                if let Some(i) = sc.index.remove(id) {
+                    sc.instances.swap_remove(i);
+                    if let Some(moved) = sc.instances.get(i) {
+                        sc.index.insert(moved.id.clone(), i);
+                    }
+                }
+                if sc.instances.is_empty() {
+                    self.sched.remove(cluster);
+                }
             }
         }
     }
@@ -275,7 +378,16 @@ impl ViewData {
                     if let Some(n) = &new {
                         self.task_contribution(c, n, 1);
                     }
+                    let inst = new
+                        .as_deref()
+                        .or(old.as_deref())
+                        .and_then(|r| r.task.container_instance_arn.as_deref())
+                        .and_then(instance_id_of)
+                        .map(str::to_string);
                     self.index_task(c, id, old.as_deref(), new);
+                    if let Some(inst) = inst {
+                        self.refresh_sched(c, &inst);
+                    }
                 }
             }
             Key::Instance(c, id) => {
@@ -287,6 +399,7 @@ impl ViewData {
                     if let Some(n) = new {
                         self.instance_contribution(c, &n, 1);
                     }
+                    self.refresh_sched(c, id);
                 }
             }
         }

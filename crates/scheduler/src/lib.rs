@@ -196,6 +196,35 @@ pub fn place(
     constraints: &[PlacementConstraint],
     rng: &mut impl Rng,
 ) -> Placement {
+    place_with(
+        instances,
+        HashMap::new(),
+        req,
+        count,
+        strategies,
+        constraints,
+        rng,
+    )
+}
+
+/// Tries of the random pick before it looks at every instance.
+const RANDOM_TRIES: usize = 32;
+
+/// [`place`] where some instances are seen as `changed` says (index → instance) instead of
+/// as `instances` has them: reservations not yet in the snapshot (placements in flight).
+///
+/// When the only strategy is `random`, a task tries a few instances drawn at random first
+/// (each fitting instance is as likely as with a full scan: rejection sampling), so a large
+/// cluster costs no more than a small one; the full scan is the fallback.
+pub fn place_with(
+    instances: &[Instance],
+    mut changed: HashMap<usize, Instance>,
+    req: &TaskRequirements,
+    count: usize,
+    strategies: &[PlacementStrategy],
+    constraints: &[PlacementConstraint],
+    rng: &mut impl Rng,
+) -> Placement {
     let mut out = Placement::default();
     let active: Vec<usize> = (0..instances.len())
         .filter(|&i| instances[i].status == "ACTIVE")
@@ -207,9 +236,23 @@ pub fn place(
         });
         return out;
     }
+    let only_random = strategies
+        .iter()
+        .all(|s| matches!(s, PlacementStrategy::Random));
     // Only instances we place on change; copy those lazily.
-    let mut changed: HashMap<usize, Instance> = HashMap::new();
-    for _ in 0..count {
+    'tasks: for _ in 0..count {
+        if only_random {
+            for _ in 0..RANDOM_TRIES {
+                let i = active[rng.random_range(0..active.len())];
+                let inst = changed.get(&i).unwrap_or(&instances[i]);
+                if check(inst, req, constraints).is_ok() {
+                    let inst = changed.entry(i).or_insert_with(|| instances[i].clone());
+                    reserve(inst, req);
+                    out.placed.push(i);
+                    continue 'tasks;
+                }
+            }
+        }
         let view = |i: usize| changed.get(&i).unwrap_or(&instances[i]);
         let mut candidates = Vec::with_capacity(active.len());
         let mut reasons: Vec<(usize, &'static str)> = Vec::new();

@@ -229,3 +229,54 @@ fn strategies_apply_in_order() {
     let p = place(&is, &req(1, 100), 1, &[sp, bp], &[], &mut rng());
     assert_eq!(p.placed, vec![1]);
 }
+
+#[test]
+fn random_pick_finds_the_one_instance_that_fits_among_many() {
+    let mut all: Vec<Instance> = (0..500)
+        .map(|i| inst(&format!("i{i}"), "a", 10, 10))
+        .collect();
+    all[337].cpu = 1000;
+    all[337].memory = 1000;
+    let p = place(
+        &all,
+        &req(100, 100),
+        3,
+        &[PlacementStrategy::Random],
+        &[],
+        &mut rng(),
+    );
+    assert_eq!(p.placed, vec![337, 337, 337]);
+}
+
+#[test]
+fn random_pick_is_uniform_over_fitting_instances() {
+    // 3 of 300 fit: each should get about a third of 3,000 placements.
+    let mut all: Vec<Instance> = (0..300)
+        .map(|i| inst(&format!("i{i}"), "a", 0, 0))
+        .collect();
+    for i in [5, 150, 299] {
+        all[i].cpu = 1_000_000;
+        all[i].memory = 1_000_000;
+    }
+    let mut counts = HashMap::new();
+    let mut r = rng();
+    for _ in 0..3000 {
+        let p = place(&all, &req(1, 1), 1, &[], &[], &mut r);
+        *counts.entry(p.placed[0]).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 3);
+    for n in counts.values() {
+        assert!((850..=1150).contains(n), "{counts:?}");
+    }
+}
+
+#[test]
+fn in_flight_reservations_are_seen() {
+    let all = vec![inst("a", "a", 100, 100), inst("b", "a", 100, 100)];
+    let mut busy = all[0].clone();
+    reserve(&mut busy, &req(100, 100));
+    let changed = HashMap::from([(0usize, busy)]);
+    let p = place_with(&all, changed, &req(100, 100), 2, &[], &[], &mut rng());
+    assert_eq!(p.placed, vec![1]);
+    assert_eq!(p.failures.len(), 2);
+}

@@ -41,6 +41,9 @@ enum Work {
 }
 
 /// A durable [`Store`] in one redb file.
+/// redb's page cache.
+pub const CACHE_BYTES: usize = 64 << 20;
+
 pub struct RedbStore {
     db: Arc<Database>,
     /// Registration and publication of watchers happen under this lock.
@@ -91,7 +94,12 @@ impl Kv for TableKv<'_, '_> {
 impl RedbStore {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
-        let db = Database::create(path).map_err(be)?;
+        // The control plane reads from its own view; the page cache here serves the writer.
+        // redb's default (1 GiB) would be resident memory the server does not need.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(be)?;
         {
             let w = db.begin_write().map_err(be)?;
             w.open_table(KV).map_err(be)?;
