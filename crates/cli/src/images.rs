@@ -87,6 +87,20 @@ async fn registry_client(args: &ClientArgs, host: &str) -> anyhow::Result<Regist
         .ecr_password()
         .await
         .with_context(|| format!("getting a registry token from {endpoint}"))?;
+    // The registry of the berth we signed in to (same host:port as its API) is spoken to
+    // with the API's scheme: `http://` for a `berth server` on a LAN address, which
+    // `RegistryClient::new` would only try over HTTPS.
+    if let Some((scheme, api_host)) = endpoint.trim_end_matches('/').split_once("://")
+        && api_host == host
+    {
+        let auth = RegistryAuth::Basic {
+            user: "AWS".into(),
+            password,
+        };
+        return Ok(
+            RegistryClient::with_base(&format!("{scheme}://{host}"), auth).with_trust(&trust),
+        );
+    }
     Ok(RegistryClient::new(
         host,
         RegistryAuth::Basic {

@@ -234,10 +234,30 @@ pub async fn run_agent(
         .to_string();
     let tls = server.starts_with("https://");
     let backend = berth_agent::session::remote(&server, &cfg.region, creds, trust.clone());
-    let password = backend
-        .registry_password()
-        .await
-        .with_context(|| format!("getting a registry token from {server}"))?;
+    // The server may be out of reach for a while (restarting, the network not up yet at
+    // boot): keep trying, as the ECS agent does, while the containers of a previous run keep
+    // running. A refusal (a bad or revoked token) ends the agent.
+    let mut delay = std::time::Duration::from_secs(1);
+    let password = loop {
+        match backend.registry_password().await {
+            Ok(p) => break p,
+            // An untrusted certificate is a refusal too: waiting will not change it.
+            Err(e) if e.code == "ServerException" && !e.message.contains("not trusted") => {
+                tracing::warn!(
+                    "getting a registry token from {server}: {e}; retrying in {delay:?}"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::shutdown_signal() => return Ok(()),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("getting a registry token from {server}")));
+            }
+        }
+    };
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let agent = Agent::start(

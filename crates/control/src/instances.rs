@@ -214,7 +214,10 @@ impl Control {
                 .unwrap_or_default();
             ci.container_instance_arn = Some(self.part.container_instance(&cname, &id));
             ci.registered_resources = Some(total.clone());
-            ci.status = Some("ACTIVE".into());
+            // A restarting agent re-registers: that does not undo an operator's DRAINING.
+            if ci.status.as_deref() != Some("DRAINING") {
+                ci.status = Some("ACTIVE".into());
+            }
             ci.agent_connected = Some(true);
             ci.version = Some(ci.version.unwrap_or(0) + 1);
             ci.version_info = req.version_info.clone().or(ci.version_info);

@@ -8,6 +8,7 @@ use berth_model::wire::ecs::{
     ContainerDefinition, CreateClusterRequest, DescribeClustersRequest,
     DescribeContainerInstancesRequest, ListTasksRequest, RegisterContainerInstanceRequest,
     RegisterTaskDefinitionRequest, Resource, RunTaskRequest, StopTaskRequest,
+    UpdateContainerInstancesStateRequest,
 };
 use berth_store::{MemStore, Store};
 
@@ -363,4 +364,47 @@ async fn agent_feed_carries_placements_and_stops() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarting_agent_does_not_undo_draining() {
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let arn = instance(&c, "c", 1024).await;
+    c.update_container_instances_state(UpdateContainerInstancesStateRequest {
+        cluster: Some("c".into()),
+        container_instances: Some(vec![arn.clone()]),
+        status: Some("DRAINING".into()),
+    })
+    .await
+    .unwrap();
+    // The agent restarts and registers again with its instance's ARN.
+    let again = c
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: Some("c".into()),
+            container_instance_arn: Some(arn.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .container_instance
+        .unwrap();
+    assert_eq!(again.container_instance_arn.as_deref(), Some(arn.as_str()));
+    assert_eq!(again.status.as_deref(), Some("DRAINING"));
+    let described = c
+        .describe_container_instances(DescribeContainerInstancesRequest {
+            cluster: Some("c".into()),
+            container_instances: Some(vec![arn]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .container_instances
+        .unwrap();
+    assert_eq!(described[0].status.as_deref(), Some("DRAINING"));
 }
