@@ -165,7 +165,7 @@ impl Control {
             let r = self
                 .modify(
                     &keys::task(&cname, &id),
-                    |d| d.tasks.get(&cname)?.get(&id).cloned(),
+                    |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
                     || ControlError::invalid("The referenced task was not found."),
                     |r| {
                         let t = &mut r.task;
@@ -227,7 +227,7 @@ impl Control {
         let id = task_arn.rsplit('/').next().unwrap_or_default().to_string();
         self.modify(
             &keys::task(&cname, &id),
-            |d| d.tasks.get(&cname)?.get(&id).cloned(),
+            |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;

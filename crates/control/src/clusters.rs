@@ -265,10 +265,10 @@ impl Control {
                 if counts.instances > 0 {
                     return Err(ControlError::ClusterContainsContainerInstances);
                 }
-                let live_tasks = d.tasks.get(&name).is_some_and(|m| {
-                    m.values()
-                        .any(|t| t.value.task.last_status.as_deref() != Some("STOPPED"))
-                });
+                let live_tasks = d
+                    .tasks
+                    .get(&name)
+                    .is_some_and(|m| m.values().any(|t| t.summary.last_status != "STOPPED"));
                 if live_tasks {
                     return Err(ControlError::ClusterContainsTasks);
                 }

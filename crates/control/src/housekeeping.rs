@@ -26,8 +26,8 @@ impl Control {
                 .iter()
                 .flat_map(|(cluster, m)| {
                     m.iter().filter_map(move |(id, e)| {
-                        let t = &e.value.task;
-                        let old = t.last_status.as_deref() == Some("STOPPED")
+                        let t = &e.summary;
+                        let old = t.last_status == "STOPPED"
                             && t.stopped_at.is_some_and(|s| s + retention < at);
                         old.then(|| (keys::task(cluster, id), e.rev))
                     })

@@ -239,7 +239,7 @@ impl Control {
         let stops = ids.iter().zip(&task_keys).map(|(tid, key)| {
             self.modify(
                 key,
-                |d| d.tasks.get(cluster)?.get(tid.as_str()).cloned(),
+                |d| d.tasks.get(cluster)?.get(tid.as_str()).map(|e| e.entry()),
                 || ControlError::invalid("The referenced task was not found."),
                 |r| {
                     let t = &mut r.task;

@@ -102,7 +102,7 @@ impl Control {
             EcsResource::Task { cluster, id } => {
                 self.modify(
                     &keys::task(&cluster, &id),
-                    |d| d.tasks.get(&cluster)?.get(&id).cloned(),
+                    |d| d.tasks.get(&cluster)?.get(&id).map(|e| e.entry()),
                     not_found,
                     |r| {
                         let mut t = r.task.tags.take().unwrap_or_default();
@@ -173,15 +173,15 @@ impl Control {
                     .tags
                     .clone(),
             ),
-            EcsResource::Task { cluster, id } => d
-                .tasks
-                .get(&cluster)
-                .and_then(|m| m.get(&id))
-                .ok_or_else(not_found)?
-                .value
-                .task
-                .tags
-                .clone(),
+            EcsResource::Task { cluster, id } => {
+                d.tasks
+                    .get(&cluster)
+                    .and_then(|m| m.get(&id))
+                    .ok_or_else(not_found)?
+                    .record()
+                    .task
+                    .tags
+            }
             EcsResource::ContainerInstance { cluster, id } => d
                 .instances
                 .get(&cluster)

@@ -27,7 +27,7 @@ use berth_store::{Compare, Op, Txn};
 use crate::error::{ControlError, Result};
 use crate::records::{Reservation, TaskDefRecord, TaskRecord};
 use crate::tags::validate_tags;
-use crate::view::{Usage, ViewData};
+use crate::view::{Usage, ViewData, instance_id_of};
 use crate::{Control, keys, now, paging};
 
 /// Most tasks one RunTask may start.
@@ -668,7 +668,7 @@ impl Control {
         let rec = self
             .modify(
                 &keys::task(&cname, &id),
-                |d| d.tasks.get(&cname)?.get(&id).cloned(),
+                |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
                 || ControlError::invalid("The referenced task was not found."),
                 |r| {
                     if r.task.desired_status.as_deref() == Some("STOPPED") {
@@ -725,7 +725,7 @@ impl Control {
             let hit = task_id_of(self, &cname, s).and_then(|id| d.tasks.get(&cname)?.get(id));
             match hit {
                 Some(e) => {
-                    let mut t = e.value.task.clone();
+                    let mut t = e.record().task;
                     if !with_tags {
                         t.tags = None;
                     }
@@ -761,13 +761,10 @@ impl Control {
         if !d.clusters.contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
-        let inst_arn = req.container_instance.as_deref().map(|ci| {
-            if ci.starts_with("arn:") {
-                ci.to_string()
-            } else {
-                self.part.container_instance(&cname, ci)
-            }
-        });
+        let inst_id = req
+            .container_instance
+            .as_deref()
+            .map(|ci| instance_id_of(ci).unwrap_or(ci).to_string());
         let family_prefix = req
             .family
             .as_deref()
@@ -782,11 +779,11 @@ impl Control {
         let (arns, next) = paging::page(
             m.iter()
                 .filter(|(_, e)| {
-                    let t = &e.value.task;
-                    t.desired_status.as_deref() == Some(desired)
-                        && inst_arn
+                    let t = &e.summary;
+                    t.desired_status == desired
+                        && inst_id
                             .as_ref()
-                            .is_none_or(|a| t.container_instance_arn.as_ref() == Some(a))
+                            .is_none_or(|a| t.instance_id.as_ref() == Some(a))
                         && family_prefix.as_ref().is_none_or(|p| {
                             t.task_definition_arn
                                 .as_deref()
@@ -800,14 +797,9 @@ impl Control {
                         && req
                             .launch_type
                             .as_ref()
-                            .is_none_or(|lt| t.launch_type.as_ref() == Some(lt))
+                            .is_none_or(|lt| t.launch_type == lt.as_str())
                 })
-                .map(|(id, e)| {
-                    (
-                        id.clone(),
-                        e.value.task.task_arn.clone().unwrap_or_default(),
-                    )
-                }),
+                .map(|(id, e)| (id.clone(), e.summary.arn.clone())),
             after.as_deref(),
             limit,
         );
@@ -835,7 +827,7 @@ impl Control {
         }
         self.modify(
             &keys::task(&cname, &id),
-            |d| d.tasks.get(&cname)?.get(&id).cloned(),
+            |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;
@@ -924,7 +916,7 @@ impl Control {
             .to_string();
         self.modify(
             &keys::task(&cname, &id),
-            |d| d.tasks.get(&cname)?.get(&id).cloned(),
+            |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;

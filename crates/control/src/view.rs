@@ -35,6 +35,98 @@ impl<T> Clone for Entry<T> {
     }
 }
 
+/// A task as the view keeps it: the stored record as it was written (JSON, decoded only
+/// when asked for — a million decoded tasks would not fit the memory budget) and the few
+/// fields that counters, indexes and ListTasks filters read.
+pub struct TaskEntry {
+    pub rev: Revision,
+    json: Box<[u8]>,
+    pub summary: TaskSummary,
+}
+
+/// What the view reads of a task without decoding it.
+#[derive(Debug, Clone, Default)]
+pub struct TaskSummary {
+    pub arn: String,
+    pub last_status: &'static str,
+    pub desired_status: &'static str,
+    pub launch_type: &'static str,
+    pub instance_id: Option<String>,
+    pub task_definition_arn: Option<String>,
+    pub started_by: Option<String>,
+    pub group: Option<String>,
+    pub stopped_at: Option<f64>,
+    pub reserved: crate::records::Reservation,
+}
+
+/// A status as a static string (statuses are a small closed set; anything else is kept as
+/// "UNKNOWN", which no filter asks for).
+fn static_status(s: Option<&str>, default: &'static str) -> &'static str {
+    const ALL: [&str; 13] = [
+        "PROVISIONING",
+        "PENDING",
+        "ACTIVATING",
+        "RUNNING",
+        "DEACTIVATING",
+        "STOPPING",
+        "DEPROVISIONING",
+        "STOPPED",
+        "DELETED",
+        "EC2",
+        "FARGATE",
+        "EXTERNAL",
+        "MANAGED_INSTANCES",
+    ];
+    match s {
+        None => default,
+        Some(v) => ALL.iter().find(|a| **a == v).copied().unwrap_or("UNKNOWN"),
+    }
+}
+
+impl TaskSummary {
+    pub fn of(r: &TaskRecord) -> TaskSummary {
+        let t = &r.task;
+        TaskSummary {
+            arn: t.task_arn.clone().unwrap_or_default(),
+            last_status: static_status(t.last_status.as_deref(), "PROVISIONING"),
+            desired_status: static_status(t.desired_status.as_deref(), "RUNNING"),
+            launch_type: static_status(t.launch_type.as_deref(), "EC2"),
+            instance_id: t
+                .container_instance_arn
+                .as_deref()
+                .and_then(instance_id_of)
+                .map(str::to_string),
+            task_definition_arn: t.task_definition_arn.clone(),
+            started_by: t.started_by.clone(),
+            group: t.group.clone(),
+            stopped_at: t.stopped_at,
+            reserved: r.reserved.clone(),
+        }
+    }
+}
+
+impl TaskEntry {
+    /// The whole record, decoded.
+    pub fn record(&self) -> TaskRecord {
+        // The view only keeps what it decoded once already.
+        serde_json::from_slice(&self.json).unwrap_or_else(|e| {
+            tracing::error!("a task record the view accepted no longer decodes: {e}");
+            TaskRecord {
+                task: Default::default(),
+                reserved: Default::default(),
+            }
+        })
+    }
+
+    /// The record with its revision, as the other kinds of objects are handed out.
+    pub fn entry(&self) -> Entry<TaskRecord> {
+        Entry {
+            rev: self.rev,
+            value: Arc::new(self.record()),
+        }
+    }
+}
+
 /// Launch types, as indexes into the per-cluster counters.
 pub const LAUNCH_TYPES: [&str; 3] = ["EC2", "FARGATE", "EXTERNAL"];
 
@@ -74,7 +166,7 @@ pub struct ViewData {
     pub clusters: BTreeMap<String, Entry<Cluster>>,
     pub families: BTreeMap<String, Entry<FamilyRecord>>,
     pub task_defs: BTreeMap<String, BTreeMap<i32, Entry<TaskDefRecord>>>,
-    pub tasks: HashMap<String, BTreeMap<String, Entry<TaskRecord>>>,
+    pub tasks: HashMap<String, BTreeMap<String, TaskEntry>>,
     pub instances: HashMap<String, BTreeMap<String, Entry<ContainerInstance>>>,
     pub access_keys: BTreeMap<String, Entry<AccessKeyRecord>>,
     pub counts: HashMap<String, ClusterCounts>,
@@ -179,10 +271,9 @@ pub fn instance_id_of(arn: &str) -> Option<&str> {
 }
 
 impl ViewData {
-    fn task_contribution(&mut self, cluster: &str, rec: &TaskRecord, sign: i64) {
-        let t = &rec.task;
-        let ph = phase(t.last_status.as_deref());
-        let li = launch_index(t.launch_type.as_deref());
+    fn task_contribution(&mut self, cluster: &str, t: &TaskSummary, sign: i64) {
+        let ph = phase(Some(t.last_status));
+        let li = launch_index(Some(t.launch_type));
         let counts = self.counts.entry(cluster.to_string()).or_default();
         match ph {
             Phase::Pending => counts.pending[li] += sign,
@@ -192,14 +283,14 @@ impl ViewData {
         if ph == Phase::Stopped {
             return;
         }
-        let Some(inst) = t.container_instance_arn.as_deref().and_then(instance_id_of) else {
+        let Some(inst) = t.instance_id.as_deref() else {
             return;
         };
         let u = self
             .usage
             .entry((cluster.to_string(), inst.to_string()))
             .or_default();
-        let r = &rec.reserved;
+        let r = &t.reserved;
         u.cpu += sign * r.cpu;
         u.memory += sign * r.memory;
         u.gpus += sign * r.gpus;
@@ -229,6 +320,57 @@ impl ViewData {
                 u.groups.remove(g);
             }
         }
+    }
+
+    /// Apply one write of a task: counters, indexes, the scheduler's picture, the feeds.
+    fn apply_task(
+        &mut self,
+        c: &str,
+        id: &str,
+        rev: Revision,
+        put: bool,
+        val: &[u8],
+    ) -> Result<(), serde_json::Error> {
+        let m = self.tasks.entry(c.to_string()).or_default();
+        if m.get(id).is_some_and(|e| e.rev >= rev) {
+            return Ok(());
+        }
+        let new: Option<Arc<TaskRecord>> = if put {
+            Some(Arc::new(serde_json::from_slice(val)?))
+        } else {
+            None
+        };
+        let summary = new.as_deref().map(TaskSummary::of);
+        let old = match &summary {
+            Some(s) => m.insert(
+                id.to_string(),
+                TaskEntry {
+                    rev,
+                    json: val.into(),
+                    summary: s.clone(),
+                },
+            ),
+            None => m.remove(id),
+        };
+        if m.is_empty() {
+            self.tasks.remove(c);
+        }
+        let old = old.map(|e| e.summary);
+        if let Some(o) = &old {
+            self.task_contribution(c, o, -1);
+        }
+        if let Some(n) = &summary {
+            self.task_contribution(c, n, 1);
+        }
+        let inst = summary
+            .as_ref()
+            .or(old.as_ref())
+            .and_then(|s| s.instance_id.clone());
+        self.index_task(c, id, old.as_ref(), summary.as_ref(), new);
+        if let Some(inst) = inst {
+            self.refresh_sched(c, &inst);
+        }
+        Ok(())
     }
 
     /// Rebuild one instance's entry of the scheduler's picture.
@@ -276,23 +418,15 @@ impl ViewData {
         &mut self,
         cluster: &str,
         id: &str,
-        old: Option<&TaskRecord>,
+        old: Option<&TaskSummary>,
+        new_summary: Option<&TaskSummary>,
         new: Option<Arc<TaskRecord>>,
     ) {
-        let inst_of = |r: &TaskRecord| {
-            r.task
-                .container_instance_arn
-                .as_deref()
-                .and_then(instance_id_of)
-                .map(str::to_string)
-        };
-        let Some(inst) = new.as_deref().or(old).and_then(inst_of) else {
+        let Some(inst) = new_summary.or(old).and_then(|s| s.instance_id.clone()) else {
             return;
         };
         let key = (cluster.to_string(), inst);
-        let open = new
-            .as_deref()
-            .is_some_and(|n| phase(n.task.last_status.as_deref()) != Phase::Stopped);
+        let open = new_summary.is_some_and(|n| phase(Some(n.last_status)) != Phase::Stopped);
         if open {
             self.unfinished
                 .entry(key.clone())
@@ -326,7 +460,7 @@ impl ViewData {
             .get(&key)
             .into_iter()
             .flatten()
-            .filter_map(|id| Some(self.tasks.get(cluster)?.get(id)?.value.clone()))
+            .filter_map(|id| Some(Arc::new(self.tasks.get(cluster)?.get(id)?.record())))
             .collect();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         self.feeds.entry(key).or_default().push(tx);
@@ -370,26 +504,7 @@ impl ViewData {
             Key::AccessKey(id) => {
                 upsert(&mut self.access_keys, id.to_string(), rev, put, val)?;
             }
-            Key::Task(c, id) => {
-                if let Some((old, new)) = replace_nested(&mut self.tasks, c, id, rev, put, val)? {
-                    if let Some(o) = &old {
-                        self.task_contribution(c, o, -1);
-                    }
-                    if let Some(n) = &new {
-                        self.task_contribution(c, n, 1);
-                    }
-                    let inst = new
-                        .as_deref()
-                        .or(old.as_deref())
-                        .and_then(|r| r.task.container_instance_arn.as_deref())
-                        .and_then(instance_id_of)
-                        .map(str::to_string);
-                    self.index_task(c, id, old.as_deref(), new);
-                    if let Some(inst) = inst {
-                        self.refresh_sched(c, &inst);
-                    }
-                }
-            }
+            Key::Task(c, id) => self.apply_task(c, id, rev, put, val)?,
             Key::Instance(c, id) => {
                 if let Some((old, new)) = replace_nested(&mut self.instances, c, id, rev, put, val)?
                 {
