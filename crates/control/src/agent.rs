@@ -136,10 +136,10 @@ impl Control {
                 .split_once(':')?;
             let rev: i32 = rev.parse().ok()?;
             let d = self.view.data.read();
-            d.task_defs.get(family)?.get(&rev)?.value.def.clone()
+            d.task_defs.get(family)?.get(&rev)?.value.clone()
         };
         sent.insert(arn, desired);
-        Some(task_to_acs(t, &td))
+        Some(task_to_acs(t, &td.def))
     }
 
     /// Container health as the agent saw it (TCS `PublishHealth`): the containers'

@@ -13,7 +13,6 @@ pub mod agent;
 pub mod clusters;
 pub mod error;
 pub mod housekeeping;
-mod inflight;
 pub mod instances;
 pub mod keys;
 pub mod liveness;
@@ -69,10 +68,6 @@ pub struct Control {
     view: Arc<View>,
     part: Partition,
     commit_latency: Histogram,
-    /// Per cluster: the placements planned and not yet applied (see [`inflight`]).
-    placement_locks: parking_lot::Mutex<
-        std::collections::HashMap<String, Arc<parking_lot::Mutex<inflight::InFlight>>>,
-    >,
     liveness: liveness::Liveness,
     /// What each agent session has been heard saying lately (memory only).
     presence: liveness::PresenceTable,
@@ -98,7 +93,6 @@ impl Control {
             part: Partition::new(cfg.region, cfg.account_id),
             // 50 µs … ~1.6 s
             commit_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
-            placement_locks: Default::default(),
             liveness: cfg.liveness,
             presence: Default::default(),
             epoch: Instant::now(),
@@ -133,17 +127,6 @@ impl Control {
 
     /// Stop accepting work. Everything acknowledged is already durable.
     pub async fn shutdown(&self) {}
-
-    pub(crate) fn placement_lock(
-        &self,
-        cluster: &str,
-    ) -> Arc<parking_lot::Mutex<inflight::InFlight>> {
-        self.placement_locks
-            .lock()
-            .entry(cluster.to_string())
-            .or_default()
-            .clone()
-    }
 
     /// Commit a transaction and wait until the view reflects it.
     pub(crate) async fn commit(&self, txn: Txn) -> Result<TxnResponse> {

@@ -2,9 +2,9 @@
 //! instances), StopTask, DescribeTasks, ListTasks, and the agent's reports
 //! SubmitTaskStateChange / SubmitContainerStateChange that move tasks through their lifecycle.
 //!
-//! Placement plans against the view's scheduler picture plus the placements in flight (see
-//! [`crate::inflight`]), so concurrent RunTasks never oversubscribe an instance, and their
-//! commits go to the store together.
+//! Placement plans against the view's scheduler picture, which counts the placements in
+//! flight (see [`crate::view::PlanGuard`]), so concurrent RunTasks never oversubscribe an
+//! instance, and their commits go to the store together.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -529,17 +529,14 @@ impl Control {
             gpus: l.req.gpus,
             group: l.group.clone(),
         };
-        let table = self.placement_lock(&l.cluster);
         let (records, failures, _plan) = {
-            let mut inflight = table.lock();
-            let d = self.view.data.read();
+            let mut d = self.view.data.write();
             let empty = crate::view::SchedCluster::default();
             let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
             let instances = &sc.instances;
             let mut rng = rand::rng();
-            let placement = sched::place_with(
+            let placement = sched::place(
                 instances,
-                inflight.overrides(sc),
                 &treq,
                 count as usize,
                 &strategies,
@@ -558,13 +555,19 @@ impl Control {
                     failures.push(fl);
                 }
             }
-            let ids = placement
+            let ids: Vec<String> = placement
                 .placed
                 .iter()
                 .map(|&i| instances[i].id.clone())
                 .collect();
-            let plan = crate::inflight::PlanGuard::record(&table, &mut inflight, treq, ids);
-            (records, failures, plan)
+            let plan = d.add_plan(&l.cluster, &ids, &treq);
+            let guard = crate::view::PlanGuard {
+                view: self.view.clone(),
+                cluster: l.cluster.clone(),
+                ids,
+                plan,
+            };
+            (records, failures, guard)
         };
         if !records.is_empty() {
             self.commit_tasks(&l.cluster, &records).await?;
@@ -595,13 +598,10 @@ impl Control {
                 req.enable_execute_command,
             )
             .await?;
-        let table = self.placement_lock(&l.cluster);
         let (records, failures, _plan) = {
-            let mut inflight = table.lock();
-            let d = self.view.data.read();
+            let mut d = self.view.data.write();
             let empty = crate::view::SchedCluster::default();
             let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
-            let overrides = inflight.overrides(sc);
             let mut placed_ids = Vec::new();
             let mut records = Vec::new();
             let mut failures = Vec::new();
@@ -616,7 +616,7 @@ impl Control {
             for t in &targets {
                 let hit = self.instance_id(&l.cluster, t).and_then(|id| {
                     let i = sc.position(id)?;
-                    let snap = overrides.get(&i).unwrap_or(&sc.instances[i]);
+                    let snap = &sc.instances[i];
                     (snap.status == "ACTIVE").then(|| snap.clone())
                 });
                 let Some(mut snap) = hit else {
@@ -638,8 +638,14 @@ impl Control {
                     Err(reason) => failures.push(task_failure(Some(snap.arn.clone()), reason)),
                 }
             }
-            let plan = crate::inflight::PlanGuard::record(&table, &mut inflight, treq, placed_ids);
-            (records, failures, plan)
+            let plan = d.add_plan(&l.cluster, &placed_ids, &treq);
+            let guard = crate::view::PlanGuard {
+                view: self.view.clone(),
+                cluster: l.cluster.clone(),
+                ids: placed_ids,
+                plan,
+            };
+            (records, failures, guard)
         };
         if !records.is_empty() {
             self.commit_tasks(&l.cluster, &records).await?;

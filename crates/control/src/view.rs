@@ -179,6 +179,10 @@ pub struct ViewData {
     /// cluster → its ACTIVE/DRAINING instances as the scheduler sees them, kept up to date
     /// event by event so that a placement reads them in place.
     pub sched: HashMap<String, SchedCluster>,
+    /// (cluster, instance id) → placements planned there and not yet applied (plan id,
+    /// what each task reserves). The scheduler's picture counts them; see [`PlanGuard`].
+    inflight: HashMap<(String, String), Vec<(u64, berth_scheduler::TaskRequirements)>>,
+    next_plan: u64,
 }
 
 /// The scheduler's picture of one cluster's instances.
@@ -191,6 +195,29 @@ pub struct SchedCluster {
 impl SchedCluster {
     pub fn position(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
+    }
+}
+
+/// A placement plan counted in the view's scheduler picture (planned, not yet committed and
+/// applied). RunTask and StartTask plan under the view's write lock against the picture —
+/// committed tasks and every plan in flight — record their plan, release the lock and commit
+/// (a durable write, about a millisecond) while others plan: concurrent placements never
+/// oversubscribe an instance, and their commits share the store's group commit. The plan is
+/// taken out when the guard drops, after its commit was applied (or failed); for that moment
+/// the reservation counts twice, which can only refuse, never oversubscribe.
+pub struct PlanGuard {
+    pub(crate) view: Arc<View>,
+    pub(crate) cluster: String,
+    pub(crate) ids: Vec<String>,
+    pub(crate) plan: u64,
+}
+
+impl Drop for PlanGuard {
+    fn drop(&mut self) {
+        self.view
+            .data
+            .write()
+            .remove_plan(&self.cluster, &self.ids, self.plan);
     }
 }
 
@@ -322,6 +349,43 @@ impl ViewData {
         }
     }
 
+    /// Count a placement plan in the scheduler's picture until its [`PlanGuard`] drops.
+    /// `ids` names the instance of each placed task (an instance once per task).
+    pub fn add_plan(
+        &mut self,
+        cluster: &str,
+        ids: &[String],
+        req: &berth_scheduler::TaskRequirements,
+    ) -> u64 {
+        self.next_plan += 1;
+        let plan = self.next_plan;
+        for id in ids {
+            self.inflight
+                .entry((cluster.to_string(), id.clone()))
+                .or_default()
+                .push((plan, req.clone()));
+        }
+        for id in ids {
+            self.refresh_sched(cluster, id);
+        }
+        plan
+    }
+
+    fn remove_plan(&mut self, cluster: &str, ids: &[String], plan: u64) {
+        for id in ids {
+            let key = (cluster.to_string(), id.clone());
+            if let Some(v) = self.inflight.get_mut(&key) {
+                v.retain(|(p, _)| *p != plan);
+                if v.is_empty() {
+                    self.inflight.remove(&key);
+                }
+            }
+        }
+        for id in ids {
+            self.refresh_sched(cluster, id);
+        }
+    }
+
     /// Apply one write of a task: counters, indexes, the scheduler's picture, the feeds.
     fn apply_task(
         &mut self,
@@ -389,7 +453,12 @@ impl ViewData {
                     .usage
                     .get(&(cluster.to_string(), id.to_string()))
                     .unwrap_or(&empty);
-                let snap = sched_instance(id, &ci, u);
+                let mut snap = sched_instance(id, &ci, u);
+                if let Some(plans) = self.inflight.get(&(cluster.to_string(), id.to_string())) {
+                    for (_, req) in plans {
+                        berth_scheduler::reserve(&mut snap, req);
+                    }
+                }
                 match sc.index.get(id) {
                     Some(&i) => sc.instances[i] = snap,
                     None => {
