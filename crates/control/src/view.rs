@@ -227,25 +227,7 @@ pub type FeedReceiver = tokio::sync::mpsc::UnboundedReceiver<Arc<TaskRecord>>;
 
 /// The scheduler's picture of one container instance: what it has left after `u`.
 pub fn sched_instance(id: &str, ci: &ContainerInstance, u: &Usage) -> berth_scheduler::Instance {
-    let reg = ci.registered_resources.as_deref().unwrap_or_default();
-    let get = |n: &str| {
-        reg.iter()
-            .find(|r| r.name.as_deref() == Some(n))
-            .map(|r| r.integer_value.map(i64::from).or(r.long_value).unwrap_or(0))
-            .unwrap_or(0)
-    };
-    let set = |n: &str| -> Vec<u16> {
-        reg.iter()
-            .find(|r| r.name.as_deref() == Some(n))
-            .and_then(|r| r.string_set_value.as_ref())
-            .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
-            .unwrap_or_default()
-    };
-    let mut ports_tcp: std::collections::BTreeSet<u16> = set("PORTS").into_iter().collect();
-    ports_tcp.extend(u.ports_tcp.iter().copied());
-    let mut ports_udp: std::collections::BTreeSet<u16> = set("PORTS_UDP").into_iter().collect();
-    ports_udp.extend(u.ports_udp.iter().copied());
-    berth_scheduler::Instance {
+    let mut inst = berth_scheduler::Instance {
         arn: ci.container_instance_arn.clone().unwrap_or_default(),
         id: id.to_string(),
         status: ci.status.clone().unwrap_or_default(),
@@ -263,14 +245,40 @@ pub fn sched_instance(id: &str, ci: &ContainerInstance, u: &Usage) -> berth_sche
             .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
             .collect(),
         ec2_instance_id: ci.ec2_instance_id.clone(),
-        cpu: get("CPU") - u.cpu,
-        memory: get("MEMORY") - u.memory,
-        gpus: get("GPU") - u.gpus,
-        used_ports_tcp: ports_tcp,
-        used_ports_udp: ports_udp,
-        task_groups: u.groups.clone(),
-        running_tasks_count: u.running + u.pending,
-    }
+        ..Default::default()
+    };
+    set_usage(&mut inst, ci, u);
+    inst
+}
+
+/// The parts of the scheduler's picture that tasks change: what is left of the registered
+/// resources after `u`.
+fn set_usage(inst: &mut berth_scheduler::Instance, ci: &ContainerInstance, u: &Usage) {
+    let reg = ci.registered_resources.as_deref().unwrap_or_default();
+    let get = |n: &str| {
+        reg.iter()
+            .find(|r| r.name.as_deref() == Some(n))
+            .map(|r| r.integer_value.map(i64::from).or(r.long_value).unwrap_or(0))
+            .unwrap_or(0)
+    };
+    let set = |n: &str| -> Vec<u16> {
+        reg.iter()
+            .find(|r| r.name.as_deref() == Some(n))
+            .and_then(|r| r.string_set_value.as_ref())
+            .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let mut ports_tcp: BTreeSet<u16> = set("PORTS").into_iter().collect();
+    ports_tcp.extend(u.ports_tcp.iter().copied());
+    let mut ports_udp: BTreeSet<u16> = set("PORTS_UDP").into_iter().collect();
+    ports_udp.extend(u.ports_udp.iter().copied());
+    inst.cpu = get("CPU") - u.cpu;
+    inst.memory = get("MEMORY") - u.memory;
+    inst.gpus = get("GPU") - u.gpus;
+    inst.used_ports_tcp = ports_tcp;
+    inst.used_ports_udp = ports_udp;
+    inst.task_groups = u.groups.clone();
+    inst.running_tasks_count = u.running + u.pending;
 }
 
 /// Whether a task status counts as pending, running or neither.
@@ -366,7 +374,7 @@ impl ViewData {
                 .push((plan, req.clone()));
         }
         for id in ids {
-            self.refresh_sched(cluster, id);
+            self.refresh_sched(cluster, id, false);
         }
         plan
     }
@@ -382,7 +390,7 @@ impl ViewData {
             }
         }
         for id in ids {
-            self.refresh_sched(cluster, id);
+            self.refresh_sched(cluster, id, false);
         }
     }
 
@@ -432,13 +440,13 @@ impl ViewData {
             .and_then(|s| s.instance_id.clone());
         self.index_task(c, id, old.as_ref(), summary.as_ref(), new);
         if let Some(inst) = inst {
-            self.refresh_sched(c, &inst);
+            self.refresh_sched(c, &inst, false);
         }
         Ok(())
     }
 
     /// Rebuild one instance's entry of the scheduler's picture.
-    fn refresh_sched(&mut self, cluster: &str, id: &str) {
+    fn refresh_sched(&mut self, cluster: &str, id: &str, full: bool) {
         let ci = self
             .instances
             .get(cluster)
@@ -453,15 +461,25 @@ impl ViewData {
                     .usage
                     .get(&(cluster.to_string(), id.to_string()))
                     .unwrap_or(&empty);
-                let mut snap = sched_instance(id, &ci, u);
-                if let Some(plans) = self.inflight.get(&(cluster.to_string(), id.to_string())) {
-                    for (_, req) in plans {
-                        berth_scheduler::reserve(&mut snap, req);
+                let plans = self.inflight.get(&(cluster.to_string(), id.to_string()));
+                let reserve_plans = |snap: &mut berth_scheduler::Instance| {
+                    for (_, req) in plans.into_iter().flatten() {
+                        berth_scheduler::reserve(snap, req);
                     }
-                }
+                };
                 match sc.index.get(id) {
-                    Some(&i) => sc.instances[i] = snap,
+                    // Only its tasks changed: the identity and attributes stay.
+                    Some(&i) if !full => {
+                        set_usage(&mut sc.instances[i], &ci, u);
+                        reserve_plans(&mut sc.instances[i]);
+                    }
+                    Some(&i) => {
+                        sc.instances[i] = sched_instance(id, &ci, u);
+                        reserve_plans(&mut sc.instances[i]);
+                    }
                     None => {
+                        let mut snap = sched_instance(id, &ci, u);
+                        reserve_plans(&mut snap);
                         sc.index.insert(id.to_string(), sc.instances.len());
                         sc.instances.push(snap);
                     }
@@ -583,7 +601,7 @@ impl ViewData {
                     if let Some(n) = new {
                         self.instance_contribution(c, &n, 1);
                     }
-                    self.refresh_sched(c, id);
+                    self.refresh_sched(c, id, true);
                 }
             }
         }

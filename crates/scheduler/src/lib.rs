@@ -226,26 +226,18 @@ pub fn place_with(
     rng: &mut impl Rng,
 ) -> Placement {
     let mut out = Placement::default();
-    let active: Vec<usize> = (0..instances.len())
-        .filter(|&i| instances[i].status == "ACTIVE")
-        .collect();
-    if active.is_empty() {
-        out.failures.push(Failure {
-            arn: None,
-            reason: NO_INSTANCES.to_string(),
-        });
-        return out;
-    }
     let only_random = strategies
         .iter()
         .all(|s| matches!(s, PlacementStrategy::Random));
-    // Only instances we place on change; copy those lazily.
+    let is_active = |inst: &Instance| inst.status == "ACTIVE";
+    // Built on first need: a random placement that finds room by sampling never needs it.
+    let mut active: Option<Vec<usize>> = None;
     'tasks: for _ in 0..count {
-        if only_random {
+        if only_random && !instances.is_empty() {
             for _ in 0..RANDOM_TRIES {
-                let i = active[rng.random_range(0..active.len())];
+                let i = rng.random_range(0..instances.len());
                 let inst = changed.get(&i).unwrap_or(&instances[i]);
-                if check(inst, req, constraints).is_ok() {
+                if is_active(inst) && check(inst, req, constraints).is_ok() {
                     let inst = changed.entry(i).or_insert_with(|| instances[i].clone());
                     reserve(inst, req);
                     out.placed.push(i);
@@ -253,10 +245,22 @@ pub fn place_with(
                 }
             }
         }
+        let active: &Vec<usize> = active.get_or_insert_with(|| {
+            (0..instances.len())
+                .filter(|&i| is_active(&instances[i]))
+                .collect()
+        });
+        if active.is_empty() {
+            out.failures.push(Failure {
+                arn: None,
+                reason: NO_INSTANCES.to_string(),
+            });
+            return out;
+        }
         let view = |i: usize| changed.get(&i).unwrap_or(&instances[i]);
         let mut candidates = Vec::with_capacity(active.len());
         let mut reasons: Vec<(usize, &'static str)> = Vec::new();
-        for &i in &active {
+        for &i in active {
             match check(view(i), req, constraints) {
                 Ok(()) => candidates.push(i),
                 Err(r) => reasons.push((i, r)),
@@ -294,7 +298,7 @@ pub fn place_with(
                 PlacementStrategy::Spread(field) => {
                     // Tasks of the group per value, over every ACTIVE instance.
                     let mut per_value: HashMap<Option<&str>, i64> = HashMap::new();
-                    for &i in &active {
+                    for &i in active {
                         let inst = view(i);
                         let n = inst.task_groups.get(&req.group).copied().unwrap_or(0);
                         *per_value.entry(spread_value(inst, field)).or_default() += n;
