@@ -10,7 +10,9 @@
 #   - node loss: a node that goes silent (SIGSTOP) → agentConnected false → its tasks
 #     STOPPED, with the default timings (12 s timeout, 60 s grace).
 # Peers: published numbers (Nomad C1M, kube-scheduler CI) — see BENCHMARKS.md.
-# usage: bench/scale.sh [nodes] [tasks] [concurrency] [strategy]   (SKIP_LOSS=1: no node-loss run)
+# usage: bench/scale.sh [nodes] [tasks] [concurrency] [strategy]
+#   SKIP_LOSS=1: no node-loss run; SKIP_RUNNING=1: stop after placement;
+#   SIM_START_DELAY_MS=N: the nodes report RUNNING N ms after the payload (placement alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-10000}
@@ -52,6 +54,7 @@ echo "server pid $SERVER, RSS $(rss_mib $SERVER) MiB before any node"
 
 T0=$(date +%s.%N)
 $B agent --server "$AWS_ENDPOINT_URL" --token "$TOKEN" --cluster scale --simulate "$NODES" \
+  --sim-start-delay-ms "${SIM_START_DELAY_MS:-0}" \
   --log warn --data-dir "$WORK/sim" > "$WORK/sim.log" 2>&1 & SIM=$!; PIDS+=($SIM)
 count_connected() {
   call describe_clusters '{"clusters": ["scale"]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["clusters"][0]["registeredContainerInstancesCount"])'
@@ -73,6 +76,7 @@ echo "server RSS $(rss_mib $SERVER) MiB (peak $(hwm_mib $SERVER) MiB)"
 running() {
   call describe_clusters '{"clusters": ["scale"]}' | python3 -c 'import json,sys; c=json.load(sys.stdin)["clusters"][0]; print(c["runningTasksCount"])'
 }
+[ "${SKIP_RUNNING:-}" = 1 ] && exit 0
 while [ "$(running)" -lt "$TASKS" ]; do sleep 1; done
 T2=$(date +%s.%N)
 echo "every task reported RUNNING $(echo "$T2 - $T0" | bc) s after the first RunTask"

@@ -232,6 +232,8 @@ pub fn place_with(
     let is_active = |inst: &Instance| inst.status == "ACTIVE";
     // Built on first need: a random placement that finds room by sampling never needs it.
     let mut active: Option<Vec<usize>> = None;
+    // Per spread strategy: the group's tasks per value (built on first need).
+    let mut spread_loads: Vec<Option<HashMap<Option<&str>, i64>>> = vec![None; strategies.len()];
     'tasks: for _ in 0..count {
         if only_random && !instances.is_empty() {
             for _ in 0..RANDOM_TRIES {
@@ -278,7 +280,7 @@ pub fn place_with(
             }
             continue;
         }
-        for s in strategies {
+        for (si, s) in strategies.iter().enumerate() {
             if candidates.len() <= 1 {
                 break;
             }
@@ -296,16 +298,19 @@ pub fn place_with(
                     candidates.retain(|&i| key(i) == best);
                 }
                 PlacementStrategy::Spread(field) => {
-                    // Tasks of the group per value, over every ACTIVE instance.
-                    let mut per_value: HashMap<Option<&str>, i64> = HashMap::new();
-                    for &i in active {
-                        let inst = view(i);
-                        let n = inst.task_groups.get(&req.group).copied().unwrap_or(0);
-                        *per_value.entry(spread_value(inst, field)).or_default() += n;
-                    }
+                    // Tasks of the group per value, over every ACTIVE instance: counted once
+                    // per call, then kept up to date as this call places tasks.
+                    let per_value = spread_loads[si].get_or_insert_with(|| {
+                        let mut m: HashMap<Option<&str>, i64> = HashMap::new();
+                        for &i in active {
+                            let n = view(i).task_groups.get(&req.group).copied().unwrap_or(0);
+                            *m.entry(spread_value(&instances[i], field)).or_default() += n;
+                        }
+                        m
+                    });
                     let load = |i: usize| {
                         per_value
-                            .get(&spread_value(view(i), field))
+                            .get(&spread_value(&instances[i], field))
                             .copied()
                             .unwrap_or(0)
                     };
@@ -324,6 +329,12 @@ pub fn place_with(
             .or_insert_with(|| instances[chosen].clone());
         reserve(inst, req);
         out.placed.push(chosen);
+        for (si, s) in strategies.iter().enumerate() {
+            if let (PlacementStrategy::Spread(field), Some(m)) = (s, spread_loads[si].as_mut()) {
+                *m.entry(spread_value(&instances[chosen], field))
+                    .or_default() += 1;
+            }
+        }
     }
     out
 }
