@@ -233,7 +233,8 @@ pub fn place_with(
     // Built on first need: a random placement that finds room by sampling never needs it.
     let mut active: Option<Vec<usize>> = None;
     // Per spread strategy: the group's tasks per value (built on first need).
-    let mut spread_loads: Vec<Option<HashMap<Option<&str>, i64>>> = vec![None; strategies.len()];
+    type SpreadLoad = (Vec<u32>, Vec<i64>);
+    let mut spread_loads: Vec<Option<SpreadLoad>> = vec![None; strategies.len()];
     'tasks: for _ in 0..count {
         if only_random && !instances.is_empty() {
             for _ in 0..RANDOM_TRIES {
@@ -299,21 +300,25 @@ pub fn place_with(
                 }
                 PlacementStrategy::Spread(field) => {
                     // Tasks of the group per value, over every ACTIVE instance: counted once
-                    // per call, then kept up to date as this call places tasks.
-                    let per_value = spread_loads[si].get_or_insert_with(|| {
-                        let mut m: HashMap<Option<&str>, i64> = HashMap::new();
+                    // per call (values numbered, counts in a vector), then kept up to date
+                    // as this call places tasks.
+                    let (ix, counts) = spread_loads[si].get_or_insert_with(|| {
+                        let mut numbers: HashMap<Option<&str>, u32> = HashMap::new();
+                        let ix: Vec<u32> = instances
+                            .iter()
+                            .map(|inst| {
+                                let n = numbers.len() as u32;
+                                *numbers.entry(spread_value(inst, field)).or_insert(n)
+                            })
+                            .collect();
+                        let mut counts = vec![0i64; numbers.len()];
                         for &i in active {
-                            let n = view(i).task_groups.get(&req.group).copied().unwrap_or(0);
-                            *m.entry(spread_value(&instances[i], field)).or_default() += n;
+                            counts[ix[i] as usize] +=
+                                view(i).task_groups.get(&req.group).copied().unwrap_or(0);
                         }
-                        m
+                        (ix, counts)
                     });
-                    let load = |i: usize| {
-                        per_value
-                            .get(&spread_value(&instances[i], field))
-                            .copied()
-                            .unwrap_or(0)
-                    };
+                    let load = |i: usize| counts[ix[i] as usize];
                     let best = candidates.iter().map(|&i| load(i)).min().unwrap_or(0);
                     candidates.retain(|&i| load(i) == best);
                 }
@@ -330,9 +335,10 @@ pub fn place_with(
         reserve(inst, req);
         out.placed.push(chosen);
         for (si, s) in strategies.iter().enumerate() {
-            if let (PlacementStrategy::Spread(field), Some(m)) = (s, spread_loads[si].as_mut()) {
-                *m.entry(spread_value(&instances[chosen], field))
-                    .or_default() += 1;
+            if let (PlacementStrategy::Spread(_), Some((ix, counts))) =
+                (s, spread_loads[si].as_mut())
+            {
+                counts[ix[chosen] as usize] += 1;
             }
         }
     }
