@@ -307,6 +307,20 @@ impl Inner {
         }
     }
 
+    /// Say (in the background) that a task this agent does not run is STOPPED.
+    fn report_stopped(self: &Arc<Self>, cluster_arn: &str, arn: String) {
+        let req = SubmitTaskStateChangeRequest {
+            cluster: Some(cluster_arn.to_string()),
+            task: Some(arn),
+            status: Some("STOPPED".into()),
+            ..Default::default()
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.submit_task(req).await;
+        });
+    }
+
     async fn handle_payload(self: &Arc<Self>, msg: PayloadMessage) {
         let cluster_arn = msg.cluster_arn.clone().unwrap_or_default();
         for t in msg.tasks.unwrap_or_default() {
@@ -320,16 +334,7 @@ impl Inner {
                 None if desired == "RUNNING" && self.finished.lock().contains(&arn) => {
                     // A payload older than this task's end: it is not started again.
                     tracing::info!(task = %arn, "asked to run a task that already ended here; reporting it stopped");
-                    let req = SubmitTaskStateChangeRequest {
-                        cluster: Some(cluster_arn.clone()),
-                        task: Some(arn),
-                        status: Some("STOPPED".into()),
-                        ..Default::default()
-                    };
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        me.submit_task(req).await;
-                    });
+                    self.report_stopped(&cluster_arn, arn);
                 }
                 None if desired == "RUNNING" => {
                     let st = TaskState {
@@ -347,16 +352,7 @@ impl Inner {
                 None => {
                     // Asked to stop a task this agent is not running (it never started here,
                     // or it already ended): say it is stopped.
-                    let req = SubmitTaskStateChangeRequest {
-                        cluster: Some(cluster_arn.clone()),
-                        task: Some(arn),
-                        status: Some("STOPPED".into()),
-                        ..Default::default()
-                    };
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        me.submit_task(req).await;
-                    });
+                    self.report_stopped(&cluster_arn, arn);
                 }
             }
         }

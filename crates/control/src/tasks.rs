@@ -47,6 +47,20 @@ struct Launch {
     enable_execute_command: bool,
 }
 
+impl Launch {
+    /// What one task of this launch needs, as the scheduler sees it.
+    fn sched_requirements(&self) -> sched::TaskRequirements {
+        sched::TaskRequirements {
+            cpu: self.req.cpu,
+            memory: self.req.memory,
+            ports_tcp: self.req.ports_tcp.clone(),
+            ports_udp: self.req.ports_udp.clone(),
+            gpus: self.req.gpus,
+            group: self.group.clone(),
+        }
+    }
+}
+
 fn reservation(r: &Requirements) -> Reservation {
     Reservation {
         cpu: r.cpu,
@@ -521,14 +535,7 @@ impl Control {
         } else {
             strategies
         };
-        let treq = sched::TaskRequirements {
-            cpu: l.req.cpu,
-            memory: l.req.memory,
-            ports_tcp: l.req.ports_tcp.clone(),
-            ports_udp: l.req.ports_udp.clone(),
-            gpus: l.req.gpus,
-            group: l.group.clone(),
-        };
+        let treq = l.sched_requirements();
         let (records, failures, _plan) = {
             let mut d = self.view.data.write();
             let empty = crate::view::SchedCluster::default();
@@ -605,14 +612,7 @@ impl Control {
             let mut placed_ids = Vec::new();
             let mut records = Vec::new();
             let mut failures = Vec::new();
-            let treq = sched::TaskRequirements {
-                cpu: l.req.cpu,
-                memory: l.req.memory,
-                ports_tcp: l.req.ports_tcp.clone(),
-                ports_udp: l.req.ports_udp.clone(),
-                gpus: l.req.gpus,
-                group: l.group.clone(),
-            };
+            let treq = l.sched_requirements();
             for t in &targets {
                 let hit = self.instance_id(&l.cluster, t).and_then(|id| {
                     let i = sc.position(id)?;

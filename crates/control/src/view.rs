@@ -62,24 +62,17 @@ pub struct TaskSummary {
 /// A status as a static string (statuses are a small closed set; anything else is kept as
 /// "UNKNOWN", which no filter asks for).
 fn static_status(s: Option<&str>, default: &'static str) -> &'static str {
-    const ALL: [&str; 13] = [
-        "PROVISIONING",
-        "PENDING",
-        "ACTIVATING",
-        "RUNNING",
-        "DEACTIVATING",
-        "STOPPING",
-        "DEPROVISIONING",
-        "STOPPED",
-        "DELETED",
-        "EC2",
-        "FARGATE",
-        "EXTERNAL",
-        "MANAGED_INSTANCES",
-    ];
+    let known = berth_model::status::TASK_STATUSES
+        .iter()
+        .chain(berth_model::wire::ecs::LAUNCH_TYPE_VALUES);
     match s {
         None => default,
-        Some(v) => ALL.iter().find(|a| **a == v).copied().unwrap_or("UNKNOWN"),
+        Some("DELETED") => "DELETED",
+        Some(v) => known
+            .into_iter()
+            .find(|a| **a == v)
+            .copied()
+            .unwrap_or("UNKNOWN"),
     }
 }
 
