@@ -7,7 +7,12 @@
 //! - [`engine`]: the per-task state machine; [`health`]: container health checks;
 //! - [`state`]: what the agent keeps on disk so that restarting it neither kills nor forgets
 //!   running containers;
-//! - [`net`]: the node's container network as the engine uses it.
+//! - [`net`]: the node's container network as the engine uses it;
+//! - [`session`]: the ACS session with a control plane across the network;
+//! - [`sim`]: simulated nodes (real sessions, modelled containers) for scale tests.
+//!
+//! On every (re)connect the agent reconciles with the first payload: what the control plane
+//! no longer lists is stopped, what ended unreported is reported, nothing starts twice.
 //!
 //! Must not: know how the control plane stores things (only the ECS agent protocol's messages
 //! cross [`backend::Backend`]).

@@ -1,5 +1,6 @@
 //! berth-control: the control plane. Runs the ECS operations over the state store and hosts
-//! the controllers (reconcile loops) that later issues add.
+//! the controllers (reconcile loops): node [`liveness`] now, services in a later issue; join
+//! [`tokens`] and their authorization.
 //!
 //! Owns: the meaning of every ECS operation (validation beyond the wire shape, defaults,
 //! ARNs, state transitions), the store key layout ([`keys`]), the records kept there
@@ -7,7 +8,8 @@
 //! Its calls take and return the ECS model's shapes (`berth_model::wire::ecs`): the ECS API is
 //! the domain's vocabulary. Must not: speak HTTP or any protocol framing (the api crate
 //! does), or keep state that is not in the store: every acknowledged change is committed
-//! before the call returns.
+//! before the call returns. (What agents were last heard saying and the placements in flight
+//! are kept in memory: they are not acknowledged state, and a restart starts them afresh.)
 
 pub mod agent;
 pub mod clusters;

@@ -5,7 +5,9 @@
 //! agent not connected, not ACTIVE) are filtered out, then the constraints (binding), then the
 //! strategies narrow the rest in order (each keeps the best candidates by its own measure, the
 //! next one breaks ties), and a random pick settles what is still tied. Each placed task is
-//! reserved on the local copy of its instance so that the next one sees it.
+//! reserved on the local copy of its instance so that the next one sees it. With `random`
+//! alone a task first samples a few instances (uniform over those that fit, by rejection), so
+//! a large cluster costs no more than a small one; spread counts per value once per call.
 //!
 //! Must not: do I/O, read clocks or keep state between calls. Randomness comes from the caller.
 
