@@ -121,6 +121,23 @@ class Berth:
         return json.loads(p.stdout) if p.stdout.strip() else None
 
 
+def end_process(proc, sig=signal.SIGTERM, timeout=10):
+    """End a process the test started (by its PID): `sig`, then SIGKILL after `timeout`.
+    A stopped process is continued first so that it can act on the signal."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGCONT)
+    except OSError:
+        pass
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def data_dir():
     d = tempfile.mkdtemp(prefix="berth-e2e-")

@@ -28,7 +28,8 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH, Berth
+from conftest import BERTH, Berth, end_process
+from test_tasks import http_get
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="agents and network namespaces need root")
 
@@ -69,19 +70,6 @@ def wait_for(what, fn, timeout, interval=0.1):
         if time.time() > deadline:
             raise AssertionError(what() if callable(what) else what)
         time.sleep(interval)
-
-
-def http_get(url, timeout=5.0):
-    deadline = time.time() + timeout
-    err = None
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.read().decode()
-        except OSError as e:
-            err = e
-            time.sleep(0.1)
-    raise AssertionError("GET %s failed: %s" % (url, err))
 
 
 def refuses(ip, port):
@@ -188,13 +176,7 @@ class Agent:
         log.close()
 
     def stop(self, sig=signal.SIGTERM):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc, sig)
         self.proc = None
 
     def log(self):

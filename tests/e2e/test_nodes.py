@@ -12,7 +12,7 @@ import time
 import botocore.exceptions
 import pytest
 
-from conftest import BERTH, Berth, register_instance
+from conftest import BERTH, Berth, end_process, register_instance
 from test_tasks import Node, _cleanup_node
 
 BRIDGE = "bthn0"
@@ -193,14 +193,7 @@ def test_lost_node_tasks_stop_and_the_node_reconciles_when_back(data_dir):
         ecs.stop_task(cluster="edge", task=r["tasks"][0]["taskArn"])
         node.wait_task(r["tasks"][0]["taskArn"], "STOPPED", cluster="edge", timeout=20)
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGCONT)
-            agent.terminate()
-            try:
-                agent.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        end_process(agent)
         server.stop()
         _cleanup_node(node_dir, ids)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH, Berth
+from conftest import BERTH, Berth, end_process
 from images import make_layout
 
 BRIDGE = "bthe2e0"
@@ -661,13 +661,7 @@ def test_standalone_agent_joins_a_server_over_the_network(data_dir):
         t = node.wait_task(arn, "STOPPED", timeout=20, cluster="remote")
         assert t["stopCode"] == "UserInitiated"
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        end_process(agent)
         server.stop()
         _cleanup_node(node_dir, ids)
         shutil.rmtree(node_dir, ignore_errors=True)

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH
+from conftest import BERTH, end_process
 from test_tasks import Node, _cleanup_node, BRIDGE, SUBNET
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root")
@@ -308,13 +308,7 @@ def _start_agent(server, node_dir, ca_file=None):
 
 
 def _end(proc):
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    end_process(proc)
 
 
 @needs_root
