@@ -44,22 +44,7 @@ class Berth:
             stderr=log,
             env={**os.environ, "BERTH_LOG": os.environ.get("BERTH_LOG", "info")},
         )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("berth exited early:\n" + self.log())
-            if os.path.exists(endpoint_file):
-                try:
-                    with open(endpoint_file) as f:
-                        info = json.load(f)
-                    if info.get("pid") == self.proc.pid:
-                        break
-                except (ValueError, OSError):
-                    pass
-            time.sleep(0.02)
-        else:
-            self.kill()
-            raise RuntimeError("berth did not start in time:\n" + self.log())
+        wait_started(self.proc, self.data_dir, timeout, self.log)
         out = subprocess.run([BERTH, "env", "--data-dir", self.data_dir], capture_output=True,
                              text=True, check=True).stdout
         env = {}
@@ -119,6 +104,25 @@ class Berth:
         if p.returncode != 0:
             return p
         return json.loads(p.stdout) if p.stdout.strip() else None
+
+
+def wait_started(proc, data_dir, timeout, log):
+    """Wait until the berth `proc` serves: its data dir's endpoint.json names its pid. On
+    failure the process is killed and the error carries `log()`."""
+    endpoint_file = os.path.join(data_dir, "endpoint.json")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("berth exited early:\n" + log())
+        try:
+            with open(endpoint_file) as f:
+                if json.load(f).get("pid") == proc.pid:
+                    return
+        except (ValueError, OSError):
+            pass
+        time.sleep(0.02)
+    end_process(proc, signal.SIGKILL)
+    raise RuntimeError("berth did not start in time:\n" + log())
 
 
 def end_process(proc, sig=signal.SIGTERM, timeout=10):

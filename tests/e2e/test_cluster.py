@@ -28,8 +28,8 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH, Berth, end_process
-from test_tasks import http_get
+from conftest import BERTH, Berth, end_process, wait_started
+from test_tasks import http_get, remove_cgroup_dirs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="agents and network namespaces need root")
 
@@ -121,20 +121,7 @@ class Server(Berth):
             [BERTH, "server", "--listen", self.listen, "--data-dir", self.data_dir, *self.args],
             stdout=log, stderr=log, env={**clean_env(), "BERTH_LOG": os.environ.get("BERTH_LOG", "info")})
         log.close()
-        deadline = time.time() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("berth server exited early:\n" + self.log())
-            try:
-                with open(endpoint_file) as f:
-                    if json.load(f).get("pid") == self.proc.pid:
-                        break
-            except (OSError, ValueError):
-                pass
-            if time.time() > deadline:
-                self.kill()
-                raise RuntimeError("berth server did not start in time:\n" + self.log())
-            time.sleep(0.02)
+        wait_started(self.proc, self.data_dir, timeout, self.log)
         out = sh(BERTH, "env", "--data-dir", self.data_dir).stdout
         self.env = dict(l.removeprefix("export ").split("=", 1) for l in out.splitlines())
         return self
@@ -478,21 +465,7 @@ class Cluster:
             sh("umount", "-l", p, check=False)
 
     def _remove_cgroups(self):
-        for tid in self.task_ids:
-            for root in self._cgroup_roots():
-                d = os.path.join(root, "berth", tid)
-                if not os.path.isdir(d):
-                    continue
-                for sub in os.listdir(d):
-                    if os.path.isdir(os.path.join(d, sub)):
-                        try:
-                            os.rmdir(os.path.join(d, sub))
-                        except OSError:
-                            pass
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
+        remove_cgroup_dirs(self._cgroup_roots(), self.task_ids)
 
     def _remove_dirs(self):
         # (The container bridges, veths and masquerade rules live in the hosts' namespaces and

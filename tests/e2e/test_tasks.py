@@ -70,21 +70,27 @@ def _cleanup_node(data_dir, task_ids):
                             BRIDGE, "-j", "MASQUERADE"], capture_output=True)
         if r.returncode != 0:
             break
-    for root in os.listdir("/sys/fs/cgroup"):
-        base = os.path.join("/sys/fs/cgroup", root, "berth")
+    remove_cgroup_dirs([os.path.join("/sys/fs/cgroup", r) for r in os.listdir("/sys/fs/cgroup")],
+                       task_ids)
+
+
+def remove_cgroup_dirs(roots, task_ids):
+    """Remove the (empty) cgroup directories `<root>/berth/<task id>` and their children."""
+    for root in roots:
         for tid in task_ids:
-            d = os.path.join(base, tid)
-            if os.path.isdir(d):
-                for sub in os.listdir(d):
-                    if os.path.isdir(os.path.join(d, sub)):
-                        try:
-                            os.rmdir(os.path.join(d, sub))
-                        except OSError:
-                            pass
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
+            d = os.path.join(root, "berth", tid)
+            if not os.path.isdir(d):
+                continue
+            for sub in os.listdir(d):
+                if os.path.isdir(os.path.join(d, sub)):
+                    try:
+                        os.rmdir(os.path.join(d, sub))
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
 class Node(Berth):

@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH, end_process
+from conftest import BERTH, end_process, wait_started
 from test_tasks import Node, _cleanup_node, BRIDGE, SUBNET
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root")
@@ -64,20 +64,7 @@ class TlsBerth(Node):
         self.proc = subprocess.Popen(
             [BERTH, self.role, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.extra_args],
             stdout=log, stderr=log, env={**clean_env(), "BERTH_LOG": "info"})
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("berth exited early:\n" + self.log())
-            try:
-                with open(endpoint_file) as f:
-                    if json.load(f).get("pid") == self.proc.pid:
-                        break
-            except (ValueError, OSError):
-                pass
-            time.sleep(0.02)
-        else:
-            self.kill()
-            raise RuntimeError("berth did not start in time:\n" + self.log())
+        wait_started(self.proc, self.data_dir, timeout, self.log)
         out = subprocess.run([BERTH, "env", "--data-dir", self.data_dir], capture_output=True,
                              text=True, check=True, env=clean_env()).stdout
         self.env = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
