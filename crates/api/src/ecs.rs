@@ -31,19 +31,23 @@ impl From<ControlError> for AwsError {
 /// The operations berth implements, for dispatch and for the coverage table in the README.
 pub const IMPLEMENTED: &[&str] = &[
     "CreateCluster",
+    "CreateService",
     "DeleteCluster",
+    "DeleteService",
     "DeleteAttributes",
     "DeleteTaskDefinitions",
     "DeregisterContainerInstance",
     "DeregisterTaskDefinition",
     "DescribeClusters",
     "DescribeContainerInstances",
+    "DescribeServices",
     "DescribeTaskDefinition",
     "DescribeTasks",
     "DiscoverPollEndpoint",
     "ListAttributes",
     "ListClusters",
     "ListContainerInstances",
+    "ListServices",
     "ListTagsForResource",
     "ListTaskDefinitionFamilies",
     "ListTaskDefinitions",
@@ -62,6 +66,7 @@ pub const IMPLEMENTED: &[&str] = &[
     "UpdateCluster",
     "UpdateClusterSettings",
     "UpdateContainerInstancesState",
+    "UpdateService",
 ];
 
 #[async_trait]
@@ -141,6 +146,11 @@ impl JsonService for Ecs {
                 .await
             }
             "SubmitContainerStateChange" => run(b, |r| c.submit_container_state_change(r)).await,
+            "CreateService" => run(b, |r| c.create_service(r)).await,
+            "UpdateService" => run(b, |r| c.update_service(r)).await,
+            "DeleteService" => run(b, |r| c.delete_service(r)).await,
+            "DescribeServices" => run(b, |r| c.describe_services(r)).await,
+            "ListServices" => run(b, |r| c.list_services(r)).await,
             "TagResource" => run(b, |r| c.tag_resource(r)).await,
             "UntagResource" => run(b, |r| c.untag_resource(r)).await,
             "ListTagsForResource" => run(b, |r| c.list_tags_for_resource(r)).await,

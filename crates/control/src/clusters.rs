@@ -159,7 +159,7 @@ impl Control {
         out.registered_container_instances_count = Some(counts.instances as i32);
         out.running_tasks_count = Some(counts.running.iter().sum::<i64>() as i32);
         out.pending_tasks_count = Some(counts.pending.iter().sum::<i64>() as i32);
-        out.active_services_count = Some(0);
+        out.active_services_count = Some(Control::active_services(&d, name));
         if !has("TAGS") {
             out.tags = None;
         } else if out.tags.is_none() {
@@ -261,6 +261,9 @@ impl Control {
                     .filter(|e| e.value.status.as_deref() == Some("ACTIVE"))
                     .cloned()
                     .ok_or(ControlError::ClusterNotFound)?;
+                if Control::active_services(&d, &name) > 0 {
+                    return Err(ControlError::ClusterContainsServices);
+                }
                 let counts = d.counts.get(&name).cloned().unwrap_or_default();
                 if counts.instances > 0 {
                     return Err(ControlError::ClusterContainsContainerInstances);

@@ -24,6 +24,12 @@ pub enum ControlError {
     /// `ClusterContainsTasksException`
     #[error("The Cluster cannot be deleted while Tasks are active.")]
     ClusterContainsTasks,
+    /// `ServiceNotFoundException`
+    #[error("Service not found.")]
+    ServiceNotFound,
+    /// `ServiceNotActiveException`
+    #[error("Service was not ACTIVE.")]
+    ServiceNotActive,
     /// `ResourceNotFoundException`
     #[error("{0}")]
     ResourceNotFound(String),
@@ -56,6 +62,8 @@ impl ControlError {
                 "ClusterContainsContainerInstancesException"
             }
             ControlError::ClusterContainsTasks => "ClusterContainsTasksException",
+            ControlError::ServiceNotFound => "ServiceNotFoundException",
+            ControlError::ServiceNotActive => "ServiceNotActiveException",
             ControlError::ResourceNotFound(_) => "ResourceNotFoundException",
             ControlError::ResourceInUse(_) => "ResourceInUseException",
             ControlError::AttributeLimitExceeded(_) => "AttributeLimitExceededException",

@@ -8,6 +8,7 @@ pub const FAMILIES: &str = "ecs/tdf/";
 pub const TASK_DEFS: &str = "ecs/td/";
 pub const TASKS: &str = "ecs/t/";
 pub const INSTANCES: &str = "ecs/ci/";
+pub const SERVICES: &str = "ecs/s/";
 pub const ACCESS_KEYS: &str = "iam/k/";
 
 pub fn cluster(name: &str) -> String {
@@ -29,6 +30,9 @@ pub fn tasks_of(cluster: &str) -> String {
 pub fn instance(cluster: &str, id: &str) -> String {
     format!("{INSTANCES}{cluster}/{id}")
 }
+pub fn service(cluster: &str, name: &str) -> String {
+    format!("{SERVICES}{cluster}/{name}")
+}
 pub fn access_key(id: &str) -> String {
     format!("{ACCESS_KEYS}{id}")
 }
@@ -41,6 +45,7 @@ pub enum Key<'a> {
     TaskDef(&'a str, i32),
     Task(&'a str, &'a str),
     Instance(&'a str, &'a str),
+    Service(&'a str, &'a str),
     AccessKey(&'a str),
 }
 
@@ -63,6 +68,10 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
         let (c, id) = r.split_once('/')?;
         return Some(Key::Instance(c, id));
     }
+    if let Some(r) = key.strip_prefix(SERVICES) {
+        let (c, n) = r.split_once('/')?;
+        return Some(Key::Service(c, n));
+    }
     if let Some(r) = key.strip_prefix(ACCESS_KEYS) {
         return Some(Key::AccessKey(r));
     }
@@ -82,6 +91,10 @@ mod tests {
         assert_eq!(
             parse(&instance("dev", "i")),
             Some(Key::Instance("dev", "i"))
+        );
+        assert_eq!(
+            parse(&service("dev", "web")),
+            Some(Key::Service("dev", "web"))
         );
         assert_eq!(parse(&access_key("AKIA")), Some(Key::AccessKey("AKIA")));
         assert_eq!(parse("other/x"), None);

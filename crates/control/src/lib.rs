@@ -1,6 +1,6 @@
 //! berth-control: the control plane. Runs the ECS operations over the state store and hosts
-//! the controllers (reconcile loops): node [`liveness`] now, services in a later issue; join
-//! [`tokens`] and their authorization.
+//! the controllers (reconcile loops): node [`liveness`] and the service [`controller`] (its
+//! decisions in [`rollout`]); join [`tokens`] and their authorization.
 //!
 //! Owns: the meaning of every ECS operation (validation beyond the wire shape, defaults,
 //! ARNs, state transitions), the store key layout ([`keys`]), the records kept there
@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod clusters;
+pub mod controller;
 pub mod error;
 pub mod housekeeping;
 pub mod instances;
@@ -20,6 +21,8 @@ pub mod keys;
 pub mod liveness;
 pub mod paging;
 pub mod records;
+pub mod rollout;
+pub mod services;
 pub mod tags;
 pub mod task_defs;
 pub mod tasks;
@@ -101,6 +104,7 @@ impl Control {
         });
         Control::spawn_housekeeping(Arc::downgrade(&c));
         Control::spawn_liveness(Arc::downgrade(&c));
+        Control::spawn_services(Arc::downgrade(&c));
         Ok(c)
     }
 

@@ -66,3 +66,30 @@ pub struct KeyScope {
     #[serde(default)]
     pub description: String,
 }
+
+/// A service as ECS describes it (configuration, deployments without their counts, events),
+/// plus what the service controller remembers between decisions. Running, pending and failed
+/// counts are not stored: they are counted from the service's tasks when asked for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceRecord {
+    pub service: berth_model::wire::ecs::Service,
+    #[serde(default)]
+    pub ctl: ServiceControl,
+}
+
+/// The service controller's own notes on a service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServiceControl {
+    /// The last deployment that completed: what a circuit-breaker rollback goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completed: Option<berth_model::wire::ecs::Deployment>,
+    /// Whether the steady-state event was written since the service last changed.
+    #[serde(default)]
+    pub steady: bool,
+    /// Whether launches are being held back because tasks keep failing (event written).
+    #[serde(default)]
+    pub throttled: bool,
+    /// Whether the "cannot place" event of the current shortage was written.
+    #[serde(default)]
+    pub unplaced: bool,
+}

@@ -113,6 +113,26 @@ impl Control {
                 )
                 .await?;
             }
+            EcsResource::Service { cluster, name } => {
+                self.modify(
+                    &keys::service(&cluster, &name),
+                    |d| {
+                        d.services
+                            .get(&cluster)?
+                            .get(&name)
+                            .filter(|e| e.value.service.status.as_deref() != Some("INACTIVE"))
+                            .cloned()
+                    },
+                    not_found,
+                    |r| {
+                        let mut t = r.service.tags.take().unwrap_or_default();
+                        f(&mut t)?;
+                        r.service.tags = Some(t);
+                        Ok(())
+                    },
+                )
+                .await?;
+            }
             EcsResource::ContainerInstance { cluster, id } => {
                 self.modify(
                     &keys::instance(&cluster, &id),
@@ -188,6 +208,16 @@ impl Control {
                 .and_then(|m| m.get(&id))
                 .ok_or_else(not_found)?
                 .value
+                .tags
+                .clone(),
+            EcsResource::Service { cluster, name } => d
+                .services
+                .get(&cluster)
+                .and_then(|m| m.get(&name))
+                .filter(|e| e.value.service.status.as_deref() != Some("INACTIVE"))
+                .ok_or_else(not_found)?
+                .value
+                .service
                 .tags
                 .clone(),
             _ => return Err(not_found()),

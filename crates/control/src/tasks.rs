@@ -33,21 +33,64 @@ use crate::{Control, keys, now, paging};
 /// Most tasks one RunTask may start.
 pub const MAX_RUN_COUNT: i32 = 10;
 
-/// Everything RunTask and StartTask share once the request is checked.
-struct Launch {
-    cluster: String,
-    td: Arc<TaskDefRecord>,
-    overrides: TaskOverride,
-    req: Requirements,
-    group: String,
-    started_by: Option<String>,
-    launch_type: String,
-    tags: Vec<Tag>,
-    network: Option<NetworkConfiguration>,
-    enable_execute_command: bool,
+/// Everything RunTask, StartTask and a service's deployment share once the request is
+/// checked: what to start, where it may go aside.
+pub(crate) struct Launch {
+    pub(crate) cluster: String,
+    pub(crate) td: Arc<TaskDefRecord>,
+    pub(crate) overrides: TaskOverride,
+    pub(crate) req: Requirements,
+    pub(crate) group: String,
+    pub(crate) started_by: Option<String>,
+    pub(crate) launch_type: String,
+    pub(crate) tags: Vec<Tag>,
+    pub(crate) network: Option<NetworkConfiguration>,
+    pub(crate) enable_execute_command: bool,
+}
+
+/// Tasks placed and not yet committed, with the failures of those that could not be; the
+/// plan counts in the scheduler's picture until this is dropped (after the commit).
+pub(crate) struct Planned {
+    pub(crate) records: Vec<TaskRecord>,
+    pub(crate) failures: Vec<Failure>,
+    _guard: crate::view::PlanGuard,
+}
+
+/// The store operations that create `recs` (each key must be new).
+pub(crate) fn create_ops(cluster: &str, recs: &[TaskRecord]) -> Result<(Vec<Compare>, Vec<Op>)> {
+    let mut compare = Vec::with_capacity(recs.len());
+    let mut ops = Vec::with_capacity(recs.len());
+    for r in recs {
+        let id = r
+            .task
+            .task_arn
+            .as_deref()
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or_default();
+        let key = keys::task(cluster, id);
+        compare.push(Compare::missing(key.clone()));
+        ops.push(Op::put(key, serde_json::to_vec(r)?));
+    }
+    Ok((compare, ops))
 }
 
 impl Launch {
+    /// A launch of the requirements of `td` (no overrides).
+    pub(crate) fn of_definition(cluster: &str, td: Arc<TaskDefRecord>, group: String) -> Launch {
+        Launch {
+            cluster: cluster.to_string(),
+            req: taskdef::requirements(&td.def),
+            td,
+            overrides: TaskOverride::default(),
+            group,
+            started_by: None,
+            launch_type: "EC2".into(),
+            tags: vec![],
+            network: None,
+            enable_execute_command: false,
+        }
+    }
+
     /// What one task of this launch needs, as the scheduler sees it.
     fn sched_requirements(&self) -> sched::TaskRequirements {
         sched::TaskRequirements {
@@ -98,7 +141,7 @@ fn overridden(td: &TaskDefinition, o: &TaskOverride) -> TaskDefinition {
     td
 }
 
-fn check_strategies(s: &[PlacementStrategy]) -> Result<Vec<sched::PlacementStrategy>> {
+pub(crate) fn check_strategies(s: &[PlacementStrategy]) -> Result<Vec<sched::PlacementStrategy>> {
     if s.len() > 5 {
         return Err(ControlError::invalid(
             "placementStrategy may contain at most 5 strategies.",
@@ -131,7 +174,7 @@ fn check_strategies(s: &[PlacementStrategy]) -> Result<Vec<sched::PlacementStrat
         .collect()
 }
 
-fn check_constraints(
+pub(crate) fn check_constraints(
     request: &[PlacementConstraint],
     td: &TaskDefinition,
 ) -> Result<Vec<sched::PlacementConstraint>> {
@@ -212,7 +255,7 @@ fn check_overrides(o: &TaskOverride, td: &TaskDefinition) -> Result<()> {
     Ok(())
 }
 
-fn check_network(td: &TaskDefinition, n: Option<&NetworkConfiguration>) -> Result<()> {
+pub(crate) fn check_network(td: &TaskDefinition, n: Option<&NetworkConfiguration>) -> Result<()> {
     let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
     match (awsvpc, n.and_then(|n| n.awsvpc_configuration.as_ref())) {
         (true, None) => Err(ControlError::invalid(
@@ -458,23 +501,11 @@ impl Control {
 
     /// Commit new tasks in one transaction (every key is new).
     async fn commit_tasks(&self, cluster: &str, recs: &[TaskRecord]) -> Result<()> {
-        let mut compare = Vec::with_capacity(recs.len());
-        let mut ops = Vec::with_capacity(recs.len());
-        for r in recs {
-            let id = r
-                .task
-                .task_arn
-                .as_deref()
-                .and_then(|a| a.rsplit('/').next())
-                .unwrap_or_default();
-            let key = keys::task(cluster, id);
-            compare.push(Compare::missing(key.clone()));
-            ops.push(Op::put(key, serde_json::to_vec(r)?));
-        }
+        let (compare, success) = create_ops(cluster, recs)?;
         let resp = self
             .commit(Txn {
                 compare,
-                success: ops,
+                success,
                 failure: vec![],
             })
             .await?;
@@ -482,6 +513,99 @@ impl Control {
             return Err(ControlError::Server("task id collision".into()));
         }
         Ok(())
+    }
+
+    /// Place `count` tasks of `l` by the strategies and constraints, against the scheduler's
+    /// picture (committed tasks and every plan in flight).
+    pub(crate) fn plan_placement(
+        &self,
+        l: &Launch,
+        count: usize,
+        strategies: &[sched::PlacementStrategy],
+        constraints: &[sched::PlacementConstraint],
+    ) -> Planned {
+        let treq = l.sched_requirements();
+        let mut d = self.view.data.write();
+        let empty = crate::view::SchedCluster::default();
+        let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
+        let instances = &sc.instances;
+        let mut rng = rand::rng();
+        let placement = sched::place(instances, &treq, count, strategies, constraints, &mut rng);
+        let records: Vec<TaskRecord> = placement
+            .placed
+            .iter()
+            .map(|&i| self.new_task(l, Some((&instances[i].arn, &instances[i]))))
+            .collect();
+        let mut failures: Vec<Failure> = Vec::new();
+        for f in placement.failures {
+            let fl = task_failure(f.arn, &f.reason);
+            if !failures.contains(&fl) {
+                failures.push(fl);
+            }
+        }
+        let ids: Vec<String> = placement
+            .placed
+            .iter()
+            .map(|&i| instances[i].id.clone())
+            .collect();
+        let plan = d.add_plan(&l.cluster, &ids, &treq);
+        Planned {
+            records,
+            failures,
+            _guard: crate::view::PlanGuard {
+                view: self.view.clone(),
+                cluster: l.cluster.clone(),
+                ids,
+                plan,
+            },
+        }
+    }
+
+    /// One task of `l` on each of the named instances (ARNs or ids), where it fits.
+    pub(crate) fn plan_on_instances(&self, l: &Launch, targets: &[String]) -> Planned {
+        let mut d = self.view.data.write();
+        let empty = crate::view::SchedCluster::default();
+        let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
+        let mut placed_ids = Vec::new();
+        let mut records = Vec::new();
+        let mut failures = Vec::new();
+        let treq = l.sched_requirements();
+        for t in targets {
+            let hit = self.instance_id(&l.cluster, t).and_then(|id| {
+                let i = sc.position(id)?;
+                let snap = &sc.instances[i];
+                (snap.status == "ACTIVE").then(|| snap.clone())
+            });
+            let Some(mut snap) = hit else {
+                failures.push(task_failure(Some(t.clone()), "MISSING"));
+                continue;
+            };
+            // Account for tasks this same call already put there.
+            for r in &records {
+                let r: &TaskRecord = r;
+                if r.task.container_instance_arn.as_deref() == Some(snap.arn.as_str()) {
+                    sched::reserve(&mut snap, &treq);
+                }
+            }
+            match sched::fits(&snap, &treq) {
+                Ok(()) => {
+                    placed_ids.push(snap.id.clone());
+                    records.push(self.new_task(l, Some((&snap.arn.clone(), &snap))))
+                }
+                Err(reason) => failures.push(task_failure(Some(snap.arn.clone()), reason)),
+            }
+        }
+        let plan = d.add_plan(&l.cluster, &placed_ids, &treq);
+        Planned {
+            records,
+            failures,
+            _guard: crate::view::PlanGuard {
+                view: self.view.clone(),
+                cluster: l.cluster.clone(),
+                ids: placed_ids,
+                plan,
+            },
+        }
     }
 
     pub async fn run_task(&self, req: RunTaskRequest) -> Result<RunTaskResponse> {
@@ -535,47 +659,11 @@ impl Control {
         } else {
             strategies
         };
-        let treq = l.sched_requirements();
-        let (records, failures, _plan) = {
-            let mut d = self.view.data.write();
-            let empty = crate::view::SchedCluster::default();
-            let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
-            let instances = &sc.instances;
-            let mut rng = rand::rng();
-            let placement = sched::place(
-                instances,
-                &treq,
-                count as usize,
-                &strategies,
-                &constraints,
-                &mut rng,
-            );
-            let records: Vec<TaskRecord> = placement
-                .placed
-                .iter()
-                .map(|&i| self.new_task(&l, Some((&instances[i].arn, &instances[i]))))
-                .collect();
-            let mut failures: Vec<Failure> = Vec::new();
-            for f in placement.failures {
-                let fl = task_failure(f.arn, &f.reason);
-                if !failures.contains(&fl) {
-                    failures.push(fl);
-                }
-            }
-            let ids: Vec<String> = placement
-                .placed
-                .iter()
-                .map(|&i| instances[i].id.clone())
-                .collect();
-            let plan = d.add_plan(&l.cluster, &ids, &treq);
-            let guard = crate::view::PlanGuard {
-                view: self.view.clone(),
-                cluster: l.cluster.clone(),
-                ids,
-                plan,
-            };
-            (records, failures, guard)
-        };
+        let Planned {
+            records,
+            failures,
+            _guard,
+        } = self.plan_placement(&l, count as usize, &strategies, &constraints);
         if !records.is_empty() {
             self.commit_tasks(&l.cluster, &records).await?;
         }
@@ -605,48 +693,11 @@ impl Control {
                 req.enable_execute_command,
             )
             .await?;
-        let (records, failures, _plan) = {
-            let mut d = self.view.data.write();
-            let empty = crate::view::SchedCluster::default();
-            let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
-            let mut placed_ids = Vec::new();
-            let mut records = Vec::new();
-            let mut failures = Vec::new();
-            let treq = l.sched_requirements();
-            for t in &targets {
-                let hit = self.instance_id(&l.cluster, t).and_then(|id| {
-                    let i = sc.position(id)?;
-                    let snap = &sc.instances[i];
-                    (snap.status == "ACTIVE").then(|| snap.clone())
-                });
-                let Some(mut snap) = hit else {
-                    failures.push(task_failure(Some(t.clone()), "MISSING"));
-                    continue;
-                };
-                // Account for tasks this same call already put there.
-                for r in &records {
-                    let r: &TaskRecord = r;
-                    if r.task.container_instance_arn.as_deref() == Some(snap.arn.as_str()) {
-                        sched::reserve(&mut snap, &treq);
-                    }
-                }
-                match sched::fits(&snap, &treq) {
-                    Ok(()) => {
-                        placed_ids.push(snap.id.clone());
-                        records.push(self.new_task(&l, Some((&snap.arn.clone(), &snap))))
-                    }
-                    Err(reason) => failures.push(task_failure(Some(snap.arn.clone()), reason)),
-                }
-            }
-            let plan = d.add_plan(&l.cluster, &placed_ids, &treq);
-            let guard = crate::view::PlanGuard {
-                view: self.view.clone(),
-                cluster: l.cluster.clone(),
-                ids: placed_ids,
-                plan,
-            };
-            (records, failures, guard)
-        };
+        let Planned {
+            records,
+            failures,
+            _guard,
+        } = self.plan_on_instances(&l, &targets);
         if !records.is_empty() {
             self.commit_tasks(&l.cluster, &records).await?;
         }

@@ -9,7 +9,7 @@
 //! Must not: be written to except by applying store events; hold anything that cannot be
 //! rebuilt from the store.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use berth_model::wire::ecs::{Cluster, ContainerInstance};
@@ -17,7 +17,8 @@ use berth_store::{Event, EventKind, RangeRequest, Revision, Store, StoreError};
 use parking_lot::RwLock;
 
 use crate::keys::{self, Key};
-use crate::records::{AccessKeyRecord, FamilyRecord, TaskDefRecord, TaskRecord};
+use crate::records::{AccessKeyRecord, FamilyRecord, ServiceRecord, TaskDefRecord, TaskRecord};
+use berth_model::status::stop_code;
 
 /// One object and the store revision that last wrote it.
 #[derive(Debug)]
@@ -56,6 +57,12 @@ pub struct TaskSummary {
     pub started_by: Option<String>,
     pub group: Option<String>,
     pub stopped_at: Option<f64>,
+    pub started_at: Option<f64>,
+    /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN`.
+    pub health: &'static str,
+    /// Stopped for a reason that counts against a deployment: it failed to start, an
+    /// essential container exited, or it failed its health checks.
+    pub failed: bool,
     pub reserved: crate::records::Reservation,
 }
 
@@ -93,10 +100,33 @@ impl TaskSummary {
             started_by: t.started_by.clone(),
             group: t.group.clone(),
             stopped_at: t.stopped_at,
+            started_at: t.started_at,
+            health: match t.health_status.as_deref() {
+                Some("HEALTHY") => "HEALTHY",
+                Some("UNHEALTHY") => "UNHEALTHY",
+                _ => "UNKNOWN",
+            },
+            failed: t.last_status.as_deref() == Some("STOPPED")
+                && (matches!(
+                    t.stop_code.as_deref(),
+                    Some(stop_code::TASK_FAILED_TO_START | stop_code::ESSENTIAL_CONTAINER_EXITED)
+                ) || t
+                    .stopped_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(HEALTH_CHECK_FAILED))),
             reserved: r.reserved.clone(),
         }
     }
+
+    /// The service this task belongs to (its group is `service:<name>`).
+    pub fn service(&self) -> Option<&str> {
+        self.group.as_deref()?.strip_prefix("service:")
+    }
 }
+
+/// The start of the reason the service controller gives for a task it stops because its
+/// container health checks failed.
+pub const HEALTH_CHECK_FAILED: &str = "Task failed container health checks";
 
 impl TaskEntry {
     /// The whole record, decoded.
@@ -162,6 +192,15 @@ pub struct ViewData {
     pub tasks: HashMap<String, BTreeMap<String, TaskEntry>>,
     pub instances: HashMap<String, BTreeMap<String, Entry<ContainerInstance>>>,
     pub access_keys: BTreeMap<String, Entry<AccessKeyRecord>>,
+    /// cluster → service name → service.
+    pub services: HashMap<String, BTreeMap<String, Entry<ServiceRecord>>>,
+    /// (cluster, service name) → ids of the tasks in its group (stopped ones too, until
+    /// they are forgotten).
+    pub service_tasks: HashMap<(String, String), BTreeSet<String>>,
+    /// Services whose tasks, record or cluster instances changed since the service
+    /// controller last took this set; [`ViewData::changed`] wakes it.
+    pub dirty: HashSet<(String, String)>,
+    pub changed: Arc<tokio::sync::Notify>,
     pub counts: HashMap<String, ClusterCounts>,
     /// (cluster, instance id) → usage.
     pub usage: HashMap<(String, String), Usage>,
@@ -432,6 +471,7 @@ impl ViewData {
             .or(old.as_ref())
             .and_then(|s| s.instance_id.clone());
         self.index_task(c, id, old.as_ref(), summary.as_ref(), new);
+        self.index_service_task(c, id, old.as_ref(), summary.as_ref());
         if let Some(inst) = inst {
             self.refresh_sched(c, &inst, false);
         }
@@ -526,6 +566,58 @@ impl ViewData {
         }
     }
 
+    /// Keep the per-service task index and mark the service for its controller.
+    fn index_service_task(
+        &mut self,
+        cluster: &str,
+        id: &str,
+        old: Option<&TaskSummary>,
+        new: Option<&TaskSummary>,
+    ) {
+        let old_svc = old.and_then(|o| o.service());
+        let new_svc = new.and_then(|n| n.service());
+        if let Some(o) = old_svc
+            && Some(o) != new_svc
+        {
+            let key = (cluster.to_string(), o.to_string());
+            if let Some(set) = self.service_tasks.get_mut(&key) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.service_tasks.remove(&key);
+                }
+            }
+            self.mark(key);
+        }
+        if let Some(n) = new_svc {
+            let key = (cluster.to_string(), n.to_string());
+            self.service_tasks
+                .entry(key.clone())
+                .or_default()
+                .insert(id.to_string());
+            self.mark(key);
+        }
+    }
+
+    /// Tell the service controller that a service needs a look.
+    fn mark(&mut self, key: (String, String)) {
+        if self.dirty.is_empty() {
+            self.changed.notify_one();
+        }
+        self.dirty.insert(key);
+    }
+
+    /// Every service of a cluster needs a look (its instances changed).
+    fn mark_cluster(&mut self, cluster: &str) {
+        let names: Vec<String> = self
+            .services
+            .get(cluster)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for n in names {
+            self.mark((cluster.to_string(), n));
+        }
+    }
+
     /// Follow the tasks of one instance: its unfinished tasks now, and a receiver of every
     /// later write of a task placed there (registered under the same lock, so nothing falls
     /// in between).
@@ -595,6 +687,12 @@ impl ViewData {
                         self.instance_contribution(c, &n, 1);
                     }
                     self.refresh_sched(c, id, true);
+                    self.mark_cluster(c);
+                }
+            }
+            Key::Service(c, name) => {
+                if replace_nested(&mut self.services, c, name, rev, put, val)?.is_some() {
+                    self.mark((c.to_string(), name.to_string()));
                 }
             }
         }
