@@ -56,18 +56,21 @@ pub(crate) struct Planned {
     _guard: crate::view::PlanGuard,
 }
 
+/// The id part of a task record's ARN.
+fn task_id(r: &TaskRecord) -> &str {
+    r.task
+        .task_arn
+        .as_deref()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or_default()
+}
+
 /// The store operations that create `recs` (each key must be new).
 pub(crate) fn create_ops(cluster: &str, recs: &[TaskRecord]) -> Result<(Vec<Compare>, Vec<Op>)> {
     let mut compare = Vec::with_capacity(recs.len());
     let mut ops = Vec::with_capacity(recs.len());
     for r in recs {
-        let id = r
-            .task
-            .task_arn
-            .as_deref()
-            .and_then(|a| a.rsplit('/').next())
-            .unwrap_or_default();
-        let key = keys::task(cluster, id);
+        let key = keys::task(cluster, task_id(r));
         compare.push(Compare::missing(key.clone()));
         ops.push(Op::put(key, serde_json::to_vec(r)?));
     }
@@ -543,12 +546,14 @@ impl Control {
                 failures.push(fl);
             }
         }
-        let ids: Vec<String> = placement
+        let placed: Vec<(String, String)> = placement
             .placed
             .iter()
-            .map(|&i| instances[i].id.clone())
+            .zip(&records)
+            .map(|(&i, r)| (instances[i].id.clone(), task_id(r).to_string()))
             .collect();
-        let plan = d.add_plan(&l.cluster, &ids, &treq);
+        let plan = d.add_plan(&l.cluster, &placed, &treq);
+        let ids = placed.into_iter().map(|(i, _)| i).collect();
         Planned {
             records,
             failures,
@@ -595,7 +600,12 @@ impl Control {
                 Err(reason) => failures.push(task_failure(Some(snap.arn.clone()), reason)),
             }
         }
-        let plan = d.add_plan(&l.cluster, &placed_ids, &treq);
+        let placed: Vec<(String, String)> = placed_ids
+            .iter()
+            .cloned()
+            .zip(records.iter().map(|r| task_id(r).to_string()))
+            .collect();
+        let plan = d.add_plan(&l.cluster, &placed, &treq);
         Planned {
             records,
             failures,

@@ -213,7 +213,8 @@ pub struct ViewData {
     pub sched: HashMap<String, SchedCluster>,
     /// (cluster, instance id) → placements planned there and not yet applied (plan id,
     /// what each task reserves). The scheduler's picture counts them; see [`PlanGuard`].
-    inflight: HashMap<(String, String), Vec<(u64, berth_scheduler::TaskRequirements)>>,
+    /// Each entry: (plan id, task id, what the task reserves).
+    inflight: HashMap<(String, String), Vec<(u64, String, berth_scheduler::TaskRequirements)>>,
     next_plan: u64,
 }
 
@@ -234,9 +235,10 @@ impl SchedCluster {
 /// applied). RunTask and StartTask plan under the view's write lock against the picture —
 /// committed tasks and every plan in flight — record their plan, release the lock and commit
 /// (a durable write, about a millisecond) while others plan: concurrent placements never
-/// oversubscribe an instance, and their commits share the store's group commit. The plan is
-/// taken out when the guard drops, after its commit was applied (or failed); for that moment
-/// the reservation counts twice, which can only refuse, never oversubscribe.
+/// oversubscribe an instance, and their commits share the store's group commit. Each
+/// planned task leaves the plan when the view applies its creation (in the same step that
+/// counts the task), so nothing counts twice; the guard takes out whatever is left when it
+/// drops (a commit that failed).
 pub struct PlanGuard {
     pub(crate) view: Arc<View>,
     pub(crate) cluster: String,
@@ -389,33 +391,45 @@ impl ViewData {
         }
     }
 
-    /// Count a placement plan in the scheduler's picture until its [`PlanGuard`] drops.
-    /// `ids` names the instance of each placed task (an instance once per task).
+    /// Count a placement plan in the scheduler's picture until the view applies the task's
+    /// creation or its [`PlanGuard`] drops, whichever comes first. `placed` names the
+    /// instance and id of each placed task.
     pub fn add_plan(
         &mut self,
         cluster: &str,
-        ids: &[String],
+        placed: &[(String, String)],
         req: &berth_scheduler::TaskRequirements,
     ) -> u64 {
         self.next_plan += 1;
         let plan = self.next_plan;
-        for id in ids {
+        for (inst, task) in placed {
             self.inflight
-                .entry((cluster.to_string(), id.clone()))
+                .entry((cluster.to_string(), inst.clone()))
                 .or_default()
-                .push((plan, req.clone()));
+                .push((plan, task.clone(), req.clone()));
         }
-        for id in ids {
-            self.refresh_sched(cluster, id, false);
+        for (inst, _) in placed {
+            self.refresh_sched(cluster, inst, false);
         }
         plan
+    }
+
+    /// The task planned on `inst` now counts as a task: take its plan out.
+    fn planned_task_applied(&mut self, cluster: &str, inst: &str, task: &str) {
+        let key = (cluster.to_string(), inst.to_string());
+        if let Some(v) = self.inflight.get_mut(&key) {
+            v.retain(|(_, t, _)| t != task);
+            if v.is_empty() {
+                self.inflight.remove(&key);
+            }
+        }
     }
 
     fn remove_plan(&mut self, cluster: &str, ids: &[String], plan: u64) {
         for id in ids {
             let key = (cluster.to_string(), id.clone());
             if let Some(v) = self.inflight.get_mut(&key) {
-                v.retain(|(p, _)| *p != plan);
+                v.retain(|(p, _, _)| *p != plan);
                 if v.is_empty() {
                     self.inflight.remove(&key);
                 }
@@ -470,6 +484,11 @@ impl ViewData {
             .as_ref()
             .or(old.as_ref())
             .and_then(|s| s.instance_id.clone());
+        if old.is_none()
+            && let Some(i) = &inst
+        {
+            self.planned_task_applied(c, i, id);
+        }
         self.index_task(c, id, old.as_ref(), summary.as_ref(), new);
         self.index_service_task(c, id, old.as_ref(), summary.as_ref());
         if let Some(inst) = inst {
@@ -496,7 +515,7 @@ impl ViewData {
                     .unwrap_or(&empty);
                 let plans = self.inflight.get(&(cluster.to_string(), id.to_string()));
                 let reserve_plans = |snap: &mut berth_scheduler::Instance| {
-                    for (_, req) in plans.into_iter().flatten() {
+                    for (_, _, req) in plans.into_iter().flatten() {
                         berth_scheduler::reserve(snap, req);
                     }
                 };
