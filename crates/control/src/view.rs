@@ -213,10 +213,12 @@ pub struct ViewData {
     pub sched: HashMap<String, SchedCluster>,
     /// (cluster, instance id) → placements planned there and not yet applied (plan id,
     /// what each task reserves). The scheduler's picture counts them; see [`PlanGuard`].
-    /// Each entry: (plan id, task id, what the task reserves).
-    inflight: HashMap<(String, String), Vec<(u64, String, berth_scheduler::TaskRequirements)>>,
+    inflight: HashMap<(String, String), Vec<PlannedTask>>,
     next_plan: u64,
 }
+
+/// A task planned on an instance: (plan id, task id, what it reserves).
+type PlannedTask = (u64, String, berth_scheduler::TaskRequirements);
 
 /// The scheduler's picture of one cluster's instances.
 #[derive(Default)]
