@@ -37,7 +37,7 @@ pub(crate) fn task_state(id: &str, s: &TaskSummary) -> TaskState {
     TaskState {
         id: id.to_string(),
         deployment: s.started_by.clone(),
-        live: s.desired_status == "RUNNING",
+        live: s.desired_status == "RUNNING" && !matches!(s.last_status, "STOPPED" | "DELETED"),
         last: s.last_status,
         instance: s.instance_id.clone(),
         health: s.health,

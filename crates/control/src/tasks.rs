@@ -1021,9 +1021,11 @@ impl Control {
     }
 }
 
-/// Mark a task STOPPED now (and its containers that never reported).
+/// Mark a task STOPPED now (and its containers that never reported). A stopped task is
+/// also desired STOPPED, as ECS shows it (and lists it).
 pub(crate) fn finish(t: &mut Task, at: f64) {
     t.last_status = Some("STOPPED".into());
+    t.desired_status = Some("STOPPED".into());
     t.stopped_at.get_or_insert(at);
     t.execution_stopped_at.get_or_insert(at);
     t.connectivity = None;

@@ -1,0 +1,315 @@
+//! Services over the in-memory store with the controller running: the API's checks, and the
+//! controller keeping the desired count as a fake agent reports its tasks (the same paths run
+//! with real agents and containers in tests/e2e/test_services.py).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_control::{Control, ControlConfig, ControlError};
+use berth_model::wire::ecs::{
+    ContainerDefinition, CreateClusterRequest, CreateServiceRequest, DeleteServiceRequest,
+    DescribeServicesRequest, ListServicesRequest, ListTasksRequest,
+    RegisterContainerInstanceRequest, RegisterTaskDefinitionRequest, Resource, Service,
+    SubmitTaskStateChangeRequest, UpdateServiceRequest,
+};
+use berth_store::MemStore;
+
+async fn setup() -> Arc<Control> {
+    let c = Control::open(ControlConfig::default(), Arc::new(MemStore::new()))
+        .await
+        .unwrap();
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for image in ["busybox", "busybox:2"] {
+        c.register_task_definition(
+            RegisterTaskDefinitionRequest {
+                family: Some("web".into()),
+                container_definitions: Some(vec![ContainerDefinition {
+                    name: Some("a".into()),
+                    image: Some(image.into()),
+                    memory: Some(16),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            "me",
+        )
+        .await
+        .unwrap();
+    }
+    for _ in 0..2 {
+        c.register_container_instance(RegisterContainerInstanceRequest {
+            cluster: Some("c".into()),
+            total_resources: Some(vec![
+                Resource {
+                    name: Some("CPU".into()),
+                    r#type: Some("INTEGER".into()),
+                    integer_value: Some(4096),
+                    ..Default::default()
+                },
+                Resource {
+                    name: Some("MEMORY".into()),
+                    r#type: Some("INTEGER".into()),
+                    integer_value: Some(4096),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    c
+}
+
+fn create(desired: Option<i32>) -> CreateServiceRequest {
+    CreateServiceRequest {
+        cluster: Some("c".into()),
+        service_name: Some("web".into()),
+        task_definition: Some("web:1".into()),
+        desired_count: desired,
+        ..Default::default()
+    }
+}
+
+async fn describe(c: &Control) -> Service {
+    c.describe_services(DescribeServicesRequest {
+        cluster: Some("c".into()),
+        services: Some(vec!["web".into()]),
+        include: None,
+    })
+    .await
+    .unwrap()
+    .services
+    .unwrap()
+    .remove(0)
+}
+
+async fn tasks(c: &Control, desired: &str) -> Vec<String> {
+    c.list_tasks(ListTasksRequest {
+        cluster: Some("c".into()),
+        service_name: Some("web".into()),
+        desired_status: Some(desired.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .task_arns
+    .unwrap()
+}
+
+/// The fake agent: report every task the server wants stopped as STOPPED and every other
+/// one as RUNNING, until `until` holds.
+async fn agent_until(c: &Control, what: &str, until: impl AsyncFn(&Control) -> bool) {
+    for _ in 0..500 {
+        for (desired, status) in [("RUNNING", "RUNNING"), ("STOPPED", "STOPPED")] {
+            for t in tasks(c, desired).await {
+                c.submit_task_state_change(SubmitTaskStateChangeRequest {
+                    cluster: Some("c".into()),
+                    task: Some(t),
+                    status: Some(status.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            }
+        }
+        if until(c).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let s = describe(c).await;
+    panic!(
+        "{what}: not reached; running {:?} pending {:?} desired {:?}; deployments {:#?}; events {:#?}",
+        s.running_count, s.pending_count, s.desired_count, s.deployments, s.events
+    );
+}
+
+/// One deployment, all tasks running, and the controller has said so.
+async fn stable(c: &Control) -> bool {
+    let s = describe(c).await;
+    let said = s
+        .events
+        .as_ref()
+        .and_then(|e| e.first())
+        .and_then(|e| e.message.as_deref())
+        == Some("(service web) has reached a steady state.");
+    s.deployments.as_ref().map(Vec::len) == Some(1) && s.running_count == s.desired_count && said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_keeps_and_rolls_the_desired_count() {
+    let c = setup().await;
+    let s = c
+        .create_service(create(Some(3)))
+        .await
+        .unwrap()
+        .service
+        .unwrap();
+    assert_eq!(s.status.as_deref(), Some("ACTIVE"));
+    assert_eq!(s.deployments.as_ref().unwrap().len(), 1);
+    agent_until(&c, "steady", stable).await;
+    let s = describe(&c).await;
+    assert_eq!(s.running_count, Some(3));
+    let msgs: Vec<String> = s
+        .events
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    assert_eq!(msgs[0], "(service web) has reached a steady state.");
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("(service web) has started 3 tasks:"))
+    );
+
+    // A task that dies is replaced.
+    let victim = tasks(&c, "RUNNING").await.remove(0);
+    c.submit_task_state_change(SubmitTaskStateChangeRequest {
+        cluster: Some("c".into()),
+        task: Some(victim.clone()),
+        status: Some("STOPPED".into()),
+        reason: Some("Essential container in task exited".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    agent_until(&c, "replaced", async |c: &Control| {
+        let t = tasks(c, "RUNNING").await;
+        t.len() == 3 && !t.contains(&victim) && stable(c).await
+    })
+    .await;
+
+    // A rolling update ends with every task on the new definition.
+    c.update_service(UpdateServiceRequest {
+        cluster: Some("c".into()),
+        service: Some("web".into()),
+        task_definition: Some("web:2".into()),
+        desired_count: Some(4),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    agent_until(&c, "rolled", async |c: &Control| {
+        let s = describe(c).await;
+        stable(c).await && s.deployments.unwrap()[0].rollout_state.as_deref() == Some("COMPLETED")
+    })
+    .await;
+    let s = describe(&c).await;
+    assert_eq!(s.running_count, Some(4));
+    assert!(s.task_definition.unwrap().ends_with("web:2"));
+
+    // Deletion: refused while scaled up, then forced: DRAINING → INACTIVE.
+    let e = c
+        .delete_service(DeleteServiceRequest {
+            cluster: Some("c".into()),
+            service: Some("web".into()),
+            force: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidParameterException");
+    let s = c
+        .delete_service(DeleteServiceRequest {
+            cluster: Some("c".into()),
+            service: Some("web".into()),
+            force: Some(true),
+        })
+        .await
+        .unwrap()
+        .service
+        .unwrap();
+    assert_eq!(s.status.as_deref(), Some("DRAINING"));
+    agent_until(&c, "inactive", async |c: &Control| {
+        describe(c).await.status.as_deref() == Some("INACTIVE")
+    })
+    .await;
+    let l = c
+        .list_services(ListServicesRequest {
+            cluster: Some("c".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(l.service_arns.unwrap().is_empty());
+    // The name can be used again.
+    c.create_service(create(Some(1))).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_change_nothing() {
+    let c = setup().await;
+    let cases: Vec<(CreateServiceRequest, &str)> = vec![
+        (create(None), "InvalidParameterException"),
+        (
+            CreateServiceRequest {
+                service_name: Some("bad name".into()),
+                ..create(Some(1))
+            },
+            "InvalidParameterException",
+        ),
+        (
+            CreateServiceRequest {
+                task_definition: Some("nope:1".into()),
+                ..create(Some(1))
+            },
+            "InvalidParameterException",
+        ),
+        (
+            CreateServiceRequest {
+                scheduling_strategy: Some("DAEMON".into()),
+                ..create(Some(1))
+            },
+            "InvalidParameterException",
+        ),
+        (
+            CreateServiceRequest {
+                cluster: Some("nope".into()),
+                ..create(Some(1))
+            },
+            "ClusterNotFoundException",
+        ),
+    ];
+    for (req, code) in cases {
+        let e: ControlError = c.create_service(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e}");
+    }
+    let l = c
+        .list_services(ListServicesRequest {
+            cluster: Some("c".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(l.service_arns.unwrap().is_empty());
+    let e = c
+        .update_service(UpdateServiceRequest {
+            cluster: Some("c".into()),
+            service: Some("web".into()),
+            desired_count: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "ServiceNotFoundException");
+    c.create_service(create(Some(1))).await.unwrap();
+    let e = c.create_service(create(Some(1))).await.unwrap_err();
+    assert_eq!(e.code(), "InvalidParameterException");
+    assert!(e.to_string().contains("not idempotent"));
+    let e = c
+        .update_service(UpdateServiceRequest {
+            cluster: Some("c".into()),
+            service: Some("web".into()),
+            desired_count: Some(-1),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "InvalidParameterException");
+    assert_eq!(describe(&c).await.desired_count, Some(1));
+}
