@@ -5,6 +5,7 @@ mod config;
 mod images;
 mod node;
 mod ps;
+mod services;
 mod tls;
 mod token;
 
@@ -44,6 +45,10 @@ enum Cmd {
     Ps(ps::PsArgs),
     /// Print (and follow) the output of a task's container on this machine's node.
     Logs(ps::LogsArgs),
+    /// List services: status, desired/running/pending counts, definition, rollout.
+    Services(services::ServicesArgs),
+    /// One service: `berth service events NAME [-f]`.
+    Service(services::ServiceArgs),
     /// Join tokens for nodes: create, list, revoke.
     Token(token::TokenArgs),
     /// Print the version.
@@ -155,6 +160,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Agent(a) => run_agent(a),
         Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
         Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),
+        Cmd::Services(a) => client_runtime()?.block_on(services::services(a)),
+        Cmd::Service(a) => client_runtime()?.block_on(services::service(a)),
         Cmd::Token(a) => client_runtime()?.block_on(token::run(a)),
         Cmd::Version => {
             println!("berth {}", env!("CARGO_PKG_VERSION"));

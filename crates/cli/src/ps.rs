@@ -40,11 +40,11 @@ pub struct LogsArgs {
     local: ServeArgs,
 }
 
-fn short(arn: &str) -> &str {
+pub(crate) fn short(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
 
-fn uptime(since: f64, now: f64) -> String {
+pub(crate) fn uptime(since: f64, now: f64) -> String {
     let s = (now - since).max(0.0) as u64;
     match s {
         0..=59 => format!("{s}s"),
@@ -162,12 +162,19 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+    print_table(&rows)
+}
+
+/// Print rows as left-aligned columns (the first row is the header), like `docker ps`.
+pub(crate) fn print_table<R: AsRef<[String]>>(rows: &[R]) -> anyhow::Result<()> {
+    let n = rows.first().map(|r| r.as_ref().len()).unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| rows.iter().map(|r| r.as_ref()[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = std::io::stdout().lock();
     for r in rows {
         let line: Vec<String> = r
+            .as_ref()
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
