@@ -3,6 +3,7 @@
 //! follow), through the ECS API.
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -184,14 +185,23 @@ async fn events(a: EventsArgs) -> anyhow::Result<()> {
             }
             new.drain(..skip);
         }
+        let mut out = std::io::stdout().lock();
         for e in new {
             seen.insert(e["id"].as_str().unwrap_or_default().to_string());
-            println!(
+            let line = writeln!(
+                out,
                 "{}  {}",
                 timestamp(e["createdAt"].as_f64().unwrap_or(0.0)),
                 e["message"].as_str().unwrap_or_default()
-            );
+            )
+            .and_then(|_| out.flush());
+            match line {
+                // The reader went away (`| head`): nothing more to say.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                r => r?,
+            }
         }
+        drop(out);
         first = false;
         if !a.follow || s["status"].as_str() == Some("INACTIVE") {
             return Ok(());
