@@ -378,6 +378,11 @@ impl Control {
         }
 
         let rec = ServiceRecord { service: svc, ctl };
+        if ops.is_empty() && rec == *entry.value {
+            // Nothing placed, nothing stopped, nothing to say (a placement that still finds
+            // no room): writing would only wake this controller again.
+            return Ok(Some(wake));
+        }
         ops.push(Op::put(
             keys::service(cluster, name),
             serde_json::to_vec(&rec)?,

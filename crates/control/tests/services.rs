@@ -313,3 +313,70 @@ async fn bad_requests_change_nothing() {
     assert_eq!(e.code(), "InvalidParameterException");
     assert_eq!(describe(&c).await.desired_count, Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_short_of_room_says_so_once_and_writes_nothing_more() {
+    let store = Arc::new(MemStore::new());
+    let c = Control::open(ControlConfig::default(), store.clone())
+        .await
+        .unwrap();
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.register_task_definition(
+        RegisterTaskDefinitionRequest {
+            family: Some("web".into()),
+            container_definitions: Some(vec![ContainerDefinition {
+                name: Some("a".into()),
+                image: Some("busybox".into()),
+                memory: Some(3000),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        "me",
+    )
+    .await
+    .unwrap();
+    c.register_container_instance(RegisterContainerInstanceRequest {
+        cluster: Some("c".into()),
+        total_resources: Some(vec![Resource {
+            name: Some("MEMORY".into()),
+            r#type: Some("INTEGER".into()),
+            integer_value: Some(4096),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.create_service(create(Some(2))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rev = berth_store::Store::revision(&*store).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        berth_store::Store::revision(&*store).await.unwrap(),
+        rev,
+        "the controller kept writing"
+    );
+    let s = describe(&c).await;
+    assert_eq!(tasks(&c, "RUNNING").await.len(), 1);
+    let msgs: Vec<String> = s
+        .events
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    let unplaced: Vec<&String> = msgs
+        .iter()
+        .filter(|m| m.contains("was unable to place a task"))
+        .collect();
+    assert_eq!(unplaced.len(), 1, "{msgs:?}");
+    assert!(
+        unplaced[0].contains("insufficient memory available"),
+        "{msgs:?}"
+    );
+}
