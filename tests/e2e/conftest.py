@@ -168,8 +168,12 @@ def register_instance(ecs, cluster, cpu=4096, memory=8192, zone="zone-a", ports=
             {"name": "PORTS", "type": "STRINGSET", "stringSetValue": list(ports)},
             {"name": "PORTS_UDP", "type": "STRINGSET", "stringSetValue": []},
         ],
+        # The capabilities a berth agent registers (task definitions' requiresAttributes).
         attributes=[{"name": "ecs.availability-zone", "value": zone},
-                    {"name": "ecs.os-type", "value": "linux"}],
+                    {"name": "ecs.os-type", "value": "linux"},
+                    {"name": "ecs.capability.task-eni"},
+                    {"name": "ecs.capability.container-health-check"},
+                    {"name": "ecs.capability.container-ordering"}],
         versionInfo={"agentVersion": "1.80.0"},
     )
     return r["containerInstance"]["containerInstanceArn"]

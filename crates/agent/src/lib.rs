@@ -471,6 +471,15 @@ impl Agent {
     }
 }
 
+/// The capabilities a node registers as attributes (what task definitions' `requiresAttributes`
+/// name): awsvpc networking, container health checks, container dependencies.
+pub const CAPABILITIES: [&str; 4] = [
+    "ecs.capability.task-eni",
+    "com.amazonaws.ecs.capability.docker-remote-api.1.17",
+    "ecs.capability.container-health-check",
+    "ecs.capability.container-ordering",
+];
+
 /// Rotate container logs that grew too big (copy to `.1`, shifting older copies, then
 /// truncate: the shim appends, so writing continues at the new end); remove logs of ended
 /// containers past retention. Returns how many files were rotated.
@@ -586,17 +595,8 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
         ("ecs.os-family".into(), "LINUX".into()),
         ("ecs.cpu-architecture".into(), cpu_arch().into()),
         ("berth.runtime".into(), "native".into()),
-        ("ecs.capability.task-eni".into(), String::new()),
-        (
-            "com.amazonaws.ecs.capability.docker-remote-api.1.17".into(),
-            String::new(),
-        ),
-        (
-            "ecs.capability.container-health-check".into(),
-            String::new(),
-        ),
-        ("ecs.capability.container-ordering".into(), String::new()),
     ];
+    attrs.extend(CAPABILITIES.iter().map(|c| (c.to_string(), String::new())));
     if let Some(z) = &cfg.zone {
         attrs.push(("ecs.availability-zone".into(), z.clone()));
     }

@@ -105,6 +105,10 @@ pub fn registration(cfg: &SimConfig, i: usize) -> RegisterContainerInstanceReque
             ..Default::default()
         },
     ];
+    attributes.extend(crate::CAPABILITIES.iter().map(|c| Attribute {
+        name: Some(c.to_string()),
+        ..Default::default()
+    }));
     if let Some(z) = pick(&cfg.zones) {
         attributes.push(Attribute {
             name: Some("ecs.availability-zone".into()),

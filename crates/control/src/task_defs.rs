@@ -94,6 +94,7 @@ impl Control {
             def.status = Some("ACTIVE".into());
             def.registered_at = Some(now());
             def.registered_by = Some(registered_by.to_string());
+            def.requires_attributes = Some(taskdef::required_attributes(&def));
             let rec = TaskDefRecord {
                 def,
                 tags: tags.clone(),

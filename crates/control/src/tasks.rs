@@ -103,6 +103,7 @@ impl Launch {
             ports_udp: self.req.ports_udp.clone(),
             gpus: self.req.gpus,
             group: self.group.clone(),
+            attributes: self.req.attributes.clone(),
         }
     }
 }

@@ -408,3 +408,46 @@ async fn a_restarting_agent_does_not_undo_draining() {
         .unwrap();
     assert_eq!(described[0].status.as_deref(), Some("DRAINING"));
 }
+
+#[tokio::test]
+async fn a_task_needing_a_capability_the_instance_lacks_is_refused_with_attribute() {
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut req = td("hc", 10);
+    req.container_definitions.as_mut().unwrap()[0].health_check =
+        Some(berth_model::wire::ecs::HealthCheck {
+            command: Some(vec!["CMD-SHELL".into(), "true".into()]),
+            ..Default::default()
+        });
+    let def = c
+        .register_task_definition(req, "me")
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    let names: Vec<String> = def
+        .requires_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|a| a.name)
+        .collect();
+    assert_eq!(names, vec!["ecs.capability.container-health-check"]);
+    let arn = instance(&c, "c", 1024).await;
+    let r = c
+        .run_task(RunTaskRequest {
+            cluster: Some("c".into()),
+            task_definition: Some("hc".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(r.tasks.unwrap().is_empty());
+    let f = r.failures.unwrap();
+    assert_eq!(f[0].reason.as_deref(), Some("ATTRIBUTE"));
+    assert_eq!(f[0].arn.as_deref(), Some(arn.as_str()));
+}

@@ -101,6 +101,35 @@ pub struct Requirements {
     pub ports_tcp: Vec<u16>,
     pub ports_udp: Vec<u16>,
     pub gpus: i64,
+    /// Instance attributes the task needs (name, and value when one is required): the
+    /// definition's `requiresAttributes`.
+    pub attributes: Vec<(String, Option<String>)>,
+}
+
+/// The capability attributes an instance must have for a task definition's features, as ECS
+/// lists them in `requiresAttributes` (berth's agents register these capabilities).
+pub fn required_attributes(td: &TaskDefinition) -> Vec<crate::wire::ecs::Attribute> {
+    let containers = td.container_definitions.as_deref().unwrap_or_default();
+    let mut names: Vec<&str> = Vec::new();
+    if td.network_mode.as_deref() == Some("awsvpc") {
+        names.push("ecs.capability.task-eni");
+    }
+    if containers.iter().any(|c| c.health_check.is_some()) {
+        names.push("ecs.capability.container-health-check");
+    }
+    if containers
+        .iter()
+        .any(|c| c.depends_on.as_ref().is_some_and(|d| !d.is_empty()))
+    {
+        names.push("ecs.capability.container-ordering");
+    }
+    names
+        .into_iter()
+        .map(|n| crate::wire::ecs::Attribute {
+            name: Some(n.to_string()),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The reservation of a normalised task definition: task-level cpu/memory when set, else the
@@ -127,6 +156,12 @@ pub fn requirements(td: &TaskDefinition) -> Requirements {
     let mut req = Requirements {
         cpu,
         memory,
+        attributes: td
+            .requires_attributes
+            .iter()
+            .flatten()
+            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+            .collect(),
         ..Default::default()
     };
     if mode == "bridge" || mode == "host" {

@@ -57,6 +57,8 @@ pub struct TaskRequirements {
     pub gpus: i64,
     /// `family:<name>` or `service:<name>`: what distinctInstance and spread count.
     pub group: String,
+    /// Attributes the instance must have (and their values, where given).
+    pub attributes: Vec<(String, Option<String>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,8 @@ pub const REASON_MEMORY: &str = "RESOURCE:MEMORY";
 pub const REASON_PORTS: &str = "RESOURCE:PORTS";
 pub const REASON_GPU: &str = "RESOURCE:GPU";
 pub const REASON_AGENT: &str = "AGENT";
+/// The instance lacks an attribute the task definition requires (`requiresAttributes`).
+pub const REASON_ATTRIBUTE: &str = "ATTRIBUTE";
 pub const REASON_DISTINCT: &str = "DistinctInstance placement constraint unsatisfied.";
 pub const REASON_MEMBER_OF: &str = "MemberOf placement constraint unsatisfied.";
 
@@ -114,10 +118,24 @@ pub fn default_run_task_strategy() -> Vec<PlacementStrategy> {
     vec![PlacementStrategy::Random]
 }
 
-/// Whether `inst` has room for one task of `req` (resources and agent only).
+/// Whether `inst` has the attributes `req` requires.
+pub fn has_attributes(inst: &Instance, req: &TaskRequirements) -> bool {
+    req.attributes
+        .iter()
+        .all(|(name, value)| match inst.attributes.get(name) {
+            None => false,
+            Some(have) => value.is_none() || have == value,
+        })
+}
+
+/// Whether `inst` can hold one task of `req`: its agent, the attributes the task requires,
+/// and room (CPU, memory, ports, GPUs).
 pub fn fits(inst: &Instance, req: &TaskRequirements) -> Result<(), &'static str> {
     if !inst.agent_connected {
         return Err(REASON_AGENT);
+    }
+    if !has_attributes(inst, req) {
+        return Err(REASON_ATTRIBUTE);
     }
     if inst.cpu < req.cpu {
         return Err(REASON_CPU);

@@ -280,3 +280,26 @@ fn in_flight_reservations_are_seen() {
     assert_eq!(p.placed, vec![1]);
     assert_eq!(p.failures.len(), 2);
 }
+
+#[test]
+fn required_attributes_must_be_present_with_their_values() {
+    let mut with = inst("a", "z1", 100, 100);
+    with.attributes.insert(
+        "ecs.capability.container-health-check".into(),
+        Some(String::new()),
+    );
+    let without = inst("b", "z1", 100, 100);
+    let mut r = req(1, 1);
+    r.attributes = vec![("ecs.capability.container-health-check".into(), None)];
+    let p = place(&[without.clone()], &r, 1, &[], &[], &mut rng());
+    assert!(p.placed.is_empty());
+    assert_eq!(p.failures[0].reason, REASON_ATTRIBUTE);
+    let p = place(&[without, with], &r, 2, &[], &[], &mut rng());
+    assert_eq!(p.placed, vec![1, 1]);
+    // A value, when required, must match.
+    r.attributes = vec![("ecs.availability-zone".into(), Some("z2".into()))];
+    let p = place(&[inst("c", "z1", 100, 100)], &r, 1, &[], &[], &mut rng());
+    assert_eq!(p.failures[0].reason, REASON_ATTRIBUTE);
+    let p = place(&[inst("d", "z2", 100, 100)], &r, 1, &[], &[], &mut rng());
+    assert_eq!(p.placed, vec![0]);
+}
