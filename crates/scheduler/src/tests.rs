@@ -291,7 +291,7 @@ fn required_attributes_must_be_present_with_their_values() {
     let without = inst("b", "z1", 100, 100);
     let mut r = req(1, 1);
     r.attributes = vec![("ecs.capability.container-health-check".into(), None)];
-    let p = place(&[without.clone()], &r, 1, &[], &[], &mut rng());
+    let p = place(std::slice::from_ref(&without), &r, 1, &[], &[], &mut rng());
     assert!(p.placed.is_empty());
     assert_eq!(p.failures[0].reason, REASON_ATTRIBUTE);
     let p = place(&[without, with], &r, 2, &[], &[], &mut rng());
