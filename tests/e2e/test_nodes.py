@@ -8,6 +8,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import botocore.exceptions
 import pytest
@@ -119,7 +120,7 @@ def test_lost_node_tasks_stop_and_the_node_reconciles_when_back(data_dir):
         agent = subprocess.Popen(
             [BERTH, "agent", "--server", server.endpoint, "--cluster", "edge", "--data-dir",
              node_dir, "--bridge-name", BRIDGE, "--bridge-subnet", SUBNET,
-             "--container-stop-timeout", "1", "--token", tok],
+             "--container-stop-timeout", "1", "--telemetry-interval", "1", "--token", tok],
             stdout=log, stderr=log, env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
         deadline = time.time() + 20
         arns = []
@@ -139,6 +140,18 @@ def test_lost_node_tasks_stop_and_the_node_reconciles_when_back(data_dir):
         for a in task_arns:
             node.wait_task(a, "RUNNING", cluster="edge")
         assert all(_cgroup_exists(i) for i in ids)
+        # The node's telemetry session reports each running container's CPU and memory.
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with urllib.request.urlopen(server.endpoint + "/metrics", timeout=5) as r:
+                text = r.read().decode()
+            gauges = [l for l in text.splitlines()
+                      if l.startswith("berth_container_memory_mib{") and 'cluster="edge"' in l]
+            if len(gauges) == 2:
+                break
+            time.sleep(0.2)
+        assert sorted(i for i in ids if any('task="%s"' % i in g for g in gauges)) == sorted(ids), gauges
+        assert all(float(g.rsplit(" ", 1)[1]) > 0 for g in gauges), gauges
 
         def instance():
             return ecs.describe_container_instances(cluster="edge", containerInstances=arns)[

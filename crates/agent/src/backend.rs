@@ -7,7 +7,7 @@ use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
     SubmitTaskStateChangeRequest,
 };
-use berth_model::wire::tcs::PublishHealthRequest;
+use berth_model::wire::tcs::{PublishHealthRequest, PublishMetricsRequest};
 use tokio::sync::mpsc;
 
 /// A call to the control plane failed.
@@ -64,6 +64,8 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), BackendError>;
     /// TCS `PublishHealth`: container health results.
     async fn publish_health(&self, req: PublishHealthRequest) -> Result<(), BackendError>;
+    /// TCS `PublishMetrics`: the running containers' CPU and memory use.
+    async fn publish_metrics(&self, req: PublishMetricsRequest) -> Result<(), BackendError>;
     /// The task's network interface (berth nodes allocate it themselves).
     async fn report_task_network(&self, report: TaskNetworkReport) -> Result<(), BackendError>;
 }

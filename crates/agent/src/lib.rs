@@ -25,6 +25,7 @@ pub mod net;
 pub mod session;
 pub mod sim;
 pub mod state;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +86,9 @@ pub struct AgentConfig {
     pub image_cleanup_interval: Duration,
     /// … once unused for at least this long (ECS's `ECS_IMAGE_MINIMUM_CLEANUP_AGE`).
     pub image_minimum_age: Duration,
+    /// How often the running containers' CPU and memory go to the telemetry session (the
+    /// ECS agent's default is 20 s).
+    pub telemetry_interval: Duration,
 }
 
 /// Why an agent could not start.
@@ -421,6 +425,7 @@ impl Agent {
             inner.spawn_runner(st);
         }
         tokio::spawn(maintenance(inner.clone()));
+        tokio::spawn(telemetry::report(inner.clone()));
         let me = inner.clone();
         let session = tokio::spawn(async move {
             let cluster = me.cfg.cluster.clone();

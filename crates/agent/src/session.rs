@@ -2,8 +2,11 @@
 //! to ECS: `RegisterContainerInstance`, `SubmitTaskStateChange` and
 //! `SubmitContainerStateChange` over the ECS JSON API (SigV4), and `DiscoverPollEndpoint` then
 //! a SigV4-signed websocket (ACS framing `{"type","message"}`) that brings `PayloadMessage`s
-//! and heartbeats; acks, heartbeat acks and berth's two extensions (`PublishHealthRequest`,
-//! `BerthTaskNetwork`) go back on it. See `berth_api::acs` for the server side.
+//! and heartbeats; acks, heartbeat acks and berth's `BerthTaskNetwork` extension go back on it.
+//! Beside it, while it lives, the telemetry session (TCS: the same dance on the
+//! `telemetryEndpoint`, query `cluster`/`containerInstance`) carries `PublishMetricsRequest`
+//! and `PublishHealthRequest` (the latter falls back to the ACS session while TCS is down).
+//! See `berth_api::acs` and `berth_api::tcs` for the server side.
 
 use std::sync::Arc;
 
@@ -13,7 +16,7 @@ use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
     SubmitTaskStateChangeRequest,
 };
-use berth_model::wire::tcs::PublishHealthRequest;
+use berth_model::wire::tcs::{PublishHealthRequest, PublishMetricsRequest};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -55,13 +58,15 @@ impl SilenceDeadline {
 
 /// A control plane reached over HTTP.
 pub struct RemoteBackend {
-    aws: AwsClient,
+    aws: Arc<AwsClient>,
     /// The servers trusted for `https://` / `wss://`.
     trust: TlsTrust,
     creds: berth_auth::Credentials,
     region: String,
     /// Frames for the current websocket, if connected.
     out: parking_lot::Mutex<Option<mpsc::Sender<String>>>,
+    /// Frames for the current telemetry session, if connected.
+    telemetry: Arc<parking_lot::Mutex<Option<mpsc::Sender<String>>>>,
 }
 
 fn be(e: berth_client::ClientError) -> BackendError {
@@ -94,11 +99,17 @@ impl RemoteBackend {
         trust: TlsTrust,
     ) -> RemoteBackend {
         RemoteBackend {
-            aws: AwsClient::with_trust(endpoint, region, creds.clone(), &trust),
+            aws: Arc::new(AwsClient::with_trust(
+                endpoint,
+                region,
+                creds.clone(),
+                &trust,
+            )),
             trust,
             creds,
             region: region.to_string(),
             out: parking_lot::Mutex::new(None),
+            telemetry: Default::default(),
         }
     }
 
@@ -140,6 +151,31 @@ pub async fn open_session(
     cluster: &str,
     instance_arn: &str,
 ) -> Result<SessionStream, BackendError> {
+    dial(aws, trust, creds, region, cluster, instance_arn, false).await
+}
+
+/// Open the telemetry session (TCS) for `instance_arn`, on the `telemetryEndpoint` that
+/// `DiscoverPollEndpoint` names.
+pub async fn open_telemetry_session(
+    aws: &AwsClient,
+    trust: &berth_client::TlsTrust,
+    creds: &berth_auth::Credentials,
+    region: &str,
+    cluster: &str,
+    instance_arn: &str,
+) -> Result<SessionStream, BackendError> {
+    dial(aws, trust, creds, region, cluster, instance_arn, true).await
+}
+
+async fn dial(
+    aws: &AwsClient,
+    trust: &berth_client::TlsTrust,
+    creds: &berth_auth::Credentials,
+    region: &str,
+    cluster: &str,
+    instance_arn: &str,
+    telemetry: bool,
+) -> Result<SessionStream, BackendError> {
     let v = aws
         .call(
             ECS,
@@ -149,7 +185,12 @@ pub async fn open_session(
         )
         .await
         .map_err(be)?;
-    let endpoint = v["endpoint"].as_str().unwrap_or_default().to_string();
+    let field = if telemetry {
+        "telemetryEndpoint"
+    } else {
+        "endpoint"
+    };
+    let endpoint = v[field].as_str().unwrap_or_default().to_string();
     let bad = |m: String| BackendError {
         code: "ServerException".into(),
         message: m,
@@ -163,12 +204,24 @@ pub async fn open_session(
         .ok_or_else(|| bad(format!("poll endpoint {endpoint:?} has no host")))?;
     let tls = uri.scheme_str() == Some("https");
     let scheme = if tls { "wss" } else { "ws" };
-    let query = format!(
-        "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
-        enc(env!("CARGO_PKG_VERSION")),
-        enc(cluster),
-        enc(instance_arn)
-    );
+    // Query members in order (the signature's canonical form sorts them anyway).
+    let query = if telemetry {
+        format!(
+            "agentVersion={}&cluster={}&containerInstance={}",
+            enc(env!("CARGO_PKG_VERSION")),
+            enc(cluster),
+            enc(instance_arn)
+        )
+    } else {
+        format!(
+            "agentVersion={}&clusterArn={}&containerInstanceArn={}&protocolVersion=2&sendCredentials=true&seqNum=1",
+            enc(env!("CARGO_PKG_VERSION")),
+            enc(cluster),
+            enc(instance_arn)
+        )
+    };
+    // The session lives under the endpoint's own path, if it has one.
+    let path = format!("{}/ws", uri.path().trim_end_matches('/'));
     let mut signed = http::HeaderMap::new();
     signed.insert(
         "host",
@@ -176,7 +229,7 @@ pub async fn open_session(
     );
     berth_auth::sign(
         "GET",
-        "/ws",
+        &path,
         Some(&query),
         &mut signed,
         b"",
@@ -185,7 +238,7 @@ pub async fn open_session(
         "ecs",
         time::OffsetDateTime::now_utc(),
     );
-    let mut req = format!("{scheme}://{host}/ws?{query}")
+    let mut req = format!("{scheme}://{host}{path}?{query}")
         .into_client_request()
         .map_err(|e| bad(e.to_string()))?;
     for (k, v) in signed.iter() {
@@ -248,6 +301,18 @@ impl Backend for RemoteBackend {
         let (tx, rx) = mpsc::channel(256);
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
         *self.out.lock() = Some(out_tx.clone());
+        // The telemetry session lives as long as this ACS session.
+        let (alive, alive_rx) = tokio::sync::watch::channel(());
+        tokio::spawn(keep_telemetry(
+            self.aws.clone(),
+            self.trust.clone(),
+            self.creds.clone(),
+            self.region.clone(),
+            cluster.to_string(),
+            instance_arn.to_string(),
+            self.telemetry.clone(),
+            alive_rx,
+        ));
         tokio::spawn(async move {
             while let Some(f) = out_rx.recv().await {
                 if sink.send(Message::Text(f.into())).await.is_err() {
@@ -256,6 +321,7 @@ impl Backend for RemoteBackend {
             }
         });
         tokio::spawn(async move {
+            let _alive = alive;
             let mut silence = SilenceDeadline::default();
             loop {
                 // A server that went quiet (a cut link leaves the socket open) is left: the
@@ -321,10 +387,31 @@ impl Backend for RemoteBackend {
     }
 
     async fn publish_health(&self, req: PublishHealthRequest) -> Result<(), BackendError> {
-        self.send_frame(
-            "PublishHealthRequest",
-            serde_json::to_value(req).unwrap_or_default(),
-        )
+        let msg = serde_json::to_value(req).unwrap_or_default();
+        // On the telemetry session, as the ECS agent sends it; on the ACS session (a berth
+        // extension) while the telemetry session is down.
+        let f = json!({"type": "PublishHealthRequest", "message": msg}).to_string();
+        let tcs = self.telemetry.lock().clone();
+        if let Some(t) = tcs
+            && t.try_send(f).is_ok()
+        {
+            return Ok(());
+        }
+        self.send_frame("PublishHealthRequest", msg)
+    }
+
+    async fn publish_metrics(&self, req: PublishMetricsRequest) -> Result<(), BackendError> {
+        let f = json!({"type": "PublishMetricsRequest",
+                       "message": serde_json::to_value(req).unwrap_or_default()})
+        .to_string();
+        let tcs = self.telemetry.lock().clone();
+        match tcs {
+            Some(t) if t.try_send(f).is_ok() => Ok(()),
+            _ => Err(BackendError {
+                code: "ServerException".into(),
+                message: "the telemetry session is not connected".into(),
+            }),
+        }
     }
 
     async fn report_task_network(&self, r: TaskNetworkReport) -> Result<(), BackendError> {
@@ -333,6 +420,63 @@ impl Backend for RemoteBackend {
             json!({"cluster": r.cluster, "taskArn": r.task_arn, "privateIpv4": r.private_ipv4,
                    "mac": r.mac, "subnet": r.subnet}),
         )
+    }
+}
+
+/// Keep a telemetry session open while the ACS session it belongs to lives (`alive`'s sender
+/// is dropped when that session ends): reconnect after 5 s when it drops, leave on the
+/// server's `StopTelemetrySessionMessage`.
+#[allow(clippy::too_many_arguments)]
+async fn keep_telemetry(
+    aws: Arc<AwsClient>,
+    trust: TlsTrust,
+    creds: berth_auth::Credentials,
+    region: String,
+    cluster: String,
+    instance_arn: String,
+    slot: Arc<parking_lot::Mutex<Option<mpsc::Sender<String>>>>,
+    mut alive: tokio::sync::watch::Receiver<()>,
+) {
+    loop {
+        match open_telemetry_session(&aws, &trust, &creds, &region, &cluster, &instance_arn).await {
+            Ok(ws) => {
+                let (mut sink, mut stream) = ws.split();
+                let (tx, mut rx) = mpsc::channel::<String>(64);
+                *slot.lock() = Some(tx);
+                tracing::debug!("telemetry session open");
+                loop {
+                    tokio::select! {
+                        f = rx.recv() => {
+                            let Some(f) = f else { break };
+                            if sink.send(Message::Text(f.into())).await.is_err() {
+                                break;
+                            }
+                        }
+                        m = stream.next() => match m {
+                            Some(Ok(Message::Text(t))) => {
+                                let v: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+                                if v["type"] == "StopTelemetrySessionMessage" {
+                                    tracing::warn!("the server ended the telemetry session: {}", v["message"]["message"]);
+                                    break;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            _ => break,
+                        },
+                        _ = alive.changed() => break,
+                    }
+                }
+                *slot.lock() = None;
+            }
+            Err(e) => tracing::debug!("telemetry session: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = alive.changed() => return,
+        }
+        if alive.has_changed().is_err() {
+            return;
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The agent session on the front door, as the ECS agent's ACS speaks it: `GET
 //! /ws?clusterArn=…&containerInstanceArn=…` (the endpoint `DiscoverPollEndpoint` names), a
 //! SigV4-signed upgrade request (service `ecs`), then a websocket of JSON text frames
-//! `{"type":"<Shape>","message":{…}}`.
+//! `{"type":"<Shape>","message":{…}}`. The same path with `cluster=…&containerInstance=…` is
+//! the telemetry session ([`crate::tcs`]).
 //!
 //! Server → agent: `PayloadMessage` (tasks to run or stop, from the control plane's feed;
 //! the first one carries every unfinished task of the instance), `HeartbeatMessage` every 30 s.
@@ -56,23 +57,29 @@ pub async fn handle(
         )
         .into_response();
     }
+    // ACS names its parameters clusterArn/containerInstanceArn; the telemetry session (TCS)
+    // cluster/containerInstance, on the same path.
+    let telemetry = !q.contains_key("containerInstanceArn") && q.contains_key("containerInstance");
+    let (cluster_param, instance_param, op) = if telemetry {
+        ("cluster", "containerInstance", "StartTelemetrySession")
+    } else {
+        ("clusterArn", "containerInstanceArn", "Poll")
+    };
     let cluster = q
-        .get("clusterArn")
+        .get(cluster_param)
         .cloned()
         .unwrap_or_else(|| "default".into());
     if let Err(e) = state
         .control
-        .authorize(&verified.access_key_id, "ecs", "Poll", || {
-            Some(cluster.clone())
-        })
+        .authorize(&verified.access_key_id, "ecs", op, || Some(cluster.clone()))
     {
         return AwsError::from(e).into_response();
     }
     let key = verified.access_key_id.clone();
-    let Some(instance) = q.get("containerInstanceArn").cloned() else {
+    let Some(instance) = q.get(instance_param).cloned() else {
         return AwsError::client(
             "InvalidParameterException",
-            "containerInstanceArn is required.",
+            format!("{instance_param} is required."),
         )
         .into_response();
     };
@@ -89,9 +96,12 @@ pub async fn handle(
     }
     // Sessions are many and quiet: small buffers (tungstenite's default is 128 KiB each way,
     // 2.5 GiB for 10,000 agents); they grow for a large payload.
-    ws.read_buffer_size(4096)
-        .write_buffer_size(0)
-        .on_upgrade(move |socket| session(state, socket, cluster, instance, key))
+    let ws = ws.read_buffer_size(4096).write_buffer_size(0);
+    if telemetry {
+        return ws
+            .on_upgrade(move |socket| crate::tcs::session(state, socket, cluster, instance, key));
+    }
+    ws.on_upgrade(move |socket| session(state, socket, cluster, instance, key))
 }
 
 async fn session(
@@ -129,7 +139,7 @@ async fn session(
                     return close(socket, "no heartbeat acknowledgement from the agent").await;
                 }
                 // A revoked or expired join token ends its sessions too.
-                if berth_auth::SecretLookup::secret_for(state.control.as_ref(), &key).is_none() {
+                if !key_valid(&state, &key) {
                     return close(socket, "the session's credentials are no longer valid").await;
                 }
                 let hb = json!({"healthy": true, "messageId": berth_model::arn::new_uuid()});
@@ -150,6 +160,12 @@ async fn session(
         }
     };
     tracing::info!(%cluster, %instance, why, "agent session closed");
+}
+
+/// Whether a session's access key still holds (a revoked or expired join token ends its
+/// sessions).
+pub(crate) fn key_valid(state: &AppState, key: &str) -> bool {
+    berth_auth::SecretLookup::secret_for(state.control.as_ref(), key).is_some()
 }
 
 /// End a session with ACS's `CloseMessage`, saying why.

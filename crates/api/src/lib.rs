@@ -17,6 +17,7 @@ pub mod ecs;
 pub mod error;
 pub mod metrics;
 pub mod registry;
+pub mod tcs;
 pub mod tls;
 
 use std::future::Future;

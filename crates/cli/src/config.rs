@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Seconds an image must have been unused before it is collected.
     #[arg(long, env = "BERTH_IMAGE_MINIMUM_CLEANUP_AGE")]
     pub image_minimum_cleanup_age: Option<u64>,
+    /// Seconds between the node's container metrics reports (telemetry session).
+    #[arg(long, env = "BERTH_TELEMETRY_INTERVAL")]
+    pub telemetry_interval: Option<u64>,
     /// Serve HTTPS only, with this certificate chain (PEM, leaf first); needs --tls-key.
     #[arg(long, env = "BERTH_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -130,6 +133,7 @@ pub struct FileConfig {
     pub log_retention_hours: Option<u64>,
     pub image_cleanup_interval: Option<u64>,
     pub image_minimum_cleanup_age: Option<u64>,
+    pub telemetry_interval: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_self_signed: Option<bool>,
@@ -168,6 +172,7 @@ pub struct Config {
     pub log_retention_hours: u64,
     pub image_cleanup_interval: u64,
     pub image_minimum_cleanup_age: u64,
+    pub telemetry_interval: u64,
     /// HTTPS on the front door (None: plain HTTP).
     pub tls: Option<TlsSource>,
 }
@@ -408,6 +413,11 @@ impl ServeArgs {
                 .image_minimum_cleanup_age
                 .or(file.image_minimum_cleanup_age)
                 .unwrap_or(3600),
+            telemetry_interval: self
+                .telemetry_interval
+                .or(file.telemetry_interval)
+                .unwrap_or(20)
+                .max(1),
         })
     }
 }

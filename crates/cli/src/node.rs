@@ -14,7 +14,7 @@ use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
     SubmitTaskStateChangeRequest,
 };
-use berth_model::wire::tcs::PublishHealthRequest;
+use berth_model::wire::tcs::{PublishHealthRequest, PublishMetricsRequest};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -108,6 +108,17 @@ impl Backend for InProcess {
 
     async fn publish_health(&self, req: PublishHealthRequest) -> Result<(), BackendError> {
         self.control.publish_health(req).await.map_err(be)
+    }
+
+    async fn publish_metrics(&self, req: PublishMetricsRequest) -> Result<(), BackendError> {
+        let m = req.metadata.clone().unwrap_or_default();
+        self.control
+            .publish_metrics(
+                m.cluster.as_deref().unwrap_or_default(),
+                m.container_instance.as_deref().unwrap_or_default(),
+                &req,
+            )
+            .map_err(be)
     }
 
     async fn report_task_network(&self, r: TaskNetworkReport) -> Result<(), BackendError> {
@@ -214,6 +225,7 @@ pub fn agent_config(
         log_retention: std::time::Duration::from_secs(cfg.log_retention_hours * 3600),
         image_cleanup_interval: std::time::Duration::from_secs(cfg.image_cleanup_interval),
         image_minimum_age: std::time::Duration::from_secs(cfg.image_minimum_cleanup_age),
+        telemetry_interval: std::time::Duration::from_secs(cfg.telemetry_interval),
     }
 }
 

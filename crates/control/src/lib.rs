@@ -1,6 +1,7 @@
 //! berth-control: the control plane. Runs the ECS operations over the state store and hosts
 //! the controllers (reconcile loops): node [`liveness`] and the service [`controller`] (its
-//! decisions in [`rollout`]); join [`tokens`] and their authorization.
+//! decisions in [`rollout`]); join [`tokens`] and their authorization; the nodes' last
+//! [`telemetry`] readings.
 //!
 //! Owns: the meaning of every ECS operation (validation beyond the wire shape, defaults,
 //! ARNs, state transitions), the store key layout ([`keys`]), the records kept there
@@ -26,6 +27,7 @@ pub mod services;
 pub mod tags;
 pub mod task_defs;
 pub mod tasks;
+pub mod telemetry;
 pub mod tokens;
 pub mod view;
 
@@ -78,6 +80,8 @@ pub struct Control {
     presence: liveness::PresenceTable,
     /// When this control plane started (liveness clocks count from here).
     epoch: Instant,
+    /// What nodes last reported on their telemetry sessions (memory only).
+    telemetry: telemetry::Telemetry,
 }
 
 /// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
@@ -101,6 +105,7 @@ impl Control {
             liveness: cfg.liveness,
             presence: Default::default(),
             epoch: Instant::now(),
+            telemetry: Default::default(),
         });
         Control::spawn_housekeeping(Arc::downgrade(&c));
         Control::spawn_liveness(Arc::downgrade(&c));
@@ -129,6 +134,7 @@ impl Control {
             "Latency of state-store transactions, from submit to durable",
             self.commit_latency.clone(),
         );
+        self.telemetry.register(registry);
     }
 
     /// Stop accepting work. Everything acknowledged is already durable.

@@ -18,6 +18,7 @@ pub const AGENT_OPERATIONS: &[&str] = &[
     "ecs:SubmitContainerStateChange",
     "ecs:SubmitAttachmentStateChanges",
     "ecs:Poll",
+    "ecs:StartTelemetrySession",
     "ecr:GetAuthorizationToken",
 ];
 

@@ -484,10 +484,57 @@ impl NativeRuntime {
         }
     }
 
+    /// What a cgroup (relative to each hierarchy's root) has used: CPU time and memory in
+    /// use, from cgroup v2 (`cpu.stat`, `memory.current`) or v1 (`cpuacct.usage`,
+    /// `memory.usage_in_bytes`). `None` when the cgroup is gone.
+    pub fn cgroup_stats(rel: &str) -> Option<CgroupStats> {
+        let rel = rel.trim_start_matches('/');
+        if rel.contains("..") {
+            return None;
+        }
+        let root = Path::new("/sys/fs/cgroup");
+        let read = |p: PathBuf| std::fs::read_to_string(p).ok();
+        if root.join("cgroup.controllers").exists() {
+            let dir = root.join(rel);
+            let usec: u64 = read(dir.join("cpu.stat"))?
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))?
+                .trim()
+                .parse()
+                .ok()?;
+            let mem = read(dir.join("memory.current"))?.trim().parse().ok()?;
+            return Some(CgroupStats {
+                cpu_ns: usec * 1000,
+                memory_bytes: mem,
+            });
+        }
+        let cpu_ns = read(root.join("cpuacct").join(rel).join("cpuacct.usage"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let memory_bytes = read(root.join("memory").join(rel).join("memory.usage_in_bytes"))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(CgroupStats {
+            cpu_ns,
+            memory_bytes,
+        })
+    }
+
     /// Unmount and remove a container's bundle (its log stays).
     pub fn cleanup(&self, id: &str) {
         let bundle = self.bundle(id);
         let _ = nix::mount::umount2(&bundle.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir_all(&bundle);
     }
+}
+
+/// A cgroup's usage, as [`NativeRuntime::cgroup_stats`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// CPU time used since the cgroup was made, nanoseconds.
+    pub cpu_ns: u64,
+    /// Memory in use now, bytes.
+    pub memory_bytes: u64,
 }
