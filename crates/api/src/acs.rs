@@ -151,7 +151,7 @@ async fn session(
                 match incoming {
                     Some(Ok(Message::Text(t))) => {
                         presence.heard();
-                        on_agent_message(&state, &cluster, t.as_str()).await
+                        on_agent_message(&state, &cluster, &instance, t.as_str()).await
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "closed by the agent",
                     Some(Ok(_)) => presence.heard(),
@@ -179,7 +179,7 @@ async fn close(mut socket: WebSocket, why: &str) {
     let _ = socket.send(Message::Close(None)).await;
 }
 
-async fn on_agent_message(state: &AppState, cluster: &str, text: &str) {
+async fn on_agent_message(state: &AppState, cluster: &str, instance: &str, text: &str) {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -192,7 +192,11 @@ async fn on_agent_message(state: &AppState, cluster: &str, text: &str) {
         "AckRequest" | "HeartbeatAckRequest" => {}
         "PublishHealthRequest" => match serde_json::from_value::<PublishHealthRequest>(msg) {
             Ok(r) => {
-                if let Err(e) = state.control.publish_health(r).await {
+                if let Err(e) = state
+                    .control
+                    .publish_health_from(Some((cluster, instance)), r)
+                    .await
+                {
                     tracing::warn!("health report refused: {e}");
                 }
             }
@@ -205,10 +209,10 @@ async fn on_agent_message(state: &AppState, cluster: &str, text: &str) {
                 mac: s("mac"),
                 subnet: s("subnet"),
             };
-            let c = msg["cluster"].as_str().unwrap_or(cluster).to_string();
+            // Only about this session's own tasks: its cluster, its instance.
             if let Err(e) = state
                 .control
-                .report_task_network(&c, &s("taskArn"), &net)
+                .report_task_network_from(cluster, instance, &s("taskArn"), &net)
                 .await
             {
                 tracing::warn!("network report refused: {e}");

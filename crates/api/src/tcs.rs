@@ -89,7 +89,11 @@ async fn on_message(state: &AppState, cluster: &str, instance: &str, text: &str)
         },
         "PublishHealthRequest" => match serde_json::from_value::<PublishHealthRequest>(msg) {
             Ok(r) => {
-                if let Err(e) = state.control.publish_health(r).await {
+                if let Err(e) = state
+                    .control
+                    .publish_health_from(Some((cluster, instance)), r)
+                    .await
+                {
                     tracing::warn!("health report refused: {e}");
                 }
                 Some(frame("AckPublishHealth", json!({"message": "ok"})))

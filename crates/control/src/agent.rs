@@ -146,12 +146,29 @@ impl Control {
     /// `healthStatus`, and the task's (HEALTHY iff every essential container with a health
     /// check is HEALTHY; UNHEALTHY if any is).
     pub async fn publish_health(&self, req: PublishHealthRequest) -> Result<()> {
+        self.publish_health_from(None, req).await
+    }
+
+    /// Container health from an agent session: only about tasks placed on the session's own
+    /// instance (`from`: cluster and container-instance ARN), whatever the report names.
+    pub async fn publish_health_from(
+        &self,
+        from: Option<(&str, &str)>,
+        req: PublishHealthRequest,
+    ) -> Result<()> {
         let default_cluster = req.metadata.as_ref().and_then(|m| m.cluster.clone());
+        let from = match from {
+            Some((c, i)) => Some((
+                self.cluster_name_of(Some(c))?.to_string(),
+                crate::view::instance_id_of(i)
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+            None => None,
+        };
         for th in req.tasks.as_deref().unwrap_or_default() {
-            let Ok(cname) = self
-                .cluster_name_of(th.cluster_arn.as_deref().or(default_cluster.as_deref()))
-                .map(str::to_string)
-            else {
+            let given = th.cluster_arn.as_deref().or(default_cluster.as_deref());
+            let Ok(cname) = self.cluster_name_of(given).map(str::to_string) else {
                 continue;
             };
             let Some(id) = th
@@ -162,6 +179,21 @@ impl Control {
             else {
                 continue;
             };
+            if let Some((fc, fi)) = &from {
+                let here = fc == &cname
+                    && self
+                        .view
+                        .data
+                        .read()
+                        .tasks
+                        .get(&cname)
+                        .and_then(|m| m.get(&id))
+                        .is_some_and(|e| e.summary.instance_id.as_deref() == Some(fi.as_str()));
+                if !here {
+                    tracing::debug!(task = %id, "health report about a task of another instance ignored");
+                    continue;
+                }
+            }
             let r = self
                 .modify(
                     &keys::task(&cname, &id),
@@ -213,6 +245,34 @@ impl Control {
             }
         }
         Ok(())
+    }
+
+    /// [`Control::report_task_network`] from an agent session: only for a task placed on the
+    /// session's own instance.
+    pub async fn report_task_network_from(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+        task_arn: &str,
+        net: &TaskNetwork,
+    ) -> Result<()> {
+        let cname = self.cluster_name_of(Some(cluster))?.to_string();
+        let inst = crate::view::instance_id_of(instance_arn).unwrap_or_default();
+        let id = task_arn.rsplit('/').next().unwrap_or_default();
+        let here = self
+            .view
+            .data
+            .read()
+            .tasks
+            .get(&cname)
+            .and_then(|m| m.get(id))
+            .is_some_and(|e| e.summary.instance_id.as_deref() == Some(inst));
+        if !here {
+            return Err(ControlError::invalid(
+                "The referenced task is not placed on this container instance.",
+            ));
+        }
+        self.report_task_network(&cname, task_arn, net).await
     }
 
     /// The network interface a node gave an `awsvpc` task: shown in the task's ENI attachment

@@ -451,3 +451,86 @@ async fn a_task_needing_a_capability_the_instance_lacks_is_refused_with_attribut
     assert_eq!(f[0].reason.as_deref(), Some("ATTRIBUTE"));
     assert_eq!(f[0].arn.as_deref(), Some(arn.as_str()));
 }
+
+#[tokio::test]
+async fn an_agent_session_reports_only_about_its_own_tasks() {
+    use berth_model::wire::tcs::{ContainerHealth, PublishHealthRequest, TaskHealth};
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.register_task_definition(td("w", 10), "me").await.unwrap();
+    let mine = instance(&c, "c", 1024).await;
+    let other = instance(&c, "c", 1024).await;
+    let t = c
+        .start_task(berth_model::wire::ecs::StartTaskRequest {
+            cluster: Some("c".into()),
+            task_definition: Some("w".into()),
+            container_instances: Some(vec![other.clone()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .unwrap()
+        .remove(0);
+    let report = || PublishHealthRequest {
+        tasks: Some(vec![TaskHealth {
+            task_arn: t.task_arn.clone(),
+            cluster_arn: Some("c".into()),
+            containers: Some(vec![ContainerHealth {
+                container_name: Some("a".into()),
+                health_status: Some("UNHEALTHY".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let arn = t.task_arn.clone().unwrap();
+    let health = |c: Arc<Control>, arn: String| async move {
+        c.describe_tasks(berth_model::wire::ecs::DescribeTasksRequest {
+            cluster: Some("c".into()),
+            tasks: Some(vec![arn]),
+            include: None,
+        })
+        .await
+        .unwrap()
+        .tasks
+        .unwrap()[0]
+            .health_status
+            .clone()
+    };
+    // Another instance's session cannot touch it …
+    c.publish_health_from(Some(("c", &mine)), report())
+        .await
+        .unwrap();
+    assert_eq!(
+        health(c.clone(), arn.clone()).await.as_deref(),
+        Some("UNKNOWN")
+    );
+    let net = berth_control::agent::TaskNetwork {
+        private_ipv4: "10.0.0.9".into(),
+        mac: "02:00:00:00:00:09".into(),
+        subnet: "10.0.0.0/24".into(),
+    };
+    assert!(
+        c.report_task_network_from("c", &mine, &arn, &net)
+            .await
+            .is_err()
+    );
+    // … its own can.
+    c.publish_health_from(Some(("c", &other)), report())
+        .await
+        .unwrap();
+    assert_eq!(
+        health(c.clone(), arn.clone()).await.as_deref(),
+        Some("UNHEALTHY")
+    );
+    c.report_task_network_from("c", &other, &arn, &net)
+        .await
+        .unwrap();
+}
