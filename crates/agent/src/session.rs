@@ -154,19 +154,8 @@ pub async fn open_session(
     dial(aws, trust, creds, region, cluster, instance_arn, false).await
 }
 
-/// Open the telemetry session (TCS) for `instance_arn`, on the `telemetryEndpoint` that
-/// `DiscoverPollEndpoint` names.
-pub async fn open_telemetry_session(
-    aws: &AwsClient,
-    trust: &berth_client::TlsTrust,
-    creds: &berth_auth::Credentials,
-    region: &str,
-    cluster: &str,
-    instance_arn: &str,
-) -> Result<SessionStream, BackendError> {
-    dial(aws, trust, creds, region, cluster, instance_arn, true).await
-}
-
+/// Open an ACS session (`telemetry` false) or the telemetry session (TCS, on the
+/// `telemetryEndpoint` that `DiscoverPollEndpoint` names) for `instance_arn`.
 async fn dial(
     aws: &AwsClient,
     trust: &berth_client::TlsTrust,
@@ -438,7 +427,7 @@ async fn keep_telemetry(
     mut alive: tokio::sync::watch::Receiver<()>,
 ) {
     loop {
-        match open_telemetry_session(&aws, &trust, &creds, &region, &cluster, &instance_arn).await {
+        match dial(&aws, &trust, &creds, &region, &cluster, &instance_arn, true).await {
             Ok(ws) => {
                 let (mut sink, mut stream) = ws.split();
                 let (tx, mut rx) = mpsc::channel::<String>(64);

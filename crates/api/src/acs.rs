@@ -162,6 +162,23 @@ async fn session(
     tracing::info!(%cluster, %instance, why, "agent session closed");
 }
 
+/// A `PublishHealthRequest` from a session (ACS or TCS); whether it could be read.
+pub(crate) async fn on_health(state: &AppState, cluster: &str, instance: &str, msg: Value) -> bool {
+    match serde_json::from_value::<PublishHealthRequest>(msg) {
+        Ok(r) => {
+            let from = Some((cluster, instance));
+            if let Err(e) = state.control.publish_health_from(from, r).await {
+                tracing::warn!("health report refused: {e}");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!("bad PublishHealthRequest: {e}");
+            false
+        }
+    }
+}
+
 /// Whether a session's access key still holds (a revoked or expired join token ends its
 /// sessions).
 pub(crate) fn key_valid(state: &AppState, key: &str) -> bool {
@@ -190,18 +207,9 @@ async fn on_agent_message(state: &AppState, cluster: &str, instance: &str, text:
     let msg = v["message"].clone();
     match v["type"].as_str().unwrap_or_default() {
         "AckRequest" | "HeartbeatAckRequest" => {}
-        "PublishHealthRequest" => match serde_json::from_value::<PublishHealthRequest>(msg) {
-            Ok(r) => {
-                if let Err(e) = state
-                    .control
-                    .publish_health_from(Some((cluster, instance)), r)
-                    .await
-                {
-                    tracing::warn!("health report refused: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("bad PublishHealthRequest: {e}"),
-        },
+        "PublishHealthRequest" => {
+            on_health(state, cluster, instance, msg).await;
+        }
         "BerthTaskNetwork" => {
             let s = |k: &str| msg[k].as_str().unwrap_or_default().to_string();
             let net = berth_control::agent::TaskNetwork {

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use berth_model::wire::tcs::{PublishHealthRequest, PublishMetricsRequest};
+use berth_model::wire::tcs::PublishMetricsRequest;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::acs::{frame, key_valid};
+use crate::acs::{frame, key_valid, on_health};
 
 pub async fn session(
     state: Arc<AppState>,
@@ -87,22 +87,9 @@ async fn on_message(state: &AppState, cluster: &str, instance: &str, text: &str)
                 None
             }
         },
-        "PublishHealthRequest" => match serde_json::from_value::<PublishHealthRequest>(msg) {
-            Ok(r) => {
-                if let Err(e) = state
-                    .control
-                    .publish_health_from(Some((cluster, instance)), r)
-                    .await
-                {
-                    tracing::warn!("health report refused: {e}");
-                }
-                Some(frame("AckPublishHealth", json!({"message": "ok"})))
-            }
-            Err(e) => {
-                tracing::warn!("bad PublishHealthRequest: {e}");
-                None
-            }
-        },
+        "PublishHealthRequest" => on_health(state, cluster, instance, msg)
+            .await
+            .then(|| frame("AckPublishHealth", json!({"message": "ok"}))),
         "PublishInstanceStatusRequest" => {
             Some(frame("AckPublishInstanceStatus", json!({"message": "ok"})))
         }

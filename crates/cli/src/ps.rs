@@ -77,15 +77,9 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
     let aws = crate::api_client(&a.local)?;
     let clusters: Vec<String> = match &a.cluster {
         Some(c) => vec![c.clone()],
-        None => aws
-            .call(ECS, "ecs", "ListClusters", &json!({}))
+        None => crate::services::list_all(&aws, "ListClusters", json!({}), "clusterArns")
             .await
-            .context("listing clusters")?["clusterArns"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
+            .context("listing clusters")?,
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -108,19 +102,13 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
     for cluster in &clusters {
         let mut arns: Vec<Value> = Vec::new();
         for st in statuses {
-            let mut token: Option<String> = None;
-            loop {
-                let mut req = json!({"cluster": cluster, "desiredStatus": st});
-                if let Some(t) = &token {
-                    req["nextToken"] = json!(t);
-                }
-                let r = aws.call(ECS, "ecs", "ListTasks", &req).await?;
-                arns.extend(r["taskArns"].as_array().cloned().unwrap_or_default());
-                token = r["nextToken"].as_str().map(str::to_string);
-                if token.is_none() {
-                    break;
-                }
-            }
+            let req = json!({"cluster": cluster, "desiredStatus": st});
+            arns.extend(
+                crate::services::list_all(&aws, "ListTasks", req, "taskArns")
+                    .await?
+                    .into_iter()
+                    .map(Value::from),
+            );
         }
         for chunk in arns.chunks(100) {
             let r = aws

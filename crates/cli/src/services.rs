@@ -51,8 +51,8 @@ struct EventsArgs {
     local: ServeArgs,
 }
 
-/// Every page of a list operation.
-async fn list_all(
+/// Every page of an ECS list operation: the strings of `field`.
+pub(crate) async fn list_all(
     aws: &berth_client::AwsClient,
     op: &str,
     mut req: Value,

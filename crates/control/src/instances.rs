@@ -324,18 +324,8 @@ impl Control {
         req: DescribeContainerInstancesRequest,
     ) -> Result<DescribeContainerInstancesResponse> {
         let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
-        let list = req.container_instances.clone().unwrap_or_default();
-        if list.is_empty() || list.len() > 100 {
-            return Err(ControlError::invalid(
-                "containerInstances must contain between 1 and 100 elements.",
-            ));
-        }
-        let include_tags = req
-            .include
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|i| i == "TAGS");
+        let list = paging::batch(req.container_instances.as_ref(), 100, "containerInstances")?;
+        let include_tags = paging::includes(req.include.as_deref(), "TAGS");
         let d = self.view.data.read();
         if !d.clusters.contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);

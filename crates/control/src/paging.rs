@@ -7,6 +7,22 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::{ControlError, Result};
 
+/// Whether a Describe call's `include` asks for `what` (e.g. `TAGS`).
+pub fn includes(include: Option<&[String]>, what: &str) -> bool {
+    include.unwrap_or_default().iter().any(|i| i == what)
+}
+
+/// The names or ARNs a Describe call lists: 1 to `max` of them.
+pub fn batch(list: Option<&Vec<String>>, max: usize, member: &str) -> Result<Vec<String>> {
+    let list = list.cloned().unwrap_or_default();
+    if list.is_empty() || list.len() > max {
+        return Err(ControlError::invalid(format!(
+            "{member} must contain between 1 and {max} elements."
+        )));
+    }
+    Ok(list)
+}
+
 /// Check `maxResults` against the operation's allowed range (1..=max) and default.
 pub fn max_results(value: Option<i32>, default: usize, max: usize) -> Result<usize> {
     match value {

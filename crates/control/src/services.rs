@@ -92,6 +92,32 @@ fn check_propagate(p: Option<&str>) -> Result<()> {
     }
 }
 
+/// What CreateService and UpdateService refuse for now (load balancers, service registries,
+/// capacity providers) and a negative grace period.
+fn check_not_yet(
+    load_balancers: Option<&[berth_model::wire::ecs::LoadBalancer]>,
+    registries: Option<&[berth_model::wire::ecs::ServiceRegistry]>,
+    capacity: Option<&[berth_model::wire::ecs::CapacityProviderStrategyItem]>,
+    grace: Option<i32>,
+) -> Result<()> {
+    if load_balancers.is_some_and(|l| !l.is_empty()) || registries.is_some_and(|l| !l.is_empty()) {
+        return Err(ControlError::invalid(
+            "Load balancers and service registries are not supported by berth yet.",
+        ));
+    }
+    if capacity.is_some_and(|c| !c.is_empty()) {
+        return Err(ControlError::invalid(
+            "Capacity provider strategies are not supported by berth yet; use launchType.",
+        ));
+    }
+    if grace.is_some_and(|g| g < 0) {
+        return Err(ControlError::invalid(
+            "healthCheckGracePeriodSeconds must be 0 or more.",
+        ));
+    }
+    Ok(())
+}
+
 impl Control {
     /// The service name in a name or ARN, checked against the cluster.
     fn service_name_of<'a>(&self, cluster: &str, s: &'a str) -> Result<&'a str> {
@@ -110,6 +136,22 @@ impl Control {
         } else {
             Err(ControlError::ServiceNotFound)
         }
+    }
+
+    /// The cluster and service name an Update/DeleteService request names.
+    fn service_target(
+        &self,
+        cluster: Option<&str>,
+        service: Option<&str>,
+    ) -> Result<(String, String)> {
+        let cname = self.cluster_name_of(cluster)?.to_string();
+        if !self.view.data.read().clusters.contains_key(&cname) {
+            return Err(ControlError::ClusterNotFound);
+        }
+        let name = self
+            .service_name_of(&cname, service.unwrap_or_default())?
+            .to_string();
+        Ok((cname, name))
     }
 
     /// The service as DescribeServices shows it: counts filled from its tasks.
@@ -237,35 +279,17 @@ impl Control {
                 )));
             }
         }
-        if req
-            .capacity_provider_strategy
-            .as_ref()
-            .is_some_and(|c| !c.is_empty())
-        {
-            return Err(ControlError::invalid(
-                "Capacity provider strategies are not supported by berth yet; use launchType.",
-            ));
-        }
-        if req.load_balancers.as_ref().is_some_and(|l| !l.is_empty())
-            || req
-                .service_registries
-                .as_ref()
-                .is_some_and(|l| !l.is_empty())
-        {
-            return Err(ControlError::invalid(
-                "Load balancers and service registries are not supported by berth yet.",
-            ));
-        }
+        check_not_yet(
+            req.load_balancers.as_deref(),
+            req.service_registries.as_deref(),
+            req.capacity_provider_strategy.as_deref(),
+            req.health_check_grace_period_seconds,
+        )?;
         if let Some(dc) = &req.deployment_controller
             && dc.r#type.as_deref() != Some("ECS")
         {
             return Err(ControlError::invalid(
                 "Only the ECS (rolling update) deployment controller is supported by berth.",
-            ));
-        }
-        if req.health_check_grace_period_seconds.is_some_and(|g| g < 0) {
-            return Err(ControlError::invalid(
-                "healthCheckGracePeriodSeconds must be 0 or more.",
             ));
         }
         check_propagate(req.propagate_tags.as_deref())?;
@@ -343,13 +367,7 @@ impl Control {
     }
 
     pub async fn update_service(&self, req: UpdateServiceRequest) -> Result<UpdateServiceResponse> {
-        let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
-            return Err(ControlError::ClusterNotFound);
-        }
-        let name = self
-            .service_name_of(&cname, req.service.as_deref().unwrap_or_default())?
-            .to_string();
+        let (cname, name) = self.service_target(req.cluster.as_deref(), req.service.as_deref())?;
         // Resolve what does not depend on the stored service first.
         let new_td = match req.task_definition.as_deref() {
             None => None,
@@ -369,30 +387,12 @@ impl Control {
             crate::tasks::check_strategies(s)?;
         }
         check_propagate(req.propagate_tags.as_deref())?;
-        if req.load_balancers.as_ref().is_some_and(|l| !l.is_empty())
-            || req
-                .service_registries
-                .as_ref()
-                .is_some_and(|l| !l.is_empty())
-        {
-            return Err(ControlError::invalid(
-                "Load balancers and service registries are not supported by berth yet.",
-            ));
-        }
-        if req
-            .capacity_provider_strategy
-            .as_ref()
-            .is_some_and(|c| !c.is_empty())
-        {
-            return Err(ControlError::invalid(
-                "Capacity provider strategies are not supported by berth yet; use launchType.",
-            ));
-        }
-        if req.health_check_grace_period_seconds.is_some_and(|g| g < 0) {
-            return Err(ControlError::invalid(
-                "healthCheckGracePeriodSeconds must be 0 or more.",
-            ));
-        }
+        check_not_yet(
+            req.load_balancers.as_deref(),
+            req.service_registries.as_deref(),
+            req.capacity_provider_strategy.as_deref(),
+            req.health_check_grace_period_seconds,
+        )?;
         let key = keys::service(&cname, &name);
         let rec = self
             .modify(
@@ -522,13 +522,7 @@ impl Control {
     }
 
     pub async fn delete_service(&self, req: DeleteServiceRequest) -> Result<DeleteServiceResponse> {
-        let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
-            return Err(ControlError::ClusterNotFound);
-        }
-        let name = self
-            .service_name_of(&cname, req.service.as_deref().unwrap_or_default())?
-            .to_string();
+        let (cname, name) = self.service_target(req.cluster.as_deref(), req.service.as_deref())?;
         let force = req.force.unwrap_or(false);
         let rec = self
             .modify(
@@ -565,18 +559,8 @@ impl Control {
         req: DescribeServicesRequest,
     ) -> Result<DescribeServicesResponse> {
         let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
-        let list = req.services.clone().unwrap_or_default();
-        if list.is_empty() || list.len() > 10 {
-            return Err(ControlError::invalid(
-                "services must contain between 1 and 10 elements.",
-            ));
-        }
-        let with_tags = req
-            .include
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|i| i == "TAGS");
+        let list = paging::batch(req.services.as_ref(), 10, "services")?;
+        let with_tags = paging::includes(req.include.as_deref(), "TAGS");
         let d = self.view.data.read();
         if !d.clusters.contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);

@@ -129,12 +129,7 @@ impl Control {
     ) -> Result<DescribeTaskDefinitionResponse> {
         let s = req.task_definition.as_deref().unwrap_or_default();
         let e = self.find_task_def(&self.view.data.read(), s)?;
-        let with_tags = req
-            .include
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|i| i == "TAGS");
+        let with_tags = crate::paging::includes(req.include.as_deref(), "TAGS");
         Ok(DescribeTaskDefinitionResponse {
             task_definition: Some(e.value.def.clone()),
             tags: with_tags.then(|| e.value.tags.clone()),

@@ -547,14 +547,31 @@ impl Control {
                 failures.push(fl);
             }
         }
-        let placed: Vec<(String, String)> = placement
+        let ids: Vec<String> = placement
             .placed
             .iter()
-            .zip(&records)
-            .map(|(&i, r)| (instances[i].id.clone(), task_id(r).to_string()))
+            .map(|&i| instances[i].id.clone())
             .collect();
-        let plan = d.add_plan(&l.cluster, &placed, &treq);
-        let ids = placed.into_iter().map(|(i, _)| i).collect();
+        self.planned(&mut d, l, &treq, ids, records, failures)
+    }
+
+    /// Count placed tasks (`ids[i]`: the instance of `records[i]`) in the scheduler's picture
+    /// until they are applied or the returned plan drops.
+    fn planned(
+        &self,
+        d: &mut ViewData,
+        l: &Launch,
+        treq: &sched::TaskRequirements,
+        ids: Vec<String>,
+        records: Vec<TaskRecord>,
+        failures: Vec<Failure>,
+    ) -> Planned {
+        let placed: Vec<(String, String)> = ids
+            .iter()
+            .cloned()
+            .zip(records.iter().map(|r| task_id(r).to_string()))
+            .collect();
+        let plan = d.add_plan(&l.cluster, &placed, treq);
         Planned {
             records,
             failures,
@@ -601,22 +618,7 @@ impl Control {
                 Err(reason) => failures.push(task_failure(Some(snap.arn.clone()), reason)),
             }
         }
-        let placed: Vec<(String, String)> = placed_ids
-            .iter()
-            .cloned()
-            .zip(records.iter().map(|r| task_id(r).to_string()))
-            .collect();
-        let plan = d.add_plan(&l.cluster, &placed, &treq);
-        Planned {
-            records,
-            failures,
-            _guard: crate::view::PlanGuard {
-                view: self.view.clone(),
-                cluster: l.cluster.clone(),
-                ids: placed_ids,
-                plan,
-            },
-        }
+        self.planned(&mut d, l, &treq, placed_ids, records, failures)
     }
 
     pub async fn run_task(&self, req: RunTaskRequest) -> Result<RunTaskResponse> {
@@ -777,12 +779,7 @@ impl Control {
                 "Tasks cannot have more than 100 elements.",
             ));
         }
-        let with_tags = req
-            .include
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|i| i == "TAGS");
+        let with_tags = paging::includes(req.include.as_deref(), "TAGS");
         let d = self.view.data.read();
         if !d.clusters.contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
