@@ -3,7 +3,8 @@
 #   sim part — one `berth server` (redb on disk) and NODES simulated nodes in session
 #   (`berth agent --simulate`: real sessions, acks and RUNNING reports; containers modelled):
 #     - a 100-task service: CreateService → steady state (one deployment, COMPLETED, all
-#       RUNNING), then a rolling update to a new definition (max 200 %, min 100 %) → COMPLETED;
+#       RUNNING and healthy: the definition has a container health check the simulated nodes
+#       pass), then a rolling update to a new definition (max 200 %, min 100 %) → COMPLETED;
 #     - 1,000 services × 10 tasks: the server's CPU while they are steady, against the same
 #       server before the services existed (the difference is the controller's share).
 #   real part (root) — `berth up` with its local node, a service of 3 busybox tasks, image
@@ -48,11 +49,12 @@ cpu_pct() {
   local a b; a=$(cpu_ticks "$1"); sleep "$2"; b=$(cpu_ticks "$1")
   echo "scale=2; ($b - $a) * 100 / $HZ / $2" | bc
 }
+# taskdefs MODE IMAGE COMMAND [EXTRA]: web:1 and web:2 (EXTRA: more container members)
 taskdefs() {
   for i in 1 2; do
     aws ecs register-task-definition --family web --network-mode "$1" --container-definitions \
       "[{\"name\": \"web\", \"image\": \"$2\", \"memory\": 16, \"essential\": true,
-         \"command\": $3, \"environment\": [{\"name\": \"REV\", \"value\": \"$i\"}]}]" >/dev/null
+         \"command\": $3, \"environment\": [{\"name\": \"REV\", \"value\": \"$i\"}]${4:-}}]" >/dev/null
   done
 }
 
@@ -68,7 +70,9 @@ if [ "$PART" = sim ] || [ "$PART" = all ]; then
       --sim-cpu 1048576 --sim-memory 1048576 --log warn --data-dir "$WORK/sim" > "$WORK/sim.log" 2>&1 &
     echo $! > "$WORK/sim.pid"
     until [ "$(aws ecs list-container-instances --cluster bench --query 'length(containerInstanceArns)')" = "$NODES" ]; do sleep 0.2; done
-    taskdefs none busybox '["sleep", "3600"]'
+    # With a container health check, which the simulated nodes pass: a task counts as
+    # healthy as soon as it is (without one, ECS — and berth — wait 40 s after RUNNING).
+    taskdefs none busybox '["sleep", "3600"]' ', "healthCheck": {"command": ["CMD-SHELL", "true"]}'
     echo "== sim: $NODES simulated nodes, berth $($B version)"
     python3 bench/services.py steady 100 "$RUNS"
     sleep 3

@@ -315,7 +315,7 @@ async fn node(
                                 continue;
                             };
                             stats.payloads.fetch_add(1, Ordering::Relaxed);
-                            on_payload(
+                            let health = on_payload(
                                 &cfg,
                                 &mut tasks,
                                 &p,
@@ -323,6 +323,14 @@ async fn node(
                                 &reports,
                                 &stats,
                             );
+                            if let Some(h) = health
+                                && sink
+                                    .send(Message::Text(h.to_string().into()))
+                                    .await
+                                    .is_err()
+                            {
+                                break;
+                            }
                             Some(json!({"type": "AckRequest", "message": {
                                 "cluster": p.cluster_arn, "containerInstance": p.container_instance_arn,
                                 "messageId": p.message_id}}))
@@ -349,7 +357,9 @@ async fn node(
 }
 
 /// Model one payload: start what should run, stop what should stop, and (on the first
-/// payload of a session) forget what the control plane no longer lists.
+/// payload of a session) forget what the control plane no longer lists. Containers with a
+/// health check pass it: the returned `PublishHealthRequest` frame says so for the tasks
+/// this payload started.
 fn on_payload(
     cfg: &SimConfig,
     tasks: &mut Modelled,
@@ -357,7 +367,8 @@ fn on_payload(
     first: bool,
     reports: &mpsc::UnboundedSender<Report>,
     stats: &Arc<SimStats>,
-) {
+) -> Option<Value> {
+    let mut healthy: Vec<Value> = Vec::new();
     let cluster = p.cluster_arn.clone().unwrap_or_else(|| cfg.cluster.clone());
     let listed: HashSet<&str> = p
         .tasks
@@ -415,6 +426,17 @@ fn on_payload(
                 tasks.insert(arn.clone(), desired.clone());
                 stats.running.fetch_add(1, Ordering::Relaxed);
                 send("RUNNING", cfg.start_delay);
+                let checked: Vec<Value> = t
+                    .containers
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|c| c.health_check_type.is_some())
+                    .map(|c| json!({"containerName": c.name, "healthStatus": "HEALTHY"}))
+                    .collect();
+                if !checked.is_empty() {
+                    healthy.push(json!({"taskArn": arn, "containers": checked}));
+                }
             }
             (Some("RUNNING"), "STOPPED") | (None, "STOPPED") => {
                 if tasks.remove(&arn).is_some() {
@@ -425,6 +447,13 @@ fn on_payload(
             _ => {}
         }
     }
+    (!healthy.is_empty()).then(|| {
+        json!({"type": "PublishHealthRequest", "message": {
+            "metadata": {"cluster": cluster, "containerInstance": p.container_instance_arn,
+                         "messageId": berth_model::arn::new_uuid(), "fin": true},
+            "tasks": healthy,
+            "timestamp": crate::engine::now()}})
+    })
 }
 
 #[cfg(test)]

@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Seconds an instance may stay disconnected before its tasks are marked STOPPED.
     #[arg(long, env = "BERTH_LOST_INSTANCE_GRACE")]
     pub lost_instance_grace: Option<u64>,
+    /// Seconds a service's task without container health checks must have been RUNNING
+    /// before it counts as healthy in deployments (ECS: 40).
+    #[arg(long, env = "BERTH_SERVICE_TASK_HEALTHY_AFTER")]
+    pub service_task_healthy_after: Option<u64>,
     /// `berth up`: run a local node (needs root) registered in the default cluster.
     #[arg(long, env = "BERTH_LOCAL_NODE")]
     pub local_node: Option<bool>,
@@ -121,6 +125,7 @@ pub struct FileConfig {
     pub agent_heartbeat_interval: Option<u64>,
     pub agent_timeout: Option<u64>,
     pub lost_instance_grace: Option<u64>,
+    pub service_task_healthy_after: Option<u64>,
     pub local_node: Option<bool>,
     pub zone: Option<String>,
     pub bridge_subnet: Option<String>,
@@ -160,6 +165,7 @@ pub struct Config {
     pub registry_bearer: bool,
     pub registry_lifecycle_interval: u64,
     pub liveness: berth_control::liveness::Liveness,
+    pub service_task_healthy_after: u64,
     pub local_node: bool,
     pub zone: Option<String>,
     pub bridge_subnet: (std::net::Ipv4Addr, u8),
@@ -352,6 +358,10 @@ impl ServeArgs {
                 }
                 l
             },
+            service_task_healthy_after: self
+                .service_task_healthy_after
+                .or(file.service_task_healthy_after)
+                .unwrap_or(40),
             local_node: self.local_node.or(file.local_node).unwrap_or(true),
             zone: self.zone.clone().or(file.zone),
             bridge_subnet: parse_subnet(

@@ -294,6 +294,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             region: cfg.region.clone(),
             account_id: cfg.account_id.clone(),
             liveness: cfg.liveness,
+            service_task_healthy_after: std::time::Duration::from_secs(
+                cfg.service_task_healthy_after,
+            ),
         },
         store.clone(),
     )

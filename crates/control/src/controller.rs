@@ -270,6 +270,7 @@ impl Control {
             draining: &draining,
             daemon_instances: &daemon,
             health_checked: &hc,
+            healthy_after: self.healthy_after.as_secs_f64(),
         });
         let mut wake = dec.wake_at;
         if dec.is_idle() {

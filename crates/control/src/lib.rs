@@ -50,6 +50,9 @@ pub struct ControlConfig {
     pub account_id: String,
     /// Heartbeats, disconnect timeout and lost-instance grace of agent sessions.
     pub liveness: liveness::Liveness,
+    /// How long a service's task without container health checks must have been RUNNING
+    /// before it counts as healthy (ECS: 40 s).
+    pub service_task_healthy_after: std::time::Duration,
 }
 
 impl Default for ControlConfig {
@@ -58,6 +61,7 @@ impl Default for ControlConfig {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             liveness: Default::default(),
+            service_task_healthy_after: std::time::Duration::from_secs(40),
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct Control {
     epoch: Instant,
     /// What nodes last reported on their telemetry sessions (memory only).
     telemetry: telemetry::Telemetry,
+    /// See [`ControlConfig::service_task_healthy_after`].
+    healthy_after: std::time::Duration,
 }
 
 /// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
@@ -106,6 +112,7 @@ impl Control {
             presence: Default::default(),
             epoch: Instant::now(),
             telemetry: Default::default(),
+            healthy_after: cfg.service_task_healthy_after,
         });
         Control::spawn_housekeeping(Arc::downgrade(&c));
         Control::spawn_liveness(Arc::downgrade(&c));

@@ -10,7 +10,8 @@
 //!   desired count (rounded down); tasks of older deployments, and those on DRAINING
 //!   instances, stop while the healthy ones left stay at or above `minimumHealthyPercent`
 //!   (rounded up). A task counts as healthy when it is RUNNING and, if its task definition
-//!   has container health checks, HEALTHY.
+//!   has container health checks, HEALTHY; without health checks, once it has been RUNNING
+//!   for [`Inputs::healthy_after`] (ECS waits 40 s).
 //! - DAEMON: one task of the PRIMARY deployment on each eligible instance; an older task on
 //!   an instance stops before the new one starts there (`maximumPercent` 100).
 //! - A RUNNING task whose health checks fail is stopped once the grace period since it
@@ -71,6 +72,9 @@ pub struct Inputs<'a> {
     pub daemon_instances: &'a [String],
     /// Deployment id → whether its task definition has container health checks.
     pub health_checked: &'a HashMap<String, bool>,
+    /// Seconds a task without container health checks must have been RUNNING before it
+    /// counts as healthy (ECS: 40).
+    pub healthy_after: f64,
 }
 
 /// What the controller should do.
@@ -247,7 +251,17 @@ pub fn decide(i: &Inputs) -> Decision {
             .copied()
             .unwrap_or(false)
     };
-    let healthy = |t: &TaskState| t.last == "RUNNING" && (!checked(t) || t.health == "HEALTHY");
+    // A task without health checks is trusted once it has run a while; until then the
+    // decision looks again when it will have.
+    let settled = |t: &TaskState| t.started_at.is_some_and(|s| s + i.healthy_after <= i.now);
+    let healthy = |t: &TaskState| {
+        t.last == "RUNNING"
+            && if checked(t) {
+                t.health == "HEALTHY"
+            } else {
+                settled(t)
+            }
+    };
     let is_primary = |t: &TaskState| t.deployment.as_deref() == Some(primary_id.as_str());
     let mut events: Vec<String> = Vec::new();
     let mut stop: Vec<(String, String)> = Vec::new();
@@ -276,6 +290,15 @@ pub fn decide(i: &Inputs) -> Decision {
         .iter()
         .filter(|t| t.live && !sick.contains(t.id.as_str()))
         .collect();
+    for t in &live {
+        if t.last == "RUNNING"
+            && !checked(t)
+            && !settled(t)
+            && let Some(s) = t.started_at
+        {
+            wake_at(s + i.healthy_after);
+        }
+    }
     let scale_reason = format!("Scaling activity initiated by (deployment {primary_id})");
     let primary_failed = deps[0].rollout_state.as_deref() == Some("FAILED");
     let throttle = throttled_until(i.tasks).filter(|u| *u > i.now);

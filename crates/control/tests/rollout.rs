@@ -81,6 +81,7 @@ struct World {
     daemon: Vec<String>,
     hc: HashMap<String, bool>,
     ctl: ServiceControl,
+    healthy_after: f64,
 }
 
 impl World {
@@ -90,6 +91,8 @@ impl World {
             daemon: vec![],
             hc: HashMap::new(),
             ctl: ServiceControl::default(),
+            // Tasks without health checks count at once unless a test says otherwise.
+            healthy_after: 0.0,
         }
     }
     fn decide(&self, s: &Service, tasks: &[TaskState]) -> Decision {
@@ -101,6 +104,7 @@ impl World {
             draining: &self.draining,
             daemon_instances: &self.daemon,
             health_checked: &self.hc,
+            healthy_after: self.healthy_after,
         })
     }
 }
@@ -446,4 +450,25 @@ fn events_keep_the_newest_hundred() {
     let ev = s.events.as_ref().unwrap();
     assert_eq!(ev.len(), 100);
     assert_eq!(ev[0].message.as_deref(), Some("e149"));
+}
+
+#[test]
+fn a_task_without_health_checks_counts_after_it_has_run_a_while() {
+    let mut s = service(1, 100, 200);
+    let old = dep_id(&s, 0);
+    redeploy(&mut s, "td:2");
+    let new = dep_id(&s, 0);
+    let mut w = World::new();
+    w.healthy_after = 40.0;
+    let mut o = task("o0", &old, "RUNNING", "i1");
+    o.started_at = Some(NOW - 3600.0);
+    let mut n = task("n0", &new, "RUNNING", "i2");
+    n.started_at = Some(NOW - 10.0);
+    // Running for 10 s only: the old task stays, and the controller looks again at 40 s.
+    let d = w.decide(&s, &[o.clone(), n.clone()]);
+    assert!(d.stop.is_empty());
+    assert_eq!(d.wake_at, Some(NOW + 30.0));
+    n.started_at = Some(NOW - 40.0);
+    let d = w.decide(&s, &[o, n]);
+    assert_eq!(stopped_ids(&d), vec!["o0"]);
 }

@@ -14,8 +14,17 @@ use berth_model::wire::ecs::{
 };
 use berth_store::MemStore;
 
+/// Tasks without health checks count as healthy at once (the 40 s of ECS is pinned in the
+/// rollout tests).
+fn cfg() -> ControlConfig {
+    ControlConfig {
+        service_task_healthy_after: Duration::ZERO,
+        ..Default::default()
+    }
+}
+
 async fn setup() -> Arc<Control> {
-    let c = Control::open(ControlConfig::default(), Arc::new(MemStore::new()))
+    let c = Control::open(cfg(), Arc::new(MemStore::new()))
         .await
         .unwrap();
     c.create_cluster(CreateClusterRequest {
@@ -317,9 +326,7 @@ async fn bad_requests_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_short_of_room_says_so_once_and_writes_nothing_more() {
     let store = Arc::new(MemStore::new());
-    let c = Control::open(ControlConfig::default(), store.clone())
-        .await
-        .unwrap();
+    let c = Control::open(cfg(), store.clone()).await.unwrap();
     c.create_cluster(CreateClusterRequest {
         cluster_name: Some("c".into()),
         ..Default::default()
