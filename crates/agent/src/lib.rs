@@ -8,7 +8,9 @@
 //! - [`state`]: what the agent keeps on disk so that restarting it neither kills nor forgets
 //!   running containers;
 //! - [`net`]: the node's container network as the engine uses it;
-//! - [`session`]: the ACS session with a control plane across the network;
+//! - [`session`]: the ACS session with a control plane across the network, and the telemetry
+//!   session beside it;
+//! - [`telemetry`]: the running containers' CPU and memory, reported every interval;
 //! - [`sim`]: simulated nodes (real sessions, modelled containers) for scale tests.
 //!
 //! On every (re)connect the agent reconciles with the first payload: what the control plane

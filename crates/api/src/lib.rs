@@ -1,6 +1,8 @@
 //! berth-api: the front door. One HTTP listener serves every API berth speaks:
 //! the AWS JSON protocol (`POST /` + `X-Amz-Target`, dispatched to a [`JsonService`] per AWS
-//! service), `/healthz`, `/metrics`, and — with the registry — the OCI `/v2/` routes.
+//! service), `/healthz`, `/metrics`, the agents' websockets on `/ws` (the ACS session,
+//! [`acs`], and the telemetry session, [`tcs`]), and — with the registry — the OCI `/v2/`
+//! routes.
 //!
 //! With a certificate the same listener serves HTTPS only ([`serve_tls`]).
 //!

@@ -9,8 +9,9 @@
 //! Its calls take and return the ECS model's shapes (`berth_model::wire::ecs`): the ECS API is
 //! the domain's vocabulary. Must not: speak HTTP or any protocol framing (the api crate
 //! does), or keep state that is not in the store: every acknowledged change is committed
-//! before the call returns. (What agents were last heard saying and the placements in flight
-//! are kept in memory: they are not acknowledged state, and a restart starts them afresh.)
+//! before the call returns. (What agents were last heard saying, their last metrics readings
+//! and the placements in flight are kept in memory: they are not acknowledged state, and a
+//! restart starts them afresh.)
 
 pub mod agent;
 pub mod clusters;

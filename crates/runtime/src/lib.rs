@@ -4,7 +4,8 @@
 //!   registry), verifying and deduplicating their blobs, unpacking layers safely ([`unpack`])
 //!   into a root filesystem per image;
 //! - [`native`]: the native driver — overlay root filesystems, one `berth shim` process per
-//!   container ([`shim`]: libcontainer, cgroups v1 and v2, namespaces), stop with timeout;
+//!   container ([`shim`]: libcontainer, cgroups v1 and v2, namespaces), stop with timeout,
+//!   a cgroup's CPU and memory use;
 //! - [`spec`]: the OCI runtime spec of a container; [`seccomp`]: its default seccomp policy
 //!   and init process; [`nsexec`]: running a command inside a running container;
 //! - [`net`]: container networking — the bridge, network namespaces, veths, addresses, port
