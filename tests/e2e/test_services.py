@@ -10,13 +10,16 @@ What it covers:
   waiter (boto3 and `aws ecs wait services-stable`) returns, the events say what happened;
 - a container process SIGKILLed from outside: its task stops (EssentialContainerExited) and
   the service starts a replacement (the time it takes is printed);
+- a task failing its health checks is stopped once the grace period is over, and replaced;
 - a rolling update (max 200 %, min 100 %) under a probe sampling the service's tasks every
   ~50 ms and HTTP-probing each RUNNING one: never fewer than 3 answer, never more than 6 tasks;
+  one with max 100 %, min 0 %: never more than 3 tasks PENDING or RUNNING;
 - a broken image with the circuit breaker (enable + rollback): the deployment FAILS after its
   threshold of failed tasks, the service rolls back, the old tasks serve throughout;
+- a REPLICA task on a host set DRAINING moves to the other hosts, started before it stops;
 - a DAEMON service follows a host joining and a host draining;
-- scaling, DeleteService with and without force, MISSING, ListServices paging, tags, refused
-  input that changes nothing;
+- scaling, forceNewDeployment, DeleteService with and without force, MISSING, ListServices
+  paging, tags, refused input that changes nothing, a name used again after INACTIVE;
 - a host's link cut (short heartbeat/timeout/grace): its task STOPS with TerminationNotice and
   is replaced on the other hosts; after the link is back nothing is doubled.
 
@@ -150,6 +153,12 @@ class Services:
         return last["s"]
 
 
+# One look of the probe: when, how many of the service's tasks were not STOPPED, how many were
+# PENDING or RUNNING (what maximumPercent limits), and the bodies that answered (task ARN → body).
+Sample = collections.namedtuple("Sample", "t unfinished active answered")
+ACTIVE = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING")
+
+
 class Probe(threading.Thread):
     """Samples a service's tasks every `interval` seconds and sends one HTTP request to each
     RUNNING one (one that is being stopped too: it may still serve). A task that became
@@ -165,6 +174,7 @@ class Probe(threading.Thread):
         self.errors = []
         self.second_looks = 0
         self.seen = {}      # task arn → task definition arn
+        self.statuses = collections.Counter()  # (lastStatus, desiredStatus) → samples
         self.halt = threading.Event()
 
     def look(self):
@@ -173,6 +183,7 @@ class Probe(threading.Thread):
         tasks = describe(self.ecs, arns)
         for t in tasks:
             self.seen[t["taskArn"]] = t["taskDefinitionArn"]
+            self.statuses[(t["lastStatus"], t["desiredStatus"])] += 1
         return tasks
 
     def probe(self, tasks, skip=()):
@@ -192,8 +203,8 @@ class Probe(threading.Thread):
         if len(answered) < self.expect:
             self.second_looks += 1
             answered.update(self.probe(self.look(), skip={t["taskArn"] for t in tasks}))
-        unfinished = sum(t["lastStatus"] != "STOPPED" for t in tasks)
-        self.samples.append((t0, unfinished, answered))
+        self.samples.append(Sample(t0, sum(t["lastStatus"] != "STOPPED" for t in tasks),
+                                   sum(t["lastStatus"] in ACTIVE for t in tasks), answered))
 
     def run(self):
         while not self.halt.is_set():
@@ -208,12 +219,21 @@ class Probe(threading.Thread):
         self.halt.set()
         self.join(10)
 
+    def short(self, since, n):
+        """(seconds since `since`, bodies) of the samples where fewer than n tasks answered."""
+        return [(round(x.t - since, 2), sorted(set(x.answered.values())))
+                for x in self.samples if len(x.answered) < n]
+
+    def most_active(self):
+        return max(x.active for x in self.samples)
+
     def summary(self):
-        answering = [len(a) for _, _, a in self.samples]
-        return "%d samples over %.1f s, answering min %d max %d, tasks not STOPPED max %d, " \
-               "second looks %d" % (len(self.samples), self.samples[-1][0] - self.samples[0][0],
-                                    min(answering), max(answering),
-                                    max(u for _, u, _ in self.samples), self.second_looks)
+        answering = [len(x.answered) for x in self.samples]
+        return "%d samples over %.1f s, answering min %d max %d, tasks PENDING or RUNNING max %d, " \
+               "not STOPPED max %d, second looks %d" % (
+                   len(self.samples), self.samples[-1].t - self.samples[0].t, min(answering),
+                   max(answering), self.most_active(), max(x.unfinished for x in self.samples),
+                   self.second_looks)
 
 
 def container_pids(task_id, cmd):
@@ -397,6 +417,37 @@ def test_killed_container_is_replaced(cl, sv):
           % (t_stopped, t_running, t_serving))
 
 
+def test_unhealthy_task_is_replaced_after_the_grace_period(cl, sv):
+    grace = 6
+    cl.register("sick", [{
+        "name": "web", "image": cl.image, "memory": 32,
+        "entryPoint": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+        "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+        "healthCheck": {"command": ["CMD-SHELL", "exit 1"], "interval": 5, "timeout": 2, "retries": 1}}],
+        networkMode="bridge")
+    sv.create("sick", taskDefinition="sick", desiredCount=1, healthCheckGracePeriodSeconds=grace)
+    (first,) = wait_for(lambda: "no sick task RUNNING:\n" + sv.state("sick"),
+                        lambda: sv.running("sick"), 30, interval=0.1)
+    wait_for(lambda: "the task did not become UNHEALTHY:\n" + sv.state("sick"),
+             lambda: cl.describe([first["taskArn"]])[0].get("healthStatus") == "UNHEALTHY", 20, interval=0.1)
+    t = cl.wait_tasks([first["taskArn"]], "STOPPED", timeout=30)[0]
+    assert t["stopCode"] == "ServiceSchedulerInitiated", t
+    assert t["stoppedReason"].startswith("Task failed container health checks"), t["stoppedReason"]
+    waited = (t["stoppingAt"] - t["startedAt"]).total_seconds()
+    assert waited >= grace - 0.2, "stopped %.1f s after it started, within the %d s grace" % (waited, grace)
+    # Its replacement follows (and will fail the same way).
+    new = wait_for(lambda: "no replacement:\n" + sv.state("sick"),
+                   lambda: [x for x in sv.tasks("sick") if x["taskArn"] != first["taskArn"]], 20, interval=0.1)
+    assert len(new) == 1 and new[0]["startedBy"] == first["startedBy"]
+    s = sv.describe("sick")
+    msgs = [e["message"] for e in s["events"]]
+    assert "(service sick) (task %s) failed container health checks." % tid(first["taskArn"]) in msgs, msgs
+    assert "(service sick) has stopped 1 running tasks: (task %s)." % tid(first["taskArn"]) in msgs, msgs
+    assert s["deployments"][0]["rolloutState"] == "IN_PROGRESS" and s["deployments"][0]["failedTasks"] >= 1
+    assert "(service sick) has reached a steady state." not in msgs
+    print("\nunhealthy task: stopped %.1f s after it started (grace %d s)" % (waited, grace))
+
+
 def test_rolling_update_keeps_the_minimum_healthy(cl, sv):
     sv.create("roll", taskDefinition="web:1", desiredCount=3,
               deploymentConfiguration={"maximumPercent": 200, "minimumHealthyPercent": 100})
@@ -418,16 +469,16 @@ def test_rolling_update_keeps_the_minimum_healthy(cl, sv):
     finally:
         probe.stop()
     assert not probe.errors, probe.errors[:3]
-    during = [x for x in probe.samples if x[0] >= t0]
+    during = [x for x in probe.samples if x.t >= t0]
     assert len(during) >= 10, len(during)
-    short = [(round(x[0] - t0, 2), sorted(set(x[2].values()))) for x in probe.samples if len(x[2]) < 3]
+    short = probe.short(t0, 3)
     assert not short, "samples with fewer than 3 tasks answering: %s" % short[:10]
-    assert max(x[1] for x in probe.samples) <= 6, "more than maximumPercent (200 %) of 3 tasks"
+    assert probe.most_active() <= 6, "more than maximumPercent (200 %) of 3 tasks"
     tasks = sv.running("roll")
     assert len(tasks) == 3 and not old & {t["taskArn"] for t in tasks}
     assert all(t["taskDefinitionArn"].endswith("web:2") and t["startedBy"] == new_dep["id"] for t in tasks)
     assert [http_get(sv.url(t)) for t in tasks] == [V2] * 3
-    assert set(probe.samples[-1][2].values()) == {V2}
+    assert set(probe.samples[-1].answered.values()) == {V2}
     (d,) = s["deployments"]
     assert d["id"] == new_dep["id"] and d["rolloutState"] == "COMPLETED"
     assert "(service roll) (deployment %s) deployment completed." % new_dep["id"] in sv.messages("roll")
@@ -435,10 +486,34 @@ def test_rolling_update_keeps_the_minimum_healthy(cl, sv):
         assert t["lastStatus"] == "STOPPED" and t["stopCode"] == "ServiceSchedulerInitiated", t
         assert t["stoppedReason"] == "Scaling activity initiated by (deployment %s)" % new_dep["id"]
     # Both versions answered during the update, never anything else.
-    bodies = collections.Counter(b for x in probe.samples for b in x[2].values())
+    bodies = collections.Counter(b for x in probe.samples for b in x.answered.values())
     assert set(bodies) == {V1, V2}, bodies
     print("\nrolling update web:1 → web:2 of 3 tasks: COMPLETED in %.1f s; probe: %s"
           % (took, probe.summary()))
+
+
+def test_rolling_update_within_maximum_100_stops_before_it_starts(cl, sv):
+    sv.create("swap", taskDefinition="web:1", desiredCount=3,
+              deploymentConfiguration={"maximumPercent": 100, "minimumHealthyPercent": 0})
+    sv.wait_stable("swap")
+    probe = Probe(cl, "swap", expect=0)
+    probe.start()
+    try:
+        wait_for("the probe took no sample", lambda: len(probe.samples) >= 3, 10, interval=0.05)
+        t0 = time.time()
+        cl.ecs.update_service(cluster=CLUSTER, service="swap", taskDefinition="web:2")
+        sv.wait_stable("swap", revision=2)
+        took = time.time() - t0
+    finally:
+        probe.stop()
+    assert not probe.errors, probe.errors[:3]
+    print("\nrolling update with maximumPercent 100: COMPLETED in %.1f s; probe: %s; statuses seen %s"
+          % (took, probe.summary(), dict(probe.statuses)))
+    assert [http_get(sv.url(t)) for t in sv.running("swap")] == [V2] * 3
+    # "An upper limit on the number of your service's tasks that are allowed in the RUNNING or
+    # PENDING state during a deployment": 3 × 100 %.
+    crowded = [(round(x.t - t0, 2), x.active) for x in probe.samples if x.active > 3]
+    assert not crowded, "samples with more than 3 tasks PENDING or RUNNING: %s" % crowded[:10]
 
 
 @pytest.mark.xfail(reason=SELF_STOPPED_STAYS_DESIRED_RUNNING, strict=True)
@@ -474,9 +549,9 @@ def test_broken_image_trips_the_circuit_breaker_and_rolls_back(cl, sv):
     finally:
         probe.stop()
     assert not probe.errors, probe.errors[:3]
-    short = [(round(x[0] - t0, 2), sorted(set(x[2].values()))) for x in probe.samples if len(x[2]) < 3]
+    short = probe.short(t0, 3)
     assert not short, "samples with fewer than 3 tasks answering: %s" % short[:10]
-    assert max(x[1] for x in probe.samples) <= 6
+    assert probe.most_active() <= 6
     assert s["taskDefinition"].endswith("web:1")
     (d,) = s["deployments"]
     assert d["id"] == back["id"] and d["rolloutState"] == "COMPLETED"
@@ -507,6 +582,43 @@ def test_broken_image_trips_the_circuit_breaker_and_rolls_back(cl, sv):
           "%.1f s after the update, rollback COMPLETED %.1f s after it (old tasks %s); probe: %s"
           % (len(failed), t_failed, t_back, "kept" if len(kept) == 3 else "replaced (%d kept)" % len(kept),
              probe.summary()))
+
+
+def test_replica_tasks_leave_a_draining_host_within_the_minimum_healthy(cl, sv):
+    h1 = cl.agents[0]
+    sv.create("move", taskDefinition="web:1", desiredCount=3)
+    sv.wait_stable("move")
+    before = sv.running("move")
+    assert cl.per_host(before) == {"h1": 1, "h2": 1, "h3": 1, "h4": 0}
+    (leaving,) = [t for t in before if cl.agent_of(t) is h1]
+    probe = Probe(cl, "move", expect=3)
+    probe.start()
+    try:
+        wait_for("the probe took no sample", lambda: len(probe.samples) >= 3, 10, interval=0.05)
+        t0 = time.time()
+        r = cl.ecs.update_container_instances_state(cluster=CLUSTER, containerInstances=[h1.arn],
+                                                    status="DRAINING")
+        assert r["failures"] == []
+        t = cl.wait_tasks([leaving["taskArn"]], "STOPPED", timeout=30)[0]
+        s = sv.wait_stable("move")
+        took = time.time() - t0
+    finally:
+        probe.stop()
+        cl.ecs.update_container_instances_state(cluster=CLUSTER, containerInstances=[h1.arn], status="ACTIVE")
+    assert not probe.errors, probe.errors[:3]
+    assert t["stopCode"] == "ServiceSchedulerInitiated", t
+    short = probe.short(t0, 3)
+    assert not short, "samples with fewer than 3 tasks answering: %s" % short[:10]
+    assert probe.most_active() <= 6
+    after = sv.running("move")
+    assert s["runningCount"] == 3 and len(s["deployments"]) == 1
+    assert cl.per_host(after)["h1"] == 0 and len(after) == 3
+    # The other two stayed; one new task, started before the old one was stopped.
+    assert {x["taskArn"] for x in before} - {leaving["taskArn"]} < {x["taskArn"] for x in after}
+    (moved,) = [x for x in after if x["taskArn"] not in {y["taskArn"] for y in before}]
+    assert moved["startedAt"] < t["stoppingAt"], (moved["startedAt"], t["stoppingAt"])
+    assert [http_get(sv.url(x)) for x in after] == [V1] * 3
+    print("\nREPLICA task on a DRAINING host: moved in %.1f s; probe: %s" % (took, probe.summary()))
 
 
 def test_daemon_service_follows_hosts_joining_and_draining(cl, sv):
@@ -692,6 +804,15 @@ def test_scaling_deletion_listing_and_refused_input(cl, sv):
     code, _, _ = error_of(ecs.describe_services, cluster=CLUSTER, services=["s%d" % i for i in range(11)])
     assert code == "InvalidParameterException"
 
+    # forceNewDeployment: the same configuration deployed again, its task replaced.
+    r = ecs.update_service(cluster=CLUSTER, service="scale", forceNewDeployment=True)["service"]
+    assert len(r["deployments"]) == 2 and r["taskDefinition"] == s["taskDefinition"]
+    s = sv.wait_stable("scale")
+    assert s["deployments"][0]["id"] == r["deployments"][0]["id"]
+    replaced, (left,) = left, sv.running("scale")
+    assert left["startedBy"] == r["deployments"][0]["id"] and left["taskArn"] != replaced["taskArn"]
+    assert cl.describe([replaced["taskArn"]])[0]["stopCode"] == "ServiceSchedulerInitiated"
+
     # DeleteService --force: DRAINING at once, its task stops, then INACTIVE.
     d = cl.server.aws("ecs", "delete-service", "--cluster", CLUSTER, "--service", "scale", "--force")["service"]
     assert d["status"] == "DRAINING" and d["desiredCount"] == 0
@@ -707,6 +828,10 @@ def test_scaling_deletion_listing_and_refused_input(cl, sv):
     wait_for("page services not INACTIVE",
              lambda: all(sv.describe(n)["status"] == "INACTIVE" for n in names), 20, interval=0.2)
     assert ecs.list_services(cluster=CLUSTER)["serviceArns"] == []
+    # An INACTIVE service's name can be used again.
+    again = sv.create("scale", taskDefinition="idle", desiredCount=0)
+    assert again["status"] == "ACTIVE" and len(again["deployments"]) == 1 and again["events"] == []
+    assert ecs.list_services(cluster=CLUSTER)["serviceArns"] == [arn]
 
 
 def test_lost_host_tasks_are_replaced_and_nothing_doubles_when_it_returns(cl, sv):
