@@ -16,6 +16,8 @@ What it covers:
   one with max 100 %, min 0 %: never more than 3 tasks PENDING or RUNNING;
 - a broken image with the circuit breaker (enable + rollback): the deployment FAILS after its
   threshold of failed tasks, the service rolls back, the old tasks serve throughout;
+- tasks that cannot be placed (a fixed host port, a constraint no host meets) are reported
+  once in the events, the ones that fit run;
 - a REPLICA task on a host set DRAINING moves to the other hosts, started before it stops;
 - a DAEMON service follows a host joining and a host draining;
 - scaling, forceNewDeployment, DeleteService with and without force, MISSING, ListServices
@@ -619,6 +621,45 @@ def test_replica_tasks_leave_a_draining_host_within_the_minimum_healthy(cl, sv):
     assert moved["startedAt"] < t["stoppingAt"], (moved["startedAt"], t["stoppingAt"])
     assert [http_get(sv.url(x)) for x in after] == [V1] * 3
     print("\nREPLICA task on a DRAINING host: moved in %.1f s; probe: %s" % (took, probe.summary()))
+
+
+def test_tasks_that_cannot_be_placed_are_reported_and_placed_once_they_fit(cl, sv):
+    # A fixed host port: one task per host at most.
+    cl.register("fixed", [{
+        "name": "web", "image": cl.image, "memory": 32,
+        "entryPoint": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+        "portMappings": [{"containerPort": 8080, "hostPort": 8088}]}], networkMode="bridge")
+    sv.create("fixed", taskDefinition="fixed", desiredCount=4)
+    msg = wait_for(lambda: "no placement event:\n" + sv.state("fixed"),
+                   lambda: [m for m in sv.messages("fixed") if "was unable to place a task" in m], 20, interval=0.1)
+    assert msg[0].startswith("(service fixed) was unable to place a task because no container instance met all "
+                             "of its requirements. The closest matching (container-instance "), msg
+    assert "is already using a port required by your task" in msg[0], msg
+    wait_for(lambda: "the 3 that fit are not RUNNING:\n" + sv.state("fixed"),
+             lambda: len(sv.running("fixed")) == 3, 20, interval=0.1)
+    tasks = sv.running("fixed")
+    assert cl.per_host(tasks) == {"h1": 1, "h2": 1, "h3": 1, "h4": 0}
+    for t in tasks:
+        assert t["containers"][0]["networkBindings"][0]["hostPort"] == 8088
+        assert http_get("http://%s:8088/index.html" % cl.agent_of(t).ip) == V1
+    s = sv.describe("fixed")
+    assert (s["desiredCount"], s["runningCount"]) == (4, 3)
+    assert s["deployments"][0]["rolloutState"] == "IN_PROGRESS"
+    # Said once, not at every retry.
+    time.sleep(6)  # (the controller retries a placement every 5 s)
+    assert sum("was unable to place a task" in m for m in sv.messages("fixed")) == 1, sv.messages("fixed")
+    assert len(sv.tasks("fixed")) == 3
+    # With a desired count that fits, the service becomes stable.
+    cl.ecs.update_service(cluster=CLUSTER, service="fixed", desiredCount=3)
+    s = sv.wait_stable("fixed")
+    assert s["events"][0]["message"] == "(service fixed) has reached a steady state."
+    # A constraint no instance meets: nothing placed, the reason said.
+    sv.create("nowhere", taskDefinition="idle", desiredCount=1, placementConstraints=[
+        {"type": "memberOf", "expression": "attribute:ecs.availability-zone == zone-z"}])
+    msg = wait_for(lambda: "no placement event:\n" + sv.state("nowhere"),
+                   lambda: [m for m in sv.messages("nowhere") if "was unable to place a task" in m], 20, interval=0.1)
+    assert "MemberOf placement constraint unsatisfied" in msg[0], msg
+    assert sv.tasks("nowhere") == [] and sv.describe("nowhere")["runningCount"] == 0
 
 
 def test_daemon_service_follows_hosts_joining_and_draining(cl, sv):
