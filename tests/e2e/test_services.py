@@ -24,6 +24,9 @@ What it covers:
   paging, tags, refused input that changes nothing, a name used again after INACTIVE;
 - a host's link cut (short heartbeat/timeout/grace): its task STOPS with TerminationNotice and
   is replaced on the other hosts; after the link is back nothing is doubled.
+The killed-container and circuit-breaker tests are strict xfails until berth stops leaving
+desiredStatus RUNNING on a task its agent reports STOPPED (see
+SELF_STOPPED_STAYS_DESIRED_RUNNING below).
 
 Traffic goes only to 10.219.0.0/24 (the test's bridge and namespaces). Every service a test
 creates is deleted by the test's fixture, and the module fixture ends every process it started
