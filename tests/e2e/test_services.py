@@ -24,9 +24,6 @@ What it covers:
   paging, tags, refused input that changes nothing, a name used again after INACTIVE;
 - a host's link cut (short heartbeat/timeout/grace): its task STOPS with TerminationNotice and
   is replaced on the other hosts; after the link is back nothing is doubled.
-The killed-container and circuit-breaker tests are strict xfails until berth stops leaving
-desiredStatus RUNNING on a task its agent reports STOPPED (see
-SELF_STOPPED_STAYS_DESIRED_RUNNING below).
 
 Traffic goes only to 10.219.0.0/24 (the test's bridge and namespaces). Every service a test
 creates is deleted by the test's fixture, and the module fixture ends every process it started
@@ -372,17 +369,6 @@ def test_service_of_three_spreads_over_the_hosts_and_becomes_stable(cl, sv):
     print("\nservice of 3 created → stable (3 RUNNING on 3 hosts): %.1f s" % t_stable)
 
 
-# berth bug: a task that stops by itself (its agent reports it STOPPED: an essential container
-# exited, the image could not be pulled) keeps desiredStatus RUNNING. ECS sets it to STOPPED.
-# The service controller counts such a task as one it still has (rollout.rs: live =
-# desiredStatus RUNNING), so it never replaces it, and a broken deployment never gets past its
-# first failed tasks (the circuit breaker never trips).
-SELF_STOPPED_STAYS_DESIRED_RUNNING = (
-    "berth bug: a task the agent reports STOPPED keeps desiredStatus RUNNING "
-    "(SubmitTaskStateChange STOPPED does not set desiredStatus), so the service never replaces it")
-
-
-@pytest.mark.xfail(reason=SELF_STOPPED_STAYS_DESIRED_RUNNING, strict=True)
 def test_killed_container_is_replaced(cl, sv):
     sv.create("heal", taskDefinition="web:1", desiredCount=3)
     sv.wait_stable("heal")
@@ -497,7 +483,7 @@ def test_rolling_update_keeps_the_minimum_healthy(cl, sv):
           % (took, probe.summary()))
 
 
-def test_rolling_update_within_maximum_100_stops_before_it_starts(cl, sv):
+def test_rolling_update_within_maximum_100_never_has_more_than_desired_pending_or_running(cl, sv):
     sv.create("swap", taskDefinition="web:1", desiredCount=3,
               deploymentConfiguration={"maximumPercent": 100, "minimumHealthyPercent": 0})
     sv.wait_stable("swap")
@@ -521,7 +507,6 @@ def test_rolling_update_within_maximum_100_stops_before_it_starts(cl, sv):
     assert not crowded, "samples with more than 3 tasks PENDING or RUNNING: %s" % crowded[:10]
 
 
-@pytest.mark.xfail(reason=SELF_STOPPED_STAYS_DESIRED_RUNNING, strict=True)
 def test_broken_image_trips_the_circuit_breaker_and_rolls_back(cl, sv):
     sv.create("cb", taskDefinition="web:1", desiredCount=3, deploymentConfiguration={
         "maximumPercent": 200, "minimumHealthyPercent": 100,
