@@ -49,7 +49,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="agents and network na
 
 NET = Net("btsv", "10.219", "10.220", hosts=4)
 V1 = "hello from a berth host\n"   # what web:1 serves (test_cluster's image)
-V2 = "v2\n"                        # what web:2 serves
+V2 = "v2\n"                        # what web:2 serves (once its health check passes)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -269,10 +269,15 @@ def cl():
     c = Cluster(NET, start=3)
     try:
         c.up()  # registers web:1 (busybox httpd serving V1 on 8080, dynamic host port)
+        # web:2 serves V2, and has a container health check: its tasks count as healthy (for
+        # minimumHealthyPercent) once they answer, not as soon as their process runs (a task
+        # RUNNING whose server does not listen yet is not serving).
         c.register("web", [{
             "name": "web", "image": c.image, "memory": 32,
             "entryPoint": ["/bin/sh", "-c", "echo v2 > /tmp/index.html && exec /bin/httpd -f -p 8080 -h /tmp"],
-            "portMappings": [{"containerPort": 8080, "hostPort": 0}]}], networkMode="bridge")
+            "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+            "healthCheck": {"command": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/index.html"],
+                            "interval": 5, "timeout": 2, "retries": 2}}], networkMode="bridge")
         c.register("web", [{
             "name": "web", "image": "%s/btsv-missing:1" % c.server.host(), "memory": 32,
             "portMappings": [{"containerPort": 8080, "hostPort": 0}]}], networkMode="bridge")
@@ -468,8 +473,13 @@ def test_rolling_update_keeps_the_minimum_healthy(cl, sv):
     tasks = sv.running("roll")
     assert len(tasks) == 3 and not old & {t["taskArn"] for t in tasks}
     assert all(t["taskDefinitionArn"].endswith("web:2") and t["startedBy"] == new_dep["id"] for t in tasks)
+    assert all(t["healthStatus"] == "HEALTHY" for t in tasks)
     assert [http_get(sv.url(t)) for t in tasks] == [V2] * 3
     assert set(probe.samples[-1].answered.values()) == {V2}
+    # The old tasks were stopped only once new ones were healthy (web:2 is health-checked).
+    first_stop = min(t["stoppingAt"] for t in describe(cl.ecs, sorted(old)))
+    assert first_stop.timestamp() - t0 >= 4.5, "an old task stopped %.1f s after the update, before a " \
+        "new one could pass its first health check (5 s)" % (first_stop.timestamp() - t0)
     (d,) = s["deployments"]
     assert d["id"] == new_dep["id"] and d["rolloutState"] == "COMPLETED"
     assert "(service roll) (deployment %s) deployment completed." % new_dep["id"] in sv.messages("roll")
@@ -576,7 +586,7 @@ def test_broken_image_trips_the_circuit_breaker_and_rolls_back(cl, sv):
 
 def test_replica_tasks_leave_a_draining_host_within_the_minimum_healthy(cl, sv):
     h1 = cl.agents[0]
-    sv.create("move", taskDefinition="web:1", desiredCount=3)
+    sv.create("move", taskDefinition="web:2", desiredCount=3)  # (health-checked)
     sv.wait_stable("move")
     before = sv.running("move")
     assert cl.per_host(before) == {"h1": 1, "h2": 1, "h3": 1, "h4": 0}
@@ -607,7 +617,7 @@ def test_replica_tasks_leave_a_draining_host_within_the_minimum_healthy(cl, sv):
     assert {x["taskArn"] for x in before} - {leaving["taskArn"]} < {x["taskArn"] for x in after}
     (moved,) = [x for x in after if x["taskArn"] not in {y["taskArn"] for y in before}]
     assert moved["startedAt"] < t["stoppingAt"], (moved["startedAt"], t["stoppingAt"])
-    assert [http_get(sv.url(x)) for x in after] == [V1] * 3
+    assert [http_get(sv.url(x)) for x in after] == [V2] * 3
     print("\nREPLICA task on a DRAINING host: moved in %.1f s; probe: %s" % (took, probe.summary()))
 
 
