@@ -181,8 +181,9 @@ class Probe(threading.Thread):
 
     def look(self):
         arns = list_arns(self.ecs, serviceName=self.name, desiredStatus="RUNNING")
+        # (A task asked to stop between the two listings is in both: once is enough.)
         arns += list_arns(self.ecs, serviceName=self.name, desiredStatus="STOPPED")
-        tasks = describe(self.ecs, arns)
+        tasks = list({t["taskArn"]: t for t in describe(self.ecs, list(dict.fromkeys(arns)))}.values())
         for t in tasks:
             self.seen[t["taskArn"]] = t["taskDefinitionArn"]
             self.statuses[(t["lastStatus"], t["desiredStatus"])] += 1
