@@ -156,8 +156,9 @@ class Services:
 
 
 # One look of the probe: when, how many of the service's tasks were not STOPPED, how many were
-# PENDING or RUNNING (what maximumPercent limits), and the bodies that answered (task ARN → body).
-Sample = collections.namedtuple("Sample", "t unfinished active answered")
+# PENDING or RUNNING (what maximumPercent limits), how many of those the service still wanted
+# (desiredStatus RUNNING: not yet asked to stop), and the bodies that answered (task ARN → body).
+Sample = collections.namedtuple("Sample", "t unfinished active wanted answered")
 ACTIVE = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING")
 
 
@@ -207,7 +208,9 @@ class Probe(threading.Thread):
             self.second_looks += 1
             answered.update(self.probe(self.look(), skip={t["taskArn"] for t in tasks}))
         self.samples.append(Sample(t0, sum(t["lastStatus"] != "STOPPED" for t in tasks),
-                                   sum(t["lastStatus"] in ACTIVE for t in tasks), answered))
+                                   sum(t["lastStatus"] in ACTIVE for t in tasks),
+                                   sum(t["lastStatus"] in ACTIVE and t["desiredStatus"] == "RUNNING"
+                                       for t in tasks), answered))
 
     def run(self):
         while not self.halt.is_set():
@@ -230,13 +233,16 @@ class Probe(threading.Thread):
     def most_active(self):
         return max(x.active for x in self.samples)
 
+    def most_wanted(self):
+        return max(x.wanted for x in self.samples)
+
     def summary(self):
         answering = [len(x.answered) for x in self.samples]
-        return "%d samples over %.1f s, answering min %d max %d, tasks PENDING or RUNNING max %d, " \
-               "not STOPPED max %d, second looks %d" % (
+        return "%d samples over %.1f s, answering min %d max %d, tasks PENDING or RUNNING max %d " \
+               "(desired RUNNING %d), not STOPPED max %d, second looks %d" % (
                    len(self.samples), self.samples[-1].t - self.samples[0].t, min(answering),
-                   max(answering), self.most_active(), max(x.unfinished for x in self.samples),
-                   self.second_looks)
+                   max(answering), self.most_active(), self.most_wanted(),
+                   max(x.unfinished for x in self.samples), self.second_looks)
 
 
 def container_pids(task_id, cmd):
@@ -514,8 +520,16 @@ def test_rolling_update_within_maximum_100_never_has_more_than_desired_pending_o
     assert [http_get(sv.url(t)) for t in sv.running("swap")] == [V2] * 3
     # "An upper limit on the number of your service's tasks that are allowed in the RUNNING or
     # PENDING state during a deployment": 3 × 100 %.
-    crowded = [(round(x.t - t0, 2), x.active) for x in probe.samples if x.active > 3]
+    crowded = [(round(x.t - t0, 2), x.wanted) for x in probe.samples if x.wanted > 3]
     assert not crowded, "samples with more than 3 tasks PENDING or RUNNING: %s" % crowded[:10]
+    # Stop first, then start: every new task was created after every old one was asked to stop.
+    # (An old task may still show RUNNING for the moment its agent takes to say it is stopping:
+    # the samples count only the tasks the service still wants.)
+    new, old = [], []
+    for t in sv.tasks("swap") + sv.tasks("swap", "STOPPED"):
+        (new if t["taskDefinitionArn"].endswith("web:2") else old).append(t)
+    assert len(new) == 3 and len(old) == 3
+    assert min(t["createdAt"] for t in new) >= max(t["stoppingAt"] for t in old)
 
 
 def test_broken_image_trips_the_circuit_breaker_and_rolls_back(cl, sv):
@@ -552,19 +566,23 @@ def test_broken_image_trips_the_circuit_breaker_and_rolls_back(cl, sv):
     assert not probe.errors, probe.errors[:3]
     short = probe.short(t0, 3)
     assert not short, "samples with fewer than 3 tasks answering: %s" % short[:10]
-    assert probe.most_active() <= 6
+    assert probe.most_wanted() <= 6
     assert s["taskDefinition"].endswith("web:1")
     (d,) = s["deployments"]
     assert d["id"] == back["id"] and d["rolloutState"] == "COMPLETED"
     assert back["rolloutStateReason"] == "ECS deployment circuit breaker: rolling back to deploymentId %s." % first
-    # The broken deployment's tasks: each failed to start, none ever ran.
-    failed = [t for t in sv.tasks("cb", "STOPPED") if t["taskDefinitionArn"].endswith("web:3")]
-    assert not sv.tasks("cb") or all(t["taskDefinitionArn"].endswith("web:1") for t in sv.tasks("cb"))
-    assert len(failed) >= 10, len(failed)  # the threshold: clamp(ceil(3 / 2), 10, 200)
+    # The broken deployment's tasks: none ever ran; they failed to start (at least the
+    # threshold, clamp(ceil(3 / 2), 10, 200), of them), or were still pulling when the rollback
+    # stopped them.
+    assert all(t["taskDefinitionArn"].endswith("web:1") for t in sv.tasks("cb"))
+    tried = [t for t in sv.tasks("cb", "STOPPED") if t["taskDefinitionArn"].endswith("web:3")]
+    failed = [t for t in tried if t["stopCode"] == "TaskFailedToStart"]
+    assert len(failed) >= 10, [(t["stopCode"], t["stoppedReason"]) for t in tried]
     for t in failed:
-        assert t["lastStatus"] == "STOPPED" and t["stopCode"] == "TaskFailedToStart", t
         assert "CannotPullContainerError" in t["stoppedReason"], t["stoppedReason"]
-        assert t["startedBy"] == broken and "startedAt" not in t
+    for t in tried:
+        assert t["lastStatus"] == "STOPPED" and t["startedBy"] == broken and "startedAt" not in t, t
+        assert t["stopCode"] in ("TaskFailedToStart", "ServiceSchedulerInitiated"), t
     msgs = sv.messages("cb")
     for m in ("(service cb) is unable to consistently start tasks successfully. For more information, "
               "see the Troubleshooting section of the Amazon ECS Developer Guide.",
@@ -579,7 +597,7 @@ def test_broken_image_trips_the_circuit_breaker_and_rolls_back(cl, sv):
     assert len(tasks) == 3 and all(t["taskDefinitionArn"].endswith("web:1") for t in tasks)
     assert [http_get(sv.url(t)) for t in tasks] == [V1] * 3
     kept = old & {t["taskArn"] for t in tasks}
-    print("\nbroken image, circuit breaker: %d tasks failed; deployment FAILED and rollback started "
+    print("\nbroken image, circuit breaker: %d tasks failed to start; deployment FAILED and rollback started "
           "%.1f s after the update, rollback COMPLETED %.1f s after it (old tasks %s); probe: %s"
           % (len(failed), t_failed, t_back, "kept" if len(kept) == 3 else "replaced (%d kept)" % len(kept),
              probe.summary()))
