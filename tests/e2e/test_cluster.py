@@ -216,10 +216,11 @@ class Agent:
 
 class Cluster:
     """A server and an agent per host of `net`; `start` of them (all by default) join at `up`,
-    the others when a test calls `join`."""
+    the others when a test calls `join`. `server_args` are given to every start of the server."""
 
-    def __init__(self, net=NET, start=None):
+    def __init__(self, net=NET, start=None, server_args=()):
         self.net = net
+        self.server_args = list(server_args)
         self.start_count = len(net.hosts) if start is None else start
         self.server_dir = tempfile.mkdtemp(prefix="%s-server-" % net.prefix)
         self.server = None
@@ -255,7 +256,8 @@ class Cluster:
         s.bind((self.net.server_ip, 0))
         port = s.getsockname()[1]
         s.close()
-        self.server = Server(self.server_dir, "%s:%d" % (self.net.server_ip, port)).start()
+        self.server = Server(self.server_dir, "%s:%d" % (self.net.server_ip, port))
+        self.server.start(args=self.server_args)
         self.ecs = self.server.client()
         self.ecs.create_cluster(clusterName=CLUSTER)
         # The agents join with a join token scoped to the cluster, as an operator would hand out.
@@ -769,8 +771,8 @@ def restart_server_with_liveness(cl, grace):
     """Restart the server with short liveness settings and wait for the three agents."""
     cl.server.stop()
     offset = cl.server.log_size()
-    cl.server.start(args=["--agent-heartbeat-interval", str(HEARTBEAT), "--agent-timeout",
-                          str(TIMEOUT), "--lost-instance-grace", str(grace)])
+    cl.server.start(args=[*cl.server_args, "--agent-heartbeat-interval", str(HEARTBEAT),
+                          "--agent-timeout", str(TIMEOUT), "--lost-instance-grace", str(grace)])
     cl.ecs = cl.server.client()
     up = [a for a in cl.agents if a.proc is not None]
     wait_for(lambda: "agents did not reconnect:\n" + cl.logs(),

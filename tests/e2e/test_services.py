@@ -48,6 +48,7 @@ from test_tasks import http_get
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="agents and network namespaces need root")
 
 NET = Net("btsv", "10.219", "10.220", hosts=4)
+HEALTHY_AFTER = 1  # seconds (--service-task-healthy-after)
 V1 = "hello from a berth host\n"   # what web:1 serves (test_cluster's image)
 V2 = "v2\n"                        # what web:2 serves (once its health check passes)
 
@@ -273,7 +274,8 @@ def container_pids(task_id, cmd):
 
 @pytest.fixture(scope="module")
 def cl():
-    c = Cluster(NET, start=3)
+    # A task without health checks counts as healthy after 1 s RUNNING, not ECS's 40 s.
+    c = Cluster(NET, start=3, server_args=["--service-task-healthy-after", str(HEALTHY_AFTER)])
     try:
         c.up()  # registers web:1 (busybox httpd serving V1 on 8080, dynamic host port)
         # web:2 serves V2, and has a container health check: its tasks count as healthy (for
@@ -869,7 +871,12 @@ def test_scaling_deletion_listing_and_refused_input(cl, sv):
     assert s["deployments"][0]["id"] == r["deployments"][0]["id"]
     replaced, (left,) = left, sv.running("scale")
     assert left["startedBy"] == r["deployments"][0]["id"] and left["taskArn"] != replaced["taskArn"]
-    assert cl.describe([replaced["taskArn"]])[0]["stopCode"] == "ServiceSchedulerInitiated"
+    replaced = cl.describe([replaced["taskArn"]])[0]
+    assert replaced["stopCode"] == "ServiceSchedulerInitiated"
+    # (No health check: the new task counted as healthy, and the old one was stopped, only once
+    # it had been RUNNING for --service-task-healthy-after.)
+    ran = (replaced["stoppingAt"] - left["startedAt"]).total_seconds()
+    assert ran >= HEALTHY_AFTER - 0.05, "old task stopped %.2f s after its replacement started" % ran
 
     # DeleteService --force: DRAINING at once, its task stops, then INACTIVE.
     d = cl.server.aws("ecs", "delete-service", "--cluster", CLUSTER, "--service", "scale", "--force")["service"]
