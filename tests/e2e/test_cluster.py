@@ -33,15 +33,31 @@ from test_tasks import http_get, remove_cgroup_dirs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="agents and network namespaces need root")
 
-HOST_BRIDGE = "bthm-br"
-SERVER_IP = "10.217.0.1"
 CLUSTER = "prod"
-# name, netns, bridge-side veth, address, zone, container bridge, container subnet, instance type
-HOSTS = [
-    ("h%d" % n, "bthm-h%d" % n, "bthm-v%d" % n, "10.217.0.1%d" % n, zone, "bthm%d" % n,
-     "10.218.%d.0/24" % n, itype)
-    for n, zone, itype in ((1, "zone-a", "large.x"), (2, "zone-b", "small.x"), (3, "zone-c", "large.y"))
-]
+
+
+class Net:
+    """The names and addresses of a cluster's hosts. Each module that builds a `Cluster` has
+    its own (name prefix, host LAN `<lan>.0.0/24`, container subnets `<containers>.N.0/24`), so
+    that no two can collide; `hosts` may exceed the agents started at first (`Cluster(start=)`)."""
+
+    ZONES = (("zone-a", "large.x"), ("zone-b", "small.x"), ("zone-c", "large.y"), ("zone-d", "small.y"))
+
+    def __init__(self, prefix, lan, containers, hosts=3):
+        self.prefix = prefix
+        self.bridge = prefix + "-br"
+        self.server_ip = lan + ".0.1"
+        # name, netns, bridge-side veth, address, zone, container bridge, container subnet,
+        # instance type
+        self.hosts = [
+            ("h%d" % n, "%s-h%d" % (prefix, n), "%s-v%d" % (prefix, n), "%s.0.1%d" % (lan, n), zone,
+             "%s%d" % (prefix, n), "%s.%d.0/24" % (containers, n), itype)
+            for n, (zone, itype) in enumerate(self.ZONES[:hosts], start=1)
+        ]
+
+
+NET = Net("bthm", "10.217", "10.218")
+HOST_BRIDGE, SERVER_IP, HOSTS = NET.bridge, NET.server_ip, NET.hosts
 # Liveness settings for the link-cut scenarios (seconds).
 HEARTBEAT, TIMEOUT, GRACE = 1, 3, 5
 # A grace long enough for an agent to come back within it, for the short cut.
@@ -145,7 +161,7 @@ class Agent:
         (self.name, self.netns, self.veth, self.ip, self.zone, self.bridge, self.subnet,
          self.itype) = spec
         self.cluster = cluster
-        self.dir = tempfile.mkdtemp(prefix="bthm-%s-" % self.name)
+        self.dir = tempfile.mkdtemp(prefix="%s-%s-" % (cluster.net.prefix, self.name))
         self.log_path = os.path.join(self.dir, "agent.log")
         self.proc = None
         self.arn = None
@@ -199,30 +215,35 @@ class Agent:
 
 
 class Cluster:
-    def __init__(self):
-        self.server_dir = tempfile.mkdtemp(prefix="bthm-server-")
+    """A server and an agent per host of `net`; `start` of them (all by default) join at `up`,
+    the others when a test calls `join`. `server_args` are given to every start of the server."""
+
+    def __init__(self, net=NET, start=None, server_args=()):
+        self.net = net
+        self.server_args = list(server_args)
+        self.start_count = len(net.hosts) if start is None else start
+        self.server_dir = tempfile.mkdtemp(prefix="%s-server-" % net.prefix)
         self.server = None
-        self.agents = [Agent(self, spec) for spec in HOSTS]
+        self.agents = [Agent(self, spec) for spec in net.hosts]
         self.task_ids = set()
         self.images = {}
 
     # --- topology ------------------------------------------------------------------------
-    @staticmethod
-    def remove_topology():
-        for _, netns, veth, *_ in HOSTS:
+    def remove_topology(self):
+        for _, netns, veth, *_ in self.net.hosts:
             sh("ip", "link", "del", veth, check=False)
             sh("ip", "netns", "del", netns, check=False)
-        sh("ip", "link", "del", HOST_BRIDGE, check=False)
+        sh("ip", "link", "del", self.net.bridge, check=False)
 
     def make_topology(self):
         self.remove_topology()  # leftovers of an interrupted run (names are this test's own)
-        sh("ip", "link", "add", HOST_BRIDGE, "type", "bridge")
-        sh("ip", "addr", "add", SERVER_IP + "/24", "dev", HOST_BRIDGE)
-        sh("ip", "link", "set", HOST_BRIDGE, "up")
+        sh("ip", "link", "add", self.net.bridge, "type", "bridge")
+        sh("ip", "addr", "add", self.net.server_ip + "/24", "dev", self.net.bridge)
+        sh("ip", "link", "set", self.net.bridge, "up")
         for a in self.agents:
             sh("ip", "netns", "add", a.netns)
             sh("ip", "link", "add", a.veth, "type", "veth", "peer", "name", "eth0", "netns", a.netns)
-            sh("ip", "link", "set", a.veth, "master", HOST_BRIDGE)
+            sh("ip", "link", "set", a.veth, "master", self.net.bridge)
             sh("ip", "link", "set", a.veth, "up")
             sh("ip", "-n", a.netns, "addr", "add", a.ip + "/24", "dev", "eth0")
             sh("ip", "-n", a.netns, "link", "set", "eth0", "up")
@@ -232,36 +253,44 @@ class Cluster:
     def up(self):
         self.make_topology()
         s = socket.socket()
-        s.bind((SERVER_IP, 0))
+        s.bind((self.net.server_ip, 0))
         port = s.getsockname()[1]
         s.close()
-        self.server = Server(self.server_dir, "%s:%d" % (SERVER_IP, port)).start()
+        self.server = Server(self.server_dir, "%s:%d" % (self.net.server_ip, port))
+        self.server.start(args=self.server_args)
         self.ecs = self.server.client()
         self.ecs.create_cluster(clusterName=CLUSTER)
         # The agents join with a join token scoped to the cluster, as an operator would hand out.
         env = {**clean_env(), **self.server.env}
         p = subprocess.run([BERTH, "token", "create", "--cluster", CLUSTER, "--expires-in", "1h",
-                            "--description", "bthm test hosts"], capture_output=True, text=True,
-                           env=env, timeout=20)
+                            "--description", "%s test hosts" % self.net.prefix], capture_output=True,
+                           text=True, env=env, timeout=20)
         assert p.returncode == 0, p.stderr
         self.join_token = p.stdout.strip()
-        for a in self.agents:
-            a.start()
-        wait_for(lambda: "agents did not register:\n" + self.logs(),
-                 lambda: all(a.instance_arn_file() for a in self.agents)
-                 and len(self.ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"]) == 3,
-                 timeout=30)
-        for a in self.agents:
-            assert a.proc.poll() is None, a.log()
-            a.arn = a.instance_arn_file()
-        self.ecs.put_attributes(cluster=CLUSTER, attributes=[
-            {"name": "ecs.instance-type", "value": a.itype, "targetType": "container-instance",
-             "targetId": a.arn} for a in self.agents])
-        self.push_busybox("bthm-busybox", {"/www/index.html": "hello from a berth host\n"})
+        self.join(self.agents[:self.start_count])
+        self.push_busybox("%s-busybox" % self.net.prefix, {"/www/index.html": "hello from a berth host\n"})
         self.register("web", [{
             "name": "web", "image": self.image, "memory": 32,
             "entryPoint": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
             "portMappings": [{"containerPort": 8080, "hostPort": 0}]}], networkMode="bridge")
+
+    def join(self, agents):
+        """Start the agents of these hosts; wait until they are registered instances of the
+        cluster (beside those already there) and give them their instance type."""
+        before = len(self.ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"])
+        for a in agents:
+            a.start()
+        wait_for(lambda: "agents did not register:\n" + self.logs(),
+                 lambda: all(a.instance_arn_file() for a in agents)
+                 and len(self.ecs.list_container_instances(cluster=CLUSTER)["containerInstanceArns"])
+                 == before + len(agents),
+                 timeout=30)
+        for a in agents:
+            assert a.proc.poll() is None, a.log()
+            a.arn = a.instance_arn_file()
+        self.ecs.put_attributes(cluster=CLUSTER, attributes=[
+            {"name": "ecs.instance-type", "value": a.itype, "targetType": "container-instance",
+             "targetId": a.arn} for a in agents])
 
     def push_busybox(self, repo, extra_files):
         ecr = self.server.client("ecr")
@@ -338,7 +367,7 @@ class Cluster:
         return self.wait_tasks(arns, "STOPPED", timeout)
 
     def instances(self):
-        arns = [a.arn for a in self.agents]
+        arns = [a.arn for a in self.agents if a.arn]
         cis = self.ecs.describe_container_instances(cluster=CLUSTER, containerInstances=arns)
         return {ci["containerInstanceArn"]: ci for ci in cis["containerInstances"]}
 
@@ -364,7 +393,7 @@ class Cluster:
         """Instance ARNs whose agent opened a session since `offset` in the server's log."""
         text = self.server.log_from(offset)
         return {a.arn for a in self.agents
-                if any("agent session opened" in l and a.arn in l for l in text.splitlines())}
+                if a.arn and any("agent session opened" in l and a.arn in l for l in text.splitlines())}
 
     def logs(self):
         out = "--- server:\n" + (self.server.log() if self.server else "")
@@ -433,7 +462,7 @@ class Cluster:
         """Shims of the agents' data dirs, and anything left in the hosts' namespaces."""
         dirs = [d.encode() for d in self._dirs()]
         netns_inodes = set()
-        for _, netns, *_ in HOSTS:
+        for _, netns, *_ in self.net.hosts:
             try:
                 netns_inodes.add(os.stat("/run/netns/" + netns).st_ino)
             except OSError:
@@ -742,13 +771,14 @@ def restart_server_with_liveness(cl, grace):
     """Restart the server with short liveness settings and wait for the three agents."""
     cl.server.stop()
     offset = cl.server.log_size()
-    cl.server.start(args=["--agent-heartbeat-interval", str(HEARTBEAT), "--agent-timeout",
-                          str(TIMEOUT), "--lost-instance-grace", str(grace)])
+    cl.server.start(args=[*cl.server_args, "--agent-heartbeat-interval", str(HEARTBEAT),
+                          "--agent-timeout", str(TIMEOUT), "--lost-instance-grace", str(grace)])
     cl.ecs = cl.server.client()
+    up = [a for a in cl.agents if a.proc is not None]
     wait_for(lambda: "agents did not reconnect:\n" + cl.logs(),
-             lambda: cl.sessions_opened(offset) == {a.arn for a in cl.agents}, 15)
+             lambda: cl.sessions_opened(offset) == {a.arn for a in up}, 15)
     wait_for("agentConnected not true on every instance",
-             lambda: all(ci["agentConnected"] is True for ci in cl.instances().values()), 15)
+             lambda: all(cl.instances()[a.arn]["agentConnected"] is True for a in up), 15)
 
 
 def test_short_link_cut_within_the_grace_keeps_the_tasks(cl):
