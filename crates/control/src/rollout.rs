@@ -6,8 +6,8 @@
 //!
 //! The rules, as ECS's rolling (`ECS`) deployment controller applies them:
 //! - REPLICA: the PRIMARY deployment wants `desiredCount` tasks on instances that are not
-//!   DRAINING. New tasks start while all live tasks stay within `maximumPercent` of the
-//!   desired count (rounded down); tasks of older deployments, and those on DRAINING
+//!   DRAINING. New tasks start while the tasks RUNNING or PENDING (those asked to stop count
+//!   until they have) stay within `maximumPercent` of the desired count (rounded down); tasks of older deployments, and those on DRAINING
 //!   instances, stop while the healthy ones left stay at or above `minimumHealthyPercent`
 //!   (rounded up). A task counts as healthy when it is RUNNING and, if its task definition
 //!   has container health checks, HEALTHY; without health checks, once it has been RUNNING
@@ -19,8 +19,8 @@
 //! - The circuit breaker trips when the PRIMARY deployment has had as many tasks fail in a
 //!   row as its threshold (half the desired count, at least 10, at most 200); with rollback
 //!   the last COMPLETED deployment comes back as a new PRIMARY deployment.
-//! - Tasks that keep failing hold launches back, longer each time (the service is
-//!   "throttled"), until one runs.
+//! - Tasks of the PRIMARY deployment that keep failing hold its launches back, longer each
+//!   time (the service is "throttled"), until one runs; a new deployment starts afresh.
 
 use std::collections::{HashMap, HashSet};
 
@@ -183,9 +183,10 @@ fn failure_streak<'a>(tasks: impl Iterator<Item = &'a TaskState> + Clone) -> (us
     (n, latest)
 }
 
-/// Until when launches are held back, if they are.
-pub fn throttled_until(tasks: &[TaskState]) -> Option<f64> {
-    let (streak, latest) = failure_streak(tasks.iter());
+/// Until when launches are held back, if tasks keep failing (`None`: they do not). The
+/// time may have passed: the episode lasts until a task runs.
+pub fn throttled_until<'a>(tasks: impl Iterator<Item = &'a TaskState> + Clone) -> Option<f64> {
+    let (streak, latest) = failure_streak(tasks);
     if streak < THROTTLE_AFTER {
         return None;
     }
@@ -301,7 +302,10 @@ pub fn decide(i: &Inputs) -> Decision {
     }
     let scale_reason = format!("Scaling activity initiated by (deployment {primary_id})");
     let primary_failed = deps[0].rollout_state.as_deref() == Some("FAILED");
-    let throttle = throttled_until(i.tasks).filter(|u| *u > i.now);
+    // Failures count against the deployment that started them: a new deployment (an update,
+    // a rollback) starts unthrottled.
+    let failing = throttled_until(i.tasks.iter().filter(|t| is_primary(t)));
+    let throttle = failing.filter(|u| *u > i.now);
     let mut launch = 0usize;
     let mut launch_on: Vec<String> = Vec::new();
     let desired: i64;
@@ -378,7 +382,20 @@ pub fn decide(i: &Inputs) -> Decision {
                 stop.push((t.id.clone(), scale_reason.clone()));
             }
         }
-        let total = (keep.len() + others.len()) as i64;
+        // maximumPercent bounds the tasks RUNNING or PENDING, as ECS counts them: those
+        // asked to stop count until they have.
+        let winding_down = i
+            .tasks
+            .iter()
+            .filter(|t| {
+                (!t.live || sick.contains(t.id.as_str()))
+                    && matches!(
+                        t.last,
+                        "PROVISIONING" | "PENDING" | "ACTIVATING" | "RUNNING"
+                    )
+            })
+            .count();
+        let total = (keep.len() + others.len() + winding_down) as i64;
         let max_total = desired * maxp / 100;
         let room = (max_total - total).max(0);
         let want = (desired - keep.len() as i64).max(0);
@@ -425,13 +442,13 @@ pub fn decide(i: &Inputs) -> Decision {
         steady_now = launch == 0 && stop.is_empty() && good == desired && unfinished == desired;
     }
 
-    // Throttling: say so once, when it starts.
-    if throttle.is_some() && !d.ctl.throttled {
+    // Throttling: say so once per episode (until a task runs again).
+    if failing.is_some() && !d.ctl.throttled {
         d.ctl.throttled = true;
         events.push(format!(
             "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
         ));
-    } else if throttle.is_none() && d.ctl.throttled {
+    } else if failing.is_none() && d.ctl.throttled {
         d.ctl.throttled = false;
     }
 

@@ -472,3 +472,33 @@ fn a_task_without_health_checks_counts_after_it_has_run_a_while() {
     let d = w.decide(&s, &[o, n]);
     assert_eq!(stopped_ids(&d), vec!["o0"]);
 }
+
+#[test]
+fn tasks_asked_to_stop_count_against_max_percent_until_they_have() {
+    // max 100 %, min 0 %: the old task is asked to stop first; the new one starts only once
+    // it has stopped.
+    let mut s = service(1, 0, 100);
+    let old = dep_id(&s, 0);
+    redeploy(&mut s, "td:2");
+    let mut o = task("o0", &old, "RUNNING", "i1");
+    o.live = false;
+    let d = World::new().decide(&s, std::slice::from_ref(&o));
+    assert_eq!(d.launch, 0);
+    o.last = "STOPPED";
+    let d = World::new().decide(&s, &[o]);
+    assert_eq!(d.launch, 1);
+}
+
+#[test]
+fn a_new_deployment_is_not_throttled_by_the_failures_of_the_last() {
+    let mut s = service(1, 100, 200);
+    let bad = dep_id(&s, 0);
+    let tasks: Vec<TaskState> = (0..7)
+        .map(|i| failed(&format!("f{i}"), &bad, NOW - 0.1 + i as f64 * 0.01))
+        .collect();
+    assert_eq!(World::new().decide(&s, &tasks).launch, 0);
+    redeploy(&mut s, "td:2");
+    let d = World::new().decide(&s, &tasks);
+    assert_eq!(d.launch, 1);
+    assert!(!d.ctl.throttled);
+}
