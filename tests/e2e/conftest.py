@@ -32,26 +32,31 @@ class Berth:
         self.env = None
         self.log_path = os.path.join(data_dir, "berth.log")
 
+    # What runs: `berth ROLE --listen LISTEN` (subclasses run `berth server`, a fixed address).
+    role = "up"
+    listen = "127.0.0.1:0"
+
+    def process_env(self):
+        """The environment berth and `berth env` run in."""
+        return dict(os.environ)
+
     def start(self, timeout=20.0):
         os.makedirs(self.data_dir, exist_ok=True)
         endpoint_file = os.path.join(self.data_dir, "endpoint.json")
         if os.path.exists(endpoint_file):
             os.remove(endpoint_file)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [BERTH, "up", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.extra_args],
-            stdout=log,
-            stderr=log,
-            env={**os.environ, "BERTH_LOG": os.environ.get("BERTH_LOG", "info")},
-        )
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [BERTH, self.role, "--listen", self.listen, "--data-dir", self.data_dir,
+                 *self.extra_args],
+                stdout=log,
+                stderr=log,
+                env={**self.process_env(), "BERTH_LOG": os.environ.get("BERTH_LOG", "info")},
+            )
         wait_started(self.proc, self.data_dir, timeout, self.log)
         out = subprocess.run([BERTH, "env", "--data-dir", self.data_dir], capture_output=True,
-                             text=True, check=True).stdout
-        env = {}
-        for line in out.splitlines():
-            k, _, v = line.removeprefix("export ").partition("=")
-            env[k] = v
-        self.env = env
+                             text=True, check=True, env=self.process_env()).stdout
+        self.env = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
         return self
 
     @property

@@ -24,11 +24,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import pytest
 
-from conftest import BERTH, Berth, end_process, wait_started
+from conftest import BERTH, Berth, end_process
 from test_tasks import http_get, remove_cgroup_dirs
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="agents and network namespaces need root")
@@ -121,26 +120,20 @@ def pid_alive(pid):
 class Server(Berth):
     """`berth server` on the test bridge's address (a fixed port, kept across restarts)."""
 
+    role = "server"
+
     def __init__(self, data_dir, listen):
         super().__init__(data_dir)
         self.listen = listen
         self.args = []
 
+    def process_env(self):
+        return clean_env()
+
     def start(self, timeout=20.0, args=()):
         self.args = list(args)
-        os.makedirs(self.data_dir, exist_ok=True)
-        endpoint_file = os.path.join(self.data_dir, "endpoint.json")
-        if os.path.exists(endpoint_file):
-            os.remove(endpoint_file)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [BERTH, "server", "--listen", self.listen, "--data-dir", self.data_dir, *self.args],
-            stdout=log, stderr=log, env={**clean_env(), "BERTH_LOG": os.environ.get("BERTH_LOG", "info")})
-        log.close()
-        wait_started(self.proc, self.data_dir, timeout, self.log)
-        out = sh(BERTH, "env", "--data-dir", self.data_dir).stdout
-        self.env = dict(l.removeprefix("export ").split("=", 1) for l in out.splitlines())
-        return self
+        self.extra_args = self.args
+        return super().start(timeout)
 
     def host(self):
         return self.endpoint.removeprefix("http://")

@@ -8,7 +8,6 @@ the test, by PID; the node tests clean up containers, cgroups, mounts and bridge
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -17,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BERTH, end_process, wait_started
+from conftest import BERTH, end_process
 from test_tasks import Node, _cleanup_node, BRIDGE, SUBNET
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a node needs root")
@@ -55,19 +54,11 @@ class TlsBerth(Node):
         if role == "server":
             self.extra_args[1] = "false"  # --local-node
 
+    def process_env(self):
+        return clean_env()
+
     def start(self, timeout=20.0):
-        os.makedirs(self.data_dir, exist_ok=True)
-        endpoint_file = os.path.join(self.data_dir, "endpoint.json")
-        if os.path.exists(endpoint_file):
-            os.remove(endpoint_file)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [BERTH, self.role, "--listen", "127.0.0.1:0", "--data-dir", self.data_dir, *self.extra_args],
-            stdout=log, stderr=log, env={**clean_env(), "BERTH_LOG": "info"})
-        wait_started(self.proc, self.data_dir, timeout, self.log)
-        out = subprocess.run([BERTH, "env", "--data-dir", self.data_dir], capture_output=True,
-                             text=True, check=True, env=clean_env()).stdout
-        self.env = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+        super().start(timeout)
         if self.ca is None:
             self.ca = self.env["AWS_CA_BUNDLE"]
         return self
