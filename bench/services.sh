@@ -27,34 +27,11 @@ WORK=$(mktemp -d /tmp/berth-services.XXXXXX)
 BRIDGE=bthsvc0
 SUBNET=10.215.0.0/24
 PIDS=()
+. bench/node-cleanup.sh
 cleanup() {
   set +e
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  # The node's containers outlive berth (as they outlive an agent restart): end every
-  # process in the cgroups of its tasks, then the shims, then the cgroups.
-  for f in "$WORK"/berth/node/state/*.json; do
-    [ -e "$f" ] || continue
-    id=$(basename "$f" .json)
-    for d in /sys/fs/cgroup/*/berth/"$id" /sys/fs/cgroup/berth/"$id"; do
-      [ -d "$d" ] && find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null
-    done
-  done
-  for p in $(pgrep -f "shim.*$WORK"); do kill -9 "$p" 2>/dev/null; done
-  sleep 0.5
-  for f in "$WORK"/berth/node/state/*.json; do
-    [ -e "$f" ] || continue
-    id=$(basename "$f" .json)
-    for d in /sys/fs/cgroup/*/berth/"$id" /sys/fs/cgroup/berth/"$id"; do
-      [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
-    done
-  done
-  if command -v podman >/dev/null; then
-    podman --root "$WORK/podman" --runroot "$WORK/podman-run" rm -af -t 0 >/dev/null 2>&1
-    podman --root "$WORK/podman" --runroot "$WORK/podman-run" system reset -f >/dev/null 2>&1
-  fi
-  grep "$WORK" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  ip link del "$BRIDGE" 2>/dev/null
-  while iptables -t nat -D POSTROUTING -s "$SUBNET" ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null; do :; done
+  end_node
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -16,15 +16,11 @@ WORK=$(mktemp -d /tmp/berth-taskstart.XXXXXX)
 BRIDGE=bthbench0
 SUBNET=10.216.0.0/24
 PIDS=()
+. bench/node-cleanup.sh
 cleanup() {
   set +e
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  for p in $(pgrep -f "shim.*$WORK"); do kill -9 "$p" 2>/dev/null; done
-  podman --root "$WORK/podman" --runroot "$WORK/podman-run" rm -af -t 0 >/dev/null 2>&1
-  podman --root "$WORK/podman" --runroot "$WORK/podman-run" system reset -f >/dev/null 2>&1
-  grep "$WORK" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-  ip link del "$BRIDGE" 2>/dev/null
-  while iptables -t nat -D POSTROUTING -s "$SUBNET" ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null; do :; done
+  end_node
   rm -rf "$WORK"
 }
 trap cleanup EXIT
