@@ -26,7 +26,18 @@ use crate::error::AwsError;
 
 /// A frame as ACS frames messages.
 pub fn frame(kind: &str, message: impl serde::Serialize) -> String {
-    json!({"type": kind, "message": message}).to_string()
+    #[derive(serde::Serialize)]
+    struct Frame<'a, M> {
+        r#type: &'a str,
+        message: M,
+    }
+    // Written straight out (no intermediate `Value`): every payload to every node goes
+    // through here. A message that cannot be written goes out as an empty object.
+    serde_json::to_string(&Frame {
+        r#type: kind,
+        message: &message,
+    })
+    .unwrap_or_else(|_| format!(r#"{{"type":{},"message":{{}}}}"#, Value::from(kind)))
 }
 
 pub async fn handle(
@@ -227,5 +238,20 @@ async fn on_agent_message(state: &AppState, cluster: &str, instance: &str, text:
             }
         }
         other => tracing::debug!("agent message {other} ignored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_type_and_message() {
+        let f: Value = serde_json::from_str(&frame("HeartbeatMessage", json!({"healthy": true})))
+            .expect("json");
+        assert_eq!(
+            f,
+            json!({"type": "HeartbeatMessage", "message": {"healthy": true}})
+        );
     }
 }

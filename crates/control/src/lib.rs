@@ -157,6 +157,12 @@ impl Control {
         Ok(resp)
     }
 
+    /// Whether the scheduler's picture, kept up to date event by event, equals one computed
+    /// afresh (for tests and debugging; `Err` says where they differ).
+    pub fn check_scheduler_picture(&self) -> std::result::Result<(), String> {
+        self.view.data.read().check_sched()
+    }
+
     /// The root access key; created (and stored) on first start.
     pub async fn ensure_root_key(&self) -> Result<AccessKey> {
         loop {

@@ -273,13 +273,14 @@ pub fn sched_instance(id: &str, ci: &ContainerInstance, u: &Usage) -> berth_sche
             .as_ref()
             .and_then(|v| v.agent_version.clone()),
         registered_at: ci.registered_at.unwrap_or(0.0) as i64,
-        attributes: ci
-            .attributes
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
-            .collect(),
+        attributes: std::sync::Arc::new(
+            ci.attributes
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| Some((a.name.clone()?, a.value.clone())))
+                .collect(),
+        ),
         ec2_instance_id: ci.ec2_instance_id.clone(),
         ..Default::default()
     };
@@ -393,6 +394,61 @@ impl ViewData {
         }
     }
 
+    /// Whether the scheduler's picture, kept up to date change by change, equals one
+    /// computed afresh from the instances, their tasks and the plans in flight.
+    pub fn check_sched(&self) -> Result<(), String> {
+        for (cluster, sc) in &self.sched {
+            for (id, &i) in &sc.index {
+                let have = &sc.instances[i];
+                let ci = self
+                    .instances
+                    .get(cluster)
+                    .and_then(|m| m.get(id))
+                    .ok_or_else(|| format!("{cluster}/{id}: in the picture, not in the view"))?;
+                let empty = Usage::default();
+                let u = self
+                    .usage
+                    .get(&(cluster.clone(), id.clone()))
+                    .unwrap_or(&empty);
+                let mut want = sched_instance(id, &ci.value, u);
+                for (_, _, req) in self
+                    .inflight
+                    .get(&(cluster.clone(), id.clone()))
+                    .into_iter()
+                    .flatten()
+                {
+                    berth_scheduler::reserve(&mut want, req);
+                }
+                let h = (
+                    have.cpu,
+                    have.memory,
+                    have.gpus,
+                    &have.used_ports_tcp,
+                    &have.used_ports_udp,
+                    &have.task_groups,
+                    have.running_tasks_count,
+                    &have.status,
+                    have.agent_connected,
+                );
+                let w = (
+                    want.cpu,
+                    want.memory,
+                    want.gpus,
+                    &want.used_ports_tcp,
+                    &want.used_ports_udp,
+                    &want.task_groups,
+                    want.running_tasks_count,
+                    &want.status,
+                    want.agent_connected,
+                );
+                if h != w {
+                    return Err(format!("{cluster}/{id}: picture {h:?}, afresh {w:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Count a placement plan in the scheduler's picture until the view applies the task's
     /// creation or its [`PlanGuard`] drops, whichever comes first. `placed` names the
     /// instance and id of each placed task.
@@ -409,36 +465,59 @@ impl ViewData {
                 .entry((cluster.to_string(), inst.clone()))
                 .or_default()
                 .push((plan, task.clone(), req.clone()));
-        }
-        for (inst, _) in placed {
-            self.refresh_sched(cluster, inst, false);
+            if let Some(snap) = self.sched_mut(cluster, inst) {
+                berth_scheduler::reserve(snap, req);
+            }
         }
         plan
     }
 
-    /// The task planned on `inst` now counts as a task: take its plan out.
-    fn planned_task_applied(&mut self, cluster: &str, inst: &str, task: &str) {
-        let key = (cluster.to_string(), inst.to_string());
-        if let Some(v) = self.inflight.get_mut(&key) {
-            v.retain(|(_, t, _)| t != task);
-            if v.is_empty() {
-                self.inflight.remove(&key);
-            }
-        }
+    /// One instance of the scheduler's picture, to change in place.
+    fn sched_mut(&mut self, cluster: &str, id: &str) -> Option<&mut berth_scheduler::Instance> {
+        let sc = self.sched.get_mut(cluster)?;
+        let i = *sc.index.get(id)?;
+        sc.instances.get_mut(i)
     }
 
+    /// The task planned on `inst` now counts as a task: take its plan out. Returns what the
+    /// plan reserved (`None`: the task was not planned there).
+    fn planned_task_applied(
+        &mut self,
+        cluster: &str,
+        inst: &str,
+        task: &str,
+    ) -> Option<berth_scheduler::TaskRequirements> {
+        let key = (cluster.to_string(), inst.to_string());
+        let v = self.inflight.get_mut(&key)?;
+        let pos = v.iter().position(|(_, t, _)| t == task)?;
+        let (_, _, req) = v.swap_remove(pos);
+        if v.is_empty() {
+            self.inflight.remove(&key);
+        }
+        Some(req)
+    }
+
+    /// Take out what is left of a plan (tasks whose creation the view has not applied: the
+    /// commit failed) and give it back in the scheduler's picture.
     fn remove_plan(&mut self, cluster: &str, ids: &[String], plan: u64) {
         for id in ids {
             let key = (cluster.to_string(), id.clone());
-            if let Some(v) = self.inflight.get_mut(&key) {
-                v.retain(|(p, _, _)| *p != plan);
-                if v.is_empty() {
-                    self.inflight.remove(&key);
+            let Some(v) = self.inflight.get_mut(&key) else {
+                continue;
+            };
+            let (gone, kept): (Vec<PlannedTask>, Vec<PlannedTask>) = std::mem::take(v)
+                .into_iter()
+                .partition(|(p, _, _)| *p == plan);
+            if kept.is_empty() {
+                self.inflight.remove(&key);
+            } else {
+                *v = kept;
+            }
+            if let Some(snap) = self.sched_mut(cluster, id) {
+                for (_, _, req) in &gone {
+                    berth_scheduler::unreserve(snap, req);
                 }
             }
-        }
-        for id in ids {
-            self.refresh_sched(cluster, id, false);
         }
     }
 
@@ -486,14 +565,22 @@ impl ViewData {
             .as_ref()
             .or(old.as_ref())
             .and_then(|s| s.instance_id.clone());
-        if old.is_none()
-            && let Some(i) = &inst
-        {
-            self.planned_task_applied(c, i, id);
-        }
+        // The scheduler's picture changes only when what the task holds there changes. A
+        // planned task whose creation arrives was already counted by its plan; a task going
+        // from PENDING to RUNNING holds what it held.
+        let plan = match (&old, &inst) {
+            (None, Some(i)) => self.planned_task_applied(c, i, id),
+            _ => None,
+        };
+        let unchanged = match &plan {
+            Some(req) => footprint(summary.as_ref()) == Some(Footprint::of_plan(req)),
+            None => footprint(old.as_ref()) == footprint(summary.as_ref()),
+        };
         self.index_task(c, id, old.as_ref(), summary.as_ref(), new);
         self.index_service_task(c, id, old.as_ref(), summary.as_ref());
-        if let Some(inst) = inst {
+        if let Some(inst) = inst
+            && !unchanged
+        {
             self.refresh_sched(c, &inst, false);
         }
         Ok(())
@@ -719,6 +806,53 @@ impl ViewData {
         }
         Ok(())
     }
+}
+
+/// What a task holds in the scheduler's picture of its instance (`None`: nothing).
+#[derive(PartialEq)]
+struct Footprint<'a> {
+    /// Counted in the instance's running tasks (PENDING or RUNNING), not only holding.
+    counted: bool,
+    cpu: i64,
+    memory: i64,
+    gpus: i64,
+    ports_tcp: &'a [u16],
+    ports_udp: &'a [u16],
+    group: Option<&'a str>,
+}
+
+impl<'a> Footprint<'a> {
+    fn of_plan(r: &'a berth_scheduler::TaskRequirements) -> Footprint<'a> {
+        Footprint {
+            counted: true,
+            cpu: r.cpu,
+            memory: r.memory,
+            gpus: r.gpus,
+            ports_tcp: &r.ports_tcp,
+            ports_udp: &r.ports_udp,
+            group: Some(&r.group),
+        }
+    }
+}
+
+fn footprint(t: Option<&TaskSummary>) -> Option<Footprint<'_>> {
+    let t = t?;
+    t.instance_id.as_ref()?;
+    let counted = match phase(Some(t.last_status)) {
+        Phase::Stopped => return None,
+        Phase::Pending | Phase::Running => true,
+        Phase::Other => false,
+    };
+    let r = &t.reserved;
+    Some(Footprint {
+        counted,
+        cpu: r.cpu,
+        memory: r.memory,
+        gpus: r.gpus,
+        ports_tcp: &r.ports_tcp,
+        ports_udp: &r.ports_udp,
+        group: t.group.as_deref(),
+    })
 }
 
 /// Old and new value of a key whose event was applied.

@@ -534,3 +534,101 @@ async fn an_agent_session_reports_only_about_its_own_tasks() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_picture_kept_change_by_change_matches_one_made_afresh() {
+    use berth_model::wire::ecs::{PortMapping, SubmitTaskStateChangeRequest};
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.register_task_definition(td("w", 50), "me").await.unwrap();
+    let mut web = td("web", 100);
+    web.container_definitions.as_mut().unwrap()[0].port_mappings = Some(vec![PortMapping {
+        container_port: Some(80),
+        host_port: Some(8080),
+        protocol: Some("tcp".into()),
+        ..Default::default()
+    }]);
+    c.register_task_definition(web, "me").await.unwrap();
+    let mut insts = Vec::new();
+    for _ in 0..3 {
+        insts.push(instance(&c, "default", 1024).await);
+    }
+    let mut hs = Vec::new();
+    for i in 0..16 {
+        let c = c.clone();
+        hs.push(tokio::spawn(async move {
+            c.run_task(RunTaskRequest {
+                task_definition: Some(if i % 4 == 0 { "web" } else { "w" }.into()),
+                count: Some(if i % 4 == 0 { 2 } else { 3 }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }));
+    }
+    let mut arns = Vec::new();
+    let mut refused_ports = 0;
+    for h in hs {
+        let r = h.await.unwrap();
+        arns.extend(r.tasks.unwrap().into_iter().map(|t| t.task_arn.unwrap()));
+        refused_ports += r
+            .failures
+            .unwrap()
+            .iter()
+            .filter(|f| f.reason.as_deref() == Some("RESOURCE:PORTS"))
+            .count();
+    }
+    c.check_scheduler_picture().unwrap();
+    // Three instances hold one port-8080 task each; the other five were refused.
+    assert_eq!(arns.len(), 36 + 3);
+    assert!(refused_ports > 0);
+    let report = |arn: String, status: &'static str| {
+        let c = c.clone();
+        async move {
+            c.submit_task_state_change(SubmitTaskStateChangeRequest {
+                task: Some(arn),
+                status: Some(status.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    };
+    for a in &arns[..20] {
+        report(a.clone(), "RUNNING").await;
+    }
+    c.check_scheduler_picture().unwrap();
+    for a in &arns[..5] {
+        report(a.clone(), "STOPPED").await;
+    }
+    for a in &arns[5..12] {
+        c.stop_task(StopTaskRequest {
+            task: Some(a.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    c.check_scheduler_picture().unwrap();
+    for a in &arns[5..9] {
+        report(a.clone(), "STOPPED").await;
+    }
+    c.update_container_instances_state(UpdateContainerInstancesStateRequest {
+        container_instances: Some(vec![insts[0].clone()]),
+        status: Some("DRAINING".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.check_scheduler_picture().unwrap();
+    // Room freed by stopped tasks is placed again.
+    let r = c
+        .run_task(RunTaskRequest {
+            task_definition: Some("w".into()),
+            count: Some(10),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.tasks.unwrap().len(), 10);
+    c.check_scheduler_picture().unwrap();
+}

@@ -140,24 +140,43 @@ impl Partition {
     }
 }
 
-/// A new 32-hex-digit id, as ECS uses for tasks and container instances.
+/// A new 32-hex-digit id, as ECS uses for tasks and container instances. The first 12 digits
+/// are the creation time in milliseconds and the other 20 are random (80 bits), so ids made
+/// later sort later: the store appends new tasks at the end of its tree instead of rewriting
+/// pages all over it, and listings come out in creation order.
 pub fn new_id() -> String {
-    let a: u128 = random_u128();
-    format!("{a:032x}")
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        & 0xffff_ffff_ffff;
+    let v = ((ms as u128) << 80) | (random_u128() >> 48);
+    let mut s = String::with_capacity(32);
+    push_hex(&mut s, &v.to_be_bytes());
+    s
 }
 
-/// A new lowercase UUID (container ids, deployment ids).
+/// A new lowercase random UUID, version 4 (container ids, deployment ids, upload ids).
 pub fn new_uuid() -> String {
-    let a = random_u128().to_be_bytes();
-    let h = |r: std::ops::Range<usize>| a[r].iter().map(|b| format!("{b:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
+    let mut a = random_u128().to_be_bytes();
+    a[6] = (a[6] & 0x0f) | 0x40;
+    a[8] = (a[8] & 0x3f) | 0x80;
+    let mut s = String::with_capacity(36);
+    for (i, r) in [0..4, 4..6, 6..8, 8..10, 10..16].into_iter().enumerate() {
+        if i > 0 {
+            s.push('-');
+        }
+        push_hex(&mut s, &a[r]);
+    }
+    s
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 0xf) as usize] as char);
+    }
 }
 
 fn random_u128() -> u128 {
@@ -167,6 +186,25 @@ fn random_u128() -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_hex_and_ordered_by_time() {
+        let a = new_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id();
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert!(a < b, "{a} !< {b}");
+        assert_ne!(new_id(), new_id());
+        let u = new_uuid();
+        let parts: Vec<usize> = u.split('-').map(str::len).collect();
+        assert_eq!(parts, [8, 4, 4, 4, 12]);
+        assert_eq!(&u[14..15], "4");
+        assert!(u.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    }
 
     #[test]
     fn round_trip() {

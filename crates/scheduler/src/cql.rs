@@ -438,11 +438,11 @@ mod tests {
             running_tasks_count: 1,
             ..Default::default()
         };
-        i.attributes
+        std::sync::Arc::make_mut(&mut i.attributes)
             .insert("ecs.instance-type".into(), Some("t2.micro".into()));
-        i.attributes
+        std::sync::Arc::make_mut(&mut i.attributes)
             .insert("ecs.availability-zone".into(), Some("us-east-1a".into()));
-        i.attributes.insert("flag".into(), None);
+        std::sync::Arc::make_mut(&mut i.attributes).insert("flag".into(), None);
         i.task_groups.insert("service:production".into(), 1);
         i
     }

@@ -14,6 +14,7 @@
 pub mod cql;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use rand::Rng;
 
@@ -29,8 +30,9 @@ pub struct Instance {
     pub agent_version: Option<String>,
     /// Epoch seconds.
     pub registered_at: i64,
-    /// Attribute name → value (attributes may have no value).
-    pub attributes: BTreeMap<String, Option<String>>,
+    /// Attribute name → value (attributes may have no value). Shared: placement copies an
+    /// instance for every reservation it makes, and attributes do not change with tasks.
+    pub attributes: Arc<BTreeMap<String, Option<String>>>,
     pub ec2_instance_id: Option<String>,
     /// Remaining CPU units.
     pub cpu: i64,
@@ -169,6 +171,26 @@ pub fn reserve(inst: &mut Instance, req: &TaskRequirements) {
     inst.used_ports_udp.extend(req.ports_udp.iter().copied());
     *inst.task_groups.entry(req.group.clone()).or_default() += 1;
     inst.running_tasks_count += 1;
+}
+
+/// Give one task's resources back to `inst` (the inverse of [`reserve`]).
+pub fn unreserve(inst: &mut Instance, req: &TaskRequirements) {
+    inst.cpu += req.cpu;
+    inst.memory += req.memory;
+    inst.gpus += req.gpus;
+    for p in &req.ports_tcp {
+        inst.used_ports_tcp.remove(p);
+    }
+    for p in &req.ports_udp {
+        inst.used_ports_udp.remove(p);
+    }
+    if let Some(n) = inst.task_groups.get_mut(&req.group) {
+        *n -= 1;
+        if *n <= 0 {
+            inst.task_groups.remove(&req.group);
+        }
+    }
+    inst.running_tasks_count -= 1;
 }
 
 fn check(

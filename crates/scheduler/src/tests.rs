@@ -13,7 +13,7 @@ fn inst(id: &str, az: &str, cpu: i64, mem: i64) -> Instance {
         memory: mem,
         ..Default::default()
     };
-    i.attributes
+    std::sync::Arc::make_mut(&mut i.attributes)
         .insert("ecs.availability-zone".into(), Some(az.into()));
     i
 }
@@ -284,7 +284,7 @@ fn in_flight_reservations_are_seen() {
 #[test]
 fn required_attributes_must_be_present_with_their_values() {
     let mut with = inst("a", "z1", 100, 100);
-    with.attributes.insert(
+    std::sync::Arc::make_mut(&mut with.attributes).insert(
         "ecs.capability.container-health-check".into(),
         Some(String::new()),
     );
@@ -302,4 +302,26 @@ fn required_attributes_must_be_present_with_their_values() {
     assert_eq!(p.failures[0].reason, REASON_ATTRIBUTE);
     let p = place(&[inst("d", "z2", 100, 100)], &r, 1, &[], &[], &mut rng());
     assert_eq!(p.placed, vec![0]);
+}
+
+#[test]
+fn unreserve_gives_back_what_reserve_took() {
+    let before = inst("a", "z1", 1000, 1000);
+    let mut r = req(100, 200);
+    r.ports_tcp = vec![8080];
+    r.gpus = 0;
+    let mut i = before.clone();
+    reserve(&mut i, &r);
+    reserve(&mut i, &req(10, 10));
+    assert_eq!((i.cpu, i.memory, i.running_tasks_count), (890, 790, 2));
+    assert!(i.used_ports_tcp.contains(&8080));
+    unreserve(&mut i, &r);
+    assert_eq!(i.task_groups.get("family:web"), Some(&1));
+    unreserve(&mut i, &req(10, 10));
+    assert_eq!(
+        (i.cpu, i.memory, i.gpus, i.running_tasks_count),
+        (before.cpu, before.memory, before.gpus, 0)
+    );
+    assert!(i.used_ports_tcp.is_empty());
+    assert!(i.task_groups.is_empty());
 }
