@@ -530,11 +530,28 @@ impl Control {
     ) -> Planned {
         let treq = l.sched_requirements();
         let mut d = self.view.data.write();
-        let empty = crate::view::SchedCluster::default();
-        let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
+        let mut empty = crate::view::SchedCluster::default();
+        let sc = d.sched.get_mut(&l.cluster).unwrap_or(&mut empty);
+        let spread: Vec<_> = strategies
+            .iter()
+            .filter_map(|s| match s {
+                sched::PlacementStrategy::Spread(f) => Some(sc.spread_values(f)),
+                _ => None,
+            })
+            .collect();
+        let known: Vec<&sched::SpreadValues> = spread.iter().map(|v| &**v).collect();
         let instances = &sc.instances;
         let mut rng = rand::rng();
-        let placement = sched::place(instances, &treq, count, strategies, constraints, &mut rng);
+        let placement = sched::place_with(
+            instances,
+            Default::default(),
+            &known,
+            &treq,
+            count,
+            strategies,
+            constraints,
+            &mut rng,
+        );
         let records: Vec<TaskRecord> = placement
             .placed
             .iter()

@@ -225,11 +225,24 @@ type PlannedTask = (u64, String, berth_scheduler::TaskRequirements);
 pub struct SchedCluster {
     pub instances: Vec<berth_scheduler::Instance>,
     index: HashMap<String, usize>,
+    /// Spread field → each instance's value, numbered; dropped when an instance joins,
+    /// leaves or changes (tasks do not change it).
+    spread: HashMap<String, Arc<berth_scheduler::SpreadValues>>,
 }
 
 impl SchedCluster {
     pub fn position(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
+    }
+
+    /// The numbered values of a spread field over these instances.
+    pub fn spread_values(&mut self, field: &str) -> Arc<berth_scheduler::SpreadValues> {
+        if let Some(v) = self.spread.get(field) {
+            return v.clone();
+        }
+        let v = Arc::new(berth_scheduler::SpreadValues::new(&self.instances, field));
+        self.spread.insert(field.to_string(), v.clone());
+        v
     }
 }
 
@@ -617,17 +630,20 @@ impl ViewData {
                     Some(&i) => {
                         sc.instances[i] = sched_instance(id, &ci, u);
                         reserve_plans(&mut sc.instances[i]);
+                        sc.spread.clear();
                     }
                     None => {
                         let mut snap = sched_instance(id, &ci, u);
                         reserve_plans(&mut snap);
                         sc.index.insert(id.to_string(), sc.instances.len());
                         sc.instances.push(snap);
+                        sc.spread.clear();
                     }
                 }
             }
             None => {
                 if let Some(i) = sc.index.remove(id) {
+                    sc.spread.clear();
                     sc.instances.swap_remove(i);
                     if let Some(moved) = sc.instances.get(i) {
                         sc.index.insert(moved.id.clone(), i);

@@ -229,6 +229,95 @@ fn spread_value<'a>(inst: &'a Instance, field: &str) -> Option<&'a str> {
     }
 }
 
+/// One placement call's scan of the instances: which can take a task, why the others cannot,
+/// and what each has left (CPU, memory) for binpack.
+struct Scan {
+    /// ACTIVE instances.
+    active: usize,
+    /// ACTIVE instances that pass every check, in index order.
+    candidates: Vec<usize>,
+    /// ACTIVE instances that fail one, with the first failing check.
+    reasons: Vec<(usize, &'static str)>,
+    /// Per instance index: remaining (CPU, memory).
+    left: Vec<(i64, i64)>,
+}
+
+impl Scan {
+    fn new(
+        instances: &[Instance],
+        changed: &HashMap<usize, Instance>,
+        req: &TaskRequirements,
+        constraints: &[PlacementConstraint],
+    ) -> Scan {
+        let mut sc = Scan {
+            active: 0,
+            candidates: Vec::new(),
+            reasons: Vec::new(),
+            left: Vec::with_capacity(instances.len()),
+        };
+        for (i, inst) in instances.iter().enumerate() {
+            let inst = changed.get(&i).unwrap_or(inst);
+            sc.left.push((inst.cpu, inst.memory));
+            if inst.status != "ACTIVE" {
+                continue;
+            }
+            sc.active += 1;
+            match check(inst, req, constraints) {
+                Ok(()) => sc.candidates.push(i),
+                Err(r) => sc.reasons.push((i, r)),
+            }
+        }
+        sc
+    }
+
+    /// Instance `i` took a task: check it again.
+    fn recheck(
+        &mut self,
+        i: usize,
+        inst: &Instance,
+        req: &TaskRequirements,
+        constraints: &[PlacementConstraint],
+    ) {
+        self.left[i] = (inst.cpu, inst.memory);
+        if let Err(r) = check(inst, req, constraints)
+            && let Ok(pos) = self.candidates.binary_search(&i)
+        {
+            self.candidates.remove(pos);
+            self.reasons.push((i, r));
+        }
+    }
+}
+
+/// Each instance's value of one spread field, numbered: instances with the same value share
+/// a number. A function of the instances' identities and attributes only, so a caller that
+/// keeps its instances may keep these between calls (see [`place_with`]).
+#[derive(Debug, Clone)]
+pub struct SpreadValues {
+    pub field: String,
+    /// Per instance index, the number of its value.
+    pub of: Vec<u32>,
+    /// How many distinct values.
+    pub count: usize,
+}
+
+impl SpreadValues {
+    pub fn new(instances: &[Instance], field: &str) -> SpreadValues {
+        let mut numbers: HashMap<Option<&str>, u32> = HashMap::new();
+        let of = instances
+            .iter()
+            .map(|inst| {
+                let n = numbers.len() as u32;
+                *numbers.entry(spread_value(inst, field)).or_insert(n)
+            })
+            .collect();
+        SpreadValues {
+            field: field.to_string(),
+            of,
+            count: numbers.len(),
+        }
+    }
+}
+
 /// Place `count` tasks. See the crate docs for the rules.
 pub fn place(
     instances: &[Instance],
@@ -241,6 +330,7 @@ pub fn place(
     place_with(
         instances,
         HashMap::new(),
+        &[],
         req,
         count,
         strategies,
@@ -255,12 +345,17 @@ const RANDOM_TRIES: usize = 32;
 /// [`place`] where some instances are seen as `changed` says (index → instance) instead of
 /// as `instances` has them: reservations not yet in the snapshot (placements in flight).
 ///
+/// `known` may hold spread values the caller kept for these same instances (used when the
+/// field matches and the length is that of `instances`; others are computed here).
+///
 /// When the only strategy is `random`, a task tries a few instances drawn at random first
 /// (each fitting instance is as likely as with a full scan: rejection sampling), so a large
 /// cluster costs no more than a small one; the full scan is the fallback.
+#[allow(clippy::too_many_arguments)]
 pub fn place_with(
     instances: &[Instance],
     mut changed: HashMap<usize, Instance>,
+    known: &[&SpreadValues],
     req: &TaskRequirements,
     count: usize,
     strategies: &[PlacementStrategy],
@@ -272,10 +367,13 @@ pub fn place_with(
         .iter()
         .all(|s| matches!(s, PlacementStrategy::Random));
     let is_active = |inst: &Instance| inst.status == "ACTIVE";
-    // Built on first need: a random placement that finds room by sampling never needs it.
-    let mut active: Option<Vec<usize>> = None;
+    // Built on first need (a random placement that finds room by sampling never needs it):
+    // the ACTIVE instances that can take a task and why the others cannot. Placing a task
+    // changes only its own instance, so that one is checked again and the rest stay as
+    // they were for the whole call.
+    let mut scan: Option<Scan> = None;
     // Per spread strategy: the group's tasks per value (built on first need).
-    type SpreadLoad = (Vec<u32>, Vec<i64>);
+    type SpreadLoad<'v> = (std::borrow::Cow<'v, [u32]>, Vec<i64>);
     let mut spread_loads: Vec<Option<SpreadLoad>> = vec![None; strategies.len()];
     'tasks: for _ in 0..count {
         if only_random && !instances.is_empty() {
@@ -286,33 +384,23 @@ pub fn place_with(
                     let inst = changed.entry(i).or_insert_with(|| instances[i].clone());
                     reserve(inst, req);
                     out.placed.push(i);
+                    if let Some(sc) = scan.as_mut() {
+                        sc.recheck(i, inst, req, constraints);
+                    }
                     continue 'tasks;
                 }
             }
         }
-        let active: &Vec<usize> = active.get_or_insert_with(|| {
-            (0..instances.len())
-                .filter(|&i| is_active(&instances[i]))
-                .collect()
-        });
-        if active.is_empty() {
+        let sc = scan.get_or_insert_with(|| Scan::new(instances, &changed, req, constraints));
+        if sc.active == 0 {
             out.failures.push(Failure {
                 arn: None,
                 reason: NO_INSTANCES.to_string(),
             });
             return out;
         }
-        let view = |i: usize| changed.get(&i).unwrap_or(&instances[i]);
-        let mut candidates = Vec::with_capacity(active.len());
-        let mut reasons: Vec<(usize, &'static str)> = Vec::new();
-        for &i in active {
-            match check(view(i), req, constraints) {
-                Ok(()) => candidates.push(i),
-                Err(r) => reasons.push((i, r)),
-            }
-        }
-        if candidates.is_empty() {
-            for (i, r) in reasons {
+        if sc.candidates.is_empty() {
+            for &(i, r) in &sc.reasons {
                 let f = Failure {
                     arn: Some(instances[i].arn.clone()),
                     reason: r.to_string(),
@@ -323,6 +411,7 @@ pub fn place_with(
             }
             continue;
         }
+        let mut candidates = sc.candidates.clone();
         for (si, s) in strategies.iter().enumerate() {
             if candidates.len() <= 1 {
                 break;
@@ -334,8 +423,8 @@ pub fn place_with(
                 }
                 PlacementStrategy::Binpack(f) => {
                     let key = |i: usize| match f {
-                        BinpackField::Cpu => view(i).cpu,
-                        BinpackField::Memory => view(i).memory,
+                        BinpackField::Cpu => sc.left[i].0,
+                        BinpackField::Memory => sc.left[i].1,
                     };
                     let best = candidates.iter().map(|&i| key(i)).min().unwrap_or(0);
                     candidates.retain(|&i| key(i) == best);
@@ -345,18 +434,24 @@ pub fn place_with(
                     // per call (values numbered, counts in a vector), then kept up to date
                     // as this call places tasks.
                     let (ix, counts) = spread_loads[si].get_or_insert_with(|| {
-                        let mut numbers: HashMap<Option<&str>, u32> = HashMap::new();
-                        let ix: Vec<u32> = instances
+                        let values = match known
                             .iter()
-                            .map(|inst| {
-                                let n = numbers.len() as u32;
-                                *numbers.entry(spread_value(inst, field)).or_insert(n)
-                            })
-                            .collect();
-                        let mut counts = vec![0i64; numbers.len()];
-                        for &i in active {
-                            counts[ix[i] as usize] +=
-                                view(i).task_groups.get(&req.group).copied().unwrap_or(0);
+                            .find(|v| v.field == *field && v.of.len() == instances.len())
+                        {
+                            Some(v) => (std::borrow::Cow::Borrowed(&v.of[..]), v.count),
+                            None => {
+                                let v = SpreadValues::new(instances, field);
+                                (std::borrow::Cow::Owned(v.of), v.count)
+                            }
+                        };
+                        let (ix, n) = values;
+                        let mut counts = vec![0i64; n];
+                        for (i, inst) in instances.iter().enumerate() {
+                            let inst = changed.get(&i).unwrap_or(inst);
+                            if is_active(inst) && !inst.task_groups.is_empty() {
+                                counts[ix[i] as usize] +=
+                                    inst.task_groups.get(&req.group).copied().unwrap_or(0);
+                            }
                         }
                         (ix, counts)
                     });
@@ -375,6 +470,7 @@ pub fn place_with(
             .entry(chosen)
             .or_insert_with(|| instances[chosen].clone());
         reserve(inst, req);
+        sc.recheck(chosen, inst, req, constraints);
         out.placed.push(chosen);
         for (si, s) in strategies.iter().enumerate() {
             if let (PlacementStrategy::Spread(_), Some((ix, counts))) =

@@ -276,7 +276,7 @@ fn in_flight_reservations_are_seen() {
     let mut busy = all[0].clone();
     reserve(&mut busy, &req(100, 100));
     let changed = HashMap::from([(0usize, busy)]);
-    let p = place_with(&all, changed, &req(100, 100), 2, &[], &[], &mut rng());
+    let p = place_with(&all, changed, &[], &req(100, 100), 2, &[], &[], &mut rng());
     assert_eq!(p.placed, vec![1]);
     assert_eq!(p.failures.len(), 2);
 }
@@ -324,4 +324,45 @@ fn unreserve_gives_back_what_reserve_took() {
     );
     assert!(i.used_ports_tcp.is_empty());
     assert!(i.task_groups.is_empty());
+}
+
+#[test]
+fn kept_spread_values_place_as_computed_ones_do() {
+    let mut is: Vec<Instance> = (0..40)
+        .map(|n| inst(&format!("i{n}"), &format!("z{}", n % 3), 4096, 4096))
+        .collect();
+    reserve(&mut is[4], &req(1, 1));
+    reserve(&mut is[7], &req(1, 1));
+    let strat = [
+        PlacementStrategy::Spread("attribute:ecs.availability-zone".into()),
+        PlacementStrategy::Binpack(BinpackField::Memory),
+    ];
+    let zones = SpreadValues::new(&is, "attribute:ecs.availability-zone");
+    assert_eq!(zones.count, 3);
+    assert_eq!(zones.of[0], zones.of[3]);
+    let fresh = place(&is, &req(1, 100), 25, &strat, &[], &mut rng());
+    let kept = place_with(
+        &is,
+        HashMap::new(),
+        &[&zones],
+        &req(1, 100),
+        25,
+        &strat,
+        &[],
+        &mut rng(),
+    );
+    assert_eq!(fresh.placed, kept.placed);
+    // Values for other instances (another length) are not used.
+    let stale = SpreadValues::new(&is[..10], "attribute:ecs.availability-zone");
+    let other = place_with(
+        &is,
+        HashMap::new(),
+        &[&stale],
+        &req(1, 100),
+        25,
+        &strat,
+        &[],
+        &mut rng(),
+    );
+    assert_eq!(fresh.placed, other.placed);
 }
