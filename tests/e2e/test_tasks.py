@@ -472,6 +472,46 @@ def test_agent_restart_keeps_tasks_running_and_reported(node):
         os.kill(pid, 0)
 
 
+def test_bridge_ports_answer_while_the_agent_is_away(node):
+    """A bridge container's host port is served by a forwarder process of its own: it keeps
+    answering while berth is killed, the restarted agent keeps that same forwarder, and the
+    forwarder ends with the container."""
+    image = node.push_busybox("keep", extra_files={"/www/index.html": "still here\n"})
+    arn = node.run("keep", [{
+        "name": "web", "image": image, "memory": 64,
+        "entryPoint": ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"],
+        "portMappings": [{"containerPort": 8080, "hostPort": 0, "protocol": "tcp"}],
+    }], networkMode="bridge")
+    t = node.wait_task(arn, "RUNNING")
+    url = "http://127.0.0.1:%d/index.html" % t["containers"][0]["networkBindings"][0]["hostPort"]
+    state_file = os.path.join(node.data_dir, "node", "state", arn.rsplit("/", 1)[1] + ".json")
+    c = json.load(open(state_file))["containers"][0]
+    fwd = c["forwarders"][0]
+    argv = open("/proc/%d/cmdline" % fwd).read().split("\0")
+    assert argv[1] == "port-forward" and argv[argv.index("--watch-pid") + 1] == str(c["pid"])
+    assert http_get(url) == "still here\n"
+    node.kill()  # SIGKILL: berth (server and agent) is gone
+    for _ in range(5):
+        assert http_get(url, timeout=2) == "still here\n"
+    node.start()
+    assert http_get(url) == "still here\n"
+    assert json.load(open(state_file))["containers"][0]["forwarders"] == [fwd], "kept, not replaced"
+    os.kill(fwd, 0)
+    node.client().stop_task(cluster="default", task=arn)
+    node.wait_task(arn, "STOPPED", timeout=15)
+    def alive(pid):  # an exited process its parent has not reaped yet counts as gone
+        try:
+            return open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    deadline = time.time() + 5
+    while time.time() < deadline and alive(fwd):
+        time.sleep(0.05)
+    assert not alive(fwd), "the forwarder ends with its container"
+    with pytest.raises(AssertionError):
+        http_get(url, timeout=0.5)
+
+
 def test_seccomp_default_policy_and_unconfined(node):
     image = node.push_busybox("sec")
     cmd = ["/bin/sh", "-c", "unshare -U true && echo made-userns || echo refused"]

@@ -539,9 +539,9 @@ impl Runner {
             let cport = pm.container_port.unwrap_or(0);
             let proto = pm.protocol.clone().unwrap_or_else(|| "tcp".into());
             match (mode.as_str(), &endpoint) {
-                ("bridge", Some(ep)) => {
+                ("bridge", Some(_)) => {
                     let hp = pm.host_port.unwrap_or(0);
-                    match Forward::start(&proto, hp as u16, ep.ip, cport as u16).await {
+                    match Forward::bind(&proto, hp as u16, cport as u16) {
                         Ok(f) => {
                             bindings.push(NetworkBinding {
                                 bind_ip: Some("0.0.0.0".into()),
@@ -608,11 +608,24 @@ impl Runner {
             }
         };
         let pid = container.pid;
+        // The bound host ports go to their forwarder processes now that the container runs.
+        let mut forwarders = Vec::new();
+        if let Some(ep) = &endpoint {
+            for f in &mut forwards {
+                match f.run(&self.inner.cfg.shim_exe, ep.ip, pid) {
+                    Ok(p) => forwarders.push(p),
+                    Err(e) => {
+                        tracing::error!(container = %name, port = f.host_port(), "no forwarder: {e}")
+                    }
+                }
+            }
+        }
         if let Some(c) = self.st.container_mut(&name) {
             c.status = "RUNNING".into();
             c.pid = pid;
             c.shim_pid = container.shim_pid;
             c.started_at = Some(now());
+            c.forwarders = forwarders;
         }
         self.save();
         self.forwards.insert(name.clone(), forwards);
@@ -625,7 +638,8 @@ impl Runner {
         Ok(())
     }
 
-    /// Bridge port forwards of a re-attached container, bound again.
+    /// Bridge port forwards of a re-attached container: its forwarder processes kept where
+    /// they still run (they outlived the agent), started again where not.
     async fn restore_forwards(&mut self, name: &str) {
         let Some(c) = self.st.container(name).cloned() else {
             return;
@@ -637,21 +651,36 @@ impl Runner {
             return;
         };
         let mut fs = Vec::new();
-        for b in &c.bindings {
+        let mut pids = Vec::new();
+        for (i, b) in c.bindings.iter().enumerate() {
             let proto = b.protocol.clone().unwrap_or_else(|| "tcp".into());
-            match Forward::start(
-                &proto,
-                b.host_port.unwrap_or(0) as u16,
-                ep.ip,
-                b.container_port.unwrap_or(0) as u16,
-            )
-            .await
-            {
-                Ok(f) => fs.push(f),
+            let host_port = b.host_port.unwrap_or(0) as u16;
+            let cport = b.container_port.unwrap_or(0) as u16;
+            let kept = c
+                .forwarders
+                .get(i)
+                .and_then(|&pid| Forward::adopt(pid, &proto, host_port, ep.ip, cport, c.pid));
+            let f = match kept {
+                Some(f) => Ok(f),
+                None => Forward::bind(&proto, host_port, cport)
+                    .and_then(|mut f| f.run(&self.inner.cfg.shim_exe, ep.ip, c.pid).map(|_| f)),
+            };
+            match f {
+                Ok(f) => {
+                    pids.push(f.pid().unwrap_or(0));
+                    fs.push(f);
+                }
                 Err(e) => {
-                    tracing::warn!(container = %name, "port {:?} not restored: {e}", b.host_port)
+                    pids.push(0);
+                    tracing::warn!(container = %name, "port {host_port} not restored: {e}")
                 }
             }
+        }
+        if let Some(cs) = self.st.container_mut(name)
+            && cs.forwarders != pids
+        {
+            cs.forwarders = pids;
+            self.save();
         }
         self.forwards.insert(name.to_string(), fs);
     }
@@ -705,7 +734,9 @@ impl Runner {
                 if let Some(h) = self.health.remove(&name) {
                     h.abort();
                 }
-                self.forwards.remove(&name);
+                for mut f in self.forwards.remove(&name).unwrap_or_default() {
+                    f.stop();
+                }
                 let ep = self.st.container(&name).and_then(|c| c.endpoint.clone());
                 if ep.is_some()
                     && let Some(net) = &self.inner.net

@@ -1,12 +1,15 @@
 //! The node's container network as the task engine uses it: endpoints (a network namespace
 //! with an address on the berth bridge) for `awsvpc` tasks and `bridge` containers, and port
-//! forwards from host ports to bridge-mode containers. The work is done by
-//! [`berth_runtime::net`]; this adapter keeps the engine's calls short and its errors text.
+//! forwards from host ports to bridge-mode containers (in forwarder processes that outlive the
+//! agent). The work is done by [`berth_runtime::net`] and [`berth_runtime::forward`]; this
+//! adapter keeps the engine's calls short and its errors text.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 
+use berth_runtime::forward;
 pub use berth_runtime::net::Endpoint;
-use berth_runtime::net::{NetConfig, Network, PortProxy, Proto};
+use berth_runtime::net::{HostSocket, NetConfig, Network, Proto, bind_host_port};
 
 pub struct NodeNet {
     net: Network,
@@ -44,47 +47,89 @@ impl NodeNet {
     }
 }
 
-/// A host port forwarded to a container.
+/// A host port forwarded to a bridge-mode container by a forwarder process of its own
+/// ([`berth_runtime::forward`]), which outlives the agent: the port keeps answering while the
+/// agent restarts. Bound first ([`Forward::bind`]: a taken port fails the start at once), handed
+/// to its forwarder once the container runs ([`Forward::run`]), ended with the container
+/// ([`Forward::stop`]; the forwarder also ends by itself when the container's init does).
 pub struct Forward {
-    proxy: Option<PortProxy>,
+    proto: Proto,
     port: u16,
+    container_port: u16,
+    socket: Option<HostSocket>,
+    pid: Option<i32>,
+}
+
+fn proto_of(name: &str) -> Proto {
+    if name.eq_ignore_ascii_case("udp") {
+        Proto::Udp
+    } else {
+        Proto::Tcp
+    }
 }
 
 impl Forward {
-    /// Listen on `host_port` (0: a free port from the dynamic range) on every host address
-    /// and forward to `ip:container_port`.
-    pub async fn start(
+    /// Bind `host_port` (0: a free port from the dynamic range) on every host address, for
+    /// `container_port` of the container.
+    pub fn bind(proto: &str, host_port: u16, container_port: u16) -> Result<Forward, String> {
+        let proto = proto_of(proto);
+        let bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, host_port));
+        let (socket, port) = bind_host_port(proto, bind).map_err(|e| e.to_string())?;
+        Ok(Forward {
+            proto,
+            port,
+            container_port,
+            socket: Some(socket),
+            pid: None,
+        })
+    }
+
+    /// Start the forwarder to `ip` for as long as process `watch_pid` lives; its pid.
+    pub fn run(&mut self, exe: &Path, ip: Ipv4Addr, watch_pid: i32) -> Result<i32, String> {
+        let socket = self
+            .socket
+            .take()
+            .ok_or_else(|| format!("port {} has a forwarder already", self.port))?;
+        let target = SocketAddr::from((ip, self.container_port));
+        let pid = forward::spawn(exe, socket, self.proto, self.port, target, watch_pid)
+            .map_err(|e| e.to_string())?;
+        self.pid = Some(pid);
+        Ok(pid)
+    }
+
+    /// After an agent restart: the forwarder `pid` of this port, if it is still the one
+    /// forwarding to `ip` for process `watch_pid`.
+    pub fn adopt(
+        pid: i32,
         proto: &str,
         host_port: u16,
         ip: Ipv4Addr,
         container_port: u16,
-    ) -> Result<Forward, String> {
-        let p = if proto.eq_ignore_ascii_case("udp") {
-            Proto::Udp
-        } else {
-            Proto::Tcp
-        };
-        let bind = SocketAddr::from((Ipv4Addr::UNSPECIFIED, host_port));
+        watch_pid: i32,
+    ) -> Option<Forward> {
+        let proto = proto_of(proto);
         let target = SocketAddr::from((ip, container_port));
-        let proxy = PortProxy::start(p, bind, target)
-            .await
-            .map_err(|e| e.to_string())?;
-        let port = proxy.host_port();
-        Ok(Forward {
-            proxy: Some(proxy),
-            port,
+        forward::is_forwarder(pid, proto, host_port, target, watch_pid).then_some(Forward {
+            proto,
+            port: host_port,
+            container_port,
+            socket: None,
+            pid: Some(pid),
         })
     }
 
     pub fn host_port(&self) -> u16 {
         self.port
     }
-}
 
-impl Drop for Forward {
-    fn drop(&mut self) {
-        if let Some(p) = self.proxy.take() {
-            p.stop();
+    pub fn pid(&self) -> Option<i32> {
+        self.pid
+    }
+
+    /// End the forwarder (the port closes); a socket not handed over yet closes on drop.
+    pub fn stop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            forward::stop(pid);
         }
     }
 }

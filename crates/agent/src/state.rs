@@ -27,6 +27,10 @@ pub struct ContainerState {
     pub started_at: Option<f64>,
     pub finished_at: Option<f64>,
     pub bindings: Vec<NetworkBinding>,
+    /// Pids of the forwarder processes of a bridge-mode container's host ports, in the
+    /// order of `bindings`.
+    #[serde(default)]
+    pub forwarders: Vec<i32>,
     /// A bridge-mode container's own network endpoint.
     pub endpoint: Option<serde_json::Value>,
 }

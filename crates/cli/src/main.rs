@@ -59,6 +59,24 @@ enum Cmd {
     /// Internal: the per-container helper process of the native runtime.
     #[command(hide = true)]
     Shim(ShimCmd),
+    /// Internal: a host-port forwarder of a bridge-mode container (bound socket on fd 3).
+    #[command(hide = true, name = "port-forward")]
+    PortForward(PortForwardCmd),
+}
+
+#[derive(clap::Args, Debug)]
+struct PortForwardCmd {
+    /// tcp or udp.
+    #[arg(long)]
+    proto: String,
+    /// The host port (what the socket on fd 3 is bound to; for the command line's reader).
+    #[arg(long)]
+    host_port: u16,
+    #[arg(long)]
+    target: std::net::SocketAddr,
+    /// Forward for as long as this process (the container's init) lives.
+    #[arg(long)]
+    watch_pid: i32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -157,6 +175,14 @@ fn main() -> anyhow::Result<()> {
             }))
         }
         Cmd::Nsexec(a) => std::process::exit(berth_runtime::nsexec::run(a.pid, &a.args)),
+        Cmd::PortForward(a) => {
+            let proto = match a.proto.as_str() {
+                "udp" => berth_runtime::net::Proto::Udp,
+                _ => berth_runtime::net::Proto::Tcp,
+            };
+            let _ = a.host_port;
+            std::process::exit(berth_runtime::forward::serve(proto, a.target, a.watch_pid))
+        }
         Cmd::Agent(a) => run_agent(a),
         Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
         Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),

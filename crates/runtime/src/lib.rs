@@ -9,12 +9,14 @@
 //! - [`spec`]: the OCI runtime spec of a container; [`seccomp`]: its default seccomp policy
 //!   and init process; [`nsexec`]: running a command inside a running container;
 //! - [`net`]: container networking — the bridge, network namespaces, veths, addresses, port
-//!   forwards (rtnetlink, no `ip` processes).
+//!   forwards (rtnetlink, no `ip` processes); [`forward`]: a host-port forwarder in its own
+//!   process, which outlives the agent.
 //!
 //! The task engine that drives all this is the agent's (`berth-agent`).
 //!
 //! Must not: trust anything inside an image layer (see [`unpack`]).
 
+pub mod forward;
 pub mod image_store;
 pub mod native;
 pub mod net;

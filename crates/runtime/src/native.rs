@@ -94,7 +94,7 @@ enum Waiter {
 }
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
-fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: a plain syscall with integer arguments; on success the kernel returns a new
     // descriptor that nothing else owns.

@@ -14,7 +14,8 @@
 //!   with `O_EXCL`, so a restarted agent never hands out an address twice; and a record per
 //!   endpoint under `state_dir/endpoints/` so the agent finds its endpoints again
 //!   ([`Network::endpoint`]);
-//! - **host ports**: [`PortProxy`], a userspace TCP/UDP forwarder (like `docker-proxy`).
+//! - **host ports**: [`bind_host_port`] and [`PortProxy`], a userspace TCP/UDP forwarder (like
+//!   `docker-proxy`); [`crate::forward`] runs one in its own process.
 //!
 //! The hot path spawns no processes: an endpoint is a handful of netlink round trips made on a
 //! short-lived thread of our own, which is the only thread that ever changes namespace (tokio
@@ -1066,6 +1067,60 @@ pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 49153..=65535;
 /// How long a UDP flow lives without traffic (docker-proxy's 90 s).
 const UDP_IDLE: Duration = Duration::from_secs(90);
 
+/// A bound host-port socket (non-blocking; TCP already listening).
+pub enum HostSocket {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+impl HostSocket {
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        match self {
+            HostSocket::Tcp(l) => l.into(),
+            HostSocket::Udp(s) => s.into(),
+        }
+    }
+}
+
+/// Bind a host port now, so that a taken port is reported here as [`NetError::PortInUse`].
+/// Port 0 picks a free port of [`DYNAMIC_PORTS`] (starting at a random one). Returns the
+/// socket and the port bound.
+pub fn bind_host_port(proto: Proto, bind: SocketAddr) -> Result<(HostSocket, u16), NetError> {
+    let try_bind = |addr: SocketAddr| -> Result<Option<HostSocket>, NetError> {
+        let r = match proto {
+            Proto::Tcp => std::net::TcpListener::bind(addr).map(HostSocket::Tcp),
+            Proto::Udp => std::net::UdpSocket::bind(addr).map(HostSocket::Udp),
+        };
+        match r {
+            Ok(sock) => {
+                match &sock {
+                    HostSocket::Tcp(l) => l.set_nonblocking(true),
+                    HostSocket::Udp(s) => s.set_nonblocking(true),
+                }
+                .map_err(ioe(format!("binding {addr}")))?;
+                Ok(Some(sock))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
+            Err(e) => Err(NetError::Io(format!("binding {proto:?} {addr}"), e)),
+        }
+    };
+    if bind.port() != 0 {
+        return try_bind(bind)?
+            .map(|s| (s, bind.port()))
+            .ok_or(NetError::PortInUse(bind.port()));
+    }
+    let (lo, hi) = (*DYNAMIC_PORTS.start(), *DYNAMIC_PORTS.end());
+    let span = u32::from(hi - lo) + 1;
+    let start = (RandomState::new().build_hasher().finish() % u64::from(span)) as u32;
+    for i in 0..span {
+        let port = lo + ((start + i) % span) as u16;
+        if let Some(s) = try_bind(SocketAddr::new(bind.ip(), port))? {
+            return Ok((s, port));
+        }
+    }
+    Err(NetError::NoFreePort)
+}
+
 /// A userspace forwarder from a host port to a container (like `docker-proxy`). Dropping it
 /// (or [`PortProxy::stop`]) closes the listener and every forward in progress.
 pub struct PortProxy {
@@ -1082,46 +1137,20 @@ impl PortProxy {
         bind: SocketAddr,
         target: SocketAddr,
     ) -> Result<PortProxy, NetError> {
-        if bind.port() != 0 {
-            return Self::try_bind(proto, bind, target)
-                .await?
-                .ok_or(NetError::PortInUse(bind.port()));
-        }
-        let (lo, hi) = (*DYNAMIC_PORTS.start(), *DYNAMIC_PORTS.end());
-        let span = u32::from(hi - lo) + 1;
-        let start = (RandomState::new().build_hasher().finish() % u64::from(span)) as u32;
-        for i in 0..span {
-            let port = lo + ((start + i) % span) as u16;
-            if let Some(p) = Self::try_bind(proto, SocketAddr::new(bind.ip(), port), target).await?
-            {
-                return Ok(p);
+        let (sock, port) = bind_host_port(proto, bind)?;
+        let task = match sock {
+            HostSocket::Tcp(l) => {
+                let l = tokio::net::TcpListener::from_std(l)
+                    .map_err(ioe(format!("listening on tcp port {port}")))?;
+                tokio::spawn(tcp_forward(l, target))
             }
-        }
-        Err(NetError::NoFreePort)
-    }
-
-    /// `None` when the port is taken.
-    async fn try_bind(
-        proto: Proto,
-        addr: SocketAddr,
-        target: SocketAddr,
-    ) -> Result<Option<PortProxy>, NetError> {
-        let task = match proto {
-            Proto::Tcp => match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => tokio::spawn(tcp_forward(l, target)),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(None),
-                Err(e) => return Err(NetError::Io(format!("binding tcp {addr}"), e)),
-            },
-            Proto::Udp => match tokio::net::UdpSocket::bind(addr).await {
-                Ok(s) => tokio::spawn(udp_forward(Arc::new(s), target)),
-                Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Ok(None),
-                Err(e) => return Err(NetError::Io(format!("binding udp {addr}"), e)),
-            },
+            HostSocket::Udp(s) => {
+                let s = tokio::net::UdpSocket::from_std(s)
+                    .map_err(ioe(format!("listening on udp port {port}")))?;
+                tokio::spawn(udp_forward(Arc::new(s), target))
+            }
         };
-        Ok(Some(PortProxy {
-            port: addr.port(),
-            task,
-        }))
+        Ok(PortProxy { port, task })
     }
 
     /// The host port bound (the one picked, when asked for port 0).
@@ -1140,7 +1169,7 @@ impl Drop for PortProxy {
     }
 }
 
-async fn tcp_forward(l: tokio::net::TcpListener, target: SocketAddr) {
+pub(crate) async fn tcp_forward(l: tokio::net::TcpListener, target: SocketAddr) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -1162,7 +1191,7 @@ async fn tcp_forward(l: tokio::net::TcpListener, target: SocketAddr) {
     }
 }
 
-async fn udp_forward(s: Arc<tokio::net::UdpSocket>, target: SocketAddr) {
+pub(crate) async fn udp_forward(s: Arc<tokio::net::UdpSocket>, target: SocketAddr) {
     // One upstream socket per client address; its task answers through the listening socket
     // and ends after UDP_IDLE without traffic either way.
     let mut flows: HashMap<SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
