@@ -177,6 +177,7 @@ def register_instance(ecs, cluster, cpu=4096, memory=8192, zone="zone-a", ports=
         attributes=[{"name": "ecs.availability-zone", "value": zone},
                     {"name": "ecs.os-type", "value": "linux"},
                     {"name": "ecs.capability.task-eni"},
+                    {"name": "berth.capability.task-network"},
                     {"name": "ecs.capability.container-health-check"},
                     {"name": "ecs.capability.container-ordering"}],
         versionInfo={"agentVersion": "1.80.0"},

@@ -92,6 +92,57 @@ def test_join_tokens_are_scoped_expiring_and_revocable(data_dir):
         server.stop()
 
 
+def _open_session(server, token, query):
+    """A SigV4-signed websocket upgrade of GET /ws, as the ECS agent sends it: (status, body)."""
+    import http.client
+    import urllib.parse
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    akid, secret = token.split(":", 1)
+    url = server.endpoint + "/ws?" + urllib.parse.urlencode(query)
+    req = AWSRequest(method="GET", url=url, headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    SigV4Auth(Credentials(akid, secret), "ecs", server.env["AWS_DEFAULT_REGION"]).add_auth(req)
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.request("GET", u.path + "?" + u.query, headers=dict(req.headers.items()))
+        r = conn.getresponse()
+        return r.status, (r.read().decode() if r.status != 101 else "")
+    finally:
+        conn.close()
+
+
+def test_agent_sessions_are_refused_in_acs_terms(data_dir):
+    """An agent session for an unknown or deregistered instance is refused before the upgrade
+    with ACS's own error types, in the framing the ECS agent's websocket client reads."""
+    import json
+    server = Berth(data_dir).start()
+    try:
+        ecs = server.client()
+        ecs.create_cluster(clusterName="prod")
+        tok = _token(server, "create", "--cluster", "prod").stdout.strip()
+        ci = register_instance(_client_with(server, tok), "prod")
+        status, _ = _open_session(server, tok, {"clusterArn": "prod", "containerInstanceArn": ci})
+        assert status == 101
+        for query, kind in (
+                ({"clusterArn": "prod", "containerInstanceArn": ci[:-4] + "0000"}, "InvalidInstanceException"),
+                ({"cluster": "prod", "containerInstance": ci[:-4] + "0000"}, "InvalidInstanceException")):
+            status, body = _open_session(server, tok, query)
+            assert status == 400 and json.loads(body)["type"] == kind, (status, body)
+        ecs.deregister_container_instance(cluster="prod", containerInstance=ci, force=True)
+        status, body = _open_session(server, tok, {"clusterArn": "prod", "containerInstanceArn": ci})
+        b = json.loads(body)
+        assert status == 400 and b["type"] == "InactiveInstanceException", body
+        assert "deregistered" in b["message"]["message"]
+        d = ecs.describe_container_instances(cluster="prod", containerInstances=[ci])["containerInstances"][0]
+        assert d["status"] == "INACTIVE" and d["agentConnected"] is False
+    finally:
+        server.stop()
+
+
 def _cgroup_exists(tid):
     return any(os.path.isdir(os.path.join("/sys/fs/cgroup", root, "berth", tid))
                for root in os.listdir("/sys/fs/cgroup"))

@@ -479,8 +479,10 @@ impl Agent {
 }
 
 /// The capabilities a node registers as attributes (what task definitions' `requiresAttributes`
-/// name): awsvpc networking, container health checks, container dependencies.
-pub const CAPABILITIES: [&str; 4] = [
+/// name): awsvpc networking, container health checks, container dependencies; and berth's own
+/// task networks, which placement of awsvpc tasks asks for.
+pub const CAPABILITIES: [&str; 5] = [
+    berth_model::taskdef::TASK_NETWORK_CAPABILITY,
     "ecs.capability.task-eni",
     "com.amazonaws.ecs.capability.docker-remote-api.1.17",
     "ecs.capability.container-health-check",

@@ -94,16 +94,11 @@ pub async fn handle(
         )
         .into_response();
     };
-    // Check the instance before upgrading: a refusal is an AWS-shaped HTTP error.
-    if let Err(e) =
-        state
-            .control
-            .discover_poll_endpoint(berth_model::wire::ecs::DiscoverPollEndpointRequest {
-                cluster: Some(cluster.clone()),
-                container_instance: Some(instance.clone()),
-            })
-    {
-        return AwsError::from(e).into_response();
+    // Check the instance before upgrading. A refusal is an HTTP error whose body the ECS
+    // agent's websocket client reads (ACS framing, ACS's error types: it waits an hour after
+    // InactiveInstanceException), with the error type in the AWS header as well.
+    if let Err((kind, text)) = state.control.session_allowed(&cluster, &instance) {
+        return refuse(kind, &text);
     }
     // Sessions are many and quiet: small buffers (tungstenite's default is 128 KiB each way,
     // 2.5 GiB for 10,000 agents); they grow for a large payload.
@@ -113,6 +108,20 @@ pub async fn handle(
             .on_upgrade(move |socket| crate::tcs::session(state, socket, cluster, instance, key));
     }
     ws.on_upgrade(move |socket| session(state, socket, cluster, instance, key))
+}
+
+/// Refuse a session before the upgrade, as ACS does.
+fn refuse(kind: &str, text: &str) -> Response {
+    let mut r = (
+        http::StatusCode::BAD_REQUEST,
+        [("content-type", "application/json")],
+        frame(kind, json!({"message": text})),
+    )
+        .into_response();
+    if let Ok(v) = http::HeaderValue::from_str(kind) {
+        r.headers_mut().insert("x-amzn-ErrorType", v);
+    }
+    r
 }
 
 async fn session(
@@ -152,6 +161,10 @@ async fn session(
                 // A revoked or expired join token ends its sessions too.
                 if !key_valid(&state, &key) {
                     return close(socket, "the session's credentials are no longer valid").await;
+                }
+                // So does deregistering its instance.
+                if let Err((_, why)) = state.control.session_allowed(&cluster, &instance) {
+                    return close(socket, &why).await;
                 }
                 let hb = json!({"healthy": true, "messageId": berth_model::arn::new_uuid()});
                 if socket.send(Message::Text(frame("HeartbeatMessage", hb).into())).await.is_err() {
@@ -204,7 +217,9 @@ async fn close(mut socket: WebSocket, why: &str) {
             frame("CloseMessage", json!({"message": why})).into(),
         ))
         .await;
-    let _ = socket.send(Message::Close(None)).await;
+    let _ = socket
+        .send(Message::Close(Some(crate::tcs::normal_close())))
+        .await;
 }
 
 async fn on_agent_message(state: &AppState, cluster: &str, instance: &str, text: &str) {

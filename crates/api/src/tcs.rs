@@ -38,7 +38,7 @@ pub async fn session(
                     let _ = socket
                         .send(Message::Text(frame("StopTelemetrySessionMessage", m).into()))
                         .await;
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = socket.send(Message::Close(Some(normal_close()))).await;
                     break "credentials no longer valid";
                 }
                 let hb = json!({"healthy": true});
@@ -64,9 +64,21 @@ pub async fn session(
     tracing::info!(%cluster, %instance, why, "telemetry session closed");
 }
 
+/// The JSON of a telemetry frame. The ECS agent puts the headers of a signed request (lines
+/// `Name: value`, then a blank line) before the JSON of every frame it sends on this
+/// session; berth's agent sends the JSON alone.
+fn frame_json(text: &str) -> &str {
+    if text.trim_start().starts_with('{') {
+        return text;
+    }
+    text.split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\n\n"))
+        .map_or(text, |(_, json)| json)
+}
+
 /// Handle one frame; the acknowledgement to send back, if any.
 async fn on_message(state: &AppState, cluster: &str, instance: &str, text: &str) -> Option<String> {
-    let v: Value = match serde_json::from_str(text) {
+    let v: Value = match serde_json::from_str(frame_json(text)) {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!("telemetry: unreadable frame: {e}");
@@ -97,5 +109,29 @@ async fn on_message(state: &AppState, cluster: &str, instance: &str, text: &str)
             tracing::debug!("telemetry message {other} ignored");
             None
         }
+    }
+}
+
+/// A close frame with status 1000 (normal closure), which the ECS agent treats as a planned end.
+pub(crate) fn normal_close() -> axum::extract::ws::CloseFrame {
+    axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_with_signed_headers_first_are_read() {
+        let json = r#"{"type":"PublishHealthRequest","message":{}}"#;
+        assert_eq!(frame_json(json), json);
+        let signed = format!(
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/ecs/aws4_request\r\nX-Amz-Date: 20261123T000000Z\r\nHost: berth:8470\r\n\r\n{json}"
+        );
+        assert_eq!(frame_json(&signed), json);
+        assert_eq!(frame_json("garbage"), "garbage");
     }
 }

@@ -52,6 +52,41 @@ impl Control {
         Ok(())
     }
 
+    /// Whether an agent session may open (or stay open) for an instance, in the terms of
+    /// ACS's own refusals: `Err((error type, message))` with `InvalidClusterException`,
+    /// `InvalidInstanceException` or `InactiveInstanceException` (a deregistered instance).
+    pub fn session_allowed(
+        &self,
+        cluster: &str,
+        instance: &str,
+    ) -> std::result::Result<(), (&'static str, String)> {
+        let Ok(cname) = self.cluster_name_of(Some(cluster)) else {
+            return Err((
+                "InvalidClusterException",
+                format!("Invalid cluster {cluster}."),
+            ));
+        };
+        let id = instance_id_of(instance).unwrap_or_default();
+        let d = self.view.data.read();
+        if !d.clusters.contains_key(cname) {
+            return Err((
+                "InvalidClusterException",
+                format!("Cluster {cname} not found."),
+            ));
+        }
+        match d.instances.get(cname).and_then(|m| m.get(id)) {
+            None => Err((
+                "InvalidInstanceException",
+                format!("Container instance {instance} is not registered in cluster {cname}."),
+            )),
+            Some(e) if e.value.status.as_deref() == Some("INACTIVE") => Err((
+                "InactiveInstanceException",
+                format!("Container instance {instance} is deregistered (INACTIVE)."),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Follow the tasks placed on one container instance as ACS payloads. The receiver ends
     /// when the control plane does; dropping it stops the feed.
     ///
@@ -76,9 +111,12 @@ impl Control {
         tokio::spawn(async move {
             // What each task's last payload said (desired status), so that only changes go out.
             let mut sent: std::collections::HashMap<String, String> = Default::default();
+            // Sequence numbers grow across sessions too (the ECS agent keeps the highest it
+            // saw): the store revision the view has applied, or one more than the last.
             let mut seq = 0i32;
             let mut send = |tasks: Vec<berth_model::wire::acs::Task>| {
-                seq += 1;
+                let applied = i32::try_from(me.view.applied()).unwrap_or(i32::MAX);
+                seq = applied.max(seq.saturating_add(1));
                 PayloadMessage {
                     cluster_arn: Some(cluster_arn.clone()),
                     container_instance_arn: Some(instance_arn.clone()),

@@ -243,6 +243,12 @@ impl Control {
                     );
                 }
             }
+            identity_attributes(req.instance_identity_document.as_deref(), &mut merged);
+            if let Some(id) =
+                identity_field(req.instance_identity_document.as_deref(), "instanceId")
+            {
+                ci.ec2_instance_id = Some(id);
+            }
             ci.attributes = Some(merged.into_values().collect());
             if !tags.is_empty() || ci.tags.is_none() {
                 ci.tags = Some(tags.clone());
@@ -671,4 +677,80 @@ fn check_attribute(a: &Attribute) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// One string field of an EC2 instance identity document (JSON), if the agent sent one.
+fn identity_field(doc: Option<&str>, field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(doc?.trim()).ok()?;
+    v.get(field)?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
+/// The attributes ECS derives from an instance identity document (the ECS agent on EC2 sends
+/// the document instead of these attributes); attributes the agent sent win.
+fn identity_attributes(doc: Option<&str>, attrs: &mut BTreeMap<String, Attribute>) {
+    for (field, name) in [
+        ("availabilityZone", "ecs.availability-zone"),
+        ("instanceType", "ecs.instance-type"),
+        ("imageId", "ecs.ami-id"),
+        ("architecture", "ecs.cpu-architecture"),
+    ] {
+        if attrs.contains_key(name) {
+            continue;
+        }
+        if let Some(v) = identity_field(doc, field) {
+            attrs.insert(
+                name.to_string(),
+                Attribute {
+                    name: Some(name.to_string()),
+                    value: Some(v),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[test]
+    fn identity_documents_give_zone_type_image_and_architecture() {
+        let doc = r#"{"availabilityZone":"us-east-1b","instanceType":"m5.large",
+            "imageId":"ami-0abc","architecture":"x86_64","instanceId":"i-0123"}"#;
+        let mut attrs = BTreeMap::new();
+        attrs.insert(
+            "ecs.instance-type".to_string(),
+            Attribute {
+                name: Some("ecs.instance-type".into()),
+                value: Some("given".into()),
+                ..Default::default()
+            },
+        );
+        identity_attributes(Some(doc), &mut attrs);
+        let got: Vec<(&str, &str)> = attrs
+            .iter()
+            .map(|(k, a)| (k.as_str(), a.value.as_deref().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ecs.ami-id", "ami-0abc"),
+                ("ecs.availability-zone", "us-east-1b"),
+                ("ecs.cpu-architecture", "x86_64"),
+                ("ecs.instance-type", "given"),
+            ]
+        );
+        assert_eq!(
+            identity_field(Some(doc), "instanceId").as_deref(),
+            Some("i-0123")
+        );
+        let mut none = BTreeMap::new();
+        identity_attributes(Some("not json"), &mut none);
+        identity_attributes(None, &mut none);
+        assert!(none.is_empty());
+    }
 }

@@ -963,10 +963,15 @@ impl Control {
                                     );
                                 }
                                 if t.stopped_reason.is_none() {
-                                    t.stopped_reason =
-                                        Some(req.reason.clone().unwrap_or_else(|| {
-                                            "Essential container in task exited".into()
-                                        }));
+                                    // The ECS agent sends an empty reason when it has none.
+                                    t.stopped_reason = Some(
+                                        req.reason
+                                            .clone()
+                                            .filter(|r| !r.is_empty())
+                                            .unwrap_or_else(|| {
+                                                "Essential container in task exited".into()
+                                            }),
+                                    );
                                 }
                                 finish(t, at);
                             }
@@ -1079,7 +1084,7 @@ fn apply_container_report(
     if exit_code.is_some() {
         c.exit_code = exit_code;
     }
-    if let Some(r) = reason {
+    if let Some(r) = reason.filter(|r| !r.is_empty()) {
         c.reason = Some(r.chars().take(255).collect());
     }
     if let Some(r) = runtime_id {

@@ -632,3 +632,95 @@ async fn the_scheduler_picture_kept_change_by_change_matches_one_made_afresh() {
     assert_eq!(r.tasks.unwrap().len(), 10);
     c.check_scheduler_picture().unwrap();
 }
+
+#[tokio::test]
+async fn awsvpc_tasks_go_only_to_nodes_that_make_task_networks() {
+    use berth_model::wire::ecs::{Attribute, AwsVpcConfiguration, NetworkConfiguration};
+    let c = setup(Arc::new(MemStore::new())).await;
+    let mut req = td("vpc", 10);
+    req.network_mode = Some("awsvpc".into());
+    let def = c
+        .register_task_definition(req, "me")
+        .await
+        .unwrap()
+        .task_definition
+        .unwrap();
+    // The definition shows what ECS would show.
+    let names: Vec<String> = def
+        .requires_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|a| a.name)
+        .collect();
+    assert_eq!(names, vec!["ecs.capability.task-eni"]);
+    // A stock ECS agent: task-eni, but no berth task networks.
+    let register = |attrs: Vec<&str>| {
+        let c = c.clone();
+        let attrs: Vec<Attribute> = attrs
+            .into_iter()
+            .map(|n| Attribute {
+                name: Some(n.into()),
+                ..Default::default()
+            })
+            .collect();
+        async move {
+            c.register_container_instance(RegisterContainerInstanceRequest {
+                total_resources: Some(vec![
+                    Resource {
+                        name: Some("CPU".into()),
+                        r#type: Some("INTEGER".into()),
+                        integer_value: Some(1024),
+                        ..Default::default()
+                    },
+                    Resource {
+                        name: Some("MEMORY".into()),
+                        r#type: Some("INTEGER".into()),
+                        integer_value: Some(1024),
+                        ..Default::default()
+                    },
+                ]),
+                attributes: Some(attrs),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .container_instance
+            .unwrap()
+            .container_instance_arn
+            .unwrap()
+        }
+    };
+    let stock = register(vec!["ecs.capability.task-eni"]).await;
+    let run = || {
+        let c = c.clone();
+        async move {
+            c.run_task(RunTaskRequest {
+                task_definition: Some("vpc".into()),
+                network_configuration: Some(NetworkConfiguration {
+                    awsvpc_configuration: Some(AwsVpcConfiguration {
+                        subnets: Some(vec!["subnet-1".into()]),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let r = run().await;
+    assert!(r.tasks.unwrap().is_empty());
+    let f = r.failures.unwrap();
+    assert_eq!(
+        (f[0].reason.as_deref(), f[0].arn.as_deref()),
+        (Some("ATTRIBUTE"), Some(stock.as_str()))
+    );
+    let berth = register(vec![
+        "ecs.capability.task-eni",
+        berth_model::taskdef::TASK_NETWORK_CAPABILITY,
+    ])
+    .await;
+    let r = run().await;
+    let t = &r.tasks.unwrap()[0];
+    assert_eq!(t.container_instance_arn.as_deref(), Some(berth.as_str()));
+}

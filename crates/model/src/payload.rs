@@ -151,7 +151,8 @@ pub fn container_to_acs(
         privileged: def.privileged,
         start_timeout: def.start_timeout,
         stop_timeout: def.stop_timeout,
-        health_check_type: def.health_check.as_ref().map(|_| "DOCKER".to_string()),
+        // The ACS enum's only value, lowercase (the ECS agent compares it exactly).
+        health_check_type: def.health_check.as_ref().map(|_| "docker".to_string()),
         docker_config: Some(acs::DockerConfig {
             version: Some("1.17".into()),
             config: Some(Value::Object(config).to_string()),
@@ -324,9 +325,19 @@ pub fn task_to_acs(task: &Task, td: &TaskDefinition) -> acs::Task {
                 } else {
                     "host".into()
                 }),
-                host: v.host.as_ref().map(|h| acs::HostVolumeProperties {
-                    source_path: h.source_path.clone(),
-                }),
+                // A host volume always carries its `host` object (empty for task scratch
+                // space): the ECS agent refuses a host volume without one.
+                host: v
+                    .docker_volume_configuration
+                    .is_none()
+                    .then(|| acs::HostVolumeProperties {
+                        source_path: v.host.as_ref().and_then(|h| h.source_path.clone()),
+                    }),
+                docker_volume_configuration: v
+                    .docker_volume_configuration
+                    .as_ref()
+                    .and_then(|d| serde_json::to_value(d).ok())
+                    .and_then(|d| serde_json::from_value(d).ok()),
                 ..Default::default()
             })
             .collect()
@@ -359,9 +370,14 @@ pub fn volumes_from_acs(t: &acs::Task) -> Vec<Volume> {
         .iter()
         .map(|v| Volume {
             name: v.name.clone(),
-            host: v.host.as_ref().map(|h| HostVolumeProperties {
-                source_path: h.source_path.clone(),
-            }),
+            // An empty `host` is task scratch space, declared without one.
+            host: v
+                .host
+                .as_ref()
+                .and_then(|h| h.source_path.clone())
+                .map(|p| HostVolumeProperties {
+                    source_path: Some(p),
+                }),
             ..Default::default()
         })
         .collect()
@@ -513,6 +529,12 @@ mod tests {
         assert_eq!(a.cpu, Some(0.5));
         assert_eq!(a.memory, Some(256));
         assert_eq!(a.network_mode.as_deref(), Some("bridge"));
+        let acs_vols = a.volumes.as_deref().unwrap();
+        assert!(acs_vols.iter().all(|v| v.r#type.as_deref() == Some("host")));
+        assert!(
+            acs_vols.iter().all(|v| v.host.is_some()),
+            "the ECS agent needs `host` on every host volume"
+        );
         let vols = volumes_from_acs(&a);
         assert_eq!(vols, td.volumes.unwrap());
     }

@@ -106,6 +106,9 @@ pub struct Requirements {
     pub attributes: Vec<(String, Option<String>)>,
 }
 
+/// The attribute of nodes that make `awsvpc` task networks themselves (berth's agents).
+pub const TASK_NETWORK_CAPABILITY: &str = "berth.capability.task-network";
+
 /// The capability attributes an instance must have for a task definition's features, as ECS
 /// lists them in `requiresAttributes` (berth's agents register these capabilities).
 pub fn required_attributes(td: &TaskDefinition) -> Vec<crate::wire::ecs::Attribute> {
@@ -164,6 +167,14 @@ pub fn requirements(td: &TaskDefinition) -> Requirements {
             .collect(),
         ..Default::default()
     };
+    // berth's awsvpc: the node makes the task's network itself and reports its address. The
+    // ECS agent registers task-eni too but needs an elastic network interface from EC2, so
+    // awsvpc tasks go only to nodes that say they can do berth's (not a `requiresAttributes`
+    // entry: the definition stays as ECS would show it).
+    if mode == "awsvpc" {
+        req.attributes
+            .push((TASK_NETWORK_CAPABILITY.to_string(), None));
+    }
     if mode == "bridge" || mode == "host" {
         for c in containers {
             for pm in c.port_mappings.as_deref().unwrap_or_default() {
@@ -566,6 +577,24 @@ pub fn normalize(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition, 
         if fargate && v.host.as_ref().is_some_and(|h| h.source_path.is_some()) {
             return err("Fargate does not support host volumes with a sourcePath.");
         }
+        // Network file systems and EBS attachments need storage berth does not have: refuse
+        // them here rather than run the task on an empty scratch directory.
+        let unsupported = [
+            (
+                v.efs_volume_configuration.is_some(),
+                "efsVolumeConfiguration",
+            ),
+            (
+                v.fsx_windows_file_server_volume_configuration.is_some(),
+                "fsxWindowsFileServerVolumeConfiguration",
+            ),
+            (v.configured_at_launch == Some(true), "configuredAtLaunch"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(set, _)| *set) {
+            return err(format!(
+                "Volume '{n}' uses {what}, which this berth installation does not support; use a host or docker volume."
+            ));
+        }
     }
 
     let mut by_name: BTreeMap<String, &ContainerDefinition> = BTreeMap::new();
@@ -757,6 +786,21 @@ mod tests {
         r.memory = Some("4096".into());
         assert!(normalize(&r).is_err(), "256/4096 is no Fargate size");
         r.memory = Some("512".into());
+        assert!(normalize(&r).is_ok());
+        // Storage berth does not have is refused, not run on scratch space.
+        let mut r = req(vec![container("a")]);
+        r.volumes = Some(vec![crate::wire::ecs::Volume {
+            name: Some("shared".into()),
+            efs_volume_configuration: Some(Default::default()),
+            ..Default::default()
+        }]);
+        let e = normalize(&r).unwrap_err();
+        assert!(format!("{e:?}").contains("efsVolumeConfiguration"), "{e:?}");
+        r.volumes = Some(vec![crate::wire::ecs::Volume {
+            name: Some("shared".into()),
+            docker_volume_configuration: Some(Default::default()),
+            ..Default::default()
+        }]);
         assert!(normalize(&r).is_ok());
     }
 
