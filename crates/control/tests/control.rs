@@ -39,22 +39,29 @@ fn td(family: &str, cpu: i32) -> RegisterTaskDefinitionRequest {
 }
 
 async fn instance(c: &Control, cluster: &str, cpu: i32) -> String {
+    instance_with(c, cluster, cpu, &[]).await
+}
+
+/// An instance with `cpu` units, plenty of memory and the named attributes (no values).
+async fn instance_with(c: &Control, cluster: &str, cpu: i32, attrs: &[&str]) -> String {
+    let resource = |name: &str, v: i32| Resource {
+        name: Some(name.into()),
+        r#type: Some("INTEGER".into()),
+        integer_value: Some(v),
+        ..Default::default()
+    };
     c.register_container_instance(RegisterContainerInstanceRequest {
         cluster: Some(cluster.into()),
-        total_resources: Some(vec![
-            Resource {
-                name: Some("CPU".into()),
-                r#type: Some("INTEGER".into()),
-                integer_value: Some(cpu),
-                ..Default::default()
-            },
-            Resource {
-                name: Some("MEMORY".into()),
-                r#type: Some("INTEGER".into()),
-                integer_value: Some(100_000),
-                ..Default::default()
-            },
-        ]),
+        total_resources: Some(vec![resource("CPU", cpu), resource("MEMORY", 100_000)]),
+        attributes: Some(
+            attrs
+                .iter()
+                .map(|n| berth_model::wire::ecs::Attribute {
+                    name: Some(n.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
         ..Default::default()
     })
     .await
@@ -63,6 +70,15 @@ async fn instance(c: &Control, cluster: &str, cpu: i32) -> String {
     .unwrap()
     .container_instance_arn
     .unwrap()
+}
+
+/// The names in a registered definition's `requiresAttributes`.
+fn required_names(def: berth_model::wire::ecs::TaskDefinition) -> Vec<String> {
+    def.requires_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|a| a.name)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,13 +446,10 @@ async fn a_task_needing_a_capability_the_instance_lacks_is_refused_with_attribut
         .unwrap()
         .task_definition
         .unwrap();
-    let names: Vec<String> = def
-        .requires_attributes
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|a| a.name)
-        .collect();
-    assert_eq!(names, vec!["ecs.capability.container-health-check"]);
+    assert_eq!(
+        required_names(def),
+        vec!["ecs.capability.container-health-check"]
+    );
     let arn = instance(&c, "c", 1024).await;
     let r = c
         .run_task(RunTaskRequest {
@@ -635,7 +648,7 @@ async fn the_scheduler_picture_kept_change_by_change_matches_one_made_afresh() {
 
 #[tokio::test]
 async fn awsvpc_tasks_go_only_to_nodes_that_make_task_networks() {
-    use berth_model::wire::ecs::{Attribute, AwsVpcConfiguration, NetworkConfiguration};
+    use berth_model::wire::ecs::{AwsVpcConfiguration, NetworkConfiguration};
     let c = setup(Arc::new(MemStore::new())).await;
     let mut req = td("vpc", 10);
     req.network_mode = Some("awsvpc".into());
@@ -646,51 +659,9 @@ async fn awsvpc_tasks_go_only_to_nodes_that_make_task_networks() {
         .task_definition
         .unwrap();
     // The definition shows what ECS would show.
-    let names: Vec<String> = def
-        .requires_attributes
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|a| a.name)
-        .collect();
-    assert_eq!(names, vec!["ecs.capability.task-eni"]);
+    assert_eq!(required_names(def), vec!["ecs.capability.task-eni"]);
     // A stock ECS agent: task-eni, but no berth task networks.
-    let register = |attrs: Vec<&str>| {
-        let c = c.clone();
-        let attrs: Vec<Attribute> = attrs
-            .into_iter()
-            .map(|n| Attribute {
-                name: Some(n.into()),
-                ..Default::default()
-            })
-            .collect();
-        async move {
-            c.register_container_instance(RegisterContainerInstanceRequest {
-                total_resources: Some(vec![
-                    Resource {
-                        name: Some("CPU".into()),
-                        r#type: Some("INTEGER".into()),
-                        integer_value: Some(1024),
-                        ..Default::default()
-                    },
-                    Resource {
-                        name: Some("MEMORY".into()),
-                        r#type: Some("INTEGER".into()),
-                        integer_value: Some(1024),
-                        ..Default::default()
-                    },
-                ]),
-                attributes: Some(attrs),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .container_instance
-            .unwrap()
-            .container_instance_arn
-            .unwrap()
-        }
-    };
-    let stock = register(vec!["ecs.capability.task-eni"]).await;
+    let stock = instance_with(&c, "default", 1024, &["ecs.capability.task-eni"]).await;
     let run = || {
         let c = c.clone();
         async move {
@@ -715,10 +686,15 @@ async fn awsvpc_tasks_go_only_to_nodes_that_make_task_networks() {
         (f[0].reason.as_deref(), f[0].arn.as_deref()),
         (Some("ATTRIBUTE"), Some(stock.as_str()))
     );
-    let berth = register(vec![
-        "ecs.capability.task-eni",
-        berth_model::taskdef::TASK_NETWORK_CAPABILITY,
-    ])
+    let berth = instance_with(
+        &c,
+        "default",
+        1024,
+        &[
+            "ecs.capability.task-eni",
+            berth_model::taskdef::TASK_NETWORK_CAPABILITY,
+        ],
+    )
     .await;
     let r = run().await;
     let t = &r.tasks.unwrap()[0];

@@ -341,28 +341,21 @@ fn kept_spread_values_place_as_computed_ones_do() {
     assert_eq!(zones.count, 3);
     assert_eq!(zones.of[0], zones.of[3]);
     let fresh = place(&is, &req(1, 100), 25, &strat, &[], &mut rng());
-    let kept = place_with(
-        &is,
-        HashMap::new(),
-        &[&zones],
-        &req(1, 100),
-        25,
-        &strat,
-        &[],
-        &mut rng(),
-    );
-    assert_eq!(fresh.placed, kept.placed);
+    let with = |known: &[&SpreadValues]| {
+        place_with(
+            &is,
+            HashMap::new(),
+            known,
+            &req(1, 100),
+            25,
+            &strat,
+            &[],
+            &mut rng(),
+        )
+    };
+    assert_eq!(fresh.placed, with(&[&zones]).placed);
     // Values for other instances (another length) are not used.
     let stale = SpreadValues::new(&is[..10], "attribute:ecs.availability-zone");
-    let other = place_with(
-        &is,
-        HashMap::new(),
-        &[&stale],
-        &req(1, 100),
-        25,
-        &strat,
-        &[],
-        &mut rng(),
-    );
+    let other = with(&[&stale]);
     assert_eq!(fresh.placed, other.placed);
 }
