@@ -5,11 +5,14 @@
 //! the telemetry session ([`crate::tcs`]).
 //!
 //! Server → agent: `PayloadMessage` (tasks to run or stop, from the control plane's feed;
-//! the first one carries every unfinished task of the instance), `HeartbeatMessage` every 30 s.
-//! Agent → server: `AckRequest`, `HeartbeatAckRequest`; and two berth extensions on the same
+//! the first one carries every unfinished task of the instance), `TaskManifestMessage` (after
+//! the first payload and every 5 minutes), `HeartbeatMessage` every heartbeat interval,
+//! `TaskStopVerificationAck`, `CloseMessage`. Agent → server: `AckRequest`,
+//! `HeartbeatAckRequest`, `TaskStopVerificationMessage`; and two berth extensions on the same
 //! connection: `PublishHealthRequest` (the TCS shape: container health) and
 //! `BerthTaskNetwork` (the address a node gave an `awsvpc` task). State changes travel the
-//! ordinary ECS API (`SubmitTaskStateChange`, `SubmitContainerStateChange`).
+//! ordinary ECS API (`SubmitTaskStateChange`, `SubmitContainerStateChange`). A session for an
+//! unknown or deregistered instance is refused before the upgrade with ACS's error types.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +20,8 @@ use std::sync::Arc;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use berth_control::agent::FeedMessage;
+use berth_model::wire::acs::TaskStopVerificationMessage;
 use berth_model::wire::tcs::PublishHealthRequest;
 use http::{HeaderMap, Method, Uri};
 use serde_json::{Value, json};
@@ -149,7 +154,11 @@ async fn session(
         tokio::select! {
             msg = feed.recv() => {
                 let Some(msg) = msg else { break "the control plane is stopping" };
-                if socket.send(Message::Text(frame("PayloadMessage", &msg).into())).await.is_err() {
+                let text = match &msg {
+                    FeedMessage::Payload(p) => frame("PayloadMessage", p),
+                    FeedMessage::Manifest(m) => frame("TaskManifestMessage", m),
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
                     break "send failed";
                 }
             }
@@ -175,7 +184,11 @@ async fn session(
                 match incoming {
                     Some(Ok(Message::Text(t))) => {
                         presence.heard();
-                        on_agent_message(&state, &cluster, &instance, t.as_str()).await
+                        if let Some(reply) = on_agent_message(&state, &cluster, &instance, t.as_str()).await
+                            && socket.send(Message::Text(reply.into())).await.is_err()
+                        {
+                            break "send failed";
+                        }
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "closed by the agent",
                     Some(Ok(_)) => presence.heard(),
@@ -222,12 +235,18 @@ async fn close(mut socket: WebSocket, why: &str) {
         .await;
 }
 
-async fn on_agent_message(state: &AppState, cluster: &str, instance: &str, text: &str) {
+/// Handle one frame from the agent; the frame to answer with, if any.
+async fn on_agent_message(
+    state: &AppState,
+    cluster: &str,
+    instance: &str,
+    text: &str,
+) -> Option<String> {
     let v: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!("agent sent an unreadable frame: {e}");
-            return;
+            return None;
         }
     };
     let msg = v["message"].clone();
@@ -252,8 +271,18 @@ async fn on_agent_message(state: &AppState, cluster: &str, instance: &str, text:
                 tracing::warn!("network report refused: {e}");
             }
         }
+        "TaskStopVerificationMessage" => {
+            match serde_json::from_value::<TaskStopVerificationMessage>(msg) {
+                Ok(req) => {
+                    let ack = state.control.verify_task_stops(cluster, instance, &req);
+                    return Some(frame("TaskStopVerificationAck", ack));
+                }
+                Err(e) => tracing::warn!("bad TaskStopVerificationMessage: {e}"),
+            }
+        }
         other => tracing::debug!("agent message {other} ignored"),
     }
+    None
 }
 
 #[cfg(test)]

@@ -70,6 +70,11 @@ impl Backend for InProcess {
                 tokio::select! {
                     m = feed.recv() => {
                         let Some(m) = m else { break };
+                        // The local node reconciles from the first payload; manifests are
+                        // for the ECS agent.
+                        let berth_control::agent::FeedMessage::Payload(m) = m else {
+                            continue;
+                        };
                         if tx.send(m).await.is_err() {
                             break;
                         }

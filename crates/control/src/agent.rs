@@ -6,10 +6,18 @@
 //! (the task's network interface, which on berth the node allocates).
 //!
 //! The feed is ordered and starts with every unfinished task of the instance, so an agent that
-//! (re)connects learns the whole desired state before any change.
+//! (re)connects learns the whole desired state before any change. After that first payload,
+//! and every [`MANIFEST_INTERVAL`], it also carries a `TaskManifestMessage` (every task the
+//! instance should have): the ECS agent stops a task it runs only when a payload says so or
+//! when the server confirms a stop it proposes after a manifest
+//! ([`Control::verify_task_stops`]), so this is how a stock agent learns what the server
+//! stopped while it was away. berth's agents reconcile from the first payload and ignore it.
 
 use berth_model::payload::task_to_acs;
-use berth_model::wire::acs::PayloadMessage;
+use berth_model::wire::acs::{
+    PayloadMessage, TaskIdentifier, TaskManifestMessage, TaskStopVerificationAck,
+    TaskStopVerificationMessage,
+};
 use berth_model::wire::ecs::{Attachment, KeyValuePair, NetworkInterface};
 use berth_model::wire::tcs::PublishHealthRequest;
 use tokio::sync::mpsc;
@@ -17,6 +25,16 @@ use tokio::sync::mpsc;
 use crate::records::TaskRecord;
 use crate::view::instance_id_of;
 use crate::{Control, ControlError, Result, keys, now};
+
+/// How often a session's feed repeats the task manifest.
+pub const MANIFEST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// One message of an instance's feed.
+#[derive(Debug, Clone)]
+pub enum FeedMessage {
+    Payload(PayloadMessage),
+    Manifest(TaskManifestMessage),
+}
 
 /// What a node's network gave a task (awsvpc: its interface).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -96,7 +114,7 @@ impl Control {
         self: &std::sync::Arc<Self>,
         cluster: &str,
         instance_arn: &str,
-    ) -> Result<mpsc::Receiver<PayloadMessage>> {
+    ) -> Result<mpsc::Receiver<FeedMessage>> {
         let cname = self.cluster_name_of(Some(cluster))?.to_string();
         let inst = instance_id_of(instance_arn)
             .ok_or_else(|| {
@@ -112,12 +130,16 @@ impl Control {
             // What each task's last payload said (desired status), so that only changes go out.
             let mut sent: std::collections::HashMap<String, String> = Default::default();
             // Sequence numbers grow across sessions too (the ECS agent keeps the highest it
-            // saw): the store revision the view has applied, or one more than the last.
+            // saw, and takes a manifest only if its timeline is above it): the store revision
+            // the view has applied, or one more than the last.
             let mut seq = 0i32;
-            let mut send = |tasks: Vec<berth_model::wire::acs::Task>| {
+            let mut next_seq = || {
                 let applied = i32::try_from(me.view.applied()).unwrap_or(i32::MAX);
                 seq = applied.max(seq.saturating_add(1));
-                PayloadMessage {
+                seq
+            };
+            let payload = |seq: i32, tasks: Vec<berth_model::wire::acs::Task>| {
+                FeedMessage::Payload(PayloadMessage {
                     cluster_arn: Some(cluster_arn.clone()),
                     container_instance_arn: Some(instance_arn.clone()),
                     tasks: Some(tasks),
@@ -125,27 +147,117 @@ impl Control {
                     seq_num: Some(seq),
                     generated_at: Some(now() as i64),
                     ..Default::default()
-                }
+                })
             };
             let batch = initial
                 .iter()
                 .filter_map(|r| me.payload_task(r, &mut sent))
                 .collect();
-            if tx.send(send(batch)).await.is_err() {
+            if tx.send(payload(next_seq(), batch)).await.is_err() {
                 return;
             }
-            while let Some(first) = writes.recv().await {
-                let mut tasks: Vec<_> = me.payload_task(&first, &mut sent).into_iter().collect();
-                // Whatever else is already queued goes in the same payload.
-                while let Ok(r) = writes.try_recv() {
-                    tasks.extend(me.payload_task(&r, &mut sent));
-                }
-                if !tasks.is_empty() && tx.send(send(tasks)).await.is_err() {
-                    return;
+            let mut manifests = tokio::time::interval(MANIFEST_INTERVAL);
+            manifests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    w = writes.recv() => {
+                        let Some(first) = w else { return };
+                        let mut tasks: Vec<_> =
+                            me.payload_task(&first, &mut sent).into_iter().collect();
+                        // Whatever else is already queued goes in the same payload.
+                        while let Ok(r) = writes.try_recv() {
+                            tasks.extend(me.payload_task(&r, &mut sent));
+                        }
+                        if !tasks.is_empty() && tx.send(payload(next_seq(), tasks)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // The first tick is at once: a manifest right after the first payload.
+                    _ = manifests.tick() => {
+                        let m = me.task_manifest(&cluster_arn, &instance_arn, &cname, &inst, next_seq());
+                        if tx.send(FeedMessage::Manifest(m)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
             }
         });
         Ok(rx)
+    }
+
+    /// Every task an instance should have (its unfinished tasks, with their desired status),
+    /// as ACS's `TaskManifestMessage`.
+    fn task_manifest(
+        &self,
+        cluster_arn: &str,
+        instance_arn: &str,
+        cluster: &str,
+        inst: &str,
+        timeline: i32,
+    ) -> TaskManifestMessage {
+        let d = self.view.data.read();
+        let tasks = d
+            .unfinished
+            .get(&(cluster.to_string(), inst.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                let e = d.tasks.get(cluster)?.get(id)?;
+                Some(TaskIdentifier {
+                    task_arn: Some(e.summary.arn.clone()),
+                    task_cluster_arn: Some(cluster_arn.to_string()),
+                    desired_status: Some(e.summary.desired_status.to_string()),
+                })
+            })
+            .collect();
+        TaskManifestMessage {
+            cluster_arn: Some(cluster_arn.to_string()),
+            container_instance_arn: Some(instance_arn.to_string()),
+            tasks: Some(tasks),
+            generated_at: Some(now() as i64),
+            message_id: Some(berth_model::arn::new_uuid()),
+            timeline: Some(i64::from(timeline)),
+        }
+    }
+
+    /// Answer an agent's `TaskStopVerificationMessage` (tasks it runs that a manifest did not
+    /// list as RUNNING): the candidates the server agrees should stop, which are those that
+    /// are not unfinished tasks of this instance with desired status RUNNING.
+    pub fn verify_task_stops(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+        req: &TaskStopVerificationMessage,
+    ) -> TaskStopVerificationAck {
+        let cname = self.cluster_name_of(Some(cluster)).unwrap_or(cluster);
+        let inst = instance_id_of(instance_arn).unwrap_or_default();
+        let d = self.view.data.read();
+        let wanted = |arn: &str| {
+            let id = arn.rsplit('/').next().unwrap_or_default();
+            d.unfinished
+                .get(&(cname.to_string(), inst.to_string()))
+                .is_some_and(|s| s.contains(id))
+                && d.tasks
+                    .get(cname)
+                    .and_then(|m| m.get(id))
+                    .is_some_and(|e| e.summary.arn == arn && e.summary.desired_status == "RUNNING")
+        };
+        let stop_tasks = req
+            .stop_candidates
+            .iter()
+            .flatten()
+            .filter(|c| c.task_arn.as_deref().is_some_and(|a| !wanted(a)))
+            .map(|c| TaskIdentifier {
+                task_arn: c.task_arn.clone(),
+                task_cluster_arn: c.task_cluster_arn.clone(),
+                desired_status: Some("STOPPED".into()),
+            })
+            .collect();
+        TaskStopVerificationAck {
+            generated_at: Some(now() as i64),
+            message_id: req.message_id.clone(),
+            stop_tasks: Some(stop_tasks),
+        }
     }
 
     /// The payload for one task record of the instance if its desired status is news.

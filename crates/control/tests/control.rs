@@ -308,6 +308,21 @@ async fn stopped_tasks_are_forgotten_after_retention() {
 /// The agent feed: a task placed on an instance arrives as an ACS payload, then its desired
 /// status change; a task reported STOPPED leaves the feed; a reconnecting agent gets the
 /// unfinished tasks first.
+/// The next payload of an agent feed (manifests skipped).
+async fn payload(
+    feed: &mut tokio::sync::mpsc::Receiver<berth_control::agent::FeedMessage>,
+) -> berth_model::wire::acs::PayloadMessage {
+    loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(5), feed.recv())
+            .await
+            .expect("a feed message within 5 s")
+            .expect("the feed is open");
+        if let berth_control::agent::FeedMessage::Payload(p) = m {
+            return p;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_feed_carries_placements_and_stops() {
     use berth_model::wire::ecs::SubmitTaskStateChangeRequest;
@@ -318,10 +333,7 @@ async fn agent_feed_carries_placements_and_stops() {
         .unwrap();
     let inst = instance(&c, "default", 1024).await;
     let mut feed = c.agent_feed("default", &inst).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), feed.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let first = payload(&mut feed).await;
     assert_eq!(
         first.tasks.as_ref().map(Vec::len),
         Some(0),
@@ -335,10 +347,7 @@ async fn agent_feed_carries_placements_and_stops() {
         .await
         .unwrap();
     let arn = run.tasks.unwrap()[0].task_arn.clone().unwrap();
-    let p = tokio::time::timeout(Duration::from_secs(5), feed.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let p = payload(&mut feed).await;
     let t = &p.tasks.as_ref().unwrap()[0];
     assert_eq!(t.arn.as_deref(), Some(arn.as_str()));
     assert_eq!(t.desired_status.as_deref(), Some("RUNNING"));
@@ -349,7 +358,7 @@ async fn agent_feed_carries_placements_and_stops() {
     assert!(p.seq_num.unwrap() > first.seq_num.unwrap());
     // A reconnecting agent learns the task again, first thing.
     let mut feed2 = c.agent_feed("default", &inst).await.unwrap();
-    let again = feed2.recv().await.unwrap();
+    let again = payload(&mut feed2).await;
     assert_eq!(again.tasks.unwrap()[0].arn.as_deref(), Some(arn.as_str()));
     c.stop_task(StopTaskRequest {
         task: Some(arn.clone()),
@@ -357,10 +366,7 @@ async fn agent_feed_carries_placements_and_stops() {
     })
     .await
     .unwrap();
-    let p = tokio::time::timeout(Duration::from_secs(5), feed.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let p = payload(&mut feed).await;
     assert_eq!(
         p.tasks.unwrap()[0].desired_status.as_deref(),
         Some("STOPPED")
@@ -373,10 +379,10 @@ async fn agent_feed_carries_placements_and_stops() {
     .await
     .unwrap();
     let mut feed3 = c.agent_feed("default", &inst).await.unwrap();
-    assert_eq!(feed3.recv().await.unwrap().tasks.map(|t| t.len()), Some(0));
+    assert_eq!(payload(&mut feed3).await.tasks.map(|t| t.len()), Some(0));
     // Nothing more arrives on the first feed for a finished task.
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), feed.recv())
+        tokio::time::timeout(Duration::from_millis(300), payload(&mut feed))
             .await
             .is_err()
     );
@@ -699,4 +705,116 @@ async fn awsvpc_tasks_go_only_to_nodes_that_make_task_networks() {
     let r = run().await;
     let t = &r.tasks.unwrap()[0];
     assert_eq!(t.container_instance_arn.as_deref(), Some(berth.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifests_list_what_should_run_and_stops_are_verified() {
+    use berth_control::agent::FeedMessage;
+    use berth_model::wire::acs::{TaskIdentifier, TaskStopVerificationMessage};
+    use berth_model::wire::ecs::SubmitTaskStateChangeRequest;
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.register_task_definition(td("web", 10), "me")
+        .await
+        .unwrap();
+    let inst = instance(&c, "default", 1024).await;
+    let other = instance(&c, "default", 1024).await;
+    let run = |target: &str| {
+        let (c, target) = (c.clone(), target.to_string());
+        async move {
+            c.start_task(berth_model::wire::ecs::StartTaskRequest {
+                task_definition: Some("web".into()),
+                container_instances: Some(vec![target]),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .tasks
+            .unwrap()[0]
+                .task_arn
+                .clone()
+                .unwrap()
+        }
+    };
+    let (keep, stop, gone, elsewhere) = (
+        run(&inst).await,
+        run(&inst).await,
+        run(&inst).await,
+        run(&other).await,
+    );
+    c.stop_task(StopTaskRequest {
+        task: Some(stop.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.stop_task(StopTaskRequest {
+        task: Some(gone.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.submit_task_state_change(SubmitTaskStateChangeRequest {
+        task: Some(gone.clone()),
+        status: Some("STOPPED".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut feed = c.agent_feed("default", &inst).await.unwrap();
+    let first = payload(&mut feed).await;
+    let m = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), feed.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            FeedMessage::Manifest(m) => break m,
+            FeedMessage::Payload(_) => {}
+        }
+    };
+    assert!(
+        m.timeline.unwrap() > i64::from(first.seq_num.unwrap()),
+        "a manifest's timeline is above the payloads before it"
+    );
+    let mut listed: Vec<(String, String)> = m
+        .tasks
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.task_arn.unwrap(), t.desired_status.unwrap()))
+        .collect();
+    listed.sort();
+    let mut want = vec![
+        (keep.clone(), "RUNNING".to_string()),
+        (stop.clone(), "STOPPED".to_string()),
+    ];
+    want.sort();
+    assert_eq!(listed, want, "unfinished tasks of this instance only");
+    // The agent proposes stops; the server agrees to all but the task that should run.
+    let ident = |a: &str| TaskIdentifier {
+        task_arn: Some(a.to_string()),
+        ..Default::default()
+    };
+    let unknown = keep.replace(&keep[keep.len() - 4..], "0000");
+    let ack = c.verify_task_stops(
+        "default",
+        &inst,
+        &TaskStopVerificationMessage {
+            message_id: m.message_id.clone(),
+            stop_candidates: Some(vec![
+                ident(&keep),
+                ident(&stop),
+                ident(&gone),
+                ident(&elsewhere),
+                ident(&unknown),
+            ]),
+        },
+    );
+    assert_eq!(ack.message_id, m.message_id);
+    let agreed: Vec<String> = ack
+        .stop_tasks
+        .unwrap()
+        .into_iter()
+        .filter_map(|t| t.task_arn)
+        .collect();
+    assert_eq!(agreed, vec![stop, gone, elsewhere, unknown]);
 }
