@@ -658,8 +658,13 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
     };
     let ci = match inner.backend.register(req.clone()).await {
         Ok(ci) => ci,
-        // The control plane no longer knows the old instance: register a new one.
-        Err(e) if previous.is_some() && e.code == "InvalidParameterException" => {
+        // The control plane no longer knows the old instance, or it was deregistered (which
+        // is final): register a new one.
+        Err(e)
+            if previous.is_some()
+                && (e.code == "InvalidParameterException"
+                    || (e.code == "ClientException" && e.message.contains("is inactive"))) =>
+        {
             tracing::warn!("re-registration refused ({e}); registering a new instance");
             let mut req = req;
             req.container_instance_arn = None;

@@ -204,6 +204,16 @@ impl Control {
                             "Container instance {id} is not registered in cluster {cname}."
                         )));
                     }
+                    // Deregistering is final, as in ECS: the agent may join again as a new
+                    // instance, not bring the old one back.
+                    if prev
+                        .as_ref()
+                        .is_some_and(|e| e.value.status.as_deref() == Some("INACTIVE"))
+                    {
+                        return Err(ControlError::Client(format!(
+                            "Container instance {id} is inactive."
+                        )));
+                    }
                     (id.clone(), prev)
                 }
                 None => (berth_model::arn::new_id(), None),

@@ -421,7 +421,7 @@ async fn a_restarting_agent_does_not_undo_draining() {
     let described = c
         .describe_container_instances(DescribeContainerInstancesRequest {
             cluster: Some("c".into()),
-            container_instances: Some(vec![arn]),
+            container_instances: Some(vec![arn.clone()]),
             ..Default::default()
         })
         .await
@@ -429,6 +429,26 @@ async fn a_restarting_agent_does_not_undo_draining() {
         .container_instances
         .unwrap();
     assert_eq!(described[0].status.as_deref(), Some("DRAINING"));
+    // Deregistering is final: the same ARN cannot come back; the machine joins anew.
+    c.deregister_container_instance(berth_model::wire::ecs::DeregisterContainerInstanceRequest {
+        cluster: Some("c".into()),
+        container_instance: Some(arn.clone()),
+        force: Some(true),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .register_container_instance(RegisterContainerInstanceRequest {
+            cluster: Some("c".into()),
+            container_instance_arn: Some(arn.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "ClientException");
+    assert!(e.to_string().ends_with("is inactive."), "{e}");
+    let fresh = instance(&c, "c", 1024).await;
+    assert_ne!(fresh, arn);
 }
 
 #[tokio::test]
