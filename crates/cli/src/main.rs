@@ -357,6 +357,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             self_signed: tls.as_ref().is_some_and(|t| t.self_signed),
         })?,
     )?;
+    control.set_registry(&addr.to_string(), &endpoint);
     let registry = berth_registry::Registry::open(
         berth_registry::RegistryConfig {
             region: cfg.region.clone(),

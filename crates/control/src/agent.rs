@@ -289,7 +289,34 @@ impl Control {
             d.task_defs.get(family)?.get(&rev)?.value.clone()
         };
         sent.insert(arn, desired);
-        Some(task_to_acs(t, &td.def))
+        let mut task = task_to_acs(t, &td.def);
+        self.add_registry_auth(&mut task);
+        Some(task)
+    }
+
+    /// Images in berth's own registry: tell the agent to log in the ECR way, at berth's front
+    /// door with its own credentials (what the ECS agent does with `endpointOverride`;
+    /// berth's agents know their registry already and ignore this).
+    fn add_registry_auth(&self, task: &mut berth_model::wire::acs::Task) {
+        use berth_model::wire::acs::{ECRAuthData, RegistryAuthenticationData};
+        let Some((host, endpoint)) = self.registry.get() else {
+            return;
+        };
+        let prefix = format!("{host}/");
+        for c in task.containers.iter_mut().flatten() {
+            if c.image.as_deref().is_some_and(|i| i.starts_with(&prefix)) {
+                c.registry_authentication = Some(RegistryAuthenticationData {
+                    r#type: Some("ecr".into()),
+                    ecr_auth_data: Some(ECRAuthData {
+                        registry_id: Some(self.part.account_id.clone()),
+                        region: Some(self.part.region.clone()),
+                        endpoint_override: Some(endpoint.clone()),
+                        use_execution_role: Some(false),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
     }
 
     /// Container health as the agent saw it (TCS `PublishHealth`): the containers'

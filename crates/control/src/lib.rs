@@ -89,6 +89,8 @@ pub struct Control {
     telemetry: telemetry::Telemetry,
     /// See [`ControlConfig::service_task_healthy_after`].
     healthy_after: std::time::Duration,
+    /// berth's own registry: (host images name it by, the front door's URL), once known.
+    registry: std::sync::OnceLock<(String, String)>,
 }
 
 /// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
@@ -114,11 +116,19 @@ impl Control {
             epoch: Instant::now(),
             telemetry: Default::default(),
             healthy_after: cfg.service_task_healthy_after,
+            registry: Default::default(),
         });
         Control::spawn_housekeeping(Arc::downgrade(&c));
         Control::spawn_liveness(Arc::downgrade(&c));
         Control::spawn_services(Arc::downgrade(&c));
         Ok(c)
+    }
+
+    /// Name berth's own registry (`host` as image references name it, and the front door's
+    /// URL, where `ecr:GetAuthorizationToken` is served), so that payloads tell the ECS agent
+    /// how to log in to it. Set once, when the front door is bound.
+    pub fn set_registry(&self, host: &str, endpoint: &str) {
+        let _ = self.registry.set((host.to_string(), endpoint.to_string()));
     }
 
     pub fn region(&self) -> &str {

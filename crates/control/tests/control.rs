@@ -838,3 +838,49 @@ async fn manifests_list_what_should_run_and_stops_are_verified() {
         .collect();
     assert_eq!(agreed, vec![stop, gone, elsewhere, unknown]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_say_how_to_log_in_to_berths_registry() {
+    let c = setup(Arc::new(MemStore::new())).await;
+    c.set_registry("berth.test:8470", "https://berth.test:8470");
+    let mut req = td("web", 10);
+    let mut side = req.container_definitions.as_ref().unwrap()[0].clone();
+    side.name = Some("side".into());
+    side.image = Some("berth.test:8470/side:1".into());
+    req.container_definitions.as_mut().unwrap().push(side);
+    c.register_task_definition(req, "me").await.unwrap();
+    let inst = instance(&c, "default", 1024).await;
+    let mut feed = c.agent_feed("default", &inst).await.unwrap();
+    payload(&mut feed).await;
+    c.run_task(RunTaskRequest {
+        task_definition: Some("web".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let p = payload(&mut feed).await;
+    let cs = p.tasks.unwrap()[0].containers.clone().unwrap();
+    let auth = |name: &str| {
+        cs.iter()
+            .find(|x| x.name.as_deref() == Some(name))
+            .unwrap()
+            .registry_authentication
+            .clone()
+    };
+    assert_eq!(auth("a"), None, "busybox is not berth's");
+    let a = auth("side").expect("berth's registry");
+    assert_eq!(a.r#type.as_deref(), Some("ecr"));
+    let e = a.ecr_auth_data.unwrap();
+    assert_eq!(
+        (
+            e.endpoint_override.as_deref(),
+            e.region.as_deref(),
+            e.registry_id.as_deref()
+        ),
+        (
+            Some("https://berth.test:8470"),
+            Some("us-east-1"),
+            Some("000000000000")
+        )
+    );
+}
