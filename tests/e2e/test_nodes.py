@@ -52,6 +52,14 @@ def test_join_tokens_are_scoped_expiring_and_revocable(data_dir):
             "containerInstances"][0]["status"] == "ACTIVE"
         assert agent.discover_poll_endpoint(cluster="prod")["endpoint"] == server.endpoint
         assert _client_with(server, tok, "ecr").get_authorization_token()["authorizationData"]
+        # A node may drain itself (in its own cluster).
+        d = agent.update_container_instances_state(cluster="prod", containerInstances=[ci],
+                                                   status="DRAINING")
+        assert d["containerInstances"][0]["status"] == "DRAINING"
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            agent.update_container_instances_state(cluster="default", containerInstances=[ci],
+                                                   status="ACTIVE")
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
         # …nothing else, and nowhere else.
         for call in (lambda: agent.list_clusters(),
                      lambda: agent.run_task(cluster="prod", taskDefinition="x"),

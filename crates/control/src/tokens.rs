@@ -1,6 +1,6 @@
 //! Join tokens: access keys that let a node join one cluster (`berth token create`). A token
-//! may call only what an agent calls — register, the session, state reports, a registry
-//! password — for its own cluster, until it expires or is revoked. Revoking deletes the key:
+//! may call only what an agent calls — register, the session, state reports, draining its
+//! node, a registry password — for its own cluster, until it expires or is revoked. Revoking deletes the key:
 //! its requests and its open agent sessions are refused from then on.
 
 use berth_model::arn::EcsResource;
@@ -19,6 +19,9 @@ pub const AGENT_OPERATIONS: &[&str] = &[
     "ecs:SubmitAttachmentStateChanges",
     "ecs:Poll",
     "ecs:StartTelemetrySession",
+    // A node drains itself (the ECS agent does on a spot interruption notice), as AWS's
+    // managed container-instance role allows.
+    "ecs:UpdateContainerInstancesState",
     "ecr:GetAuthorizationToken",
 ];
 
