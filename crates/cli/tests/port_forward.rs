@@ -118,22 +118,21 @@ fn tcp_and_udp_ports_are_forwarded_until_stopped() {
 
 #[test]
 fn a_forwarder_ends_with_the_process_it_watches() {
-    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut watched = std::process::Command::new("sleep")
         .arg("30")
         .spawn()
         .unwrap();
     let pid = watched.id() as i32;
-    let (sock, port) = bind_host_port(Proto::Tcp, local(0)).unwrap();
-    let fwd = forward::spawn(
-        exe(),
-        sock,
-        Proto::Tcp,
-        port,
-        target.local_addr().unwrap(),
-        pid,
-    )
-    .unwrap();
+    let start = || {
+        let (sock, port) = bind_host_port(Proto::Tcp, local(0)).unwrap();
+        let fwd = forward::spawn(exe(), sock, Proto::Tcp, port, target, pid).unwrap();
+        (fwd, port)
+    };
+    let (fwd, port) = start();
     assert!(TcpStream::connect(local(port)).is_ok());
     assert!(alive(fwd));
     watched.kill().unwrap();
@@ -143,15 +142,6 @@ fn a_forwarder_ends_with_the_process_it_watches() {
         "the forwarder outlived the process it watches"
     );
     // A forwarder for a process already gone ends at once.
-    let (sock, port) = bind_host_port(Proto::Tcp, local(0)).unwrap();
-    let fwd = forward::spawn(
-        exe(),
-        sock,
-        Proto::Tcp,
-        port,
-        target.local_addr().unwrap(),
-        pid,
-    )
-    .unwrap();
+    let (fwd, _) = start();
     assert!(wait_gone(fwd));
 }

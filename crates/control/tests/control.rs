@@ -323,15 +323,32 @@ async fn payload(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_feed_carries_placements_and_stops() {
-    use berth_model::wire::ecs::SubmitTaskStateChangeRequest;
-    use std::time::Duration;
+/// An agent's report of a task's status.
+async fn report(c: &Control, arn: &str, status: &str) {
+    c.submit_task_state_change(berth_model::wire::ecs::SubmitTaskStateChangeRequest {
+        task: Some(arn.to_string()),
+        status: Some(status.to_string()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// A control plane with task definition `web` (10 CPU units) and one instance in the
+/// default cluster; its ARN.
+async fn with_web_and_instance() -> (Arc<Control>, String) {
     let c = setup(Arc::new(MemStore::new())).await;
     c.register_task_definition(td("web", 10), "me")
         .await
         .unwrap();
     let inst = instance(&c, "default", 1024).await;
+    (c, inst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_feed_carries_placements_and_stops() {
+    use std::time::Duration;
+    let (c, inst) = with_web_and_instance().await;
     let mut feed = c.agent_feed("default", &inst).await.unwrap();
     let first = payload(&mut feed).await;
     assert_eq!(
@@ -371,13 +388,7 @@ async fn agent_feed_carries_placements_and_stops() {
         p.tasks.unwrap()[0].desired_status.as_deref(),
         Some("STOPPED")
     );
-    c.submit_task_state_change(SubmitTaskStateChangeRequest {
-        task: Some(arn.clone()),
-        status: Some("STOPPED".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    report(&c, &arn, "STOPPED").await;
     let mut feed3 = c.agent_feed("default", &inst).await.unwrap();
     assert_eq!(payload(&mut feed3).await.tasks.map(|t| t.len()), Some(0));
     // Nothing more arrives on the first feed for a finished task.
@@ -406,16 +417,14 @@ async fn a_restarting_agent_does_not_undo_draining() {
     .await
     .unwrap();
     // The agent restarts and registers again with its instance's ARN.
-    let again = c
-        .register_container_instance(RegisterContainerInstanceRequest {
+    let reregister = || {
+        c.register_container_instance(RegisterContainerInstanceRequest {
             cluster: Some("c".into()),
             container_instance_arn: Some(arn.clone()),
             ..Default::default()
         })
-        .await
-        .unwrap()
-        .container_instance
-        .unwrap();
+    };
+    let again = reregister().await.unwrap().container_instance.unwrap();
     assert_eq!(again.container_instance_arn.as_deref(), Some(arn.as_str()));
     assert_eq!(again.status.as_deref(), Some("DRAINING"));
     let described = c
@@ -437,14 +446,7 @@ async fn a_restarting_agent_does_not_undo_draining() {
     })
     .await
     .unwrap();
-    let e = c
-        .register_container_instance(RegisterContainerInstanceRequest {
-            cluster: Some("c".into()),
-            container_instance_arn: Some(arn.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = reregister().await.unwrap_err();
     assert_eq!(e.code(), "ClientException");
     assert!(e.to_string().ends_with("is inactive."), "{e}");
     let fresh = instance(&c, "c", 1024).await;
@@ -731,12 +733,7 @@ async fn awsvpc_tasks_go_only_to_nodes_that_make_task_networks() {
 async fn manifests_list_what_should_run_and_stops_are_verified() {
     use berth_control::agent::FeedMessage;
     use berth_model::wire::acs::{TaskIdentifier, TaskStopVerificationMessage};
-    use berth_model::wire::ecs::SubmitTaskStateChangeRequest;
-    let c = setup(Arc::new(MemStore::new())).await;
-    c.register_task_definition(td("web", 10), "me")
-        .await
-        .unwrap();
-    let inst = instance(&c, "default", 1024).await;
+    let (c, inst) = with_web_and_instance().await;
     let other = instance(&c, "default", 1024).await;
     let run = |target: &str| {
         let (c, target) = (c.clone(), target.to_string());
@@ -773,13 +770,7 @@ async fn manifests_list_what_should_run_and_stops_are_verified() {
     })
     .await
     .unwrap();
-    c.submit_task_state_change(SubmitTaskStateChangeRequest {
-        task: Some(gone.clone()),
-        status: Some("STOPPED".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    report(&c, &gone, "STOPPED").await;
     let mut feed = c.agent_feed("default", &inst).await.unwrap();
     let first = payload(&mut feed).await;
     let m = loop {
