@@ -48,7 +48,8 @@ fn args(proto: Proto, host_port: u16, target: SocketAddr, watch_pid: i32) -> Vec
 /// Start a forwarder process (`exe` is the `berth` binary) that owns `socket` (bound to
 /// `host_port`) and forwards it to `target` until process `watch_pid` ends. Returns its pid.
 /// It runs in its own process group, so a signal to the agent's group does not reach it, and
-/// nothing waits for it but a detached reaper: it outlives the agent.
+/// nothing waits for it but a detached reaper: it outlives the agent. Call it from the agent's
+/// tokio runtime or from a plain thread.
 pub fn spawn(
     exe: &Path,
     socket: HostSocket,
@@ -77,15 +78,31 @@ pub fn spawn(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| NetError::Io(format!("starting the forwarder of port {host_port}"), e))?;
+    let started = |e| NetError::Io(format!("starting the forwarder of port {host_port}"), e);
+    // Reap it when it ends, without holding anything up: on the agent's runtime when there is
+    // one (no thread per forwarder), else on a thread of its own.
+    let pid = match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            let _enter = rt.enter();
+            let mut child = tokio::process::Command::from(cmd)
+                .spawn()
+                .map_err(started)?;
+            let pid = child.id().unwrap_or(0) as i32;
+            rt.spawn(async move {
+                let _ = child.wait().await;
+            });
+            pid
+        }
+        Err(_) => {
+            let mut child = cmd.spawn().map_err(started)?;
+            let pid = child.id() as i32;
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+            pid
+        }
+    };
     drop(fd);
-    let pid = child.id() as i32;
-    // Reap it when it ends, without holding anything up.
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
     Ok(pid)
 }
 
