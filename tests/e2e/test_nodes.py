@@ -151,6 +151,24 @@ def test_agent_sessions_are_refused_in_acs_terms(data_dir):
         server.stop()
 
 
+def test_agents_can_be_sent_to_a_named_session_endpoint(data_dir):
+    """--agent-endpoint: DiscoverPollEndpoint names that URL (a TLS proxy on 443 for the
+    stock ECS agent, say); a value that is no http(s) URL stops the start with a message."""
+    bad = subprocess.run([BERTH, "up", "--local-node", "false", "--listen", "127.0.0.1:0",
+                          "--data-dir", os.path.join(data_dir, "bad"), "--agent-endpoint", "berth:443"],
+                         capture_output=True, text=True, timeout=20)
+    assert bad.returncode != 0 and "agent endpoint" in bad.stderr, bad.stderr
+    server = Berth(data_dir, extra_args=["--agent-endpoint", "https://berth.example/"]).start()
+    try:
+        ecs = server.client()
+        ecs.create_cluster(clusterName="prod")
+        tok = _token(server, "create", "--cluster", "prod").stdout.strip()
+        r = _client_with(server, tok).discover_poll_endpoint(cluster="prod")
+        assert (r["endpoint"], r["telemetryEndpoint"]) == ("https://berth.example",) * 2
+    finally:
+        server.stop()
+
+
 def _cgroup_exists(tid):
     return any(os.path.isdir(os.path.join("/sys/fs/cgroup", root, "berth", tid))
                for root in os.listdir("/sys/fs/cgroup"))

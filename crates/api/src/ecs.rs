@@ -133,8 +133,12 @@ impl JsonService for Ecs {
             "ListTasks" => run(b, |r| c.list_tasks(r)).await,
             "SubmitTaskStateChange" => run(b, |r| c.submit_task_state_change(r)).await,
             "DiscoverPollEndpoint" => {
-                // The agent session (ACS) and telemetry are served on this same front door.
-                let endpoint = format!("{}://{}", ctx.scheme, ctx.host);
+                // The agent session (ACS) and telemetry are served on this same front door,
+                // unless the operator names another URL for it (a proxy on port 443, say).
+                let endpoint = c
+                    .agent_endpoint()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{}://{}", ctx.scheme, ctx.host));
                 run(b, |r: ecs::DiscoverPollEndpointRequest| async move {
                     c.discover_poll_endpoint(r)?;
                     Ok::<_, ControlError>(ecs::DiscoverPollEndpointResponse {

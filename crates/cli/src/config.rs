@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Seconds an instance may stay disconnected before its tasks are marked STOPPED.
     #[arg(long, env = "BERTH_LOST_INSTANCE_GRACE")]
     pub lost_instance_grace: Option<u64>,
+    /// The URL DiscoverPollEndpoint gives agents for their sessions (default: the address
+    /// the request came to), e.g. a TLS proxy on port 443 for the stock ECS agent.
+    #[arg(long, env = "BERTH_AGENT_ENDPOINT")]
+    pub agent_endpoint: Option<String>,
     /// Seconds a service's task without container health checks must have been RUNNING
     /// before it counts as healthy in deployments (ECS: 40).
     #[arg(long, env = "BERTH_SERVICE_TASK_HEALTHY_AFTER")]
@@ -125,6 +129,7 @@ pub struct FileConfig {
     pub agent_heartbeat_interval: Option<u64>,
     pub agent_timeout: Option<u64>,
     pub lost_instance_grace: Option<u64>,
+    pub agent_endpoint: Option<String>,
     pub service_task_healthy_after: Option<u64>,
     pub local_node: Option<bool>,
     pub zone: Option<String>,
@@ -165,6 +170,8 @@ pub struct Config {
     pub registry_bearer: bool,
     pub registry_lifecycle_interval: u64,
     pub liveness: berth_control::liveness::Liveness,
+    /// See the flag `--agent-endpoint`.
+    pub agent_endpoint: Option<String>,
     pub service_task_healthy_after: u64,
     pub local_node: bool,
     pub zone: Option<String>,
@@ -357,6 +364,22 @@ impl ServeArgs {
                     );
                 }
                 l
+            },
+            agent_endpoint: match self.agent_endpoint.clone().or(file.agent_endpoint.clone()) {
+                None => None,
+                Some(u) => {
+                    let host = u
+                        .strip_prefix("https://")
+                        .or_else(|| u.strip_prefix("http://"))
+                        .map(|rest| rest.split('/').next().unwrap_or_default())
+                        .unwrap_or_default();
+                    if host.is_empty() || host.contains(char::is_whitespace) {
+                        anyhow::bail!(
+                            "agent endpoint {u:?}: an http:// or https:// URL with a host is needed"
+                        );
+                    }
+                    Some(u.trim_end_matches('/').to_string())
+                }
             },
             service_task_healthy_after: self
                 .service_task_healthy_after

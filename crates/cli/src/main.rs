@@ -323,6 +323,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             service_task_healthy_after: std::time::Duration::from_secs(
                 cfg.service_task_healthy_after,
             ),
+            agent_endpoint: cfg.agent_endpoint.clone(),
         },
         store.clone(),
     )

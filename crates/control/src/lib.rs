@@ -54,6 +54,9 @@ pub struct ControlConfig {
     /// How long a service's task without container health checks must have been RUNNING
     /// before it counts as healthy (ECS: 40 s).
     pub service_task_healthy_after: std::time::Duration,
+    /// The URL `DiscoverPollEndpoint` names for agent sessions; `None`: the front door the
+    /// request came to.
+    pub agent_endpoint: Option<String>,
 }
 
 impl Default for ControlConfig {
@@ -63,6 +66,7 @@ impl Default for ControlConfig {
             account_id: "000000000000".into(),
             liveness: Default::default(),
             service_task_healthy_after: std::time::Duration::from_secs(40),
+            agent_endpoint: None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Control {
     telemetry: telemetry::Telemetry,
     /// See [`ControlConfig::service_task_healthy_after`].
     healthy_after: std::time::Duration,
+    /// See [`ControlConfig::agent_endpoint`].
+    agent_endpoint: Option<String>,
     /// berth's own registry: (host images name it by, the front door's URL), once known.
     registry: std::sync::OnceLock<(String, String)>,
 }
@@ -117,6 +123,7 @@ impl Control {
             telemetry: Default::default(),
             healthy_after: cfg.service_task_healthy_after,
             registry: Default::default(),
+            agent_endpoint: cfg.agent_endpoint,
         });
         Control::spawn_housekeeping(Arc::downgrade(&c));
         Control::spawn_liveness(Arc::downgrade(&c));
@@ -129,6 +136,11 @@ impl Control {
     /// how to log in to it. Set once, when the front door is bound.
     pub fn set_registry(&self, host: &str, endpoint: &str) {
         let _ = self.registry.set((host.to_string(), endpoint.to_string()));
+    }
+
+    /// The URL agents are sent to for their sessions, if one is configured.
+    pub fn agent_endpoint(&self) -> Option<&str> {
+        self.agent_endpoint.as_deref()
     }
 
     pub fn region(&self) -> &str {
