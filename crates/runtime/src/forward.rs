@@ -4,18 +4,17 @@
 //!
 //! The agent binds the host port itself ([`crate::net::bind_host_port`]: a taken port fails the
 //! container's start at once), then [`spawn`] hands the bound socket to a forwarder process as
-//! its descriptor 3. The forwarder forwards to the container (the same userspace forwarding as
-//! [`crate::net::PortProxy`]) for as long as the container's init process lives, and ends on
-//! SIGTERM. Its command line names what it forwards, so a restarted agent recognises its
-//! forwarders by pid ([`is_forwarder`]) and keeps them instead of binding the port again.
+//! its descriptor 3. The forwarder forwards to the container with a [`crate::net::PortProxy`]
+//! for as long as the container's init process lives, and ends on SIGTERM. Its command line
+//! names what it forwards, so a restarted agent recognises its forwarders by pid
+//! ([`is_forwarder`]) and keeps them instead of binding the port again.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::net::{HostSocket, NetError, Proto};
+use crate::net::{HostSocket, NetError, PortProxy, Proto};
 
 /// The subcommand of the `berth` binary that runs a forwarder.
 pub const SUBCOMMAND: &str = "port-forward";
@@ -180,28 +179,19 @@ async fn forward(proto: Proto, target: SocketAddr, watch_pid: i32) -> std::io::R
     // SAFETY: descriptor 3 was set up by `spawn` (dup2 of the bound socket) and nothing else
     // in this process owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
-    let job = match proto {
-        Proto::Tcp => {
-            let l = std::net::TcpListener::from(fd);
-            l.set_nonblocking(true)?;
-            tokio::spawn(crate::net::tcp_forward(
-                tokio::net::TcpListener::from_std(l)?,
-                target,
-            ))
-        }
-        Proto::Udp => {
-            let s = std::net::UdpSocket::from(fd);
-            s.set_nonblocking(true)?;
-            tokio::spawn(crate::net::udp_forward(
-                Arc::new(tokio::net::UdpSocket::from_std(s)?),
-                target,
-            ))
-        }
+    let sock = match proto {
+        Proto::Tcp => HostSocket::Tcp(fd.into()),
+        Proto::Udp => HostSocket::Udp(fd.into()),
     };
+    let port = match &sock {
+        HostSocket::Tcp(l) => l.local_addr()?.port(),
+        HostSocket::Udp(s) => s.local_addr()?.port(),
+    };
+    let proxy = PortProxy::serve(sock, port, target).map_err(std::io::Error::other)?;
     tokio::select! {
         _ = watched.readable() => {}
         _ = term.recv() => {}
     }
-    job.abort();
+    proxy.stop();
     Ok(())
 }

@@ -1067,7 +1067,7 @@ pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 49153..=65535;
 /// How long a UDP flow lives without traffic (docker-proxy's 90 s).
 const UDP_IDLE: Duration = Duration::from_secs(90);
 
-/// A bound host-port socket (non-blocking; TCP already listening).
+/// A bound host-port socket (TCP already listening).
 pub enum HostSocket {
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
@@ -1092,14 +1092,7 @@ pub fn bind_host_port(proto: Proto, bind: SocketAddr) -> Result<(HostSocket, u16
             Proto::Udp => std::net::UdpSocket::bind(addr).map(HostSocket::Udp),
         };
         match r {
-            Ok(sock) => {
-                match &sock {
-                    HostSocket::Tcp(l) => l.set_nonblocking(true),
-                    HostSocket::Udp(s) => s.set_nonblocking(true),
-                }
-                .map_err(ioe(format!("binding {addr}")))?;
-                Ok(Some(sock))
-            }
+            Ok(sock) => Ok(Some(sock)),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(None),
             Err(e) => Err(NetError::Io(format!("binding {proto:?} {addr}"), e)),
         }
@@ -1138,13 +1131,22 @@ impl PortProxy {
         target: SocketAddr,
     ) -> Result<PortProxy, NetError> {
         let (sock, port) = bind_host_port(proto, bind)?;
+        PortProxy::serve(sock, port, target)
+    }
+
+    /// Forward an already bound host socket (bound to `port`) to `target` until stopped.
+    pub fn serve(sock: HostSocket, port: u16, target: SocketAddr) -> Result<PortProxy, NetError> {
         let task = match sock {
             HostSocket::Tcp(l) => {
+                l.set_nonblocking(true)
+                    .map_err(ioe(format!("listening on tcp port {port}")))?;
                 let l = tokio::net::TcpListener::from_std(l)
                     .map_err(ioe(format!("listening on tcp port {port}")))?;
                 tokio::spawn(tcp_forward(l, target))
             }
             HostSocket::Udp(s) => {
+                s.set_nonblocking(true)
+                    .map_err(ioe(format!("listening on udp port {port}")))?;
                 let s = tokio::net::UdpSocket::from_std(s)
                     .map_err(ioe(format!("listening on udp port {port}")))?;
                 tokio::spawn(udp_forward(Arc::new(s), target))
@@ -1169,7 +1171,7 @@ impl Drop for PortProxy {
     }
 }
 
-pub(crate) async fn tcp_forward(l: tokio::net::TcpListener, target: SocketAddr) {
+async fn tcp_forward(l: tokio::net::TcpListener, target: SocketAddr) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -1191,7 +1193,7 @@ pub(crate) async fn tcp_forward(l: tokio::net::TcpListener, target: SocketAddr) 
     }
 }
 
-pub(crate) async fn udp_forward(s: Arc<tokio::net::UdpSocket>, target: SocketAddr) {
+async fn udp_forward(s: Arc<tokio::net::UdpSocket>, target: SocketAddr) {
     // One upstream socket per client address; its task answers through the listening socket
     // and ends after UDP_IDLE without traffic either way.
     let mut flows: HashMap<SocketAddr, tokio::sync::mpsc::Sender<Vec<u8>>> = HashMap::new();
