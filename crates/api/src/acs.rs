@@ -157,6 +157,7 @@ async fn session(
                 let text = match &msg {
                     FeedMessage::Payload(p) => frame("PayloadMessage", p),
                     FeedMessage::Manifest(m) => frame("TaskManifestMessage", m),
+                    FeedMessage::Credentials(c) => frame("IAMRoleCredentialsMessage", c),
                 };
                 if socket.send(Message::Text(text.into())).await.is_err() {
                     break "send failed";
@@ -251,7 +252,7 @@ async fn on_agent_message(
     };
     let msg = v["message"].clone();
     match v["type"].as_str().unwrap_or_default() {
-        "AckRequest" | "HeartbeatAckRequest" => {}
+        "AckRequest" | "HeartbeatAckRequest" | "IAMRoleCredentialsAckRequest" => {}
         "PublishHealthRequest" => {
             on_health(state, cluster, instance, msg).await;
         }

@@ -15,7 +15,7 @@
 
 use berth_model::payload::task_to_acs;
 use berth_model::wire::acs::{
-    PayloadMessage, TaskIdentifier, TaskManifestMessage, TaskStopVerificationAck,
+    IAMRoleCredentialsMessage, PayloadMessage, TaskIdentifier, TaskManifestMessage, TaskStopVerificationAck,
     TaskStopVerificationMessage,
 };
 use berth_model::wire::ecs::{Attachment, KeyValuePair, NetworkInterface};
@@ -34,6 +34,9 @@ pub const MANIFEST_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 pub enum FeedMessage {
     Payload(PayloadMessage),
     Manifest(TaskManifestMessage),
+    /// Fresh credentials of a task's role (ACS `IAMRoleCredentialsMessage`), sent before the
+    /// ones the task holds expire.
+    Credentials(IAMRoleCredentialsMessage),
 }
 
 /// What a node's network gave a task (awsvpc: its interface).
