@@ -62,7 +62,7 @@ pub async fn handle(
             return AwsError::client("InvalidParameterException", e.to_string()).into_response();
         }
     };
-    let verified = match state.authenticate(&parts, b"") {
+    let (verified, principal) = match state.authenticate(&parts, b"") {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -87,7 +87,7 @@ pub async fn handle(
         .unwrap_or_else(|| "default".into());
     if let Err(e) = state
         .control
-        .authorize(&verified.access_key_id, "ecs", op, || Some(cluster.clone()))
+        .authorize(&principal, "ecs", op, || Some(cluster.clone()), None)
     {
         return AwsError::from(e).into_response();
     }

@@ -28,6 +28,10 @@ pub struct RequestContext {
     pub request_id: String,
     /// The access key that signed the request.
     pub access_key_id: String,
+    /// Who signed it.
+    pub principal: crate::Principal,
+    /// The session token that came with temporary credentials.
+    pub session_token: Option<String>,
     /// The `Host` the client addressed (for answers that name an endpoint).
     pub host: String,
     /// `https` when the request came over TLS, else `http`.
@@ -45,6 +49,11 @@ pub trait JsonService: Send + Sync + 'static {
     fn signing_name(&self) -> &'static str;
     /// `Some(static name)` when `op` is an operation of this service.
     fn operation(&self, op: &str) -> Option<&'static str>;
+    /// The ARN of what `op` acts on, as IAM policies name it, when this service can tell
+    /// from the request (`None`: only policies for every resource apply).
+    fn resource(&self, _op: &str, _body: &serde_json::Value) -> Option<String> {
+        None
+    }
     /// Serve one operation: request body in, response body out.
     async fn call(
         &self,
@@ -185,7 +194,7 @@ async fn pipeline(
         }
     };
 
-    let verified = match state.authenticate(&parts, &body) {
+    let (verified, principal) = match state.authenticate(&parts, &body) {
         Ok(v) => v,
         Err(e) => return (service_label, "unknown", Err(e)),
     };
@@ -228,22 +237,31 @@ async fn pipeline(
         );
     };
     tracing::Span::current().record("op", op);
-    let cluster_of = || {
-        serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["cluster"].as_str().map(str::to_string))
+    let parsed = || serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+    let cluster_of = || parsed()["cluster"].as_str().map(str::to_string);
+    // Only role sessions are checked against resources.
+    let resource = match &principal {
+        crate::Principal::Session(_) => service.resource(op, &parsed()),
+        crate::Principal::Key(_) => None,
     };
     if let Err(e) = state.control.authorize(
-        &verified.access_key_id,
+        &principal,
         service.signing_name(),
         op,
         cluster_of,
+        resource.as_deref(),
     ) {
         return (service_label, op, Err(e.into()));
     }
     let ctx = RequestContext {
         request_id: request_id.to_string(),
         access_key_id: verified.access_key_id,
+        principal,
+        session_token: parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
         host: parts
             .headers
             .get(http::header::HOST)

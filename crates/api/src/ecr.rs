@@ -72,6 +72,11 @@ impl JsonService for Ecr {
             .map(|o| o.name)
     }
 
+    fn resource(&self, _op: &str, body: &serde_json::Value) -> Option<String> {
+        let name = body["repositoryName"].as_str()?;
+        Some(self.registry.repo_arn(name))
+    }
+
     async fn call(
         &self,
         op: &'static str,
@@ -92,7 +97,8 @@ impl JsonService for Ecr {
             "PutImage" => run(b, |q| r.put_image(q)).await,
             "BatchCheckLayerAvailability" => run(b, |q| r.batch_check_layer_availability(q)).await,
             "GetAuthorizationToken" => {
-                let akid = ctx.access_key_id.clone();
+                let akid =
+                    crate::registry::token_subject(&ctx.principal, ctx.session_token.as_deref());
                 run(
                     b,
                     |q| async move { r.get_authorization_token(q, &akid).await },
@@ -105,10 +111,7 @@ impl JsonService for Ecr {
             "StartLifecyclePolicyPreview" => run(b, |q| r.start_lifecycle_policy_preview(q)).await,
             "GetLifecyclePolicyPreview" => run(b, |q| r.get_lifecycle_policy_preview(q)).await,
             "SetRepositoryPolicy" => {
-                let arn = self
-                    .control
-                    .principal_arn(&ctx.access_key_id)
-                    .unwrap_or_default();
+                let arn = self.control.principal_arn_of(&ctx.principal);
                 run(b, |q| async move { r.set_repository_policy(q, &arn).await }).await
             }
             "GetRepositoryPolicy" => run(b, |q| r.get_repository_policy(q)).await,

@@ -28,6 +28,37 @@ impl From<ControlError> for AwsError {
     }
 }
 
+/// Operations whose request names a cluster (`cluster`; `default` when absent): IAM
+/// policies of role sessions are checked against that cluster's ARN.
+pub const CLUSTER_SCOPED: &[&str] = &[
+    "CreateService",
+    "DeleteAttributes",
+    "DeleteCluster",
+    "DeleteService",
+    "DeregisterContainerInstance",
+    "DescribeContainerInstances",
+    "DescribeServices",
+    "DescribeTasks",
+    "DiscoverPollEndpoint",
+    "ListAttributes",
+    "ListContainerInstances",
+    "ListServices",
+    "ListTasks",
+    "PutAttributes",
+    "PutClusterCapacityProviders",
+    "RegisterContainerInstance",
+    "RunTask",
+    "StartTask",
+    "StopTask",
+    "SubmitAttachmentStateChanges",
+    "SubmitContainerStateChange",
+    "SubmitTaskStateChange",
+    "UpdateCluster",
+    "UpdateClusterSettings",
+    "UpdateContainerInstancesState",
+    "UpdateService",
+];
+
 /// The operations berth implements, for dispatch and for the coverage table in the README.
 pub const IMPLEMENTED: &[&str] = &[
     "CreateCluster",
@@ -85,6 +116,20 @@ impl JsonService for Ecs {
             .iter()
             .find(|o| o.name == op)
             .map(|o| o.name)
+    }
+
+    /// Operations in a cluster act on the cluster (named, or `default`); for the others berth
+    /// names no resource.
+    fn resource(&self, op: &str, body: &serde_json::Value) -> Option<String> {
+        if !CLUSTER_SCOPED.contains(&op) {
+            return None;
+        }
+        let c = body["cluster"].as_str().unwrap_or("default");
+        let part = self.control.partition();
+        Some(match part.cluster_name(c) {
+            Some(name) => part.cluster(name),
+            None => c.to_string(),
+        })
     }
 
     async fn call(

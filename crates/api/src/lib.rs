@@ -18,6 +18,7 @@ pub mod ecr;
 pub mod ecs;
 pub mod error;
 pub mod metrics;
+pub mod query;
 pub mod registry;
 pub mod tcs;
 pub mod tls;
@@ -30,6 +31,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use berth_control::Control;
+pub use berth_control::iam::Principal;
 use http::request::Parts;
 use tokio::net::TcpListener;
 
@@ -72,12 +74,13 @@ impl AppState {
         }
     }
 
-    /// Verify the request's SigV4 signature against the stored access keys.
+    /// Verify the request's SigV4 signature against the stored access keys (or a role
+    /// session's), and say who signed it.
     pub fn authenticate(
         &self,
         parts: &Parts,
         body: &[u8],
-    ) -> Result<berth_auth::Verified, AwsError> {
+    ) -> Result<(berth_auth::Verified, Principal), AwsError> {
         let req = berth_auth::RequestParts {
             method: parts.method.as_str(),
             path: parts.uri.path(),
@@ -93,7 +96,9 @@ impl AppState {
         )
         .map_err(|e| AwsError::new(e.http_status(), e.code(), e.to_string()))?;
         let region = self.control.region();
-        if verified.region != region {
+        // IAM is global: clients sign its requests for us-east-1 whatever their region.
+        let global = verified.service == "iam" && verified.region == "us-east-1";
+        if verified.region != region && !global {
             return Err(AwsError::client(
                 "InvalidSignatureException",
                 format!(
@@ -102,14 +107,53 @@ impl AppState {
                 ),
             ));
         }
-        Ok(verified)
+        let token = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| {
+                parts.uri.query().and_then(|q| {
+                    q.split('&').find_map(|kv| {
+                        let v = kv.strip_prefix("X-Amz-Security-Token=")?;
+                        Some(percent_decode(v))
+                    })
+                })
+            });
+        let principal = self
+            .control
+            .principal(&verified.access_key_id, token.as_deref())
+            .map_err(AwsError::from)?;
+        Ok((verified, principal))
     }
+}
+
+/// Percent-decoding of a query value (`+` stays `+`, as SigV4 query strings encode spaces as
+/// `%20`).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 3 <= b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The router for every route on the front door.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", post(awsjson::handle))
+        .route("/", post(post_root))
         .route("/healthz", get(healthz))
         .route("/ws", get(acs::handle))
         .route("/metrics", get(metrics_text))
@@ -117,6 +161,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/", axum::routing::any(registry::handle))
         .route("/v2/{*rest}", axum::routing::any(registry::handle))
         .with_state(state)
+}
+
+/// `POST /`: the JSON protocols by `X-Amz-Target`, the query protocol (IAM, STS) by its form
+/// body.
+async fn post_root(
+    state: State<Arc<AppState>>,
+    req: http::Request<axum::body::Body>,
+) -> axum::response::Response {
+    let form = !req.headers().contains_key("x-amz-target")
+        && req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        query::handle(state, req).await
+    } else {
+        awsjson::handle(state, req).await.into_response()
+    }
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {

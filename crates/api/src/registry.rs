@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::AppState;
+use crate::{AppState, Principal};
 
 const API_VERSION: &str = "registry/2.0";
 
@@ -122,12 +122,13 @@ fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The access key behind the request's registry credentials.
+/// Who is behind the request's registry credentials: an access key, or a role session
+/// (whose registry token names its access key id and session token, `AKID~TOKEN`).
 fn authenticate(
     state: &AppState,
     reg: &Registry,
     headers: &HeaderMap,
-) -> Result<String, DistError> {
+) -> Result<(Principal, String), DistError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -139,16 +140,32 @@ fn authenticate(
             DistError::unauthorized("use the user name AWS and a token from ecr get-login-password")
         })?
     };
-    let akid = reg
+    let subject = reg
         .verify_token(&token)
         .ok_or_else(|| DistError::unauthorized("the token is invalid or has expired"))?;
+    if let Some((akid, session)) = subject.split_once('~') {
+        let p = state
+            .control
+            .principal(akid, Some(session))
+            .map_err(|e| DistError::unauthorized(format!("the token's session: {e}")))?;
+        return Ok((p, subject));
+    }
     // The key it was issued to must still be active.
-    if berth_auth::SecretLookup::secret_for(state.control.as_ref(), &akid).is_none() {
+    if berth_auth::SecretLookup::secret_for(state.control.as_ref(), &subject).is_none() {
         return Err(DistError::unauthorized(
             "the token's access key is no longer active",
         ));
     }
-    Ok(akid)
+    Ok((Principal::Key(subject.clone()), subject))
+}
+
+/// What a registry token is issued to: the access key, or for a role session its access
+/// key id and session token (checked again on every use).
+pub fn token_subject(p: &Principal, session_token: Option<&str>) -> String {
+    match (p, session_token) {
+        (Principal::Session(c), Some(t)) => format!("{}~{t}", c.access_key_id),
+        _ => p.access_key_id().to_string(),
+    }
 }
 
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
@@ -209,7 +226,7 @@ async fn serve(
         .unwrap_or("");
     let q = parts.uri.query();
     let r = route(rest).ok_or_else(|| DistError::name_invalid(rest))?;
-    let akid = authenticate(state, reg, &parts.headers)?;
+    let (who, akid) = authenticate(state, reg, &parts.headers)?;
     let m = &parts.method;
     // The repository policy may deny this principal pulls or pushes.
     let repo = match &r {
@@ -222,9 +239,16 @@ async fn serve(
         _ => None,
     };
     if let Some(repo) = repo {
-        let principal = state.control.principal_arn(&akid).unwrap_or_default();
-        reg.authorize(repo, &[ecr_action(&r, m)], &principal)
-            .await?;
+        // What the caller's identity allows (join tokens: pulls; role sessions: their
+        // policies), then what the repository's policy denies.
+        let action = ecr_action(&r, m);
+        let op = action.trim_start_matches("ecr:");
+        state
+            .control
+            .authorize(&who, "ecr", op, || None, Some(&reg.repo_arn(repo)))
+            .map_err(|e| DistError::denied(e.to_string()))?;
+        let principal = state.control.principal_arn_of(&who);
+        reg.authorize(repo, &[action], &principal).await?;
     }
     match (r, m) {
         (Route::Base, &Method::GET | &Method::HEAD) => {

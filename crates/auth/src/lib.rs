@@ -1,11 +1,16 @@
 //! berth-auth: AWS Signature Version 4 — verification of incoming requests (header and
 //! presigned query forms, as botocore, the AWS CLI and the Go SDK send them) and signing for
-//! berth's own clients, plus access-key generation.
+//! berth's own clients, plus access-key generation. [`policy`] parses and evaluates IAM policy
+//! documents (identity and trust policies); [`session`] mints and checks role sessions'
+//! temporary credentials.
 //!
 //! Pure and synchronous: the caller supplies the request parts, a way to look up secrets and
 //! the current time. Derived signing keys are cached (keyed by secret, date, region, service)
 //! so a verification costs two SHA-256 passes and one HMAC.
 //! Must not: trust a client-supplied payload hash without checking it against the body.
+
+pub mod policy;
+pub mod session;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

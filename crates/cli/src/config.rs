@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// before it counts as healthy in deployments (ECS: 40).
     #[arg(long, env = "BERTH_SERVICE_TASK_HEALTHY_AFTER")]
     pub service_task_healthy_after: Option<u64>,
+    /// Seconds the credentials handed to tasks for their task role last (renewed at half
+    /// their life; ECS's last about 6 hours).
+    #[arg(long, env = "BERTH_TASK_CREDENTIALS_TTL")]
+    pub task_credentials_ttl: Option<u64>,
     /// `berth up`: run a local node (needs root) registered in the default cluster.
     #[arg(long, env = "BERTH_LOCAL_NODE")]
     pub local_node: Option<bool>,
@@ -131,6 +135,7 @@ pub struct FileConfig {
     pub lost_instance_grace: Option<u64>,
     pub agent_endpoint: Option<String>,
     pub service_task_healthy_after: Option<u64>,
+    pub task_credentials_ttl: Option<u64>,
     pub local_node: Option<bool>,
     pub zone: Option<String>,
     pub bridge_subnet: Option<String>,
@@ -173,6 +178,7 @@ pub struct Config {
     /// See the flag `--agent-endpoint`.
     pub agent_endpoint: Option<String>,
     pub service_task_healthy_after: u64,
+    pub task_credentials_ttl: u64,
     pub local_node: bool,
     pub zone: Option<String>,
     pub bridge_subnet: (std::net::Ipv4Addr, u8),
@@ -380,6 +386,16 @@ impl ServeArgs {
                     }
                     Some(u.trim_end_matches('/').to_string())
                 }
+            },
+            task_credentials_ttl: match self
+                .task_credentials_ttl
+                .or(file.task_credentials_ttl)
+                .unwrap_or(6 * 3600)
+            {
+                t @ 20..=43_200 => t,
+                t => anyhow::bail!(
+                    "task credentials TTL {t} s: between 20 s and 43200 s (12 hours) is needed"
+                ),
             },
             service_task_healthy_after: self
                 .service_task_healthy_after

@@ -324,6 +324,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 cfg.service_task_healthy_after,
             ),
             agent_endpoint: cfg.agent_endpoint.clone(),
+            task_credentials_ttl: std::time::Duration::from_secs(cfg.task_credentials_ttl),
         },
         store.clone(),
     )

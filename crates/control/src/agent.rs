@@ -15,8 +15,8 @@
 
 use berth_model::payload::task_to_acs;
 use berth_model::wire::acs::{
-    IAMRoleCredentialsMessage, PayloadMessage, TaskIdentifier, TaskManifestMessage, TaskStopVerificationAck,
-    TaskStopVerificationMessage,
+    IAMRoleCredentialsMessage, PayloadMessage, TaskIdentifier, TaskManifestMessage,
+    TaskStopVerificationAck, TaskStopVerificationMessage,
 };
 use berth_model::wire::ecs::{Attachment, KeyValuePair, NetworkInterface};
 use berth_model::wire::tcs::PublishHealthRequest;
@@ -152,15 +152,32 @@ impl Control {
                     ..Default::default()
                 })
             };
-            let batch = initial
+            // Tasks holding role credentials, and when they were issued.
+            let mut issued: std::collections::HashMap<String, std::time::Instant> =
+                Default::default();
+            let note = |issued: &mut std::collections::HashMap<String, std::time::Instant>,
+                        t: &berth_model::wire::acs::Task| {
+                if (t.role_credentials.is_some() || t.execution_role_credentials.is_some())
+                    && let Some(a) = &t.arn
+                {
+                    issued.insert(a.clone(), std::time::Instant::now());
+                }
+            };
+            let batch: Vec<_> = initial
                 .iter()
                 .filter_map(|r| me.payload_task(r, &mut sent))
                 .collect();
+            batch.iter().for_each(|t| note(&mut issued, t));
             if tx.send(payload(next_seq(), batch)).await.is_err() {
                 return;
             }
             let mut manifests = tokio::time::interval(MANIFEST_INTERVAL);
             manifests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Role credentials are renewed at half their life.
+            let ttl = me.task_credentials_ttl;
+            let mut renewals =
+                tokio::time::interval((ttl / 10).max(std::time::Duration::from_secs(1)));
+            renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     w = writes.recv() => {
@@ -171,8 +188,24 @@ impl Control {
                         while let Ok(r) = writes.try_recv() {
                             tasks.extend(me.payload_task(&r, &mut sent));
                         }
+                        tasks.iter().for_each(|t| note(&mut issued, t));
                         if !tasks.is_empty() && tx.send(payload(next_seq(), tasks)).await.is_err() {
                             return;
+                        }
+                    }
+                    _ = renewals.tick() => {
+                        // Finished tasks need no more.
+                        issued.retain(|arn, _| sent.contains_key(arn));
+                        for (arn, at) in issued.iter_mut() {
+                            if at.elapsed() < ttl / 2 {
+                                continue;
+                            }
+                            *at = std::time::Instant::now();
+                            for m in me.renew_credentials(&cname, arn) {
+                                if tx.send(FeedMessage::Credentials(m)).await.is_err() {
+                                    return;
+                                }
+                            }
                         }
                     }
                     // The first tick is at once: a manifest right after the first payload.
@@ -280,21 +313,133 @@ impl Control {
         if sent.get(&arn) == Some(&desired) {
             return None;
         }
-        let td = {
-            let (family, rev) = t
-                .task_definition_arn
-                .as_deref()?
-                .rsplit('/')
-                .next()?
-                .split_once(':')?;
-            let rev: i32 = rev.parse().ok()?;
-            let d = self.view.data.read();
-            d.task_defs.get(family)?.get(&rev)?.value.clone()
-        };
+        let td = self.task_def_of(t)?;
+        let running = desired != "STOPPED";
         sent.insert(arn, desired);
-        let mut task = task_to_acs(t, &td.def);
+        let mut task = task_to_acs(t, &td);
         self.add_registry_auth(&mut task);
+        if running {
+            let (role, exec) = self.task_credentials(t, &td);
+            task.role_credentials = role;
+            task.execution_role_credentials = exec;
+        }
         Some(task)
+    }
+
+    /// The task definition a task was started from.
+    fn task_def_of(
+        &self,
+        t: &berth_model::wire::ecs::Task,
+    ) -> Option<berth_model::wire::ecs::TaskDefinition> {
+        let (family, rev) = t
+            .task_definition_arn
+            .as_deref()?
+            .rsplit('/')
+            .next()?
+            .split_once(':')?;
+        let rev: i32 = rev.parse().ok()?;
+        let d = self.view.data.read();
+        Some(d.task_defs.get(family)?.get(&rev)?.value.def.clone())
+    }
+
+    fn task_record(&self, cluster: &str, id: &str) -> Option<TaskRecord> {
+        let d = self.view.data.read();
+        Some(d.tasks.get(cluster)?.get(id)?.record())
+    }
+
+    /// The roles a task runs with: its task role and execution role (an override wins).
+    fn task_roles(
+        t: &berth_model::wire::ecs::Task,
+        td: &berth_model::wire::ecs::TaskDefinition,
+    ) -> (Option<String>, Option<String>) {
+        let o = t.overrides.as_ref();
+        (
+            o.and_then(|o| o.task_role_arn.clone())
+                .or_else(|| td.task_role_arn.clone()),
+            o.and_then(|o| o.execution_role_arn.clone())
+                .or_else(|| td.execution_role_arn.clone()),
+        )
+    }
+
+    /// Fresh credentials for a task's roles, as ACS carries them. A role that cannot be
+    /// assumed (deleted since the task was placed, or no longer trusting ECS) gives none.
+    fn task_credentials(
+        &self,
+        t: &berth_model::wire::ecs::Task,
+        td: &berth_model::wire::ecs::TaskDefinition,
+    ) -> (
+        Option<berth_model::wire::acs::IAMRoleCredentials>,
+        Option<berth_model::wire::acs::IAMRoleCredentials>,
+    ) {
+        let (Some(arn), Some(cluster)) = (t.task_arn.as_deref(), t.cluster_arn.as_deref()) else {
+            return (None, None);
+        };
+        let (role, exec) = Self::task_roles(t, td);
+        let make = |role: Option<String>, kind: &str| {
+            let role = role?;
+            match self.task_role_session(&role, cluster, arn) {
+                Ok(s) => Some(berth_model::wire::acs::IAMRoleCredentials {
+                    credentials_id: Some(self.credentials_id(arn, kind)),
+                    role_arn: Some(role),
+                    access_key_id: Some(s.access_key_id),
+                    secret_access_key: Some(s.secret_access_key),
+                    session_token: Some(s.session_token),
+                    expiration: Some(crate::iam::iso8601(s.expiration as f64)),
+                    credential_scope: None,
+                }),
+                Err(e) => {
+                    tracing::warn!(task = arn, role, error = %e, "no credentials for the task's role");
+                    None
+                }
+            }
+        };
+        (make(role, "TaskApplication"), make(exec, "TaskExecution"))
+    }
+
+    /// A task's credentials id for one role type: the same for the task's whole life (its
+    /// containers keep the URI), and not guessable from the task's ARN.
+    fn credentials_id(&self, task_arn: &str, kind: &str) -> String {
+        let h = berth_auth::session::secret_of(&self.session_key, &format!("{kind}/{task_arn}"));
+        let hex: String = h.bytes().take(16).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        )
+    }
+
+    /// `IAMRoleCredentialsMessage`s with fresh credentials for a task's roles (none when
+    /// the task is gone or finished).
+    fn renew_credentials(&self, cluster: &str, task_arn: &str) -> Vec<IAMRoleCredentialsMessage> {
+        let id = task_arn.rsplit('/').next().unwrap_or_default();
+        let Some(rec) = self.task_record(cluster, id) else {
+            return vec![];
+        };
+        let t = &rec.task;
+        if t.desired_status.as_deref() == Some("STOPPED")
+            || t.last_status.as_deref() == Some("STOPPED")
+        {
+            return vec![];
+        }
+        let Some(td) = self.task_def_of(t) else {
+            return vec![];
+        };
+        let (role, exec) = self.task_credentials(t, &td);
+        [(role, "TaskApplication"), (exec, "TaskExecution")]
+            .into_iter()
+            .filter_map(|(c, kind)| {
+                Some(IAMRoleCredentialsMessage {
+                    task_arn: Some(task_arn.to_string()),
+                    task_cluster_arn: t.cluster_arn.clone(),
+                    role_credentials: Some(c?),
+                    role_type: Some(kind.to_string()),
+                    message_id: Some(berth_model::arn::new_uuid()),
+                })
+            })
+            .collect()
     }
 
     /// Images in berth's own registry: tell the agent to log in the ECR way, at berth's front

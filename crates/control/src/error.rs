@@ -48,6 +48,14 @@ pub enum ControlError {
     /// `ServerException`: our fault.
     #[error("{0}")]
     Server(String),
+    /// An IAM or STS error: its code (`NoSuchEntity`, `MalformedPolicyDocument`, …), HTTP
+    /// status and message.
+    #[error("{message}")]
+    Iam {
+        code: &'static str,
+        status: u16,
+        message: String,
+    },
 }
 
 impl ControlError {
@@ -70,6 +78,7 @@ impl ControlError {
             ControlError::LimitExceeded(_) => "LimitExceededException",
             ControlError::AccessDenied(_) => "AccessDeniedException",
             ControlError::Server(_) => "ServerException",
+            ControlError::Iam { code, .. } => code,
         }
     }
 
@@ -77,6 +86,7 @@ impl ControlError {
     pub fn http_status(&self) -> u16 {
         match self {
             ControlError::Server(_) => 500,
+            ControlError::Iam { status, .. } => *status,
             _ => 400,
         }
     }

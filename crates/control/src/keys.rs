@@ -10,6 +10,10 @@ pub const TASKS: &str = "ecs/t/";
 pub const INSTANCES: &str = "ecs/ci/";
 pub const SERVICES: &str = "ecs/s/";
 pub const ACCESS_KEYS: &str = "iam/k/";
+/// Roles, by lower-case name (IAM names are unique regardless of case).
+pub const ROLES: &str = "iam/r/";
+/// The key that seals role sessions' tokens (not followed by the view).
+pub const SESSION_KEY: &str = "iam/session-key";
 
 pub fn cluster(name: &str) -> String {
     format!("{CLUSTERS}{name}")
@@ -36,6 +40,9 @@ pub fn service(cluster: &str, name: &str) -> String {
 pub fn access_key(id: &str) -> String {
     format!("{ACCESS_KEYS}{id}")
 }
+pub fn role(name: &str) -> String {
+    format!("{ROLES}{}", name.to_ascii_lowercase())
+}
 
 /// What a key names, parsed back.
 #[derive(Debug, PartialEq, Eq)]
@@ -47,6 +54,7 @@ pub enum Key<'a> {
     Instance(&'a str, &'a str),
     Service(&'a str, &'a str),
     AccessKey(&'a str),
+    Role(&'a str),
 }
 
 pub fn parse(key: &str) -> Option<Key<'_>> {
@@ -75,6 +83,9 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     if let Some(r) = key.strip_prefix(ACCESS_KEYS) {
         return Some(Key::AccessKey(r));
     }
+    if let Some(r) = key.strip_prefix(ROLES) {
+        return Some(Key::Role(r));
+    }
     None
 }
 
@@ -97,6 +108,8 @@ mod tests {
             Some(Key::Service("dev", "web"))
         );
         assert_eq!(parse(&access_key("AKIA")), Some(Key::AccessKey("AKIA")));
+        assert_eq!(parse(&role("App")), Some(Key::Role("app")));
+        assert_eq!(parse(SESSION_KEY), None);
         assert_eq!(parse("other/x"), None);
     }
 }

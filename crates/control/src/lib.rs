@@ -18,6 +18,7 @@ pub mod clusters;
 pub mod controller;
 pub mod error;
 pub mod housekeeping;
+pub mod iam;
 pub mod instances;
 pub mod keys;
 pub mod liveness;
@@ -57,6 +58,9 @@ pub struct ControlConfig {
     /// The URL `DiscoverPollEndpoint` names for agent sessions; `None`: the front door the
     /// request came to.
     pub agent_endpoint: Option<String>,
+    /// How long the credentials handed to a task for its task role last; they are renewed
+    /// at half their life. ECS's last about 6 hours.
+    pub task_credentials_ttl: std::time::Duration,
 }
 
 impl Default for ControlConfig {
@@ -67,6 +71,7 @@ impl Default for ControlConfig {
             liveness: Default::default(),
             service_task_healthy_after: std::time::Duration::from_secs(40),
             agent_endpoint: None,
+            task_credentials_ttl: std::time::Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -97,6 +102,10 @@ pub struct Control {
     agent_endpoint: Option<String>,
     /// berth's own registry: (host images name it by, the front door's URL), once known.
     registry: std::sync::OnceLock<(String, String)>,
+    /// Seals role sessions' tokens (kept in the store).
+    session_key: Vec<u8>,
+    /// See [`ControlConfig::task_credentials_ttl`].
+    task_credentials_ttl: std::time::Duration,
 }
 
 /// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
@@ -111,7 +120,10 @@ impl Control {
     /// Load the view from the store and start following it.
     pub async fn open(cfg: ControlConfig, store: Arc<dyn Store>) -> Result<Arc<Control>> {
         let view = View::start(store.clone()).await?;
+        let session_key = iam::load_or_create_session_key(store.as_ref()).await?;
         let c = Arc::new(Control {
+            session_key,
+            task_credentials_ttl: cfg.task_credentials_ttl,
             store,
             view,
             part: Partition::new(cfg.region, cfg.account_id),
@@ -232,6 +244,9 @@ impl Control {
 
 impl berth_auth::SecretLookup for Control {
     fn secret_for(&self, access_key_id: &str) -> Option<String> {
+        if berth_auth::session::is_session_key(access_key_id) {
+            return Some(self.session_secret(access_key_id));
+        }
         let d = self.view.data.read();
         let k = d.access_keys.get(access_key_id)?;
         Control::key_usable(&k.value, now()).then(|| k.value.secret_access_key.clone())

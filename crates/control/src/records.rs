@@ -56,6 +56,28 @@ pub struct AccessKeyRecord {
     pub scope: Option<KeyScope>,
 }
 
+/// An IAM role: who may assume it (the trust policy) and what its sessions may do (inline
+/// policies, by name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RoleRecord {
+    pub role_name: String,
+    /// `AROA…`, unique for the life of this role (a role made again under the same name gets a
+    /// new one, and the old one's sessions end).
+    pub role_id: String,
+    pub path: String,
+    pub arn: String,
+    pub create_date: f64,
+    pub assume_role_policy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub max_session_duration: i64,
+    #[serde(default)]
+    pub tags: Vec<(String, String)>,
+    /// Inline policies: name → document, in name order.
+    #[serde(default)]
+    pub policies: std::collections::BTreeMap<String, String>,
+}
+
 /// What a join token (`berth token create`) may do: the agent operations, in one cluster,
 /// until it expires.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

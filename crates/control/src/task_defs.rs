@@ -81,6 +81,14 @@ impl Control {
         registered_by: &str,
     ) -> Result<RegisterTaskDefinitionResponse> {
         let body = taskdef::normalize(&req).map_err(|e| ControlError::Client(e.0))?;
+        for role in [&req.task_role_arn, &req.execution_role_arn]
+            .into_iter()
+            .flatten()
+        {
+            if !Control::is_role_arn(role) {
+                return Err(ControlError::Client("Role is not valid".into()));
+            }
+        }
         let tags = req.tags.clone().unwrap_or_default();
         validate_tags(&tags)?;
         let family = body.family.clone().unwrap_or_default();

@@ -357,6 +357,23 @@ impl Control {
         let overrides = overrides.unwrap_or_default();
         check_overrides(&overrides, &td.def)?;
         check_network(&td.def, network.as_ref())?;
+        // ECS assumes the task's roles for it: they must exist and trust ECS tasks.
+        let cluster_arn = self.part.cluster(&cname);
+        for role in [
+            overrides
+                .task_role_arn
+                .as_ref()
+                .or(td.def.task_role_arn.as_ref()),
+            overrides
+                .execution_role_arn
+                .as_ref()
+                .or(td.def.execution_role_arn.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.check_task_role(role, &cluster_arn)?;
+        }
         let tags = tags.unwrap_or_default();
         validate_tags(&tags)?;
         if let Some(s) = &started_by

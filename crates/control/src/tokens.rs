@@ -6,6 +6,7 @@
 use berth_model::arn::EcsResource;
 use berth_store::{Compare, Op, Txn};
 
+use crate::iam::Principal;
 use crate::records::{AccessKeyRecord, KeyScope};
 use crate::{AccessKey, Control, ControlError, Result, keys, now};
 
@@ -23,6 +24,10 @@ pub const AGENT_OPERATIONS: &[&str] = &[
     // managed container-instance role allows.
     "ecs:UpdateContainerInstancesState",
     "ecr:GetAuthorizationToken",
+    // Pulls, as AWS's managed container-instance role allows.
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchCheckLayerAvailability",
 ];
 
 /// User name of join tokens' keys.
@@ -156,16 +161,24 @@ impl Control {
         Ok(())
     }
 
-    /// May `access_key_id` call `service:op` on the cluster the request names (`cluster` finds
-    /// it, and is only asked for join tokens)? Full keys may do anything; join tokens only
-    /// the agent operations in their cluster.
+    /// May `who` call `service:op` on the cluster the request names (`cluster` finds it, and
+    /// is only asked for join tokens) and on `resource` (the ARN the operation acts on, when
+    /// the front door can name it)? Full keys may do anything; join tokens only the agent
+    /// operations in their cluster; role sessions what their role's policies allow.
     pub fn authorize(
         &self,
-        access_key_id: &str,
+        who: &Principal,
         service: &str,
         op: &str,
         cluster: impl FnOnce() -> Option<String>,
+        resource: Option<&str>,
     ) -> Result<()> {
+        let access_key_id = match who {
+            Principal::Session(c) => {
+                return self.session_may(who, c, &format!("{service}:{op}"), resource);
+            }
+            Principal::Key(k) => k.as_str(),
+        };
         let d = self.view.data.read();
         let Some(k) = d.access_keys.get(access_key_id) else {
             return Err(ControlError::AccessDenied("Unknown access key.".into()));

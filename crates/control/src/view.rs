@@ -17,7 +17,9 @@ use berth_store::{Event, EventKind, RangeRequest, Revision, Store, StoreError};
 use parking_lot::RwLock;
 
 use crate::keys::{self, Key};
-use crate::records::{AccessKeyRecord, FamilyRecord, ServiceRecord, TaskDefRecord, TaskRecord};
+use crate::records::{
+    AccessKeyRecord, FamilyRecord, RoleRecord, ServiceRecord, TaskDefRecord, TaskRecord,
+};
 use berth_model::status::stop_code;
 
 /// One object and the store revision that last wrote it.
@@ -192,6 +194,8 @@ pub struct ViewData {
     pub tasks: HashMap<String, BTreeMap<String, TaskEntry>>,
     pub instances: HashMap<String, BTreeMap<String, Entry<ContainerInstance>>>,
     pub access_keys: BTreeMap<String, Entry<AccessKeyRecord>>,
+    /// IAM roles by lower-case name.
+    pub roles: BTreeMap<String, Entry<RoleRecord>>,
     /// cluster → service name → service.
     pub services: HashMap<String, BTreeMap<String, Entry<ServiceRecord>>>,
     /// (cluster, service name) → ids of the tasks in its group (stopped ones too, until
@@ -799,6 +803,9 @@ impl ViewData {
             }
             Key::AccessKey(id) => {
                 upsert(&mut self.access_keys, id.to_string(), rev, put, val)?;
+            }
+            Key::Role(name) => {
+                upsert(&mut self.roles, name.to_string(), rev, put, val)?;
             }
             Key::Task(c, id) => self.apply_task(c, id, rev, put, val)?,
             Key::Instance(c, id) => {

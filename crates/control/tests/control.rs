@@ -780,7 +780,7 @@ async fn manifests_list_what_should_run_and_stops_are_verified() {
             .unwrap()
         {
             FeedMessage::Manifest(m) => break m,
-            FeedMessage::Payload(_) => {}
+            FeedMessage::Payload(_) | FeedMessage::Credentials(_) => {}
         }
     };
     assert!(
@@ -873,5 +873,138 @@ async fn payloads_say_how_to_log_in_to_berths_registry() {
             Some("us-east-1"),
             Some("000000000000")
         )
+    );
+}
+
+/// Task roles: a task whose definition names a role trusting ECS tasks gets the role's
+/// credentials in its payload; they are a working session of the role; they are renewed
+/// before they expire under the same credentials id; a role that does not trust ECS tasks
+/// is refused at RunTask; a malformed role ARN at registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_roles_get_session_credentials_in_payloads_and_renewals() {
+    use berth_control::agent::FeedMessage;
+    use berth_control::iam::{NewRole, Principal};
+    let c = Control::open(
+        ControlConfig {
+            task_credentials_ttl: std::time::Duration::from_secs(4),
+            ..cfg()
+        },
+        Arc::new(MemStore::new()),
+    )
+    .await
+    .unwrap();
+    let trust = |service: &str| {
+        format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Service":"{service}"}},"Action":"sts:AssumeRole"}}]}}"#
+        )
+    };
+    let role = c
+        .create_role(NewRole {
+            role_name: "app".into(),
+            assume_role_policy: trust("ecs-tasks.amazonaws.com"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.create_role(NewRole {
+        role_name: "lambda-only".into(),
+        assume_role_policy: trust("lambda.amazonaws.com"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let inst = instance(&c, "default", 1024).await;
+    let with_role = |family: &str, role: &str| RegisterTaskDefinitionRequest {
+        task_role_arn: Some(role.into()),
+        ..td(family, 10)
+    };
+    let bad = c
+        .register_task_definition(with_role("bad", "app"), "test")
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), "ClientException");
+    c.register_task_definition(with_role("web", &role.arn), "test")
+        .await
+        .unwrap();
+    c.register_task_definition(
+        with_role("other", "arn:aws:iam::000000000000:role/lambda-only"),
+        "test",
+    )
+    .await
+    .unwrap();
+    let refused = c
+        .run_task(RunTaskRequest {
+            task_definition: Some("other".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("unable to assume the role"),
+        "{refused}"
+    );
+    let mut feed = c.agent_feed("default", &inst).await.unwrap();
+    payload(&mut feed).await;
+    let t = c
+        .run_task(RunTaskRequest {
+            task_definition: Some("web".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .unwrap()
+        .remove(0);
+    let p = payload(&mut feed).await;
+    let creds = p.tasks.unwrap()[0].role_credentials.clone().unwrap();
+    assert_eq!(creds.role_arn.as_deref(), Some(role.arn.as_str()));
+    let akid = creds.access_key_id.clone().unwrap();
+    assert!(akid.starts_with("ASIA"));
+    let who = c.principal(&akid, creds.session_token.as_deref()).unwrap();
+    let Principal::Session(claims) = &who else {
+        panic!("a session");
+    };
+    assert_eq!(claims.role_name, "app");
+    assert_eq!(
+        claims.session_name,
+        t.task_arn.as_deref().unwrap().rsplit('/').next().unwrap()
+    );
+    // No policy yet: the session may do nothing.
+    assert_eq!(
+        c.authorize(&who, "ecs", "ListClusters", || None, None)
+            .unwrap_err()
+            .code(),
+        "AccessDeniedException"
+    );
+    c.put_role_policy(
+        "app",
+        "list",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ecs:List*","Resource":"*"}]}"#,
+    )
+    .await
+    .unwrap();
+    c.authorize(&who, "ecs", "ListClusters", || None, None)
+        .unwrap();
+    // Renewed at half their 4 s life, under the same id.
+    let renewed = loop {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(6), feed.recv())
+            .await
+            .expect("a renewal within 6 s")
+            .unwrap();
+        if let FeedMessage::Credentials(m) = m {
+            break m;
+        }
+    };
+    assert_eq!(renewed.role_type.as_deref(), Some("TaskApplication"));
+    assert_eq!(renewed.task_arn, t.task_arn);
+    let fresh = renewed.role_credentials.unwrap();
+    assert_eq!(fresh.credentials_id, creds.credentials_id);
+    assert_ne!(fresh.access_key_id, creds.access_key_id);
+    assert!(
+        c.principal(
+            fresh.access_key_id.as_deref().unwrap(),
+            fresh.session_token.as_deref()
+        )
+        .is_ok()
     );
 }

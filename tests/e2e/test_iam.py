@@ -1,0 +1,214 @@
+"""IAM roles, STS sessions and task roles, driven with the real aws CLI and boto3: roles and
+their policies decide what a session may do; tasks get their role's credentials from the node's
+credentials endpoint, as on ECS, and the AWS SDK's own container provider uses them."""
+
+import base64
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from conftest import BERTH
+
+ACCOUNT = "000000000000"
+
+
+def trust(*, aws=None, service=None, condition=None):
+    principal = {}
+    if aws:
+        principal["AWS"] = aws
+    if service:
+        principal["Service"] = service
+    st = {"Effect": "Allow", "Principal": principal, "Action": "sts:AssumeRole"}
+    if condition:
+        st["Condition"] = condition
+    return json.dumps({"Version": "2012-10-17", "Statement": [st]})
+
+
+def policy(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def session_client(b, creds, service="ecs"):
+    return boto3.client(
+        service, endpoint_url=b.endpoint, region_name=b.env["AWS_REGION"],
+        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds.get("SessionToken") or creds.get("Token"),
+        config=botocore.config.Config(retries={"max_attempts": 1}))
+
+
+def code(exc_info):
+    return exc_info.value.response["Error"]["Code"]
+
+
+def test_roles_policies_and_sessions(berth):
+    iam, sts, ecs = berth.client("iam"), berth.client("sts"), berth.client("ecs")
+    ecs.create_cluster(clusterName="prod")
+    role = berth.aws("iam", "create-role", "--role-name", "deployer", "--description", "CI",
+                     "--assume-role-policy-document", trust(aws="arn:aws:iam::%s:root" % ACCOUNT),
+                     "--tags", "Key=team,Value=platform")["Role"]
+    assert role["Arn"] == "arn:aws:iam::%s:role/deployer" % role["Arn"].split(":")[4]
+    assert role["RoleId"].startswith("AROA") and role["Path"] == "/"
+    got = iam.get_role(RoleName="DEPLOYER")["Role"]  # names are case-insensitive
+    assert got["AssumeRolePolicyDocument"]["Statement"][0]["Action"] == "sts:AssumeRole"
+    assert got["Tags"] == [{"Key": "team", "Value": "platform"}]
+    iam.put_role_policy(RoleName="deployer", PolicyName="tasks", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": ["ecs:ListTasks", "ecs:RunTask"],
+         "Resource": "arn:aws:ecs:*:*:cluster/prod"},
+        {"Effect": "Allow", "Action": "ecs:List*", "Resource": "*"}))
+    assert iam.list_role_policies(RoleName="deployer")["PolicyNames"] == ["tasks"]
+
+    # Bad input changes nothing and says why.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.put_role_policy(RoleName="deployer", PolicyName="bad",
+                            PolicyDocument='{"Statement": [{"Effect": "Allow", "Resource": "*"}]}')
+    assert code(e) == "MalformedPolicyDocument"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.put_role_policy(RoleName="deployer", PolicyName="p", PolicyDocument="{not json")
+    assert code(e) == "MalformedPolicyDocument"
+    assert iam.list_role_policies(RoleName="deployer")["PolicyNames"] == ["tasks"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.create_role(RoleName="deployer", AssumeRolePolicyDocument=trust(aws=ACCOUNT))
+    assert code(e) == "EntityAlreadyExists"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.create_role(RoleName="bad name", AssumeRolePolicyDocument=trust(aws=ACCOUNT))
+    assert code(e) == "ValidationError"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.delete_role(RoleName="deployer")
+    assert code(e) == "DeleteConflict"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.get_role(RoleName="nobody")
+    assert code(e) == "NoSuchEntity"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sts.assume_role(RoleArn=role["Arn"], RoleSessionName="s1", DurationSeconds=7200)
+    assert code(e) == "ValidationError"
+
+    # A session does what the role's policies allow, nothing else.
+    r = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="ci-run-1")
+    creds, user = r["Credentials"], r["AssumedRoleUser"]
+    assert creds["AccessKeyId"].startswith("ASIA") and creds["SessionToken"]
+    assert user["Arn"] == "arn:aws:sts::%s:assumed-role/deployer/ci-run-1" % ACCOUNT
+    me = session_client(berth, creds, "sts").get_caller_identity()
+    assert me["Arn"] == user["Arn"] and me["UserId"] == role["RoleId"] + ":ci-run-1"
+    s_ecs = session_client(berth, creds)
+    assert s_ecs.list_clusters()["clusterArns"]
+    s_ecs.list_tasks(cluster="prod")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.describe_clusters(clusters=["prod"])
+    assert code(e) == "AccessDeniedException"
+    assert "assumed-role/deployer/ci-run-1" in e.value.response["Error"]["Message"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.create_cluster(clusterName="sneaky")
+    assert code(e) == "AccessDeniedException"
+    assert "sneaky" not in str(ecs.list_clusters()["clusterArns"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        session_client(berth, creds, "iam").create_role(
+            RoleName="escalate", AssumeRolePolicyDocument=trust(aws=ACCOUNT))
+    assert code(e) == "AccessDenied"
+    # The same CLI call through the aws CLI with the session's credentials.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(berth.env, AWS_ACCESS_KEY_ID=creds["AccessKeyId"],
+               AWS_SECRET_ACCESS_KEY=creds["SecretAccessKey"], AWS_SESSION_TOKEN=creds["SessionToken"],
+               AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
+    p = subprocess.run(["aws", "ecs", "list-tasks", "--cluster", "prod", "--output", "json"],
+                       capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+
+    # An explicit Deny wins over the Allow.
+    iam.put_role_policy(RoleName="deployer", PolicyName="deny", PolicyDocument=policy(
+        {"Effect": "Deny", "Action": "ecs:ListTasks", "Resource": "arn:aws:ecs:*:*:cluster/prod"}))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.list_tasks(cluster="prod")
+    assert code(e) == "AccessDeniedException" and "explicit deny" in e.value.response["Error"]["Message"]
+    iam.delete_role_policy(RoleName="deployer", PolicyName="deny")
+    s_ecs.list_tasks(cluster="prod")
+
+    # A tampered token is refused; the session survives a restart of the server.
+    forged = dict(creds, SessionToken=creds["SessionToken"][:-2] + "AA")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        session_client(berth, forged).list_clusters()
+    assert code(e) == "UnrecognizedClientException"
+    berth.stop()
+    berth.start()
+    session_client(berth, creds).list_tasks(cluster="prod")
+    iam = berth.client("iam")
+
+    # A trust policy that does not name the caller refuses it.
+    iam.create_role(RoleName="elsewhere", AssumeRolePolicyDocument=trust(aws="arn:aws:iam::111122223333:root"))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        berth.client("sts").assume_role(RoleArn="arn:aws:iam::%s:role/elsewhere" % ACCOUNT,
+                                        RoleSessionName="x1")
+    assert code(e) == "AccessDenied"
+
+    # Deleting the role ends its sessions.
+    iam.delete_role_policy(RoleName="deployer", PolicyName="tasks")
+    iam.delete_role(RoleName="deployer")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        session_client(berth, creds).list_tasks(cluster="prod")
+    assert code(e) == "UnrecognizedClientException"
+    listed = [r["RoleName"] for r in iam.list_roles()["Roles"]]
+    assert listed == ["elsewhere"]
+
+
+def test_join_tokens_and_registry_pulls_follow_policies(berth):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    out = subprocess.run([BERTH, "token", "create", "--cluster", "default"], capture_output=True,
+                         text=True, env={**env, **berth.env})
+    assert out.returncode == 0, out.stderr
+    key, secret = out.stdout.strip().split(":", 1)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        berth.client("iam", aws_access_key_id=key, aws_secret_access_key=secret).list_roles()
+    assert code(e) == "AccessDenied"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        berth.client("sts", aws_access_key_id=key, aws_secret_access_key=secret).assume_role(
+            RoleArn="arn:aws:iam::%s:role/any" % ACCOUNT, RoleSessionName="x1")
+    assert code(e) == "AccessDenied"
+
+    ecr, iam = berth.client("ecr"), berth.client("iam")
+    for repo in ("team-a/app", "team-b/app"):
+        ecr.create_repository(repositoryName=repo)
+    iam.create_role(RoleName="puller", AssumeRolePolicyDocument=trust(aws=ACCOUNT))
+    iam.put_role_policy(RoleName="puller", PolicyName="pull", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+        {"Effect": "Allow", "Action": ["ecr:ListImages", "ecr:BatchGetImage"],
+         "Resource": "arn:aws:ecr:*:*:repository/team-a/*"}))
+    creds = berth.client("sts").assume_role(
+        RoleArn="arn:aws:iam::%s:role/puller" % ACCOUNT, RoleSessionName="ci")["Credentials"]
+    s_ecr = session_client(berth, creds, "ecr")
+    token = s_ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    s_ecr.list_images(repositoryName="team-a/app")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecr.list_images(repositoryName="team-b/app")
+    assert code(e) == "AccessDeniedException"
+
+    def tags(repo, auth):
+        req = urllib.request.Request("%s/v2/%s/tags/list" % (berth.endpoint, repo),
+                                     headers={"Authorization": "Basic " + auth})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as err:
+            return err.code
+    # docker/podman's view: the registry password of the session pulls where the role may.
+    assert tags("team-a/app", token) == 200
+    assert tags("team-b/app", token) == 403
+    iam.delete_role_policy(RoleName="puller", PolicyName="pull")
+    iam.delete_role(RoleName="puller")
+    assert tags("team-a/app", token) == 401
+    # A join token's registry password pulls, but may not push.
+    t_ecr = berth.client("ecr", aws_access_key_id=key, aws_secret_access_key=secret)
+    ttoken = t_ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    assert tags("team-b/app", ttoken) == 403  # ecr:ListImages is not an agent operation
+    req = urllib.request.Request("%s/v2/team-b/app/blobs/uploads/" % berth.endpoint, method="POST",
+                                 headers={"Authorization": "Basic " + ttoken})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 403
+    assert base64.b64decode(ttoken).startswith(b"AWS:")
