@@ -26,6 +26,48 @@ pub const MAX_ROLE_POLICY_BYTES: usize = 10_240;
 /// IAM's default limit on a trust policy.
 pub const MAX_TRUST_POLICY_BYTES: usize = 2_048;
 
+/// Roles' inline policies, parsed once per version of the role (every request of a role
+/// session is checked against them).
+#[derive(Default)]
+pub(crate) struct PolicyCache {
+    by_role: parking_lot::Mutex<HashMap<String, CachedPolicies>>,
+}
+
+struct CachedPolicies {
+    docs: Vec<String>,
+    parsed: std::sync::Arc<Vec<Option<Policy>>>,
+}
+
+impl PolicyCache {
+    fn get(&self, role: &RoleRecord) -> std::sync::Arc<Vec<Option<Policy>>> {
+        let mut m = self.by_role.lock();
+        if let Some(c) = m.get(&role.role_id)
+            && c.docs.len() == role.policies.len()
+            && c.docs.iter().zip(role.policies.values()).all(|(a, b)| a == b)
+        {
+            return c.parsed.clone();
+        }
+        let parsed: std::sync::Arc<Vec<Option<Policy>>> = std::sync::Arc::new(
+            role.policies
+                .values()
+                .map(|d| Policy::parse(d, PolicyKind::Identity).ok())
+                .collect(),
+        );
+        // Roles come and go rarely; forget them all when the cache grows past any real use.
+        if m.len() > 10_000 {
+            m.clear();
+        }
+        m.insert(
+            role.role_id.clone(),
+            CachedPolicies {
+                docs: role.policies.values().cloned().collect(),
+                parsed: parsed.clone(),
+            },
+        );
+        parsed
+    }
+}
+
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -594,11 +636,12 @@ impl Control {
             caller: None,
             context,
         };
-        berth_auth::policy::combine(role.policies.values().map(|doc| {
-            // Stored documents were checked when they were put.
-            Policy::parse(doc, PolicyKind::Identity)
-                .map(|p| p.evaluate(&req))
-                .unwrap_or(Decision::ExplicitDeny)
+        let parsed = self.policy_cache.get(role);
+        berth_auth::policy::combine(parsed.iter().map(|p| match p {
+            Some(p) => p.evaluate(&req),
+            // Stored documents were checked when they were put; one that no longer parses
+            // (a stricter berth) denies.
+            None => Decision::ExplicitDeny,
         }))
     }
 

@@ -106,6 +106,8 @@ pub struct Control {
     session_key: Vec<u8>,
     /// See [`ControlConfig::task_credentials_ttl`].
     task_credentials_ttl: std::time::Duration,
+    /// Role policies, parsed.
+    policy_cache: iam::PolicyCache,
 }
 
 /// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
@@ -124,6 +126,7 @@ impl Control {
         let c = Arc::new(Control {
             session_key,
             task_credentials_ttl: cfg.task_credentials_ttl,
+            policy_cache: Default::default(),
             store,
             view,
             part: Partition::new(cfg.region, cfg.account_id),
