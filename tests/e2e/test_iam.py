@@ -121,6 +121,20 @@ def test_roles_policies_and_sessions(berth):
                        capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr
 
+    # Launching tasks that run as a role needs iam:PassRole on it.
+    task_role = iam.create_role(RoleName="app-task", AssumeRolePolicyDocument=trust(
+        service="ecs-tasks.amazonaws.com"))["Role"]["Arn"]
+    ecs.register_task_definition(family="tool", taskRoleArn=task_role, containerDefinitions=[
+        {"name": "t", "image": "busybox", "memory": 16}])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.run_task(cluster="prod", taskDefinition="tool")
+    assert code(e) == "AccessDeniedException" and "iam:PassRole" in e.value.response["Error"]["Message"]
+    iam.put_role_policy(RoleName="deployer", PolicyName="pass", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": task_role}))
+    r = s_ecs.run_task(cluster="prod", taskDefinition="tool")
+    assert r["failures"][0]["reason"].startswith("No Container Instances"), r
+    iam.delete_role_policy(RoleName="deployer", PolicyName="pass")
+
     # An explicit Deny wins over the Allow.
     iam.put_role_policy(RoleName="deployer", PolicyName="deny", PolicyDocument=policy(
         {"Effect": "Deny", "Action": "ecs:ListTasks", "Resource": "arn:aws:ecs:*:*:cluster/prod"}))
@@ -154,7 +168,7 @@ def test_roles_policies_and_sessions(berth):
         session_client(berth, creds).list_tasks(cluster="prod")
     assert code(e) == "UnrecognizedClientException"
     listed = [r["RoleName"] for r in iam.list_roles()["Roles"]]
-    assert listed == ["elsewhere"]
+    assert listed == ["app-task", "elsewhere"]
 
 
 def test_join_tokens_and_registry_pulls_follow_policies(berth):

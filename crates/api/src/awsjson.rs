@@ -253,6 +253,12 @@ async fn pipeline(
     ) {
         return (service_label, op, Err(e.into()));
     }
+    if let crate::Principal::Session(_) = &principal
+        && service.signing_name() == "ecs"
+        && let Err(e) = state.control.authorize_pass_role(&principal, op, &parsed())
+    {
+        return (service_label, op, Err(e.into()));
+    }
     let ctx = RequestContext {
         request_id: request_id.to_string(),
         access_key_id: verified.access_key_id,
