@@ -38,7 +38,7 @@ for _ in range(10):
     tasks += [t["taskArn"] for t in ecs.run_task(cluster="bench", taskDefinition="bench", count=10)["tasks"]]
 
 
-def lua(name, op, body):
+def lua(name, op, body, creds=creds):
     data = json.dumps(body)
     req = botocore.awsrequest.AWSRequest(
         method="POST", url=endpoint + "/", data=data,
@@ -63,4 +63,25 @@ def lua(name, op, body):
 
 lua("describe_clusters", "DescribeClusters", {"clusters": ["bench"], "include": ["STATISTICS"]})
 lua("describe_tasks", "DescribeTasks", {"cluster": "bench", "tasks": tasks[:1]})
+
+# The same DescribeClusters signed by a role session: every request also checks the session
+# token and evaluates the role's policies.
+iam = boto3.client("iam", endpoint_url=endpoint, region_name=region,
+                   aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key)
+sts = boto3.client("sts", endpoint_url=endpoint, region_name=region,
+                   aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key)
+account = sts.get_caller_identity()["Account"]
+iam.create_role(RoleName="bench", AssumeRolePolicyDocument=json.dumps({
+    "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": account},
+                                            "Action": "sts:AssumeRole"}]}))
+iam.put_role_policy(RoleName="bench", PolicyName="read", PolicyDocument=json.dumps({
+    "Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["ecs:Describe*", "ecs:List*"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "ecs:*", "Resource": "arn:aws:ecs:*:*:cluster/secret"}]}))
+s_creds = sts.assume_role(RoleArn="arn:aws:iam::%s:role/bench" % account,
+                          RoleSessionName="bench")["Credentials"]
+lua("describe_clusters_session", "DescribeClusters",
+    {"clusters": ["bench"], "include": ["STATISTICS"]},
+    creds=botocore.credentials.Credentials(s_creds["AccessKeyId"], s_creds["SecretAccessKey"],
+                                           s_creds["SessionToken"]))
 print("ok")

@@ -5,6 +5,7 @@ busybox and pushed with `berth push`, driven with the aws CLI and boto3, checked
 The fixture cleans up every container process, mount, network namespace, bridge and cgroup
 the node created, even when a test fails."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -177,9 +178,11 @@ class Node(Berth):
         return ids
 
 
-@pytest.fixture
-def node(data_dir):
-    n = Node(data_dir).start()
+@contextlib.contextmanager
+def running_node(data_dir, extra_args=()):
+    """A started Node; at the end its tasks are stopped, it is stopped, and everything it
+    made is cleaned up (even when the test fails)."""
+    n = Node(data_dir, extra_args=extra_args).start()
     ids = []
     try:
         yield n
@@ -203,6 +206,12 @@ def node(data_dir):
         finally:
             n.stop()
             _cleanup_node(data_dir, ids)
+
+
+@pytest.fixture
+def node(data_dir):
+    with running_node(data_dir) as n:
+        yield n
 
 
 def http_get(url, timeout=5.0):
