@@ -667,7 +667,14 @@ impl Control {
                     "The security token included in the request is invalid.",
                 )
             })?;
-        let ctx = self.caller_context(p);
+        let mut ctx = self.caller_context(p);
+        // ECS names the cluster of cluster-scoped operations (`ecs:cluster`), as AWS does.
+        if action.starts_with("ecs:")
+            && let Some(r) = resource
+            && r.contains(":cluster/")
+        {
+            ctx.insert("ecs:cluster".into(), vec![r.to_string()]);
+        }
         let on = resource.unwrap_or("*");
         match self.role_decision(&role, action, resource, &ctx) {
             Decision::Allow => Ok(()),
