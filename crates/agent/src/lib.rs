@@ -45,7 +45,7 @@ use berth_runtime::{ImageStore, PullPolicy, PulledImage};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use backend::Backend;
+use backend::{Backend, Inbound};
 use state::{StateDir, TaskState};
 
 /// How an agent is set up.
@@ -432,14 +432,20 @@ impl Agent {
         let session = tokio::spawn(async move {
             let cluster = me.cfg.cluster.clone();
             loop {
-                match me.backend.payloads(&cluster, &arn).await {
+                match me.backend.messages(&cluster, &arn).await {
                     Ok(mut rx) => {
                         let mut first = true;
                         while let Some(msg) = rx.recv().await {
-                            if std::mem::take(&mut first) {
-                                me.reconcile(&msg);
+                            match msg {
+                                Inbound::Payload(msg) => {
+                                    if std::mem::take(&mut first) {
+                                        me.reconcile(&msg);
+                                    }
+                                    me.handle_payload(msg).await;
+                                }
+                                // Not used yet.
+                                Inbound::Credentials(_) => {}
                             }
-                            me.handle_payload(msg).await;
                         }
                         tracing::warn!("agent session ended; reconnecting");
                     }
