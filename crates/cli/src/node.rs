@@ -312,8 +312,12 @@ pub async fn run_agent(
     crate::shutdown_signal().await;
     tracing::info!("agent stopping; containers keep running and are picked up on restart");
     refresher.0.abort();
-    if let Ok(a) = std::sync::Arc::try_unwrap(refresher.1) {
-        a.shutdown();
+    // Once the aborted refresher is gone, the agent is ours alone and stops cleanly (its
+    // credentials endpoint takes its redirect along).
+    let _ = refresher.0.await;
+    match std::sync::Arc::try_unwrap(refresher.1) {
+        Ok(a) => a.shutdown(),
+        Err(_) => tracing::warn!("the agent is still in use; not stopped cleanly"),
     }
     Ok(())
 }
