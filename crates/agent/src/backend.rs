@@ -2,7 +2,9 @@
 //! agent protocol's own shapes. Under `berth up` the implementation calls the control plane
 //! in-process; the agent session over a websocket implements the same trait.
 
-use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::acs::{
+    AckRequest, IAMRoleCredentialsAckRequest, IAMRoleCredentialsMessage, PayloadMessage,
+};
 use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
     SubmitTaskStateChangeRequest,
@@ -39,6 +41,17 @@ pub struct TaskNetworkReport {
     pub subnet: String,
 }
 
+/// A message of the control plane in the agent's session.
+///
+/// No `Debug`: credentials messages carry secret keys, which must not reach a log.
+pub enum Inbound {
+    /// Tasks to run or stop (ACS `PayloadMessage`); they may carry their roles' credentials.
+    Payload(PayloadMessage),
+    /// Fresh credentials of a task's role (ACS `IAMRoleCredentialsMessage`), sent before the
+    /// ones the task holds expire.
+    Credentials(IAMRoleCredentialsMessage),
+}
+
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
     /// `RegisterContainerInstance` (with the instance's ARN when re-attaching after a restart).
@@ -46,14 +59,18 @@ pub trait Backend: Send + Sync {
         &self,
         req: RegisterContainerInstanceRequest,
     ) -> Result<ContainerInstance, BackendError>;
-    /// The ACS session: payloads for this instance, starting with every unfinished task.
-    async fn payloads(
+    /// The ACS session: messages for this instance, starting with a payload of every
+    /// unfinished task.
+    async fn messages(
         &self,
         cluster: &str,
         instance_arn: &str,
-    ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError>;
+    ) -> Result<mpsc::Receiver<Inbound>, BackendError>;
     /// Acknowledge a payload (ACS `AckRequest`).
     async fn ack(&self, ack: AckRequest);
+    /// Acknowledge credentials, from a refresh or a payload (ACS
+    /// `IAMRoleCredentialsAckRequest`).
+    async fn ack_credentials(&self, ack: IAMRoleCredentialsAckRequest);
     async fn submit_task_state_change(
         &self,
         req: SubmitTaskStateChangeRequest,

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use crate::Inner;
 use crate::backend::TaskNetworkReport;
 use crate::container::container_spec;
+use crate::credentials;
 use crate::health::{HealthCheck, health_loop};
 use crate::net::{Endpoint, Forward};
 use crate::state::{ContainerState, TaskState};
@@ -532,6 +533,7 @@ impl Runner {
                 _ => id.chars().take(12).collect(),
             };
         }
+        self.credentials_env(d, &mode, &mut spec.env);
         // Port bindings: bridge forwards host ports; host and awsvpc publish the container port.
         let mut bindings = Vec::new();
         let mut forwards = Vec::new();
@@ -636,6 +638,26 @@ impl Runner {
             self.report_container(&name).await;
         }
         Ok(())
+    }
+
+    /// Point a container with a task role at its credentials (the variable its network mode
+    /// reaches the endpoint by). Built at every start from the task's saved credentials id, so
+    /// a container started after an agent restart gets it too; one that kept running keeps its
+    /// own, which stays right: the loopback port is kept across restarts and the bridge's
+    /// address is redirected to wherever the endpoint listens now.
+    fn credentials_env(&self, d: &ContainerDefinition, mode: &str, env: &mut Vec<String>) {
+        let Some(id) = credentials::task_role_id(&self.st.payload) else {
+            return;
+        };
+        let disabled = d.disable_networking == Some(true);
+        match self.inner.credentials_access.env(mode, disabled, id) {
+            Some((name, value)) => credentials::set_env(env, d, name, &value),
+            None if !disabled && mode != "none" => tracing::warn!(
+                container = d.name.as_deref().unwrap_or_default(),
+                "the task has a role, but its credentials endpoint is not available in network mode {mode} on this node"
+            ),
+            None => {}
+        }
     }
 
     /// Bridge port forwards of a re-attached container: its forwarder processes kept where

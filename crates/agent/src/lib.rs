@@ -11,6 +11,8 @@
 //! - [`session`]: the ACS session with a control plane across the network, and the telemetry
 //!   session beside it;
 //! - [`telemetry`]: the running containers' CPU and memory, reported every interval;
+//! - [`credentials`]: task role credentials (in memory only) and the endpoint containers
+//!   fetch them from;
 //! - [`sim`]: simulated nodes (real sessions, modelled containers) for scale tests.
 //!
 //! On every (re)connect the agent reconciles with the first payload: what the control plane
@@ -21,6 +23,7 @@
 
 pub mod backend;
 pub mod container;
+pub mod credentials;
 pub mod engine;
 pub mod health;
 pub mod net;
@@ -35,7 +38,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_client::{ImageRef, RegistryAuth, RegistryClient};
-use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::acs::{AckRequest, IAMRoleCredentialsMessage, PayloadMessage};
 use berth_model::wire::ecs::{
     Attribute, RegisterContainerInstanceRequest, Resource, SubmitTaskStateChangeRequest,
     VersionInfo,
@@ -45,7 +48,8 @@ use berth_runtime::{ImageStore, PullPolicy, PulledImage};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use backend::Backend;
+use backend::{Backend, Inbound};
+use credentials::{CredentialStore, CredentialsEndpoint};
 use state::{StateDir, TaskState};
 
 /// How an agent is set up.
@@ -127,12 +131,18 @@ pub(crate) struct Inner {
     pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Pulls (shared) against image collection (exclusive).
     gc_lock: tokio::sync::RwLock<()>,
+    /// The roles' credentials of the tasks this agent runs (memory only).
+    pub(crate) credentials: Arc<CredentialStore>,
+    /// Where containers reach the credentials endpoint.
+    pub(crate) credentials_access: credentials::Access,
 }
 
 /// A running agent.
 pub struct Agent {
     inner: Arc<Inner>,
     session: tokio::task::JoinHandle<()>,
+    /// Stops (and removes its redirect) when the agent goes.
+    _credentials_endpoint: CredentialsEndpoint,
 }
 
 /// How many ended tasks the agent remembers (see `Inner::finished`).
@@ -276,6 +286,7 @@ impl Inner {
 
     pub(crate) fn forget(&self, arn: &str) {
         self.tasks.lock().remove(arn);
+        self.credentials.remove_task(arn);
         let mut f = self.finished.lock();
         f.push_back(arn.to_string());
         if f.len() > FINISHED_KEPT {
@@ -334,10 +345,19 @@ impl Inner {
 
     async fn handle_payload(self: &Arc<Self>, msg: PayloadMessage) {
         let cluster_arn = msg.cluster_arn.clone().unwrap_or_default();
-        for t in msg.tasks.unwrap_or_default() {
+        let mut credential_acks = Vec::new();
+        for mut t in msg.tasks.unwrap_or_default() {
             let Some(arn) = t.arn.clone() else { continue };
             let desired = t.desired_status.clone().unwrap_or_else(|| "RUNNING".into());
             let known = self.tasks.lock().get(&arn).cloned();
+            // The roles' credentials of a task that runs here or is about to (never of one
+            // that ended): into the store, and out of what is saved.
+            let runs_here =
+                known.is_some() || (desired == "RUNNING" && !self.finished.lock().contains(&arn));
+            if runs_here {
+                credential_acks.extend(self.credentials.take_from_task(&t));
+            }
+            credentials::scrub(&mut t);
             match known {
                 Some(tx) => {
                     tx.send_replace(desired);
@@ -372,9 +392,34 @@ impl Inner {
                 .ack(AckRequest {
                     cluster: Some(cluster_arn),
                     container_instance: msg.container_instance_arn,
-                    message_id: Some(id),
+                    message_id: Some(id.clone()),
                 })
                 .await;
+            // As the ECS agent does: the credentials a payload brought are acknowledged too,
+            // under the payload's messageId.
+            for mut ack in credential_acks {
+                ack.message_id = Some(id.clone());
+                self.backend.ack_credentials(ack).await;
+            }
+        }
+    }
+
+    /// Fresh credentials for a task's role: stored and acknowledged; a message that cannot be
+    /// used (for a task that does not run here, say) is left unacknowledged, as the ECS agent
+    /// does.
+    async fn handle_credentials(&self, msg: IAMRoleCredentialsMessage) {
+        let runs = |arn: &str| self.tasks.lock().contains_key(arn);
+        match self.credentials.refresh(&msg, runs) {
+            Ok(ack) => {
+                tracing::debug!(
+                    task = msg.task_arn.as_deref().unwrap_or_default(),
+                    role = msg.role_type.as_deref().unwrap_or_default(),
+                    expiration = ack.expiration.as_deref().unwrap_or_default(),
+                    "role credentials refreshed"
+                );
+                self.backend.ack_credentials(ack).await;
+            }
+            Err(e) => tracing::warn!("credentials refresh not taken: {e}"),
         }
     }
 }
@@ -403,6 +448,21 @@ impl Agent {
             None => (None, None),
         };
         let states = StateDir::open(&cfg.root.join("state"))?;
+        // Task roles' credentials: a restarted agent knows its tasks' credential ids (their
+        // keys come with the session's first payload).
+        let creds = Arc::new(CredentialStore::new());
+        let saved = states.all();
+        for st in &saved {
+            if st.status != "STOPPED" {
+                creds.expect_task(&st.arn, &st.payload);
+            }
+        }
+        let endpoint = CredentialsEndpoint::start(
+            creds.clone(),
+            net.as_ref().map(|n| n.bridge()),
+            &cfg.root.join("credentials-endpoint"),
+        )
+        .await;
         let inner = Arc::new(Inner {
             backend: backend.clone(),
             runtime,
@@ -417,12 +477,14 @@ impl Agent {
             registry_auth: Mutex::new(None),
             pull_locks: Mutex::new(HashMap::new()),
             gc_lock: tokio::sync::RwLock::new(()),
+            credentials: creds,
+            credentials_access: endpoint.access(),
             cfg,
         });
         let arn = register(&inner).await?;
         *inner.instance_arn.lock() = arn.clone();
         // Tasks from before a restart: runners re-attach to their containers.
-        for st in inner.states.all() {
+        for st in saved {
             tracing::info!(task = %st.arn, status = %st.status, "resuming task");
             inner.spawn_runner(st);
         }
@@ -432,14 +494,19 @@ impl Agent {
         let session = tokio::spawn(async move {
             let cluster = me.cfg.cluster.clone();
             loop {
-                match me.backend.payloads(&cluster, &arn).await {
+                match me.backend.messages(&cluster, &arn).await {
                     Ok(mut rx) => {
                         let mut first = true;
                         while let Some(msg) = rx.recv().await {
-                            if std::mem::take(&mut first) {
-                                me.reconcile(&msg);
+                            match msg {
+                                Inbound::Payload(msg) => {
+                                    if std::mem::take(&mut first) {
+                                        me.reconcile(&msg);
+                                    }
+                                    me.handle_payload(msg).await;
+                                }
+                                Inbound::Credentials(c) => me.handle_credentials(c).await,
                             }
-                            me.handle_payload(msg).await;
                         }
                         tracing::warn!("agent session ended; reconnecting");
                     }
@@ -448,7 +515,11 @@ impl Agent {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        Ok(Agent { inner, session })
+        Ok(Agent {
+            inner,
+            session,
+            _credentials_endpoint: endpoint,
+        })
     }
 
     /// Replace the credentials for the control plane's registry (a fresh ECR token).
@@ -596,7 +667,13 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
         .ok()
         .map(|s| s.trim().to_string());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
-    let mut ports: Vec<String> = cfg.reserved_ports.iter().map(|p| p.to_string()).collect();
+    // The credentials endpoint's ports too: a task's fixed host port there would fail.
+    let mut ports: Vec<String> = cfg
+        .reserved_ports
+        .iter()
+        .chain(&inner.credentials_access.ports())
+        .map(|p| p.to_string())
+        .collect();
     ports.sort();
     ports.dedup();
     let mut attrs: Vec<(String, String)> = vec![

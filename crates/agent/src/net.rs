@@ -28,6 +28,12 @@ impl NodeNet {
         self.subnet.clone()
     }
 
+    /// The bridge's name and its (gateway) address.
+    pub fn bridge(&self) -> (String, Ipv4Addr) {
+        let c = self.net.config();
+        (c.bridge.clone(), berth_runtime::net::gateway(c.subnet))
+    }
+
     /// The endpoint of `id`, created if it does not exist yet.
     pub async fn create(&self, id: &str) -> Result<Endpoint, String> {
         if let Some(ep) = self.net.endpoint(id).await {

@@ -1,8 +1,10 @@
 //! The agent's session with a control plane across the network, the way the ECS agent talks
 //! to ECS: `RegisterContainerInstance`, `SubmitTaskStateChange` and
 //! `SubmitContainerStateChange` over the ECS JSON API (SigV4), and `DiscoverPollEndpoint` then
-//! a SigV4-signed websocket (ACS framing `{"type","message"}`) that brings `PayloadMessage`s
-//! and heartbeats; acks, heartbeat acks and berth's `BerthTaskNetwork` extension go back on it.
+//! a SigV4-signed websocket (ACS framing `{"type","message"}`) that brings `PayloadMessage`s,
+//! `IAMRoleCredentialsMessage`s and heartbeats; acks (`AckRequest`,
+//! `IAMRoleCredentialsAckRequest`), heartbeat acks and berth's `BerthTaskNetwork` extension go
+//! back on it.
 //! Beside it, while it lives, the telemetry session (TCS: the same dance on the
 //! `telemetryEndpoint`, query `cluster`/`containerInstance`) carries `PublishMetricsRequest`
 //! and `PublishHealthRequest` (the latter falls back to the ACS session while TCS is down).
@@ -11,7 +13,9 @@
 use std::sync::Arc;
 
 use berth_client::{AwsClient, TlsTrust};
-use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::acs::{
+    AckRequest, IAMRoleCredentialsAckRequest, IAMRoleCredentialsMessage, PayloadMessage,
+};
 use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
     SubmitTaskStateChangeRequest,
@@ -23,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::backend::{Backend, BackendError, TaskNetworkReport};
+use crate::backend::{Backend, BackendError, Inbound, TaskNetworkReport};
 
 const ECS: &str = "AmazonEC2ContainerServiceV20141113";
 /// How long opening the session may take.
@@ -272,11 +276,11 @@ impl Backend for RemoteBackend {
         })
     }
 
-    async fn payloads(
+    async fn messages(
         &self,
         cluster: &str,
         instance_arn: &str,
-    ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
+    ) -> Result<mpsc::Receiver<Inbound>, BackendError> {
         let ws = open_session(
             &self.aws,
             &self.trust,
@@ -331,14 +335,11 @@ impl Backend for RemoteBackend {
                     continue;
                 };
                 match v["type"].as_str().unwrap_or_default() {
-                    "PayloadMessage" => {
-                        match serde_json::from_value::<PayloadMessage>(v["message"].clone()) {
-                            Ok(p) => {
-                                if tx.send(p).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) => tracing::warn!("unreadable payload: {e}"),
+                    "PayloadMessage" | "IAMRoleCredentialsMessage" => {
+                        if let Some(m) = inbound(v)
+                            && tx.send(m).await.is_err()
+                        {
+                            break;
                         }
                     }
                     "HeartbeatMessage" => {
@@ -357,6 +358,13 @@ impl Backend for RemoteBackend {
 
     async fn ack(&self, ack: AckRequest) {
         let _ = self.send_frame("AckRequest", serde_json::to_value(ack).unwrap_or_default());
+    }
+
+    async fn ack_credentials(&self, ack: IAMRoleCredentialsAckRequest) {
+        let _ = self.send_frame(
+            "IAMRoleCredentialsAckRequest",
+            serde_json::to_value(ack).unwrap_or_default(),
+        );
     }
 
     async fn submit_task_state_change(
@@ -409,6 +417,37 @@ impl Backend for RemoteBackend {
             json!({"cluster": r.cluster, "taskArn": r.task_arn, "privateIpv4": r.private_ipv4,
                    "mac": r.mac, "subnet": r.subnet}),
         )
+    }
+}
+
+/// The message of a `PayloadMessage` or `IAMRoleCredentialsMessage` frame; None (logged) for
+/// one that cannot be read. A credentials message's error says where, never what: its values
+/// are secret.
+fn inbound(mut frame: Value) -> Option<Inbound> {
+    let kind = frame["type"].as_str().unwrap_or_default().to_string();
+    let message = frame["message"].take();
+    match kind.as_str() {
+        "PayloadMessage" => match serde_json::from_value::<PayloadMessage>(message) {
+            Ok(p) => Some(Inbound::Payload(p)),
+            Err(e) => {
+                tracing::warn!("unreadable payload: {e}");
+                None
+            }
+        },
+        "IAMRoleCredentialsMessage" => {
+            match serde_json::from_value::<IAMRoleCredentialsMessage>(message) {
+                Ok(c) => Some(Inbound::Credentials(c)),
+                Err(e) => {
+                    tracing::warn!(
+                        "unreadable credentials message (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
     }
 }
 
@@ -483,6 +522,41 @@ pub fn remote(
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn payload_and_credentials_frames_are_read() {
+        let p = json!({"type": "PayloadMessage", "message": {"messageId": "p1", "tasks": [{
+            "arn": "t", "roleCredentials": {"credentialsId": "c1", "accessKeyId": "AK"}}]}});
+        let Some(Inbound::Payload(p)) = inbound(p) else {
+            panic!("a payload")
+        };
+        assert_eq!(p.message_id.as_deref(), Some("p1"));
+        let t = &p.tasks.unwrap()[0];
+        assert_eq!(
+            t.role_credentials
+                .as_ref()
+                .unwrap()
+                .credentials_id
+                .as_deref(),
+            Some("c1")
+        );
+        let c = json!({"type": "IAMRoleCredentialsMessage", "message": {
+            "messageId": "m1", "taskArn": "t", "roleType": "TaskApplication",
+            "roleCredentials": {"credentialsId": "c1", "accessKeyId": "AK",
+                "secretAccessKey": "SK", "sessionToken": "TK",
+                "expiration": "2026-11-23T21:00:00Z"}}});
+        let Some(Inbound::Credentials(c)) = inbound(c) else {
+            panic!("credentials")
+        };
+        assert_eq!(c.message_id.as_deref(), Some("m1"));
+        assert_eq!(c.role_type.as_deref(), Some("TaskApplication"));
+        let rc = c.role_credentials.unwrap();
+        assert_eq!(rc.session_token.as_deref(), Some("TK"));
+        assert_eq!(rc.expiration.as_deref(), Some("2026-11-23T21:00:00Z"));
+        let bad = json!({"type": "IAMRoleCredentialsMessage", "message": {"roleCredentials": 5}});
+        assert!(inbound(bad).is_none());
+        assert!(inbound(json!({"type": "HeartbeatMessage", "message": {}})).is_none());
+    }
 
     #[test]
     fn silence_deadline_follows_the_heartbeat_interval() {

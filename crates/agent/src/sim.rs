@@ -308,6 +308,15 @@ async fn node(
                     let reply = match v["type"].as_str().unwrap_or_default() {
                         "HeartbeatMessage" => Some(json!({"type": "HeartbeatAckRequest",
                             "message": {"messageId": v["message"]["messageId"]}})),
+                        // Modelled tasks make no use of credentials; a refresh is only
+                        // acknowledged, as a real node does.
+                        "IAMRoleCredentialsMessage" => {
+                            let m = &v["message"];
+                            Some(json!({"type": "IAMRoleCredentialsAckRequest", "message": {
+                                "messageId": m["messageId"],
+                                "credentialsId": m["roleCredentials"]["credentialsId"],
+                                "expiration": m["roleCredentials"]["expiration"]}}))
+                        }
                         "PayloadMessage" => {
                             let Ok(p) =
                                 serde_json::from_value::<PayloadMessage>(v["message"].clone())

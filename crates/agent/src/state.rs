@@ -40,7 +40,8 @@ pub struct ContainerState {
 pub struct TaskState {
     pub arn: String,
     pub cluster_arn: String,
-    /// The payload the control plane sent (what to run).
+    /// The payload the control plane sent (what to run), without its roles' keys: only
+    /// their ids are kept ([`crate::credentials::scrub`]).
     pub payload: acs::Task,
     pub desired: String,
     /// PENDING, RUNNING, STOPPED as reported to the control plane.

@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use berth_agent::backend::{Backend, BackendError, TaskNetworkReport};
+use berth_agent::backend::{Backend, BackendError, Inbound, TaskNetworkReport};
 use berth_agent::{Agent, AgentConfig};
 use berth_client::RegistryAuth;
+use berth_control::agent::FeedMessage;
 use berth_control::{Control, ControlError};
-use berth_model::wire::acs::{AckRequest, PayloadMessage};
+use berth_model::wire::acs::{AckRequest, IAMRoleCredentialsAckRequest};
 use berth_model::wire::ecs::{
     ContainerInstance, RegisterContainerInstanceRequest, SubmitContainerStateChangeRequest,
     SubmitTaskStateChangeRequest,
@@ -47,11 +48,11 @@ impl Backend for InProcess {
         })
     }
 
-    async fn payloads(
+    async fn messages(
         &self,
         cluster: &str,
         instance_arn: &str,
-    ) -> Result<mpsc::Receiver<PayloadMessage>, BackendError> {
+    ) -> Result<mpsc::Receiver<Inbound>, BackendError> {
         // In session like a remote agent: present while the agent holds the feed.
         let session = self
             .control
@@ -72,8 +73,10 @@ impl Backend for InProcess {
                         let Some(m) = m else { break };
                         // The local node reconciles from the first payload; manifests are
                         // for the ECS agent.
-                        let berth_control::agent::FeedMessage::Payload(m) = m else {
-                            continue;
+                        let m = match m {
+                            FeedMessage::Payload(p) => Inbound::Payload(p),
+                            FeedMessage::Credentials(c) => Inbound::Credentials(c),
+                            FeedMessage::Manifest(_) => continue,
                         };
                         if tx.send(m).await.is_err() {
                             break;
@@ -88,6 +91,9 @@ impl Backend for InProcess {
     }
 
     async fn ack(&self, _ack: AckRequest) {}
+
+    /// Nothing to tell: the control plane here hands credentials over in-process.
+    async fn ack_credentials(&self, _ack: IAMRoleCredentialsAckRequest) {}
 
     async fn submit_task_state_change(
         &self,
@@ -306,8 +312,12 @@ pub async fn run_agent(
     crate::shutdown_signal().await;
     tracing::info!("agent stopping; containers keep running and are picked up on restart");
     refresher.0.abort();
-    if let Ok(a) = std::sync::Arc::try_unwrap(refresher.1) {
-        a.shutdown();
+    // Once the aborted refresher is gone, the agent is ours alone and stops cleanly (its
+    // credentials endpoint takes its redirect along).
+    let _ = refresher.0.await;
+    match std::sync::Arc::try_unwrap(refresher.1) {
+        Ok(a) => a.shutdown(),
+        Err(_) => tracing::warn!("the agent is still in use; not stopped cleanly"),
     }
     Ok(())
 }

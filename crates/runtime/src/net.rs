@@ -15,19 +15,21 @@
 //!   endpoint under `state_dir/endpoints/` so the agent finds its endpoints again
 //!   ([`Network::endpoint`]);
 //! - **host ports**: [`bind_host_port`] and [`PortProxy`], a userspace TCP/UDP forwarder (like
-//!   `docker-proxy`); [`crate::forward`] runs one in its own process.
+//!   `docker-proxy`); [`crate::forward`] runs one in its own process;
+//! - **redirects** ([`Redirect`]): a DNAT rule per bridge that sends containers' connections
+//!   to a well-known address to a service of the node.
 //!
 //! The hot path spawns no processes: an endpoint is a handful of netlink round trips made on a
 //! short-lived thread of our own, which is the only thread that ever changes namespace (tokio
-//! workers never leave the host namespace). Only the one-time setup in [`Network::open`] may
-//! run `iptables`.
+//! workers never leave the host namespace). Only the one-time setup in [`Network::open`] and
+//! [`Redirect`] run `iptables`.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -546,6 +548,139 @@ fn iptables(args: &[&str]) -> io::Result<bool> {
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
+}
+
+/// Run `iptables` with `args`; Ok(stdout) when it succeeds, its stderr as the error otherwise.
+fn iptables_output(args: &[&str]) -> Result<String, NetError> {
+    let what = || format!("iptables {}", args.join(" "));
+    let out = Command::new("iptables")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                NetError::Io(what(), io::Error::other("iptables is not installed"))
+            } else {
+                NetError::Io(what(), e)
+            }
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(NetError::Io(what(), io::Error::other(err)))
+    }
+}
+
+// ---- redirects to the node's own services ------------------------------------------------------
+
+/// A `nat PREROUTING` DNAT rule: TCP connections that arrive on `bridge` for `from` go to `to`,
+/// an address of the node instead. This is how containers on the bridge reach a service of the
+/// agent at a well-known address (the task credentials endpoint at `169.254.170.2:80`, as on
+/// ECS). Each network namespace has its own rules, so agents in different namespaces never
+/// see each other's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub bridge: String,
+    pub from: SocketAddrV4,
+    pub to: SocketAddrV4,
+}
+
+impl Redirect {
+    fn args(&self, op: &str) -> Vec<String> {
+        [
+            "-w",
+            "-t",
+            "nat",
+            op,
+            "PREROUTING",
+            "-i",
+            &self.bridge,
+            "-d",
+            &format!("{}/32", self.from.ip()),
+            "-p",
+            "tcp",
+            "--dport",
+            &self.from.port().to_string(),
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &self.to.to_string(),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+
+    fn run(&self, op: &str) -> Result<String, NetError> {
+        let args = self.args(op);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        iptables_output(&args)
+    }
+
+    fn present(&self) -> bool {
+        self.run("-C").is_ok()
+    }
+
+    /// Make this the bridge's only redirect of `from`: rules that point elsewhere (left by an
+    /// earlier run of the agent, whose port was another) are removed, and this one is added
+    /// unless it is there already. Idempotent. Runs `iptables`: call off the async workers.
+    pub fn install(&self) -> Result<(), NetError> {
+        if !valid_ifname(&self.bridge) {
+            return Err(NetError::Config(format!("bridge name {:?}", self.bridge)));
+        }
+        let listing = iptables_output(&["-w", "-t", "nat", "-S", "PREROUTING"])?;
+        for old in redirect_targets(&listing, &self.bridge, self.from) {
+            if old != self.to {
+                let stale = Redirect {
+                    to: old,
+                    ..self.clone()
+                };
+                stale.run("-D")?;
+            }
+        }
+        if !self.present() {
+            self.run("-A")?;
+        }
+        Ok(())
+    }
+
+    /// Remove this rule (every copy of it); other redirects stay. Runs `iptables`.
+    pub fn remove(&self) -> Result<(), NetError> {
+        for _ in 0..16 {
+            if !self.present() {
+                return Ok(());
+            }
+            self.run("-D")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the redirects of `from` on `bridge` go, from an `iptables -t nat -S PREROUTING`
+/// listing (rules with negations or other matches are not ours and are left out).
+pub fn redirect_targets(listing: &str, bridge: &str, from: SocketAddrV4) -> Vec<SocketAddrV4> {
+    let dst = format!("{}/32", from.ip());
+    let port = from.port().to_string();
+    listing
+        .lines()
+        .filter_map(|line| {
+            let t: Vec<&str> = line.split_whitespace().collect();
+            if t.len() != 16 || t[..2] != ["-A", "PREROUTING"] {
+                return None;
+            }
+            let val = |flag: &str| t.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
+            let ours = val("-i") == Some(bridge)
+                && val("-d") == Some(dst.as_str())
+                && val("-p") == Some("tcp")
+                && val("-m") == Some("tcp")
+                && val("--dport") == Some(port.as_str())
+                && val("-j") == Some("DNAT");
+            if !ours {
+                return None;
+            }
+            val("--to-destination")?.parse().ok()
+        })
+        .collect()
 }
 
 // ---- background deletion -----------------------------------------------------------------------
@@ -1350,6 +1485,36 @@ mod tests {
         let n2 = offline(d.path(), s);
         assert_eq!(n2.allocate("y").unwrap(), got[1]);
         assert_eq!(n2.owner(got[1]).as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn redirect_rules_are_found_by_bridge_and_address() {
+        let from: SocketAddrV4 = "169.254.170.2:80".parse().unwrap();
+        let r = Redirect {
+            bridge: "berth0".into(),
+            from,
+            to: "10.213.0.1:41234".parse().unwrap(),
+        };
+        assert_eq!(
+            r.args("-A").join(" "),
+            "-w -t nat -A PREROUTING -i berth0 -d 169.254.170.2/32 -p tcp --dport 80 -j DNAT --to-destination 10.213.0.1:41234"
+        );
+        // As `iptables -S` prints rules (it adds `-m tcp` and orders the matches its own way).
+        let listing = "-P PREROUTING ACCEPT\n\
+            -A PREROUTING -d 169.254.170.2/32 -i berth0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.213.0.1:41234\n\
+            -A PREROUTING -d 169.254.170.2/32 -i berth0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.213.0.1:40000\n\
+            -A PREROUTING -d 169.254.170.2/32 -i berth1 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.99.0.1:1\n\
+            -A PREROUTING -d 169.254.170.2/32 -i berth0 -p tcp -m tcp --dport 81 -j DNAT --to-destination 10.213.0.1:2\n\
+            -A PREROUTING -d 169.254.170.2/32 ! -i berth0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.213.0.1:3\n\
+            -A PREROUTING -d 169.254.170.2/32 -i berth0 -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 5\n\
+            -A PREROUTING -i berth0 -j DOCKER\n";
+        let got = redirect_targets(listing, "berth0", from);
+        let want: Vec<SocketAddrV4> = vec![
+            "10.213.0.1:41234".parse().unwrap(),
+            "10.213.0.1:40000".parse().unwrap(),
+        ];
+        assert_eq!(got, want);
+        assert!(redirect_targets(listing, "berth9", from).is_empty());
     }
 
     #[test]
