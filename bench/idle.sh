@@ -26,6 +26,7 @@ cleanup() {
   for d in /sys/fs/cgroup/*/berth/*; do [ -d "$d" ] && rmdir "$d"/* "$d" 2>/dev/null; done
   ip link del "$BRIDGE" 2>/dev/null
   while iptables -t nat -D POSTROUTING -s 10.218.0.0/24 ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null; do :; done
+  while iptables -D FORWARD -i "$BRIDGE" -d 169.254.170.2/32 -j REJECT 2>/dev/null; do :; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT

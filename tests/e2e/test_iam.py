@@ -141,6 +141,15 @@ def test_roles_policies_and_sessions(berth):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s_ecs.list_tasks(cluster="prod")
     assert code(e) == "AccessDeniedException" and "explicit deny" in e.value.response["Error"]["Message"]
+    # … also when it names the cluster in a condition (ecs:cluster).
+    prod = "arn:aws:ecs:%s:%s:cluster/prod" % (berth.env["AWS_REGION"], ACCOUNT)
+    iam.put_role_policy(RoleName="deployer", PolicyName="deny", PolicyDocument=policy(
+        {"Effect": "Deny", "Action": "ecs:*", "Resource": "*",
+         "Condition": {"ArnEquals": {"ecs:cluster": prod}}}))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.list_tasks(cluster="prod")
+    assert code(e) == "AccessDeniedException"
+    assert s_ecs.list_clusters()["clusterArns"]
     iam.delete_role_policy(RoleName="deployer", PolicyName="deny")
     s_ecs.list_tasks(cluster="prod")
 
@@ -226,3 +235,99 @@ def test_join_tokens_and_registry_pulls_follow_policies(berth):
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 403
     assert base64.b64decode(ttoken).startswith(b"AWS:")
+
+
+def _creds_in_logs(node, arn):
+    """The credentials documents a task's container printed, in order, and the URIs it used."""
+    p = subprocess.run([BERTH, "logs", arn, "--data-dir", node.data_dir], capture_output=True,
+                       text=True, env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    docs, uris = [], set()
+    for line in p.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("URI="):
+            uris.add(line[4:])
+        elif line.startswith("{"):
+            try:
+                docs.append(json.loads(line))
+            except ValueError:
+                pass
+    return docs, uris
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the local node needs root")
+def test_task_role_credentials_reach_containers_and_renew(data_dir):
+    from test_tasks import running_node
+    with running_node(data_dir, ["--task-credentials-ttl", "20"]) as node:
+        iam = node.client("iam")
+        role = iam.create_role(RoleName="app", AssumeRolePolicyDocument=trust(
+            service="ecs-tasks.amazonaws.com",
+            condition={"StringEquals": {"aws:SourceAccount": ACCOUNT}}))["Role"]["Arn"]
+        iam.put_role_policy(RoleName="app", PolicyName="list", PolicyDocument=policy(
+            {"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}))
+        image = node.push_busybox("creds")
+
+        # bridge: the relative URI on 169.254.170.2, as ECS sets it.
+        fetch = ('while true; do echo "URI=$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"; '
+                 'wget -q -O- "http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"; echo; '
+                 'sleep 1; done')
+        arn = node.run("creds", [{"name": "c", "image": image, "memory": 32, "essential": True,
+                                  "entryPoint": ["/bin/sh", "-c", fetch]}],
+                       networkMode="bridge", taskRoleArn=role)
+        node.wait_task(arn, "RUNNING")
+        deadline = time.time() + 40
+        docs, uris = [], set()
+        while time.time() < deadline:
+            docs, uris = _creds_in_logs(node, arn)
+            if len({d["AccessKeyId"] for d in docs}) >= 2:
+                break
+            time.sleep(1)
+        keys = [d["AccessKeyId"] for d in docs]
+        assert len(set(keys)) >= 2, "renewed within 40 s: %s\n%s" % (docs[:1], node.log())
+        assert len(uris) == 1 and next(iter(uris)).startswith("/v2/credentials/"), uris
+        latest = docs[-1]
+        assert latest["RoleArn"] == role and latest["Expiration"].endswith("Z")
+        # They are the role's: allowed what it allows, nothing more.
+        assert session_client(node, latest).list_clusters()["clusterArns"]
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            session_client(node, latest).create_cluster(clusterName="nope")
+        assert code(e) == "AccessDeniedException"
+        me = session_client(node, latest, "sts").get_caller_identity()
+        assert me["Arn"] == "arn:aws:sts::%s:assumed-role/app/%s" % (ACCOUNT, arn.rsplit("/", 1)[1])
+        node.client().stop_task(cluster="default", task=arn)
+        node.wait_task(arn, "STOPPED", timeout=15)
+
+        # host: the full URI on loopback, which the aws CLI's own container provider reads.
+        show = 'echo "URI=$AWS_CONTAINER_CREDENTIALS_FULL_URI"; sleep 300'
+        arn = node.run("creds-host", [{"name": "c", "image": image, "memory": 32, "essential": True,
+                                       "entryPoint": ["/bin/sh", "-c", show]}],
+                       networkMode="host", taskRoleArn=role)
+        node.wait_task(arn, "RUNNING")
+        deadline = time.time() + 10
+        uris = set()
+        while time.time() < deadline and not uris:
+            uris = _creds_in_logs(node, arn)[1]
+            time.sleep(0.2)
+        (uri,) = uris
+        assert uri.startswith("http://127.0.0.1:") and "/v2/credentials/" in uri, uri
+        env = {"PATH": os.environ["PATH"], "AWS_CONTAINER_CREDENTIALS_FULL_URI": uri,
+               "AWS_ENDPOINT_URL": node.endpoint, "AWS_REGION": node.env["AWS_REGION"],
+               "AWS_DEFAULT_REGION": node.env["AWS_REGION"],
+               "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+        p = subprocess.run(["aws", "sts", "get-caller-identity", "--output", "json"],
+                           capture_output=True, text=True, env=env)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["Arn"].startswith("arn:aws:sts::%s:assumed-role/app/" % ACCOUNT)
+        node.client().stop_task(cluster="default", task=arn)
+        node.wait_task(arn, "STOPPED", timeout=15)
+        # A stopped task's credentials are no longer served.
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(uri, timeout=5)
+        assert e.value.code == 400
+
+        # A role that does not trust ECS tasks is refused at RunTask; nothing is placed.
+        iam.update_assume_role_policy(RoleName="app", PolicyDocument=trust(aws=ACCOUNT))
+        ecs = node.client()
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            ecs.run_task(cluster="default", taskDefinition="creds")
+        assert code(e) == "ClientException" and "unable to assume the role" in str(e.value)

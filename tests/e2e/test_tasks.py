@@ -71,15 +71,21 @@ def _cleanup_node(data_dir, task_ids):
                             BRIDGE, "-j", "MASQUERADE"], capture_output=True)
         if r.returncode != 0:
             break
-    # The credentials endpoint's DNAT rule for the bridge (169.254.170.2:80).
-    rules = subprocess.run(["iptables", "-t", "nat", "-S", "PREROUTING"], capture_output=True,
-                           text=True).stdout.splitlines()
-    for r in rules:
-        if BRIDGE in r.split() and "169.254.170.2/32" in r:
-            subprocess.run(["iptables", "-t", "nat", *r.replace("-A ", "-D ", 1).split()],
-                           capture_output=True)
+    remove_credentials_rules(BRIDGE)
     remove_cgroup_dirs([os.path.join("/sys/fs/cgroup", r) for r in os.listdir("/sys/fs/cgroup")],
                        task_ids)
+
+
+def remove_credentials_rules(bridge):
+    """The node's rules for the credentials address on `bridge`: the agent's DNAT rule and the
+    network's guard that keeps credential requests on the node."""
+    for table, chain in (("nat", "PREROUTING"), ("filter", "FORWARD")):
+        rules = subprocess.run(["iptables", "-t", table, "-S", chain], capture_output=True,
+                               text=True).stdout.splitlines()
+        for r in rules:
+            if bridge in r.split() and "169.254.170.2/32" in r:
+                subprocess.run(["iptables", "-t", table, *r.replace("-A ", "-D ", 1).split()],
+                               capture_output=True)
 
 
 def remove_cgroup_dirs(roots, task_ids):

@@ -134,6 +134,30 @@ impl Drop for Guard {
             }
             masquerade("-D");
         }
+        let guard = |op: &str| {
+            quiet(
+                "iptables",
+                &[
+                    "-w",
+                    "-t",
+                    "filter",
+                    op,
+                    "FORWARD",
+                    "-i",
+                    BRIDGE,
+                    "-d",
+                    "169.254.170.2/32",
+                    "-j",
+                    "REJECT",
+                ],
+            )
+        };
+        for _ in 0..8 {
+            if !guard("-C") {
+                break;
+            }
+            guard("-D");
+        }
         let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
     }
 }

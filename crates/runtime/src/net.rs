@@ -3,8 +3,10 @@
 //! What this module owns:
 //!
 //! - **the bridge** (`berth0` by default) with the gateway address — the first host of the
-//!   node's subnet — plus `net.ipv4.ip_forward` and one `MASQUERADE` rule for the subnet so
-//!   containers reach the outside ([`Network::open`], [`Network::destroy`]);
+//!   node's subnet — plus `net.ipv4.ip_forward`, one `MASQUERADE` rule for the subnet so
+//!   containers reach the outside, and one `FORWARD … REJECT` rule so that requests for the
+//!   credentials address (`169.254.170.2`) never leave the node when no agent redirects them
+//!   ([`Network::open`], [`Network::destroy`]);
 //! - **endpoints**: a network namespace per task or container, bind-mounted to a file under
 //!   `state_dir/netns/` the way `ip netns add` does (that directory is made a shared mount
 //!   point, as iproute2 does with `/run/netns`), whose `eth0` is one end of a veth pair; the
@@ -540,6 +542,28 @@ fn masquerade_args<'a>(op: &'a str, subnet: &'a str, bridge: &'a str) -> [&'a st
     ]
 }
 
+/// The address where tasks find their role credentials (the agent's endpoint, reached by a
+/// DNAT rule on the bridge while the agent runs).
+pub const CREDENTIALS_ADDRESS: &str = "169.254.170.2/32";
+
+/// The rule that keeps tasks' requests for credentials on the node: without the agent's DNAT
+/// rule they would be forwarded to the network (with the credentials id in their path).
+fn credentials_guard_args<'a>(op: &'a str, bridge: &'a str) -> [&'a str; 11] {
+    [
+        "-w",
+        "-t",
+        "filter",
+        op,
+        "FORWARD",
+        "-i",
+        bridge,
+        "-d",
+        CREDENTIALS_ADDRESS,
+        "-j",
+        "REJECT",
+    ]
+}
+
 fn iptables(args: &[&str]) -> io::Result<bool> {
     Command::new("iptables")
         .args(args)
@@ -785,6 +809,9 @@ pub struct Network {
     cursor: parking_lot::Mutex<u32>,
     /// Whether [`Network::open`] added the masquerade rule (then [`Network::destroy`] removes it).
     masquerade_added: bool,
+    /// Whether [`Network::open`] added the credentials guard (then [`Network::destroy`]
+    /// removes it).
+    guard_added: bool,
     reaper: Reaper,
 }
 
@@ -867,11 +894,27 @@ impl Network {
         })
         .await
         .unwrap_or(false);
+        let bridge = cfg.bridge.clone();
+        let guard_added = tokio::task::spawn_blocking(move || {
+            match iptables(&credentials_guard_args("-C", &bridge)) {
+                Ok(false) => {
+                    let added = matches!(iptables(&credentials_guard_args("-I", &bridge)), Ok(true));
+                    if !added {
+                        tracing::warn!(%bridge, "could not add the rule that keeps credential requests on the node");
+                    }
+                    added
+                }
+                _ => false,
+            }
+        })
+        .await
+        .unwrap_or(false);
 
         let net = Network {
             gateway: gw,
             cursor: parking_lot::Mutex::new(0),
             masquerade_added,
+            guard_added,
             reaper: Reaper::start().map_err(ioe("starting the veth reaper"))?,
             cfg,
         };
@@ -1115,6 +1158,13 @@ impl Network {
             let subnet = format!("{}/{}", self.cfg.subnet.0, self.cfg.subnet.1);
             let bridge = self.cfg.bridge.clone();
             tokio::task::spawn_blocking(move || iptables(&masquerade_args("-D", &subnet, &bridge)))
+                .await
+                .map_err(|e| NetError::Io("iptables".into(), io::Error::other(e)))?
+                .map_err(ioe("iptables -D"))?;
+        }
+        if self.guard_added {
+            let bridge = self.cfg.bridge.clone();
+            tokio::task::spawn_blocking(move || iptables(&credentials_guard_args("-D", &bridge)))
                 .await
                 .map_err(|e| NetError::Io("iptables".into(), io::Error::other(e)))?
                 .map_err(ioe("iptables -D"))?;

@@ -114,6 +114,31 @@ impl Drop for Guard {
             }
             rule("-D");
         }
+        // The guard that keeps credential requests on the node.
+        let guard = |op: &str| {
+            quiet(
+                "iptables",
+                &[
+                    "-w",
+                    "-t",
+                    "filter",
+                    op,
+                    "FORWARD",
+                    "-i",
+                    &self.bridge,
+                    "-d",
+                    "169.254.170.2/32",
+                    "-j",
+                    "REJECT",
+                ],
+            )
+        };
+        for _ in 0..8 {
+            if !guard("-C") {
+                break;
+            }
+            guard("-D");
+        }
         let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
     }
 }
@@ -221,6 +246,19 @@ async fn endpoints_reach_the_host_and_each_other() {
             .filter(|l| l.contains("10.214.1.0/24") && l.contains("MASQUERADE"))
             .count();
         assert_eq!(n, 1, "{rules}");
+        // So is the guard that keeps credential requests on the node.
+        let fwd = Command::new("iptables")
+            .args(["-w", "-S", "FORWARD"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let n = fwd
+            .lines()
+            .filter(|l| {
+                l.contains("169.254.170.2/32") && l.contains(&g.bridge) && l.contains("REJECT")
+            })
+            .count();
+        assert_eq!(n, 1, "{fwd}");
     }
 
     // Host → A.
