@@ -1512,6 +1512,7 @@ mod tests {
             gateway: gateway(subnet),
             cursor: parking_lot::Mutex::new(0),
             masquerade_added: false,
+            guard_added: false,
             reaper: Reaper::start().unwrap(),
         }
     }
