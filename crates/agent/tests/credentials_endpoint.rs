@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use berth_agent::credentials::{CredentialStore, CredentialsEndpoint, LINK_LOCAL, RoleType};
 use berth_model::wire::acs::IAMRoleCredentials;
-use berth_runtime::net::{NetConfig, Network, gateway, redirect_targets, veth_name};
+use berth_runtime::net::{
+    NetConfig, Network, credentials_guard_args, gateway, masquerade_args, redirect_targets,
+    veth_name,
+};
 
 const BRIDGE: &str = "bthcred0";
 const SUBNET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 214, 40, 0), 24);
@@ -109,54 +112,17 @@ impl Drop for Guard {
             quiet("ip", &["link", "del", BRIDGE]);
         }
         let subnet = format!("{}/{}", SUBNET.0, SUBNET.1);
-        let masquerade = |op: &str| {
-            quiet(
-                "iptables",
-                &[
-                    "-w",
-                    "-t",
-                    "nat",
-                    op,
-                    "POSTROUTING",
-                    "-s",
-                    &subnet,
-                    "!",
-                    "-o",
-                    BRIDGE,
-                    "-j",
-                    "MASQUERADE",
-                ],
-            )
-        };
         for _ in 0..8 {
-            if !masquerade("-C") {
+            if !quiet("iptables", &masquerade_args("-C", &subnet, BRIDGE)) {
                 break;
             }
-            masquerade("-D");
+            quiet("iptables", &masquerade_args("-D", &subnet, BRIDGE));
         }
-        let guard = |op: &str| {
-            quiet(
-                "iptables",
-                &[
-                    "-w",
-                    "-t",
-                    "filter",
-                    op,
-                    "FORWARD",
-                    "-i",
-                    BRIDGE,
-                    "-d",
-                    "169.254.170.2/32",
-                    "-j",
-                    "REJECT",
-                ],
-            )
-        };
         for _ in 0..8 {
-            if !guard("-C") {
+            if !quiet("iptables", &credentials_guard_args("-C", BRIDGE)) {
                 break;
             }
-            guard("-D");
+            quiet("iptables", &credentials_guard_args("-D", BRIDGE));
         }
         let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
     }

@@ -17,7 +17,6 @@ use tracing::{Instrument, info_span};
 
 use crate::AppState;
 use crate::error::AwsError;
-use crate::metrics::{OpLabels, RequestLabels};
 
 /// Largest request body accepted on the JSON protocols (AWS answers larger ones with 413).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -110,23 +109,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         Ok(_) => "OK".to_string(),
         Err(e) => e.code.clone(),
     };
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            service: service.to_string(),
-            operation: op.to_string(),
-            code: code.clone(),
-        })
-        .inc();
-    state
-        .metrics
-        .latency
-        .get_or_create(&OpLabels {
-            service: service.to_string(),
-            operation: op.to_string(),
-        })
-        .observe(elapsed.as_secs_f64());
+    state.metrics.record(service, op, &code, elapsed);
     let mut resp = match result {
         Ok(body) => {
             let mut r = Response::new(Body::from(body));

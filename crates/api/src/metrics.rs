@@ -56,6 +56,23 @@ impl Metrics {
         }
     }
 
+    /// Count one answered request and its latency.
+    pub fn record(&self, service: &str, operation: &str, code: &str, elapsed: std::time::Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                service: service.to_string(),
+                operation: operation.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels {
+                service: service.to_string(),
+                operation: operation.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {

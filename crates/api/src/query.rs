@@ -21,7 +21,6 @@ use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use crate::error::AwsError;
-use crate::metrics::{OpLabels, RequestLabels};
 use crate::{AppState, Principal};
 
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
@@ -236,23 +235,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         Ok(_) => "OK".to_string(),
         Err(e) => e.code.clone(),
     };
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            service: service.to_string(),
-            operation: op.to_string(),
-            code,
-        })
-        .inc();
-    state
-        .metrics
-        .latency
-        .get_or_create(&OpLabels {
-            service: service.to_string(),
-            operation: op.to_string(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.record(service, op, &code, started.elapsed());
     let mut resp = match result {
         Ok(inner) => {
             let mut x = format!("<{op}Response xmlns=\"{ns}\">");

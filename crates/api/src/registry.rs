@@ -191,21 +191,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     };
     state
         .metrics
-        .requests
-        .get_or_create(&crate::metrics::RequestLabels {
-            service: "registry".into(),
-            operation: op.into(),
-            code: code.into(),
-        })
-        .inc();
-    state
-        .metrics
-        .latency
-        .get_or_create(&crate::metrics::OpLabels {
-            service: "registry".into(),
-            operation: op.into(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+        .record("registry", op, code, started.elapsed());
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static(API_VERSION),

@@ -195,19 +195,10 @@ fn role_id() -> String {
 
 /// The key that seals session tokens: made on first start, kept in the store.
 pub(crate) async fn load_or_create_session_key(store: &dyn Store) -> Result<Vec<u8>> {
-    loop {
-        if let Some(kv) = store.get(keys::SESSION_KEY.as_bytes()).await? {
-            return Ok(kv.value);
-        }
-        let key: [u8; 32] = rand::random();
-        store
-            .txn(Txn {
-                compare: vec![Compare::missing(keys::SESSION_KEY)],
-                success: vec![Op::put(keys::SESSION_KEY, key.to_vec())],
-                failure: vec![],
-            })
-            .await?;
-    }
+    Ok(berth_store::load_or_create(store, keys::SESSION_KEY, || {
+        rand::random::<[u8; 32]>().to_vec()
+    })
+    .await?)
 }
 
 /// ISO 8601 in UTC, as IAM and STS write times.

@@ -5,7 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use berth_store::{Compare, Op, Store, Txn};
+use berth_store::Store;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle_free::ct_eq;
@@ -28,19 +28,10 @@ mod subtle_free {
 
 /// The signing key, created on first use.
 pub async fn load_or_create_key(store: &dyn Store) -> Result<Vec<u8>, EcrError> {
-    loop {
-        if let Some(kv) = store.get(keys::SECRET.as_bytes()).await? {
-            return Ok(kv.value);
-        }
-        let key: [u8; 32] = rand::random();
-        store
-            .txn(Txn {
-                compare: vec![Compare::missing(keys::SECRET)],
-                success: vec![Op::put(keys::SECRET, key.to_vec())],
-                failure: vec![],
-            })
-            .await?;
-    }
+    Ok(
+        berth_store::load_or_create(store, keys::SECRET, || rand::random::<[u8; 32]>().to_vec())
+            .await?,
+    )
 }
 
 fn mac(key: &[u8], payload: &str) -> String {

@@ -525,7 +525,8 @@ fn remove_if_present(p: &Path) -> Result<(), NetError> {
     }
 }
 
-fn masquerade_args<'a>(op: &'a str, subnet: &'a str, bridge: &'a str) -> [&'a str; 12] {
+/// The `iptables` arguments of the masquerade rule of a bridge's subnet, with `op` (`-C`, `-A`, `-D`).
+pub fn masquerade_args<'a>(op: &'a str, subnet: &'a str, bridge: &'a str) -> [&'a str; 12] {
     [
         "-w",
         "-t",
@@ -548,7 +549,7 @@ pub const CREDENTIALS_ADDRESS: &str = "169.254.170.2/32";
 
 /// The rule that keeps tasks' requests for credentials on the node: without the agent's DNAT
 /// rule they would be forwarded to the network (with the credentials id in their path).
-fn credentials_guard_args<'a>(op: &'a str, bridge: &'a str) -> [&'a str; 11] {
+pub fn credentials_guard_args<'a>(op: &'a str, bridge: &'a str) -> [&'a str; 11] {
     [
         "-w",
         "-t",

@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_runtime::net::{
-    DYNAMIC_PORTS, Endpoint, NetConfig, NetError, Network, PortProxy, Proto, veth_name,
+    DYNAMIC_PORTS, Endpoint, NetConfig, NetError, Network, PortProxy, Proto,
+    credentials_guard_args, masquerade_args, veth_name,
 };
 
 fn is_root() -> bool {
@@ -91,53 +92,24 @@ impl Drop for Guard {
         if Path::new("/sys/class/net").join(&self.bridge).exists() {
             quiet("ip", &["link", "del", &self.bridge]);
         }
-        let rule = |op: &str| {
-            let args = [
-                "-w",
-                "-t",
-                "nat",
-                op,
-                "POSTROUTING",
-                "-s",
-                &self.subnet,
-                "!",
-                "-o",
-                &self.bridge,
-                "-j",
-                "MASQUERADE",
-            ];
-            quiet("iptables", &args)
-        };
+        // The bridge's rules: masquerade, and the credentials guard.
         for _ in 0..8 {
-            if !rule("-C") {
+            if !quiet(
+                "iptables",
+                &masquerade_args("-C", &self.subnet, &self.bridge),
+            ) {
                 break;
             }
-            rule("-D");
-        }
-        // The guard that keeps credential requests on the node.
-        let guard = |op: &str| {
             quiet(
                 "iptables",
-                &[
-                    "-w",
-                    "-t",
-                    "filter",
-                    op,
-                    "FORWARD",
-                    "-i",
-                    &self.bridge,
-                    "-d",
-                    "169.254.170.2/32",
-                    "-j",
-                    "REJECT",
-                ],
-            )
-        };
+                &masquerade_args("-D", &self.subnet, &self.bridge),
+            );
+        }
         for _ in 0..8 {
-            if !guard("-C") {
+            if !quiet("iptables", &credentials_guard_args("-C", &self.bridge)) {
                 break;
             }
-            guard("-D");
+            quiet("iptables", &credentials_guard_args("-D", &self.bridge));
         }
         let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
     }

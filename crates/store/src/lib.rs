@@ -264,6 +264,27 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     Vec::new()
 }
 
+/// The value at `key`, put there first with `make()` if the key is missing (exactly one
+/// writer wins when several start at once): for secrets made on first start.
+pub async fn load_or_create(
+    store: &dyn Store,
+    key: &str,
+    make: impl Fn() -> Vec<u8>,
+) -> Result<Vec<u8>, StoreError> {
+    loop {
+        if let Some(kv) = store.get(key.as_bytes()).await? {
+            return Ok(kv.value);
+        }
+        store
+            .txn(Txn {
+                compare: vec![Compare::missing(key)],
+                success: vec![Op::put(key, make())],
+                failure: vec![],
+            })
+            .await?;
+    }
+}
+
 /// A revisioned key-value store. Implementations: [`RedbStore`], [`MemStore`]; etcd later.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
