@@ -69,6 +69,14 @@ fn tcp_and_udp_ports_are_forwarded_until_stopped() {
     let tcp_fwd = forward::spawn(exe(), tcp_sock, Proto::Tcp, tcp_port, tcp_target, me).unwrap();
     let (udp_sock, udp_port) = bind_host_port(Proto::Udp, local(0)).unwrap();
     let udp_fwd = forward::spawn(exe(), udp_sock, Proto::Udp, udp_port, udp_target, me).unwrap();
+    // The kernel fills in a new program's command line a moment after exec has closed the
+    // close-on-exec pipe `spawn` waits on, so a busy machine may show it empty at first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !forward::is_forwarder(tcp_fwd, Proto::Tcp, tcp_port, tcp_target, me)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(forward::is_forwarder(
         tcp_fwd,
         Proto::Tcp,

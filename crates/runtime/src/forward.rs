@@ -65,13 +65,20 @@ pub fn spawn(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    // SAFETY: the closure runs in the child between fork and exec and calls only dup2, which
-    // is async-signal-safe; `raw` stays open in the parent until `spawn` returns.
+    // SAFETY: the closure runs in the child between fork and exec and calls only dup2 and
+    // fcntl, which are async-signal-safe; `raw` stays open in the parent until `spawn` returns.
     unsafe {
         cmd.pre_exec(move || {
             // dup2 leaves the new descriptor without close-on-exec; every other descriptor
-            // of the agent keeps its close-on-exec flag and does not reach the forwarder.
-            if nix::libc::dup2(raw, SOCKET_FD) < 0 {
+            // of the agent keeps its close-on-exec flag and does not reach the forwarder. When
+            // the socket already is descriptor 3, dup2 does nothing (close-on-exec stays set and
+            // exec would close it): clear the flag instead.
+            let r = if raw == SOCKET_FD {
+                nix::libc::fcntl(raw, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(raw, SOCKET_FD)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
