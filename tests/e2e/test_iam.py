@@ -62,7 +62,7 @@ def test_roles_policies_and_sessions(berth):
     iam.put_role_policy(RoleName="deployer", PolicyName="tasks", PolicyDocument=policy(
         {"Effect": "Allow", "Action": ["ecs:ListTasks", "ecs:RunTask"],
          "Resource": "arn:aws:ecs:*:*:cluster/prod"},
-        {"Effect": "Allow", "Action": "ecs:List*", "Resource": "*"}))
+        {"Effect": "Allow", "Action": ["ecs:List*", "ecs:RegisterTaskDefinition"], "Resource": "*"}))
     assert iam.list_role_policies(RoleName="deployer")["PolicyNames"] == ["tasks"]
 
     # Bad input changes nothing and says why.
@@ -100,6 +100,9 @@ def test_roles_policies_and_sessions(berth):
     s_ecs = session_client(berth, creds)
     assert s_ecs.list_clusters()["clusterArns"]
     s_ecs.list_tasks(cluster="prod")
+    td = s_ecs.register_task_definition(family="by-session", containerDefinitions=[
+        {"name": "t", "image": "busybox", "memory": 16}])["taskDefinition"]
+    assert td["registeredBy"] == user["Arn"]
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s_ecs.describe_clusters(clusters=["prod"])
     assert code(e) == "AccessDeniedException"

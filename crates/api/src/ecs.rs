@@ -149,7 +149,7 @@ impl JsonService for Ecs {
             "UpdateClusterSettings" => run(b, |r| c.update_cluster_settings(r)).await,
             "PutClusterCapacityProviders" => run(b, |r| c.put_cluster_capacity_providers(r)).await,
             "RegisterTaskDefinition" => {
-                let by = format!("arn:aws:iam::{}:root", c.partition().account_id);
+                let by = c.principal_arn_of(&ctx.principal);
                 run(
                     b,
                     |r| async move { c.register_task_definition(r, &by).await },
