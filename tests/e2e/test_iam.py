@@ -140,10 +140,14 @@ def test_roles_policies_and_sessions(berth):
 
     # An explicit Deny wins over the Allow.
     iam.put_role_policy(RoleName="deployer", PolicyName="deny", PolicyDocument=policy(
-        {"Effect": "Deny", "Action": "ecs:ListTasks", "Resource": "arn:aws:ecs:*:*:cluster/prod"}))
+        {"Effect": "Deny", "Action": "ecs:*", "Resource": "arn:aws:ecs:*:*:cluster/prod"}))
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s_ecs.list_tasks(cluster="prod")
     assert code(e) == "AccessDeniedException" and "explicit deny" in e.value.response["Error"]["Message"]
+    # … and only there: operations AWS checks against `*` are not in that cluster.
+    assert s_ecs.list_clusters()["clusterArns"]
+    s_ecs.register_task_definition(family="by-session", containerDefinitions=[
+        {"name": "t", "image": "busybox", "memory": 16}])
     # … also when it names the cluster in a condition (ecs:cluster).
     prod = "arn:aws:ecs:%s:%s:cluster/prod" % (berth.env["AWS_REGION"], ACCOUNT)
     iam.put_role_policy(RoleName="deployer", PolicyName="deny", PolicyDocument=policy(

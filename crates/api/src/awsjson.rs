@@ -37,6 +37,30 @@ pub struct RequestContext {
     pub scheme: &'static str,
 }
 
+/// What an operation acts on, as role sessions' policies are checked against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resources {
+    /// These resources (each must be allowed).
+    Named(Vec<String>),
+    /// No resource: AWS checks such operations against `*`, so only statements whose
+    /// resource pattern matches `*` apply.
+    Any,
+    /// A resource berth cannot name: only statements for every resource allow, and any
+    /// matching `Deny` applies (see [`berth_auth::policy`]).
+    Unknown,
+}
+
+impl Resources {
+    /// The resource of each check [`berth_control::Control::authorize`] makes.
+    pub fn checks(self) -> Vec<Option<String>> {
+        match self {
+            Resources::Named(v) => v.into_iter().map(Some).collect(),
+            Resources::Any => vec![Some("*".to_string())],
+            Resources::Unknown => vec![None],
+        }
+    }
+}
+
 /// One AWS service spoken over the JSON protocol.
 #[async_trait]
 pub trait JsonService: Send + Sync + 'static {
@@ -48,10 +72,9 @@ pub trait JsonService: Send + Sync + 'static {
     fn signing_name(&self) -> &'static str;
     /// `Some(static name)` when `op` is an operation of this service.
     fn operation(&self, op: &str) -> Option<&'static str>;
-    /// The ARN of what `op` acts on, as IAM policies name it, when this service can tell
-    /// from the request (`None`: only policies for every resource apply).
-    fn resource(&self, _op: &str, _body: &serde_json::Value) -> Option<String> {
-        None
+    /// What `op` acts on, as IAM policies name it, for role sessions' policies.
+    fn resources(&self, _op: &str, _body: &serde_json::Value) -> Resources {
+        Resources::Unknown
     }
     /// Serve one operation: request body in, response body out.
     async fn call(
@@ -223,18 +246,20 @@ async fn pipeline(
     let parsed = || serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
     let cluster_of = || parsed()["cluster"].as_str().map(str::to_string);
     // Only role sessions are checked against resources.
-    let resource = match &principal {
-        crate::Principal::Session(_) => service.resource(op, &parsed()),
-        crate::Principal::Key(_) => None,
+    let checks = match &principal {
+        crate::Principal::Session(_) => service.resources(op, &parsed()).checks(),
+        crate::Principal::Key(_) => vec![None],
     };
-    if let Err(e) = state.control.authorize(
-        &principal,
-        service.signing_name(),
-        op,
-        cluster_of,
-        resource.as_deref(),
-    ) {
-        return (service_label, op, Err(e.into()));
+    for resource in checks {
+        if let Err(e) = state.control.authorize(
+            &principal,
+            service.signing_name(),
+            op,
+            cluster_of,
+            resource.as_deref(),
+        ) {
+            return (service_label, op, Err(e.into()));
+        }
     }
     if let crate::Principal::Session(_) = &principal
         && service.signing_name() == "ecs"

@@ -8,7 +8,7 @@ use berth_model::wire::ecr;
 use berth_registry::{EcrError, Registry};
 use bytes::Bytes;
 
-use crate::awsjson::{JsonService, RequestContext, run};
+use crate::awsjson::{JsonService, RequestContext, Resources, run};
 use crate::error::AwsError;
 
 pub struct Ecr {
@@ -72,9 +72,27 @@ impl JsonService for Ecr {
             .map(|o| o.name)
     }
 
-    fn resource(&self, _op: &str, body: &serde_json::Value) -> Option<String> {
-        let name = body["repositoryName"].as_str()?;
-        Some(self.registry.repo_arn(name))
+    /// The repository (or repositories) a request names; GetAuthorizationToken and listing
+    /// every repository act on nothing (`*` in AWS).
+    fn resources(&self, op: &str, body: &serde_json::Value) -> Resources {
+        if let Some(name) = body["repositoryName"].as_str() {
+            return Resources::Named(vec![self.registry.repo_arn(name)]);
+        }
+        if let Some(arn) = body["resourceArn"].as_str() {
+            return Resources::Named(vec![arn.to_string()]);
+        }
+        match op {
+            "DescribeRepositories" => match body["repositoryNames"].as_array() {
+                Some(a) if !a.is_empty() => Resources::Named(
+                    a.iter()
+                        .map(|n| self.registry.repo_arn(n.as_str().unwrap_or_default()))
+                        .collect(),
+                ),
+                _ => Resources::Any,
+            },
+            "GetAuthorizationToken" => Resources::Any,
+            _ => Resources::Unknown,
+        }
     }
 
     async fn call(

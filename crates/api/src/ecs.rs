@@ -9,7 +9,7 @@ use berth_control::{Control, ControlError};
 use berth_model::wire::ecs;
 use bytes::Bytes;
 
-use crate::awsjson::{JsonService, RequestContext, run};
+use crate::awsjson::{JsonService, RequestContext, Resources, run};
 use crate::error::AwsError;
 
 pub struct Ecs {
@@ -57,6 +57,18 @@ pub const CLUSTER_SCOPED: &[&str] = &[
     "UpdateClusterSettings",
     "UpdateContainerInstancesState",
     "UpdateService",
+];
+
+/// Operations AWS authorizes against `*` (no resource-level permissions).
+pub const UNSCOPED: &[&str] = &[
+    "CreateCluster",
+    "DeleteTaskDefinitions",
+    "DeregisterTaskDefinition",
+    "DescribeTaskDefinition",
+    "ListClusters",
+    "ListTaskDefinitionFamilies",
+    "ListTaskDefinitions",
+    "RegisterTaskDefinition",
 ];
 
 /// The operations berth implements, for dispatch and for the coverage table in the README.
@@ -118,18 +130,40 @@ impl JsonService for Ecs {
             .map(|o| o.name)
     }
 
-    /// Operations in a cluster act on the cluster (named, or `default`); for the others berth
-    /// names no resource.
-    fn resource(&self, op: &str, body: &serde_json::Value) -> Option<String> {
-        if !CLUSTER_SCOPED.contains(&op) {
-            return None;
-        }
-        let c = body["cluster"].as_str().unwrap_or("default");
+    /// Operations in a cluster act on the cluster (named, or `default`); DescribeClusters on
+    /// each cluster it names; tagging on the resource it names; the operations AWS checks
+    /// against `*` on nothing; for the rest berth names no resource.
+    fn resources(&self, op: &str, body: &serde_json::Value) -> Resources {
         let part = self.control.partition();
-        Some(match part.cluster_name(c) {
+        let cluster_arn = |c: &str| match part.cluster_name(c) {
             Some(name) => part.cluster(name),
             None => c.to_string(),
-        })
+        };
+        if CLUSTER_SCOPED.contains(&op) {
+            return Resources::Named(vec![cluster_arn(
+                body["cluster"].as_str().unwrap_or("default"),
+            )]);
+        }
+        match op {
+            "DescribeClusters" => {
+                let names: Vec<String> = match body["clusters"].as_array() {
+                    Some(a) if !a.is_empty() => a
+                        .iter()
+                        .map(|c| cluster_arn(c.as_str().unwrap_or_default()))
+                        .collect(),
+                    _ => vec![cluster_arn("default")],
+                };
+                Resources::Named(names)
+            }
+            "TagResource" | "UntagResource" | "ListTagsForResource" => {
+                match body["resourceArn"].as_str() {
+                    Some(a) => Resources::Named(vec![a.to_string()]),
+                    None => Resources::Unknown,
+                }
+            }
+            _ if UNSCOPED.contains(&op) => Resources::Any,
+            _ => Resources::Unknown,
+        }
     }
 
     async fn call(

@@ -319,7 +319,7 @@ async fn pipeline(
     // What the operation acts on, for role sessions' policies.
     let resource = match (service, op) {
         ("sts", "AssumeRole") => params.get("RoleArn").map(str::to_string),
-        ("iam", "ListRoles") => None,
+        ("iam", "ListRoles") => Some("*".to_string()),
         ("iam", "CreateRole") => params.get("RoleName").map(|n| {
             format!(
                 "arn:aws:iam::{}:role{}{n}",

@@ -224,6 +224,13 @@ async fn serve(
         | Route::Referrers(n, _) => Some(*n),
         _ => None,
     };
+    // Listing every repository acts on no repository (`*` in AWS).
+    if matches!(r, Route::Catalog) {
+        state
+            .control
+            .authorize(&who, "ecr", "DescribeRepositories", || None, Some("*"))
+            .map_err(|e| DistError::denied(e.to_string()))?;
+    }
     if let Some(repo) = repo {
         // What the caller's identity allows (join tokens: pulls; role sessions: their
         // policies), then what the repository's policy denies.
