@@ -226,13 +226,15 @@ pub fn iso8601(epoch: f64) -> String {
 }
 
 impl Control {
-    fn role_entry(&self, name: &str) -> Option<RoleRecord> {
+    /// A role as the view holds it (shared, not copied: role sessions look their role up on
+    /// every request).
+    fn role_entry(&self, name: &str) -> Option<std::sync::Arc<RoleRecord>> {
         self.view
             .data
             .read()
             .roles
             .get(&name.to_ascii_lowercase())
-            .map(|e| (*e.value).clone())
+            .map(|e| e.value.clone())
     }
 
     fn role_arn(&self, path: &str, name: &str) -> String {
@@ -240,7 +242,7 @@ impl Control {
     }
 
     /// The role an ARN names (`arn:aws:iam::ACCOUNT:role/[path/]NAME`), if it exists.
-    pub fn role_by_arn(&self, arn: &str) -> Option<RoleRecord> {
+    pub fn role_by_arn(&self, arn: &str) -> Option<std::sync::Arc<RoleRecord>> {
         let rest = arn.strip_prefix(&format!("arn:aws:iam::{}:role/", self.part.account_id))?;
         let name = rest.rsplit('/').next()?;
         self.role_entry(name).filter(|r| r.arn == arn)
@@ -338,7 +340,9 @@ impl Control {
     /// `GetRole`.
     pub fn get_role(&self, name: &str) -> Result<RoleRecord> {
         check_name("roleName", name, 1, 64)?;
-        self.role_entry(name).ok_or_else(|| no_such_role(name))
+        self.role_entry(name)
+            .map(|r| (*r).clone())
+            .ok_or_else(|| no_such_role(name))
     }
 
     /// `ListRoles`: roles in name order under `path_prefix`, a page of `max_items` (default
@@ -612,7 +616,7 @@ impl Control {
 
     fn role_arn_of_session(&self, c: &Claims) -> String {
         self.role_entry(&c.role_name)
-            .map(|r| r.arn)
+            .map(|r| r.arn.clone())
             .unwrap_or_default()
     }
 
@@ -815,7 +819,11 @@ impl Control {
 
     /// Whether ECS may assume `role_arn` for tasks (it exists and trusts
     /// `ecs-tasks.amazonaws.com`); the error is ECS's.
-    pub fn check_task_role(&self, role_arn: &str, cluster_arn: &str) -> Result<RoleRecord> {
+    pub fn check_task_role(
+        &self,
+        role_arn: &str,
+        cluster_arn: &str,
+    ) -> Result<std::sync::Arc<RoleRecord>> {
         let refuse = || {
             ControlError::Client(format!(
                 "ECS was unable to assume the role '{role_arn}' that was provided for this \
