@@ -1,12 +1,14 @@
 //! berth-api: the front door. One HTTP listener serves every API berth speaks:
 //! the AWS JSON protocol (`POST /` + `X-Amz-Target`, dispatched to a [`JsonService`] per AWS
-//! service), `/healthz`, `/metrics`, the agents' websockets on `/ws` (the ACS session,
+//! service), the AWS query protocol for IAM and STS ([`query`]: a form-encoded `POST /`
+//! answered in XML), `/healthz`, `/metrics`, the agents' websockets on `/ws` (the ACS session,
 //! [`acs`], and the telemetry session, [`tcs`]), and — with the registry — the OCI `/v2/`
 //! routes.
 //!
 //! With a certificate the same listener serves HTTPS only ([`serve_tls`]).
 //!
-//! Owns: request ids, body limits, SigV4 verification against the stored access keys,
+//! Owns: request ids, body limits, SigV4 verification against the stored access keys (and
+//! role sessions' tokens), naming the resources an operation acts on for authorization,
 //! AWS-shaped errors, translation between wire shapes and control-plane calls.
 //! Must not: hold business logic or state of its own; handlers build a call, the control plane
 //! runs it.

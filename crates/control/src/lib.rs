@@ -1,7 +1,7 @@
 //! berth-control: the control plane. Runs the ECS operations over the state store and hosts
 //! the controllers (reconcile loops): node [`liveness`] and the service [`controller`] (its
-//! decisions in [`rollout`]); join [`tokens`] and their authorization; the nodes' last
-//! [`telemetry`] readings.
+//! decisions in [`rollout`]); join [`tokens`]; [`iam`]: roles, role sessions (STS and task
+//! roles) and the authorization of every caller; the nodes' last [`telemetry`] readings.
 //!
 //! Owns: the meaning of every ECS operation (validation beyond the wire shape, defaults,
 //! ARNs, state transitions), the store key layout ([`keys`]), the records kept there

@@ -1,7 +1,8 @@
 //! Join tokens: access keys that let a node join one cluster (`berth token create`). A token
 //! may call only what an agent calls — register, the session, state reports, draining its
-//! node, a registry password — for its own cluster, until it expires or is revoked. Revoking deletes the key:
-//! its requests and its open agent sessions are refused from then on.
+//! node, a registry password and image pulls — for its own cluster, until it expires or is
+//! revoked. Revoking deletes the key: its requests and its open agent sessions are refused
+//! from then on. (Role sessions are authorized by their policies: see [`crate::iam`].)
 
 use berth_model::arn::EcsResource;
 use berth_store::{Compare, Op, Txn};
