@@ -91,7 +91,9 @@ pub async fn handle(
     {
         return AwsError::from(e).into_response();
     }
-    let key = verified.access_key_id.clone();
+    // What the session's credentials are checked by on every heartbeat: the access key, or a
+    // role session's key and token.
+    let key = crate::registry::token_subject(&principal, crate::session_token(&parts).as_deref());
     let Some(instance) = q.get(instance_param).cloned() else {
         return AwsError::client(
             "InvalidParameterException",
@@ -218,9 +220,12 @@ pub(crate) async fn on_health(state: &AppState, cluster: &str, instance: &str, m
 }
 
 /// Whether a session's access key still holds (a revoked or expired join token ends its
-/// sessions).
+/// sessions; so does an expired role session, or its role's deletion).
 pub(crate) fn key_valid(state: &AppState, key: &str) -> bool {
-    berth_auth::SecretLookup::secret_for(state.control.as_ref(), key).is_some()
+    match key.split_once('~') {
+        Some((akid, token)) => state.control.principal(akid, Some(token)).is_ok(),
+        None => berth_auth::SecretLookup::secret_for(state.control.as_ref(), key).is_some(),
+    }
 }
 
 /// End a session with ACS's `CloseMessage`, saying why.

@@ -271,11 +271,7 @@ async fn pipeline(
         request_id: request_id.to_string(),
         access_key_id: verified.access_key_id,
         principal,
-        session_token: parts
-            .headers
-            .get("x-amz-security-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        session_token: crate::session_token(&parts),
         host: parts
             .headers
             .get(http::header::HOST)

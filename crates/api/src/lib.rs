@@ -109,25 +109,30 @@ impl AppState {
                 ),
             ));
         }
-        let token = parts
-            .headers
-            .get("x-amz-security-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| {
-                parts.uri.query().and_then(|q| {
-                    q.split('&').find_map(|kv| {
-                        let v = kv.strip_prefix("X-Amz-Security-Token=")?;
-                        Some(percent_decode(v))
-                    })
-                })
-            });
+        let token = session_token(parts);
         let principal = self
             .control
             .principal(&verified.access_key_id, token.as_deref())
             .map_err(AwsError::from)?;
         Ok((verified, principal))
     }
+}
+
+/// The session token that came with temporary credentials (header, or presigned query).
+pub(crate) fn session_token(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get("x-amz-security-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            parts.uri.query().and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let v = kv.strip_prefix("X-Amz-Security-Token=")?;
+                    Some(percent_decode(v))
+                })
+            })
+        })
 }
 
 /// Percent-decoding of a query value (`+` stays `+`, as SigV4 query strings encode spaces as
