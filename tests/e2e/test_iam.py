@@ -187,6 +187,60 @@ def test_roles_policies_and_sessions(berth):
     assert listed == ["app-task", "elsewhere"]
 
 
+
+def test_managed_policies_attach_to_roles(berth):
+    iam, sts = berth.client("iam"), berth.client("sts")
+    doc = policy({"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"})
+    pol = berth.aws("iam", "create-policy", "--policy-name", "list-clusters", "--path", "/team/",
+                    "--policy-document", doc, "--description", "read")["Policy"]
+    arn = pol["Arn"]
+    assert arn == "arn:aws:iam::%s:policy/team/list-clusters" % ACCOUNT
+    assert pol["PolicyId"].startswith("ANPA") and pol["DefaultVersionId"] == "v1"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.create_policy(PolicyName="list-clusters", PolicyDocument=doc)
+    assert code(e) == "EntityAlreadyExists"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.create_policy(PolicyName="broken", PolicyDocument='{"Statement": []')
+    assert code(e) == "MalformedPolicyDocument"
+    got = iam.get_policy_version(PolicyArn=arn, VersionId="v1")["PolicyVersion"]
+    assert got["Document"]["Statement"][0]["Action"] == "ecs:ListClusters"
+
+    iam.create_role(RoleName="reader", AssumeRolePolicyDocument=trust(aws=ACCOUNT))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.attach_role_policy(RoleName="reader",
+                               PolicyArn="arn:aws:iam::aws:policy/AmazonECS_FullAccess")
+    assert code(e) == "NoSuchEntity"
+    iam.attach_role_policy(RoleName="reader", PolicyArn=arn)
+    assert iam.list_attached_role_policies(RoleName="reader")["AttachedPolicies"] == [
+        {"PolicyName": "list-clusters", "PolicyArn": arn}]
+    assert iam.get_policy(PolicyArn=arn)["Policy"]["AttachmentCount"] == 1
+    assert [p["Arn"] for p in iam.list_policies(Scope="Local", OnlyAttached=True)["Policies"]] == [arn]
+    creds = sts.assume_role(RoleArn="arn:aws:iam::%s:role/reader" % ACCOUNT,
+                            RoleSessionName="r1")["Credentials"]
+    s_ecs = session_client(berth, creds)
+    s_ecs.list_clusters()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.create_cluster(clusterName="x")
+    assert code(e) == "AccessDeniedException"
+
+    # Nothing attached can be deleted; detaching takes the permission away at once.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.delete_policy(PolicyArn=arn)
+    assert code(e) == "DeleteConflict"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.delete_role(RoleName="reader")
+    assert code(e) == "DeleteConflict"
+    iam.detach_role_policy(RoleName="reader", PolicyArn=arn)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.list_clusters()
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.detach_role_policy(RoleName="reader", PolicyArn=arn)
+    assert code(e) == "NoSuchEntity"
+    iam.delete_policy(PolicyArn=arn)
+    iam.delete_role(RoleName="reader")
+    assert iam.list_policies(Scope="Local")["Policies"] == []
+
 def test_join_tokens_and_registry_pulls_follow_policies(berth):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     out = subprocess.run([BERTH, "token", "create", "--cluster", "default"], capture_output=True,

@@ -37,6 +37,14 @@ pub const IAM_OPERATIONS: &[&str] = &[
     "GetRolePolicy",
     "ListRolePolicies",
     "DeleteRolePolicy",
+    "CreatePolicy",
+    "GetPolicy",
+    "GetPolicyVersion",
+    "ListPolicies",
+    "DeletePolicy",
+    "AttachRolePolicy",
+    "DetachRolePolicy",
+    "ListAttachedRolePolicies",
 ];
 /// STS operations berth implements.
 pub const STS_OPERATIONS: &[&str] = &["AssumeRole", "GetCallerIdentity"];
@@ -168,6 +176,25 @@ fn role_xml(out: &mut String, r: &RoleRecord, tag: &str) {
         }
         out.push_str("</Tags>");
     }
+    let _ = write!(out, "</{tag}>");
+}
+
+fn policy_xml(out: &mut String, p: &berth_control::iam_managed::PolicyInfo, tag: &str) {
+    let r = &p.policy;
+    let _ = write!(out, "<{tag}>");
+    el(out, "PolicyName", &r.policy_name);
+    el(out, "PolicyId", &r.policy_id);
+    el(out, "Arn", &r.arn);
+    el(out, "Path", &r.path);
+    el(out, "DefaultVersionId", "v1");
+    el(out, "AttachmentCount", &p.attachment_count.to_string());
+    el(out, "PermissionsBoundaryUsageCount", "0");
+    el(out, "IsAttachable", "true");
+    if let Some(d) = &r.description {
+        el(out, "Description", d);
+    }
+    el(out, "CreateDate", &iso8601(r.create_date));
+    el(out, "UpdateDate", &iso8601(r.create_date));
     let _ = write!(out, "</{tag}>");
 }
 
@@ -319,7 +346,17 @@ async fn pipeline(
     // What the operation acts on, for role sessions' policies.
     let resource = match (service, op) {
         ("sts", "AssumeRole") => params.get("RoleArn").map(str::to_string),
-        ("iam", "ListRoles") => Some("*".to_string()),
+        ("iam", "ListRoles" | "ListPolicies") => Some("*".to_string()),
+        ("iam", "CreatePolicy") => params.get("PolicyName").map(|n| {
+            format!(
+                "arn:aws:iam::{}:policy{}{n}",
+                c.partition().account_id,
+                params.get("Path").unwrap_or("/")
+            )
+        }),
+        ("iam", "GetPolicy" | "GetPolicyVersion" | "DeletePolicy") => {
+            params.get("PolicyArn").map(str::to_string)
+        }
         ("iam", "CreateRole") => params.get("RoleName").map(|n| {
             format!(
                 "arn:aws:iam::{}:role{}{n}",
@@ -415,6 +452,69 @@ async fn run(state: &AppState, who: &Principal, service: &str, op: &str, p: &Par
             c.delete_role_policy(p.req("RoleName")?, p.req("PolicyName")?)
                 .await?;
             return Ok(None);
+        }
+        ("iam", "CreatePolicy") => {
+            let info = c
+                .create_policy(
+                    p.req("PolicyName")?,
+                    p.get("Path"),
+                    p.req("PolicyDocument")?,
+                    p.get("Description"),
+                )
+                .await?;
+            policy_xml(&mut x, &info, "Policy");
+        }
+        ("iam", "GetPolicy") => policy_xml(&mut x, &c.get_policy(p.req("PolicyArn")?)?, "Policy"),
+        ("iam", "GetPolicyVersion") => {
+            let v = p.req("VersionId")?;
+            let r = c.get_policy_version(p.req("PolicyArn")?, v)?;
+            x.push_str("<PolicyVersion>");
+            el(&mut x, "Document", &url_encode(&r.document));
+            el(&mut x, "VersionId", v);
+            el(&mut x, "IsDefaultVersion", "true");
+            el(&mut x, "CreateDate", &iso8601(r.create_date));
+            x.push_str("</PolicyVersion>");
+        }
+        ("iam", "ListPolicies") => {
+            let (policies, next) = c.list_policies(
+                p.get("Scope"),
+                p.get("OnlyAttached") == Some("true"),
+                p.get("PathPrefix"),
+                p.get("Marker"),
+                p.int("MaxItems")?,
+            )?;
+            x.push_str("<Policies>");
+            for i in &policies {
+                policy_xml(&mut x, i, "member");
+            }
+            x.push_str("</Policies>");
+            page_tail(&mut x, next);
+        }
+        ("iam", "DeletePolicy") => {
+            c.delete_policy(p.req("PolicyArn")?).await?;
+            return Ok(None);
+        }
+        ("iam", "AttachRolePolicy") => {
+            c.attach_role_policy(p.req("RoleName")?, p.req("PolicyArn")?)
+                .await?;
+            return Ok(None);
+        }
+        ("iam", "DetachRolePolicy") => {
+            c.detach_role_policy(p.req("RoleName")?, p.req("PolicyArn")?)
+                .await?;
+            return Ok(None);
+        }
+        ("iam", "ListAttachedRolePolicies") => {
+            let list = c.list_attached_role_policies(p.req("RoleName")?, p.get("PathPrefix"))?;
+            x.push_str("<AttachedPolicies>");
+            for (name, arn) in &list {
+                x.push_str("<member>");
+                el(&mut x, "PolicyName", name);
+                el(&mut x, "PolicyArn", arn);
+                x.push_str("</member>");
+            }
+            x.push_str("</AttachedPolicies>");
+            page_tail(&mut x, None);
         }
         ("sts", "AssumeRole") => {
             if p.get("Policy").is_some() || p.get("PolicyArns.member.1.arn").is_some() {

@@ -39,20 +39,17 @@ struct CachedPolicies {
 }
 
 impl PolicyCache {
-    fn get(&self, role: &RoleRecord) -> std::sync::Arc<Vec<Option<Policy>>> {
+    /// The parsed form of a role's policy documents (inline, then attached).
+    fn get(&self, role: &RoleRecord, docs: &[&str]) -> std::sync::Arc<Vec<Option<Policy>>> {
         let mut m = self.by_role.lock();
         if let Some(c) = m.get(&role.role_id)
-            && c.docs.len() == role.policies.len()
-            && c.docs
-                .iter()
-                .zip(role.policies.values())
-                .all(|(a, b)| a == b)
+            && c.docs.len() == docs.len()
+            && c.docs.iter().zip(docs).all(|(a, b)| a == b)
         {
             return c.parsed.clone();
         }
         let parsed: std::sync::Arc<Vec<Option<Policy>>> = std::sync::Arc::new(
-            role.policies
-                .values()
+            docs.iter()
                 .map(|d| Policy::parse(d, PolicyKind::Identity).ok())
                 .collect(),
         );
@@ -63,7 +60,7 @@ impl PolicyCache {
         m.insert(
             role.role_id.clone(),
             CachedPolicies {
-                docs: role.policies.values().cloned().collect(),
+                docs: docs.iter().map(|d| d.to_string()).collect(),
                 parsed: parsed.clone(),
             },
         );
@@ -123,7 +120,7 @@ pub struct NewRole {
     pub tags: Vec<(String, String)>,
 }
 
-fn iam(code: &'static str, status: u16, msg: impl Into<String>) -> ControlError {
+pub(crate) fn iam(code: &'static str, status: u16, msg: impl Into<String>) -> ControlError {
     ControlError::Iam {
         code,
         status,
@@ -131,7 +128,7 @@ fn iam(code: &'static str, status: u16, msg: impl Into<String>) -> ControlError 
     }
 }
 
-fn validation(msg: impl Into<String>) -> ControlError {
+pub(crate) fn validation(msg: impl Into<String>) -> ControlError {
     iam("ValidationError", 400, msg)
 }
 
@@ -143,12 +140,12 @@ fn no_such_role(name: &str) -> ControlError {
     )
 }
 
-fn malformed(msg: String) -> ControlError {
+pub(crate) fn malformed(msg: String) -> ControlError {
     iam("MalformedPolicyDocument", 400, msg)
 }
 
 /// IAM names: letters, digits and `_+=,.@-`, `min..=max` characters.
-fn check_name(what: &str, v: &str, min: usize, max: usize) -> Result<()> {
+pub(crate) fn check_name(what: &str, v: &str, min: usize, max: usize) -> Result<()> {
     let n = v.chars().count();
     if n < min || n > max {
         return Err(validation(format!(
@@ -168,7 +165,7 @@ fn check_name(what: &str, v: &str, min: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_path(p: &str) -> Result<()> {
+pub(crate) fn check_path(p: &str) -> Result<()> {
     let ok = p.len() <= 512
         && p.starts_with('/')
         && p.ends_with('/')
@@ -306,6 +303,7 @@ impl Control {
             max_session_duration: max,
             tags: r.tags,
             policies: Default::default(),
+            attached: vec![],
         };
         let key = keys::role(&rec.role_name);
         let res = self
@@ -378,7 +376,7 @@ impl Control {
         Ok((out, next))
     }
 
-    async fn modify_role(
+    pub(crate) async fn modify_role(
         &self,
         name: &str,
         f: impl FnMut(&mut RoleRecord) -> Result<()>,
@@ -410,6 +408,13 @@ impl Control {
                 "DeleteConflict",
                 409,
                 "Cannot delete entity, must delete policies first.",
+            ));
+        }
+        if !e.value.attached.is_empty() {
+            return Err(iam(
+                "DeleteConflict",
+                409,
+                "Cannot delete entity, must detach all policies first.",
             ));
         }
         let key = keys::role(name);
@@ -620,7 +625,7 @@ impl Control {
             .unwrap_or_default()
     }
 
-    /// What a role's inline policies say about an action on a resource.
+    /// What a role's policies (inline and attached) say about an action on a resource.
     fn role_decision(
         &self,
         role: &RoleRecord,
@@ -634,7 +639,20 @@ impl Control {
             caller: None,
             context,
         };
-        let parsed = self.policy_cache.get(role);
+        // Inline policies, then attached managed ones (a policy deleted meanwhile grants
+        // nothing).
+        let attached: Vec<_> = role
+            .attached
+            .iter()
+            .filter_map(|a| self.policy_by_arn(a))
+            .collect();
+        let docs: Vec<&str> = role
+            .policies
+            .values()
+            .map(String::as_str)
+            .chain(attached.iter().map(|p| p.document.as_str()))
+            .collect();
+        let parsed = self.policy_cache.get(role, &docs);
         berth_auth::policy::combine(parsed.iter().map(|p| match p {
             Some(p) => p.evaluate(&req),
             // Stored documents were checked when they were put; one that no longer parses

@@ -12,6 +12,8 @@ pub const SERVICES: &str = "ecs/s/";
 pub const ACCESS_KEYS: &str = "iam/k/";
 /// Roles, by lower-case name (IAM names are unique regardless of case).
 pub const ROLES: &str = "iam/r/";
+/// Customer managed policies, by lower-case name.
+pub const POLICIES: &str = "iam/p/";
 /// The key that seals role sessions' tokens (not followed by the view).
 pub const SESSION_KEY: &str = "iam/session-key";
 
@@ -43,6 +45,9 @@ pub fn access_key(id: &str) -> String {
 pub fn role(name: &str) -> String {
     format!("{ROLES}{}", name.to_ascii_lowercase())
 }
+pub fn policy(name: &str) -> String {
+    format!("{POLICIES}{}", name.to_ascii_lowercase())
+}
 
 /// What a key names, parsed back.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,6 +60,7 @@ pub enum Key<'a> {
     Service(&'a str, &'a str),
     AccessKey(&'a str),
     Role(&'a str),
+    Policy(&'a str),
 }
 
 pub fn parse(key: &str) -> Option<Key<'_>> {
@@ -86,6 +92,9 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     if let Some(r) = key.strip_prefix(ROLES) {
         return Some(Key::Role(r));
     }
+    if let Some(r) = key.strip_prefix(POLICIES) {
+        return Some(Key::Policy(r));
+    }
     None
 }
 
@@ -109,6 +118,7 @@ mod tests {
         );
         assert_eq!(parse(&access_key("AKIA")), Some(Key::AccessKey("AKIA")));
         assert_eq!(parse(&role("App")), Some(Key::Role("app")));
+        assert_eq!(parse(&policy("Read")), Some(Key::Policy("read")));
         assert_eq!(parse(SESSION_KEY), None);
         assert_eq!(parse("other/x"), None);
     }

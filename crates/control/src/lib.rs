@@ -19,6 +19,7 @@ pub mod controller;
 pub mod error;
 pub mod housekeeping;
 pub mod iam;
+pub mod iam_managed;
 pub mod instances;
 pub mod keys;
 pub mod liveness;

@@ -76,6 +76,23 @@ pub struct RoleRecord {
     /// Inline policies: name → document, in name order.
     #[serde(default)]
     pub policies: std::collections::BTreeMap<String, String>,
+    /// ARNs of the managed policies attached, in attachment order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attached: Vec<String>,
+}
+
+/// A customer managed policy (one version, `v1`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ManagedPolicyRecord {
+    pub policy_name: String,
+    /// `ANPA…`
+    pub policy_id: String,
+    pub arn: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub create_date: f64,
+    pub document: String,
 }
 
 /// What a join token (`berth token create`) may do: the agent operations, in one cluster,

@@ -18,7 +18,8 @@ use parking_lot::RwLock;
 
 use crate::keys::{self, Key};
 use crate::records::{
-    AccessKeyRecord, FamilyRecord, RoleRecord, ServiceRecord, TaskDefRecord, TaskRecord,
+    AccessKeyRecord, FamilyRecord, ManagedPolicyRecord, RoleRecord, ServiceRecord, TaskDefRecord,
+    TaskRecord,
 };
 use berth_model::status::stop_code;
 
@@ -196,6 +197,8 @@ pub struct ViewData {
     pub access_keys: BTreeMap<String, Entry<AccessKeyRecord>>,
     /// IAM roles by lower-case name.
     pub roles: BTreeMap<String, Entry<RoleRecord>>,
+    /// Customer managed policies by lower-case name.
+    pub policies: BTreeMap<String, Entry<ManagedPolicyRecord>>,
     /// cluster → service name → service.
     pub services: HashMap<String, BTreeMap<String, Entry<ServiceRecord>>>,
     /// (cluster, service name) → ids of the tasks in its group (stopped ones too, until
@@ -806,6 +809,9 @@ impl ViewData {
             }
             Key::Role(name) => {
                 upsert(&mut self.roles, name.to_string(), rev, put, val)?;
+            }
+            Key::Policy(name) => {
+                upsert(&mut self.policies, name.to_string(), rev, put, val)?;
             }
             Key::Task(c, id) => self.apply_task(c, id, rev, put, val)?,
             Key::Instance(c, id) => {

@@ -1,0 +1,279 @@
+//! Customer managed policies: named identity policies (`arn:aws:iam::ACCOUNT:policy/NAME`)
+//! that roles attach (`AttachRolePolicy`) beside their inline ones. One version each (`v1`);
+//! AWS managed policies (`arn:aws:iam::aws:policy/…`) are not shipped.
+//! Must not: let a policy attached to a role be deleted, or a role with attached policies.
+
+use berth_auth::policy::{Policy, PolicyKind};
+use berth_store::{Compare, Op, Txn};
+
+use crate::iam::{check_name, check_path, iam, malformed, validation};
+use crate::records::ManagedPolicyRecord;
+use crate::{Control, Result, keys, now};
+
+/// IAM's limit on one managed policy's document.
+pub const MAX_MANAGED_POLICY_BYTES: usize = 6_144;
+/// IAM's default limit on managed policies attached to one role.
+pub const MAX_ATTACHED_PER_ROLE: usize = 10;
+
+fn policy_id() -> String {
+    use rand::Rng;
+    const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut rng = rand::rng();
+    let mut id = String::from("ANPA");
+    for _ in 0..17 {
+        id.push(ID[rng.random_range(0..ID.len())] as char);
+    }
+    id
+}
+
+fn not_found(arn: &str) -> crate::ControlError {
+    iam(
+        "NoSuchEntity",
+        404,
+        format!("Policy {arn} does not exist or is not attachable."),
+    )
+}
+
+/// A managed policy and how many roles it is attached to.
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    pub policy: ManagedPolicyRecord,
+    pub attachment_count: usize,
+}
+
+impl Control {
+    /// The managed policy an ARN names, if it exists.
+    pub fn policy_by_arn(&self, arn: &str) -> Option<std::sync::Arc<ManagedPolicyRecord>> {
+        let rest = arn.strip_prefix(&format!("arn:aws:iam::{}:policy/", self.part.account_id))?;
+        let name = rest.rsplit('/').next()?;
+        let d = self.view.data.read();
+        let e = d.policies.get(&name.to_ascii_lowercase())?;
+        (e.value.arn == arn).then(|| e.value.clone())
+    }
+
+    fn attachment_count(&self, arn: &str) -> usize {
+        self.view
+            .data
+            .read()
+            .roles
+            .values()
+            .filter(|r| r.value.attached.iter().any(|a| a == arn))
+            .count()
+    }
+
+    fn info(&self, p: ManagedPolicyRecord) -> PolicyInfo {
+        let attachment_count = self.attachment_count(&p.arn);
+        PolicyInfo {
+            policy: p,
+            attachment_count,
+        }
+    }
+
+    /// `CreatePolicy`.
+    pub async fn create_policy(
+        &self,
+        name: &str,
+        path: Option<&str>,
+        document: &str,
+        description: Option<&str>,
+    ) -> Result<PolicyInfo> {
+        check_name("policyName", name, 1, 128)?;
+        let path = path.unwrap_or("/");
+        check_path(path)?;
+        if document.len() > MAX_MANAGED_POLICY_BYTES {
+            return Err(iam(
+                "LimitExceeded",
+                409,
+                format!("Cannot exceed quota for PolicySize: {MAX_MANAGED_POLICY_BYTES}"),
+            ));
+        }
+        Policy::parse(document, PolicyKind::Identity).map_err(malformed)?;
+        if description.is_some_and(|d| d.chars().count() > 1000) {
+            return Err(validation(
+                "1 validation error detected: Value at 'description' failed to satisfy \
+                 constraint: Member must have length less than or equal to 1000",
+            ));
+        }
+        let rec = ManagedPolicyRecord {
+            policy_name: name.to_string(),
+            policy_id: policy_id(),
+            arn: format!("arn:aws:iam::{}:policy{path}{name}", self.part.account_id),
+            path: path.to_string(),
+            description: description.map(str::to_string),
+            create_date: now().floor(),
+            document: document.to_string(),
+        };
+        let key = keys::policy(name);
+        let r = self
+            .commit(Txn {
+                compare: vec![Compare::missing(key.clone())],
+                success: vec![Op::put(key, serde_json::to_vec(&rec)?)],
+                failure: vec![],
+            })
+            .await?;
+        if !r.succeeded {
+            return Err(iam(
+                "EntityAlreadyExists",
+                409,
+                format!("A policy called {name} already exists. Duplicate names are not allowed."),
+            ));
+        }
+        Ok(self.info(rec))
+    }
+
+    /// `GetPolicy`.
+    pub fn get_policy(&self, arn: &str) -> Result<PolicyInfo> {
+        let p = self.policy_by_arn(arn).ok_or_else(|| not_found(arn))?;
+        Ok(self.info((*p).clone()))
+    }
+
+    /// `GetPolicyVersion`: berth keeps one version, `v1`.
+    pub fn get_policy_version(&self, arn: &str, version: &str) -> Result<ManagedPolicyRecord> {
+        let p = self.policy_by_arn(arn).ok_or_else(|| not_found(arn))?;
+        if version != "v1" {
+            return Err(iam(
+                "NoSuchEntity",
+                404,
+                format!("Policy {arn} version {version} does not exist."),
+            ));
+        }
+        Ok((*p).clone())
+    }
+
+    /// `ListPolicies`: customer managed policies (`Scope` `Local` or `All`; `AWS` lists none)
+    /// in name order, paged like ListRoles.
+    pub fn list_policies(
+        &self,
+        scope: Option<&str>,
+        only_attached: bool,
+        path_prefix: Option<&str>,
+        marker: Option<&str>,
+        max_items: Option<i64>,
+    ) -> Result<(Vec<PolicyInfo>, Option<String>)> {
+        let scope = scope.unwrap_or("All");
+        if !matches!(scope, "All" | "AWS" | "Local") {
+            return Err(validation(format!(
+                "1 validation error detected: Value '{scope}' at 'scope' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [All, AWS, Local]"
+            )));
+        }
+        let max = max_items.unwrap_or(100);
+        if !(1..=1000).contains(&max) {
+            return Err(validation(
+                "1 validation error detected: Value at 'maxItems' failed to satisfy constraint: \
+                 Member must have value between 1 and 1000",
+            ));
+        }
+        if scope == "AWS" {
+            return Ok((vec![], None));
+        }
+        let prefix = path_prefix.unwrap_or("/");
+        let start = marker.map(str::to_ascii_lowercase);
+        let all: Vec<ManagedPolicyRecord> = {
+            let d = self.view.data.read();
+            d.policies
+                .iter()
+                .filter(|(k, e)| {
+                    start.as_ref().is_none_or(|m| *k > m) && e.value.path.starts_with(prefix)
+                })
+                .map(|(_, e)| (*e.value).clone())
+                .collect()
+        };
+        let mut out = Vec::new();
+        let mut next = None;
+        for p in all {
+            let info = self.info(p);
+            if only_attached && info.attachment_count == 0 {
+                continue;
+            }
+            if out.len() == max as usize {
+                next = out
+                    .last()
+                    .map(|i: &PolicyInfo| i.policy.policy_name.clone());
+                break;
+            }
+            out.push(info);
+        }
+        Ok((out, next))
+    }
+
+    /// `DeletePolicy`: only a policy no role has attached.
+    pub async fn delete_policy(&self, arn: &str) -> Result<()> {
+        let p = self.policy_by_arn(arn).ok_or_else(|| not_found(arn))?;
+        if self.attachment_count(arn) > 0 {
+            return Err(iam(
+                "DeleteConflict",
+                409,
+                "Cannot delete a policy attached to entities.",
+            ));
+        }
+        let key = keys::policy(&p.policy_name);
+        self.commit(Txn {
+            compare: vec![Compare::exists(key.clone())],
+            success: vec![Op::delete(key)],
+            failure: vec![],
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `AttachRolePolicy` (attaching twice is harmless).
+    pub async fn attach_role_policy(&self, role: &str, arn: &str) -> Result<()> {
+        if self.policy_by_arn(arn).is_none() {
+            return Err(not_found(arn));
+        }
+        self.modify_role(role, |r| {
+            if r.attached.iter().any(|a| a == arn) {
+                return Ok(());
+            }
+            if r.attached.len() >= MAX_ATTACHED_PER_ROLE {
+                return Err(iam(
+                    "LimitExceeded",
+                    409,
+                    format!("Cannot exceed quota for PoliciesPerRole: {MAX_ATTACHED_PER_ROLE}"),
+                ));
+            }
+            r.attached.push(arn.to_string());
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `DetachRolePolicy`.
+    pub async fn detach_role_policy(&self, role: &str, arn: &str) -> Result<()> {
+        self.modify_role(role, |r| {
+            let before = r.attached.len();
+            r.attached.retain(|a| a != arn);
+            if r.attached.len() == before {
+                return Err(iam(
+                    "NoSuchEntity",
+                    404,
+                    format!("Policy {arn} was not found."),
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `ListAttachedRolePolicies`: (name, ARN) of each, in attachment order.
+    pub fn list_attached_role_policies(
+        &self,
+        role: &str,
+        path_prefix: Option<&str>,
+    ) -> Result<Vec<(String, String)>> {
+        let r = self.get_role(role)?;
+        let prefix = path_prefix.unwrap_or("/");
+        Ok(r.attached
+            .iter()
+            .filter_map(|a| {
+                let p = self.policy_by_arn(a)?;
+                p.path
+                    .starts_with(prefix)
+                    .then(|| (p.policy_name.clone(), p.arn.clone()))
+            })
+            .collect())
+    }
+}
