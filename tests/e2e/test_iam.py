@@ -208,7 +208,7 @@ def test_managed_policies_attach_to_roles(berth):
     iam.create_role(RoleName="reader", AssumeRolePolicyDocument=trust(aws=ACCOUNT))
     with pytest.raises(botocore.exceptions.ClientError) as e:
         iam.attach_role_policy(RoleName="reader",
-                               PolicyArn="arn:aws:iam::aws:policy/AmazonECS_FullAccess")
+                               PolicyArn="arn:aws:iam::aws:policy/NoSuchPolicyAnywhere")
     assert code(e) == "NoSuchEntity"
     iam.attach_role_policy(RoleName="reader", PolicyArn=arn)
     assert iam.list_attached_role_policies(RoleName="reader")["AttachedPolicies"] == [
@@ -238,6 +238,24 @@ def test_managed_policies_attach_to_roles(berth):
         iam.detach_role_policy(RoleName="reader", PolicyArn=arn)
     assert code(e) == "NoSuchEntity"
     iam.delete_policy(PolicyArn=arn)
+
+    # The AWS managed policies ECS set-ups attach by name are there, read-only.
+    aws_names = {p["PolicyName"] for p in iam.list_policies(Scope="AWS")["Policies"]}
+    assert {"AdministratorAccess", "ReadOnlyAccess", "AmazonECSTaskExecutionRolePolicy",
+            "AmazonEC2ContainerRegistryReadOnly"} <= aws_names
+    ro = "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    berth.aws("iam", "attach-role-policy", "--role-name", "reader", "--policy-arn",
+              "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+    iam.attach_role_policy(RoleName="reader", PolicyArn=ro)
+    s_ecs.list_clusters()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.create_cluster(clusterName="x")
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.delete_policy(PolicyArn=ro)
+    assert code(e) == "InvalidInput"
+    for a in iam.list_attached_role_policies(RoleName="reader")["AttachedPolicies"]:
+        iam.detach_role_policy(RoleName="reader", PolicyArn=a["PolicyArn"])
     iam.delete_role(RoleName="reader")
     assert iam.list_policies(Scope="Local")["Policies"] == []
 

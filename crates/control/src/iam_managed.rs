@@ -1,6 +1,8 @@
-//! Customer managed policies: named identity policies (`arn:aws:iam::ACCOUNT:policy/NAME`)
-//! that roles attach (`AttachRolePolicy`) beside their inline ones. One version each (`v1`);
-//! AWS managed policies (`arn:aws:iam::aws:policy/…`) are not shipped.
+//! Managed policies: named identity policies that roles attach (`AttachRolePolicy`) beside
+//! their inline ones. Customer managed ones (`arn:aws:iam::ACCOUNT:policy/NAME`) are created
+//! and deleted by users, one version each (`v1`). A few AWS managed ones
+//! (`arn:aws:iam::aws:policy/…`) that ECS set-ups attach by name are built in
+//! ([`BUILTIN`]): berth's own documents for what those policies are for, read-only.
 //! Must not: let a policy attached to a role be deleted, or a role with attached policies.
 
 use berth_auth::policy::{Policy, PolicyKind};
@@ -9,6 +11,69 @@ use berth_store::{Compare, Op, Txn};
 use crate::iam::{check_name, check_path, iam, malformed, validation};
 use crate::records::ManagedPolicyRecord;
 use crate::{Control, Result, keys, now};
+
+/// The AWS managed policies berth knows: (path, name, description, document). The documents
+/// are berth's, granting what each policy is for on berth's services.
+pub const BUILTIN: &[(&str, &str, &str, &str)] = &[
+    (
+        "/",
+        "AdministratorAccess",
+        "Everything.",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+    ),
+    (
+        "/",
+        "ReadOnlyAccess",
+        "Read everything, change nothing.",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecs:Describe*","ecs:List*","ecr:Describe*","ecr:List*","ecr:Get*","ecr:BatchGetImage","ecr:BatchCheckLayerAvailability","iam:Get*","iam:List*"],"Resource":"*"}]}"#,
+    ),
+    (
+        "/",
+        "AmazonECS_FullAccess",
+        "All of ECS, the registry, and passing roles to tasks.",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecs:*","ecr:*","iam:PassRole","iam:GetRole","iam:ListRoles"],"Resource":"*"}]}"#,
+    ),
+    (
+        "/service-role/",
+        "AmazonECSTaskExecutionRolePolicy",
+        "What a task's execution role needs: pull its images, write its logs.",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:GetAuthorizationToken","ecr:BatchCheckLayerAvailability","ecr:GetDownloadUrlForLayer","ecr:BatchGetImage","logs:CreateLogStream","logs:PutLogEvents"],"Resource":"*"}]}"#,
+    ),
+    (
+        "/",
+        "AmazonEC2ContainerRegistryReadOnly",
+        "Pull and look at images.",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:GetAuthorizationToken","ecr:BatchCheckLayerAvailability","ecr:GetDownloadUrlForLayer","ecr:GetRepositoryPolicy","ecr:DescribeRepositories","ecr:ListImages","ecr:DescribeImages","ecr:BatchGetImage"],"Resource":"*"}]}"#,
+    ),
+    (
+        "/",
+        "AmazonEC2ContainerRegistryPowerUser",
+        "Pull and push images; no repository deletion or policies.",
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["ecr:GetAuthorizationToken","ecr:BatchCheckLayerAvailability","ecr:GetDownloadUrlForLayer","ecr:GetRepositoryPolicy","ecr:DescribeRepositories","ecr:ListImages","ecr:DescribeImages","ecr:BatchGetImage","ecr:InitiateLayerUpload","ecr:UploadLayerPart","ecr:CompleteLayerUpload","ecr:PutImage"],"Resource":"*"}]}"#,
+    ),
+];
+
+fn builtins() -> &'static [std::sync::Arc<ManagedPolicyRecord>] {
+    static ALL: std::sync::LazyLock<Vec<std::sync::Arc<ManagedPolicyRecord>>> =
+        std::sync::LazyLock::new(|| {
+            BUILTIN
+                .iter()
+                .enumerate()
+                .map(|(i, (path, name, description, document))| {
+                    std::sync::Arc::new(ManagedPolicyRecord {
+                        policy_name: name.to_string(),
+                        policy_id: format!("ANPABERTHBUILTIN{i:05}"),
+                        arn: format!("arn:aws:iam::aws:policy{path}{name}"),
+                        path: path.to_string(),
+                        description: Some(description.to_string()),
+                        create_date: 1_704_067_200.0,
+                        document: document.to_string(),
+                    })
+                })
+                .collect()
+        });
+    &ALL
+}
 
 /// IAM's limit on one managed policy's document.
 pub const MAX_MANAGED_POLICY_BYTES: usize = 6_144;
@@ -44,6 +109,9 @@ pub struct PolicyInfo {
 impl Control {
     /// The managed policy an ARN names, if it exists.
     pub fn policy_by_arn(&self, arn: &str) -> Option<std::sync::Arc<ManagedPolicyRecord>> {
+        if arn.starts_with("arn:aws:iam::aws:policy/") {
+            return builtins().iter().find(|p| p.arn == arn).cloned();
+        }
         let rest = arn.strip_prefix(&format!("arn:aws:iam::{}:policy/", self.part.account_id))?;
         let name = rest.rsplit('/').next()?;
         let d = self.view.data.read();
@@ -164,21 +232,23 @@ impl Control {
                  Member must have value between 1 and 1000",
             ));
         }
-        if scope == "AWS" {
-            return Ok((vec![], None));
-        }
         let prefix = path_prefix.unwrap_or("/");
         let start = marker.map(str::to_ascii_lowercase);
-        let all: Vec<ManagedPolicyRecord> = {
+        let mut all: Vec<ManagedPolicyRecord> = Vec::new();
+        if scope != "Local" {
+            all.extend(builtins().iter().map(|p| (**p).clone()));
+        }
+        if scope != "AWS" {
             let d = self.view.data.read();
-            d.policies
-                .iter()
-                .filter(|(k, e)| {
-                    start.as_ref().is_none_or(|m| *k > m) && e.value.path.starts_with(prefix)
-                })
-                .map(|(_, e)| (*e.value).clone())
-                .collect()
-        };
+            all.extend(d.policies.values().map(|e| (*e.value).clone()));
+        }
+        all.retain(|p| {
+            start
+                .as_ref()
+                .is_none_or(|m| p.policy_name.to_ascii_lowercase() > *m)
+                && p.path.starts_with(prefix)
+        });
+        all.sort_by_key(|p| p.policy_name.to_ascii_lowercase());
         let mut out = Vec::new();
         let mut next = None;
         for p in all {
@@ -200,6 +270,13 @@ impl Control {
     /// `DeletePolicy`: only a policy no role has attached.
     pub async fn delete_policy(&self, arn: &str) -> Result<()> {
         let p = self.policy_by_arn(arn).ok_or_else(|| not_found(arn))?;
+        if arn.starts_with("arn:aws:iam::aws:") {
+            return Err(iam(
+                "InvalidInput",
+                400,
+                format!("{arn} is an AWS managed policy: it cannot be deleted."),
+            ));
+        }
         if self.attachment_count(arn) > 0 {
             return Err(iam(
                 "DeleteConflict",
