@@ -179,11 +179,12 @@ pub(crate) fn check_path(p: &str) -> Result<()> {
     Ok(())
 }
 
-fn role_id() -> String {
+/// An IAM unique id: `prefix` (`AROA` roles, `ANPA` policies) and 17 random characters.
+pub(crate) fn unique_id(prefix: &str) -> String {
     use rand::Rng;
     const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let mut rng = rand::rng();
-    let mut id = String::from("AROA");
+    let mut id = String::from(prefix);
     for _ in 0..17 {
         id.push(ID[rng.random_range(0..ID.len())] as char);
     }
@@ -295,7 +296,7 @@ impl Control {
         let rec = RoleRecord {
             arn: self.role_arn(&path, &r.role_name),
             role_name: r.role_name,
-            role_id: role_id(),
+            role_id: unique_id("AROA"),
             path,
             create_date: now().floor(),
             assume_role_policy: r.assume_role_policy,
@@ -305,15 +306,7 @@ impl Control {
             policies: Default::default(),
             attached: vec![],
         };
-        let key = keys::role(&rec.role_name);
-        let res = self
-            .commit(Txn {
-                compare: vec![Compare::missing(key.clone())],
-                success: vec![Op::put(key, serde_json::to_vec(&rec)?)],
-                failure: vec![],
-            })
-            .await?;
-        if !res.succeeded {
+        if !self.put_new(&keys::role(&rec.role_name), &rec).await? {
             return Err(iam(
                 "EntityAlreadyExists",
                 409,

@@ -8,7 +8,7 @@
 use berth_auth::policy::{Policy, PolicyKind};
 use berth_store::{Compare, Op, Txn};
 
-use crate::iam::{check_name, check_path, iam, malformed, validation};
+use crate::iam::{check_name, check_path, iam, malformed, unique_id, validation};
 use crate::records::ManagedPolicyRecord;
 use crate::{Control, Result, keys, now};
 
@@ -79,17 +79,6 @@ fn builtins() -> &'static [std::sync::Arc<ManagedPolicyRecord>] {
 pub const MAX_MANAGED_POLICY_BYTES: usize = 6_144;
 /// IAM's default limit on managed policies attached to one role.
 pub const MAX_ATTACHED_PER_ROLE: usize = 10;
-
-fn policy_id() -> String {
-    use rand::Rng;
-    const ID: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut rng = rand::rng();
-    let mut id = String::from("ANPA");
-    for _ in 0..17 {
-        id.push(ID[rng.random_range(0..ID.len())] as char);
-    }
-    id
-}
 
 fn not_found(arn: &str) -> crate::ControlError {
     iam(
@@ -164,22 +153,14 @@ impl Control {
         }
         let rec = ManagedPolicyRecord {
             policy_name: name.to_string(),
-            policy_id: policy_id(),
+            policy_id: unique_id("ANPA"),
             arn: format!("arn:aws:iam::{}:policy{path}{name}", self.part.account_id),
             path: path.to_string(),
             description: description.map(str::to_string),
             create_date: now().floor(),
             document: document.to_string(),
         };
-        let key = keys::policy(name);
-        let r = self
-            .commit(Txn {
-                compare: vec![Compare::missing(key.clone())],
-                success: vec![Op::put(key, serde_json::to_vec(&rec)?)],
-                failure: vec![],
-            })
-            .await?;
-        if !r.succeeded {
+        if !self.put_new(&keys::policy(name), &rec).await? {
             return Err(iam(
                 "EntityAlreadyExists",
                 409,

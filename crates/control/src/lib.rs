@@ -195,6 +195,19 @@ impl Control {
         Ok(resp)
     }
 
+    /// Store a new record at `key` unless the key exists; `false` when it did (nothing
+    /// changed).
+    pub(crate) async fn put_new<T: serde::Serialize>(&self, key: &str, rec: &T) -> Result<bool> {
+        let r = self
+            .commit(Txn {
+                compare: vec![berth_store::Compare::missing(key)],
+                success: vec![berth_store::Op::put(key, serde_json::to_vec(rec)?)],
+                failure: vec![],
+            })
+            .await?;
+        Ok(r.succeeded)
+    }
+
     /// Whether the scheduler's picture, kept up to date event by event, equals one computed
     /// afresh (for tests and debugging; `Err` says where they differ).
     pub fn check_scheduler_picture(&self) -> std::result::Result<(), String> {
@@ -221,13 +234,8 @@ impl Control {
                 created_at: now(),
                 scope: None,
             };
-            let key = keys::access_key(&rec.access_key_id);
-            self.commit(Txn {
-                compare: vec![berth_store::Compare::missing(key.clone())],
-                success: vec![berth_store::Op::put(key, serde_json::to_vec(&rec)?)],
-                failure: vec![],
-            })
-            .await?;
+            self.put_new(&keys::access_key(&rec.access_key_id), &rec)
+                .await?;
         }
     }
 }

@@ -108,15 +108,10 @@ impl Control {
             created_at: created,
             scope: Some(scope.clone()),
         };
-        let key = keys::access_key(&rec.access_key_id);
-        let r = self
-            .commit(Txn {
-                compare: vec![Compare::missing(key.clone())],
-                success: vec![Op::put(key, serde_json::to_vec(&rec)?)],
-                failure: vec![],
-            })
-            .await?;
-        if !r.succeeded {
+        if !self
+            .put_new(&keys::access_key(&rec.access_key_id), &rec)
+            .await?
+        {
             return Err(ControlError::Server("access key id collision".into()));
         }
         Ok((
