@@ -179,6 +179,19 @@ pub(crate) fn check_path(p: &str) -> Result<()> {
     Ok(())
 }
 
+/// A policy document within IAM's size quota `quota` (`max` characters) that parses as `kind`.
+pub(crate) fn check_document(doc: &str, kind: PolicyKind, max: usize, quota: &str) -> Result<()> {
+    if doc.len() > max {
+        return Err(iam(
+            "LimitExceeded",
+            409,
+            format!("Cannot exceed quota for {quota}: {max}"),
+        ));
+    }
+    Policy::parse(doc, kind).map_err(malformed)?;
+    Ok(())
+}
+
 /// An IAM unique id: `prefix` (`AROA` roles, `ANPA` policies) and 17 random characters.
 pub(crate) fn unique_id(prefix: &str) -> String {
     use rand::Rng;
@@ -317,15 +330,12 @@ impl Control {
     }
 
     fn check_trust_policy(&self, doc: &str) -> Result<()> {
-        if doc.len() > MAX_TRUST_POLICY_BYTES {
-            return Err(iam(
-                "LimitExceeded",
-                409,
-                format!("Cannot exceed quota for ACLSizePerRole: {MAX_TRUST_POLICY_BYTES}"),
-            ));
-        }
-        Policy::parse(doc, PolicyKind::Trust).map_err(malformed)?;
-        Ok(())
+        check_document(
+            doc,
+            PolicyKind::Trust,
+            MAX_TRUST_POLICY_BYTES,
+            "ACLSizePerRole",
+        )
     }
 
     /// `GetRole`.

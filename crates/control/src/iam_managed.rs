@@ -5,10 +5,10 @@
 //! ([`BUILTIN`]): berth's own documents for what those policies are for, read-only.
 //! Must not: let a policy attached to a role be deleted, or a role with attached policies.
 
-use berth_auth::policy::{Policy, PolicyKind};
+use berth_auth::policy::PolicyKind;
 use berth_store::{Compare, Op, Txn};
 
-use crate::iam::{check_name, check_path, iam, malformed, unique_id, validation};
+use crate::iam::{check_document, check_name, check_path, iam, unique_id, validation};
 use crate::records::ManagedPolicyRecord;
 use crate::{Control, Result, keys, now};
 
@@ -137,14 +137,12 @@ impl Control {
         check_name("policyName", name, 1, 128)?;
         let path = path.unwrap_or("/");
         check_path(path)?;
-        if document.len() > MAX_MANAGED_POLICY_BYTES {
-            return Err(iam(
-                "LimitExceeded",
-                409,
-                format!("Cannot exceed quota for PolicySize: {MAX_MANAGED_POLICY_BYTES}"),
-            ));
-        }
-        Policy::parse(document, PolicyKind::Identity).map_err(malformed)?;
+        check_document(
+            document,
+            PolicyKind::Identity,
+            MAX_MANAGED_POLICY_BYTES,
+            "PolicySize",
+        )?;
         if description.is_some_and(|d| d.chars().count() > 1000) {
             return Err(validation(
                 "1 validation error detected: Value at 'description' failed to satisfy \
