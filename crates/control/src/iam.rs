@@ -179,6 +179,23 @@ pub(crate) fn check_path(p: &str) -> Result<()> {
     Ok(())
 }
 
+/// IAM's paging parameters: `MaxItems` (1–1000, default 100) and the `Marker` of the previous
+/// page (opaque, as [`crate::paging`] makes them), as (limit, key to resume after).
+pub(crate) fn iam_page(
+    marker: Option<&str>,
+    max_items: Option<i64>,
+) -> Result<(usize, Option<String>)> {
+    let max = max_items.unwrap_or(100);
+    if !(1..=1000).contains(&max) {
+        return Err(validation(
+            "1 validation error detected: Value at 'maxItems' failed to satisfy constraint: \
+             Member must have value between 1 and 1000",
+        ));
+    }
+    let after = crate::paging::decode(marker).map_err(|_| validation("Invalid Marker."))?;
+    Ok((max as usize, after))
+}
+
 /// A policy document within IAM's size quota `quota` (`max` characters) that parses as `kind`.
 pub(crate) fn check_document(doc: &str, kind: PolicyKind, max: usize, quota: &str) -> Result<()> {
     if doc.len() > max {
@@ -347,36 +364,22 @@ impl Control {
     }
 
     /// `ListRoles`: roles in name order under `path_prefix`, a page of `max_items` (default
-    /// 100) after `marker` (the last name of the previous page).
+    /// 100) after `marker` (the previous page's, see [`iam_page`]).
     pub fn list_roles(
         &self,
         path_prefix: Option<&str>,
         marker: Option<&str>,
         max_items: Option<i64>,
     ) -> Result<(Vec<RoleRecord>, Option<String>)> {
-        let max = max_items.unwrap_or(100);
-        if !(1..=1000).contains(&max) {
-            return Err(validation(
-                "1 validation error detected: Value at 'maxItems' failed to satisfy constraint: \
-                 Member must have value between 1 and 1000",
-            ));
-        }
+        let (max, after) = iam_page(marker, max_items)?;
         let prefix = path_prefix.unwrap_or("/");
         let d = self.view.data.read();
-        let mut out = Vec::new();
-        let mut next = None;
-        let start = marker.map(str::to_ascii_lowercase);
-        for (k, e) in d.roles.iter() {
-            if start.as_ref().is_some_and(|m| k <= m) || !e.value.path.starts_with(prefix) {
-                continue;
-            }
-            if out.len() == max as usize {
-                next = out.last().map(|r: &RoleRecord| r.role_name.clone());
-                break;
-            }
-            out.push((*e.value).clone());
-        }
-        Ok((out, next))
+        let roles = d
+            .roles
+            .iter()
+            .filter(|(_, e)| e.value.path.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), (*e.value).clone()));
+        Ok(crate::paging::page(roles, after.as_deref(), max))
     }
 
     pub(crate) async fn modify_role(
@@ -494,19 +497,9 @@ impl Control {
         max_items: Option<i64>,
     ) -> Result<(Vec<String>, Option<String>)> {
         let r = self.get_role(role)?;
-        let max = max_items.unwrap_or(100).clamp(1, 1000) as usize;
-        let names: Vec<String> = r
-            .policies
-            .keys()
-            .filter(|k| marker.is_none_or(|m| k.as_str() > m))
-            .cloned()
-            .collect();
-        if names.len() > max {
-            let page = names[..max].to_vec();
-            let next = page.last().cloned();
-            return Ok((page, next));
-        }
-        Ok((names, None))
+        let (max, after) = iam_page(marker, max_items)?;
+        let names = r.policies.keys().map(|k| (k.clone(), k.clone()));
+        Ok(crate::paging::page(names, after.as_deref(), max))
     }
 
     /// `DeleteRolePolicy`.

@@ -8,7 +8,7 @@
 use berth_auth::policy::PolicyKind;
 use berth_store::{Compare, Op, Txn};
 
-use crate::iam::{check_document, check_name, check_path, iam, unique_id, validation};
+use crate::iam::{check_document, check_name, check_path, iam, iam_page, unique_id, validation};
 use crate::records::ManagedPolicyRecord;
 use crate::{Control, Result, keys, now};
 
@@ -187,8 +187,8 @@ impl Control {
         Ok((*p).clone())
     }
 
-    /// `ListPolicies`: customer managed policies (`Scope` `Local` or `All`; `AWS` lists none)
-    /// in name order, paged like ListRoles.
+    /// `ListPolicies`: the built-in AWS managed policies (`Scope` `AWS`), customer managed
+    /// ones (`Local`) or both (`All`), in name order, paged like ListRoles.
     pub fn list_policies(
         &self,
         scope: Option<&str>,
@@ -204,15 +204,8 @@ impl Control {
                  constraint: Member must satisfy enum value set: [All, AWS, Local]"
             )));
         }
-        let max = max_items.unwrap_or(100);
-        if !(1..=1000).contains(&max) {
-            return Err(validation(
-                "1 validation error detected: Value at 'maxItems' failed to satisfy constraint: \
-                 Member must have value between 1 and 1000",
-            ));
-        }
+        let (max, after) = iam_page(marker, max_items)?;
         let prefix = path_prefix.unwrap_or("/");
-        let start = marker.map(str::to_ascii_lowercase);
         let mut all: Vec<ManagedPolicyRecord> = Vec::new();
         if scope != "Local" {
             all.extend(builtins().iter().map(|p| (**p).clone()));
@@ -221,29 +214,14 @@ impl Control {
             let d = self.view.data.read();
             all.extend(d.policies.values().map(|e| (*e.value).clone()));
         }
-        all.retain(|p| {
-            start
-                .as_ref()
-                .is_none_or(|m| p.policy_name.to_ascii_lowercase() > *m)
-                && p.path.starts_with(prefix)
-        });
         all.sort_by_key(|p| p.policy_name.to_ascii_lowercase());
-        let mut out = Vec::new();
-        let mut next = None;
-        for p in all {
-            let info = self.info(p);
-            if only_attached && info.attachment_count == 0 {
-                continue;
-            }
-            if out.len() == max as usize {
-                next = out
-                    .last()
-                    .map(|i: &PolicyInfo| i.policy.policy_name.clone());
-                break;
-            }
-            out.push(info);
-        }
-        Ok((out, next))
+        let items = all
+            .into_iter()
+            .filter(|p| p.path.starts_with(prefix))
+            .filter(|p| !only_attached || self.attachment_count(&p.arn) > 0)
+            .map(|p| (p.policy_name.to_ascii_lowercase(), p));
+        let (page, next) = crate::paging::page(items, after.as_deref(), max);
+        Ok((page.into_iter().map(|p| self.info(p)).collect(), next))
     }
 
     /// `DeletePolicy`: only a policy no role has attached.

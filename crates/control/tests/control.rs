@@ -1008,3 +1008,28 @@ async fn task_roles_get_session_credentials_in_payloads_and_renewals() {
         .is_ok()
     );
 }
+
+/// ListRoles pages with an opaque marker and walks every role once, in name order.
+#[tokio::test]
+async fn roles_page_with_markers() {
+    use berth_control::iam::NewRole;
+    let c = setup(Arc::new(MemStore::new())).await;
+    for name in ["c-role", "A-role", "b-role"] {
+        c.create_role(NewRole {
+            role_name: name.into(),
+            assume_role_policy: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"000000000000"},"Action":"sts:AssumeRole"}]}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let (first, marker) = c.list_roles(None, None, Some(2)).unwrap();
+    let names: Vec<_> = first.iter().map(|r| r.role_name.as_str()).collect();
+    assert_eq!(names, ["A-role", "b-role"]);
+    let (rest, end) = c.list_roles(None, marker.as_deref(), Some(2)).unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].role_name, "c-role");
+    assert!(end.is_none());
+    assert!(c.list_roles(None, None, Some(0)).is_err());
+    assert!(c.list_roles(None, Some("!!not a marker"), None).is_err());
+}
