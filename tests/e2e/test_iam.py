@@ -60,9 +60,12 @@ def test_roles_policies_and_sessions(berth):
     assert got["AssumeRolePolicyDocument"]["Statement"][0]["Action"] == "sts:AssumeRole"
     assert got["Tags"] == [{"Key": "team", "Value": "platform"}]
     iam.put_role_policy(RoleName="deployer", PolicyName="tasks", PolicyDocument=policy(
-        {"Effect": "Allow", "Action": ["ecs:ListTasks", "ecs:RunTask"],
-         "Resource": "arn:aws:ecs:*:*:cluster/prod"},
-        {"Effect": "Allow", "Action": ["ecs:List*", "ecs:RegisterTaskDefinition"], "Resource": "*"}))
+        # As on AWS: RunTask acts on the task definition, ListTasks on `*`; the cluster is the
+        # ecs:cluster condition.
+        {"Effect": "Allow", "Action": ["ecs:ListTasks", "ecs:RunTask"], "Resource": "*",
+         "Condition": {"ArnLike": {"ecs:cluster": "arn:aws:ecs:*:*:cluster/prod"}}},
+        {"Effect": "Allow", "Action": ["ecs:ListClusters", "ecs:RegisterTaskDefinition"],
+         "Resource": "*"}))
     assert iam.list_role_policies(RoleName="deployer")["PolicyNames"] == ["tasks"]
 
     # Bad input changes nothing and says why.
@@ -138,13 +141,24 @@ def test_roles_policies_and_sessions(berth):
     assert r["failures"][0]["reason"].startswith("No Container Instances"), r
     iam.delete_role_policy(RoleName="deployer", PolicyName="pass")
 
-    # An explicit Deny wins over the Allow.
-    iam.put_role_policy(RoleName="deployer", PolicyName="deny", PolicyDocument=policy(
-        {"Effect": "Deny", "Action": "ecs:*", "Resource": "arn:aws:ecs:*:*:cluster/prod"}))
+    # A session in another cluster is refused by the condition.
     with pytest.raises(botocore.exceptions.ClientError) as e:
-        s_ecs.list_tasks(cluster="prod")
+        s_ecs.list_tasks(cluster="default")
+    assert code(e) == "AccessDeniedException"
+
+    # An explicit Deny wins over the Allow, on the resource AWS checks: RunTask's is the task
+    # definition.
+    iam.put_role_policy(RoleName="deployer", PolicyName="pass", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": task_role}))
+    iam.put_role_policy(RoleName="deployer", PolicyName="deny", PolicyDocument=policy(
+        {"Effect": "Deny", "Action": "ecs:*", "Resource": "arn:aws:ecs:*:*:task-definition/tool:*"}))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.run_task(cluster="prod", taskDefinition="tool")
     assert code(e) == "AccessDeniedException" and "explicit deny" in e.value.response["Error"]["Message"]
-    # … and only there: operations AWS checks against `*` are not in that cluster.
+    assert "task-definition/tool:1" in e.value.response["Error"]["Message"]
+    iam.delete_role_policy(RoleName="deployer", PolicyName="pass")
+    # … and only there: operations on other resources are not refused.
+    s_ecs.list_tasks(cluster="prod")
     assert s_ecs.list_clusters()["clusterArns"]
     s_ecs.register_task_definition(family="by-session", containerDefinitions=[
         {"name": "t", "image": "busybox", "memory": 16}])

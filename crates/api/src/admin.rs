@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::awsjson::{JsonService, RequestContext};
+use crate::awsjson::{JsonService, RequestContext, Resources};
 use crate::error::AwsError;
 
 pub const TARGET_PREFIX: &str = "BerthAdmin_20261123";
@@ -73,8 +73,9 @@ impl JsonService for Admin {
         &self,
         op: &'static str,
         body: Bytes,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
     ) -> Result<Vec<u8>, AwsError> {
+        ctx.authorize_legacy(&self.control, "berth", op, Resources::Unknown)?;
         match op {
             "CreateJoinToken" => {
                 let r: CreateJoinToken = decode(&body)?;

@@ -1,7 +1,8 @@
 //! The AWS JSON protocol (awsJson1_0 / awsJson1_1): `POST /` with `X-Amz-Target:
 //! <TargetPrefix>.<Operation>`. This module owns the request pipeline every JSON service shares
 //! — request id, body limit, SigV4 verification, dispatch to the service by target prefix,
-//! metrics, error shaping — and nothing service-specific.
+//! metrics, error shaping — and nothing service-specific. Authorization is not here: services
+//! hand typed commands to the control plane, which authorizes them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,6 +16,8 @@ use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Limited};
 use tracing::{Instrument, info_span};
 
+use berth_control::command::{Caller, Codec};
+
 use crate::AppState;
 use crate::error::AwsError;
 
@@ -27,14 +30,52 @@ pub struct RequestContext {
     pub request_id: String,
     /// The access key that signed the request.
     pub access_key_id: String,
-    /// Who signed it.
-    pub principal: crate::Principal,
     /// The session token that came with temporary credentials.
     pub session_token: Option<String>,
-    /// The `Host` the client addressed (for answers that name an endpoint).
-    pub host: String,
-    /// `https` when the request came over TLS, else `http`.
-    pub scheme: &'static str,
+    /// Who signed it and how it came.
+    pub caller: Caller,
+}
+
+impl RequestContext {
+    pub fn principal(&self) -> &crate::Principal {
+        &self.caller.principal
+    }
+
+    /// Authorize an operation of a service not yet on the control plane's command boundary:
+    /// role sessions against `resources`, keys by their scope.
+    pub fn authorize_legacy(
+        &self,
+        control: &berth_control::Control,
+        service: &str,
+        op: &str,
+        resources: Resources,
+    ) -> Result<(), AwsError> {
+        let checks = match self.principal() {
+            crate::Principal::Session(_) => resources.checks(),
+            crate::Principal::Key(_) => vec![None],
+        };
+        for resource in checks {
+            control.authorize(self.principal(), service, op, || None, resource.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+/// The awsJson codec over one request body, for the control plane's operation tables.
+pub struct JsonCodec<'a>(pub &'a [u8]);
+
+impl Codec for JsonCodec<'_> {
+    type Output = Vec<u8>;
+    type Error = AwsError;
+    fn decode<T>(&mut self) -> Result<T, AwsError>
+    where
+        T: serde::de::DeserializeOwned + berth_model::wire::Validate,
+    {
+        decode(self.0)
+    }
+    fn encode<T: serde::Serialize>(&mut self, v: &T) -> Result<Vec<u8>, AwsError> {
+        serde_json::to_vec(v).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
+    }
 }
 
 /// What an operation acts on, as role sessions' policies are checked against it.
@@ -72,11 +113,8 @@ pub trait JsonService: Send + Sync + 'static {
     fn signing_name(&self) -> &'static str;
     /// `Some(static name)` when `op` is an operation of this service.
     fn operation(&self, op: &str) -> Option<&'static str>;
-    /// What `op` acts on, as IAM policies name it, for role sessions' policies.
-    fn resources(&self, _op: &str, _body: &serde_json::Value) -> Resources {
-        Resources::Unknown
-    }
-    /// Serve one operation: request body in, response body out.
+    /// Serve one operation: request body in, response body out. The service authorizes it
+    /// (through the control plane's command boundary).
     async fn call(
         &self,
         op: &'static str,
@@ -243,46 +281,11 @@ async fn pipeline(
         );
     };
     tracing::Span::current().record("op", op);
-    let parsed = || serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
-    let cluster_of = || parsed()["cluster"].as_str().map(str::to_string);
-    // Only role sessions are checked against resources.
-    let checks = match &principal {
-        crate::Principal::Session(_) => service.resources(op, &parsed()).checks(),
-        crate::Principal::Key(_) => vec![None],
-    };
-    for resource in checks {
-        if let Err(e) = state.control.authorize(
-            &principal,
-            service.signing_name(),
-            op,
-            cluster_of,
-            resource.as_deref(),
-        ) {
-            return (service_label, op, Err(e.into()));
-        }
-    }
-    if let crate::Principal::Session(_) = &principal
-        && service.signing_name() == "ecs"
-        && let Err(e) = state.control.authorize_pass_role(&principal, op, &parsed())
-    {
-        return (service_label, op, Err(e.into()));
-    }
     let ctx = RequestContext {
         request_id: request_id.to_string(),
         access_key_id: verified.access_key_id,
-        principal,
         session_token: crate::session_token(&parts),
-        host: parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string(),
-        scheme: if parts.extensions.get::<crate::ServedOverTls>().is_some() {
-            "https"
-        } else {
-            "http"
-        },
+        caller: crate::caller(&parts, principal),
     };
     let result = service.call(op, body, &ctx).await;
     (service_label, op, result)

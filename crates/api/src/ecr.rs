@@ -54,27 +54,11 @@ pub const IMPLEMENTED: &[&str] = &[
     "UntagResource",
 ];
 
-#[async_trait]
-impl JsonService for Ecr {
-    fn name(&self) -> &'static str {
-        "ecr"
-    }
-    fn target_prefix(&self) -> &'static str {
-        ecr::TARGET_PREFIX
-    }
-    fn signing_name(&self) -> &'static str {
-        ecr::SIGNING_NAME
-    }
-    fn operation(&self, op: &str) -> Option<&'static str> {
-        ecr::OPERATIONS
-            .iter()
-            .find(|o| o.name == op)
-            .map(|o| o.name)
-    }
-
+impl Ecr {
     /// The repository (or repositories) a request names; GetAuthorizationToken and listing
     /// every repository act on nothing (`*` in AWS).
-    fn resources(&self, op: &str, body: &serde_json::Value) -> Resources {
+    fn resources(&self, op: &str, body: &[u8]) -> Resources {
+        let body = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
         if let Some(name) = body["repositoryName"].as_str() {
             return Resources::Named(vec![self.registry.repo_arn(name)]);
         }
@@ -94,6 +78,25 @@ impl JsonService for Ecr {
             _ => Resources::Unknown,
         }
     }
+}
+
+#[async_trait]
+impl JsonService for Ecr {
+    fn name(&self) -> &'static str {
+        "ecr"
+    }
+    fn target_prefix(&self) -> &'static str {
+        ecr::TARGET_PREFIX
+    }
+    fn signing_name(&self) -> &'static str {
+        ecr::SIGNING_NAME
+    }
+    fn operation(&self, op: &str) -> Option<&'static str> {
+        ecr::OPERATIONS
+            .iter()
+            .find(|o| o.name == op)
+            .map(|o| o.name)
+    }
 
     async fn call(
         &self,
@@ -101,6 +104,7 @@ impl JsonService for Ecr {
         body: Bytes,
         ctx: &RequestContext,
     ) -> Result<Vec<u8>, AwsError> {
+        ctx.authorize_legacy(&self.control, "ecr", op, self.resources(op, &body))?;
         let r = &self.registry;
         let b = &body[..];
         match op {
@@ -116,7 +120,7 @@ impl JsonService for Ecr {
             "BatchCheckLayerAvailability" => run(b, |q| r.batch_check_layer_availability(q)).await,
             "GetAuthorizationToken" => {
                 let akid =
-                    crate::registry::token_subject(&ctx.principal, ctx.session_token.as_deref());
+                    crate::registry::token_subject(ctx.principal(), ctx.session_token.as_deref());
                 run(
                     b,
                     |q| async move { r.get_authorization_token(q, &akid).await },
@@ -129,7 +133,7 @@ impl JsonService for Ecr {
             "StartLifecyclePolicyPreview" => run(b, |q| r.start_lifecycle_policy_preview(q)).await,
             "GetLifecyclePolicyPreview" => run(b, |q| r.get_lifecycle_policy_preview(q)).await,
             "SetRepositoryPolicy" => {
-                let arn = self.control.principal_arn_of(&ctx.principal);
+                let arn = self.control.principal_arn_of(ctx.principal());
                 run(b, |q| async move { r.set_repository_policy(q, &arn).await }).await
             }
             "GetRepositoryPolicy" => run(b, |q| r.get_repository_policy(q)).await,

@@ -118,6 +118,29 @@ impl AppState {
     }
 }
 
+/// Who signed a request (`principal`, as [`AppState::authenticate`] found) and how it came:
+/// over TLS or not, from which address, to which front door.
+pub(crate) fn caller(parts: &Parts, principal: Principal) -> berth_control::command::Caller {
+    let secure = parts.extensions.get::<ServedOverTls>().is_some();
+    let transport = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<PeerAddr>>()
+        .map(|c| berth_control::command::Transport {
+            secure,
+            source_ip: c.0.0.ip().to_canonical(),
+        });
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    berth_control::command::Caller {
+        principal,
+        transport,
+        endpoint: format!("{}://{host}", if secure { "https" } else { "http" }),
+    }
+}
+
 /// The session token that came with temporary credentials (header, or presigned query).
 pub(crate) fn session_token(parts: &Parts) -> Option<String> {
     parts
@@ -213,10 +236,30 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<PeerAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The address of the peer a request came from (plain and TLS listeners alike).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
 }
 
 /// Marks requests that came over TLS (a request extension), so that answers naming an
@@ -231,7 +274,9 @@ pub async fn serve_tls(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).layer(axum::Extension(ServedOverTls));
+    let app = router(state)
+        .layer(axum::Extension(ServedOverTls))
+        .into_make_service_with_connect_info::<PeerAddr>();
     axum::serve(tls::TlsListener::new(listener, config)?, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -16,6 +16,7 @@ use berth_auth::policy::{AccessRequest, Caller, Decision, Policy, PolicyKind};
 use berth_auth::session::{self, Claims};
 use berth_store::{Compare, Op, Store, Txn};
 
+use crate::command;
 use crate::records::RoleRecord;
 use crate::{Control, ControlError, Result, keys, now};
 
@@ -587,9 +588,17 @@ impl Control {
         }
     }
 
-    /// Condition keys berth knows about a caller.
-    fn caller_context(&self, p: &Principal) -> HashMap<String, Vec<String>> {
+    /// Condition keys berth knows about a caller and the request's connection.
+    fn caller_context(&self, caller: &command::Caller) -> HashMap<String, Vec<String>> {
+        let p = &caller.principal;
         let mut ctx = HashMap::new();
+        if let Some(t) = caller.transport {
+            ctx.insert("aws:securetransport".into(), vec![t.secure.to_string()]);
+            ctx.insert("aws:sourceip".into(), vec![t.source_ip.to_string()]);
+        }
+        let now = now();
+        ctx.insert("aws:epochtime".into(), vec![(now as i64).to_string()]);
+        ctx.insert("aws:currenttime".into(), vec![iso8601(now)]);
         let id = self.caller_identity(p);
         ctx.insert("aws:principalaccount".into(), vec![id.account]);
         ctx.insert(
@@ -658,13 +667,15 @@ impl Control {
     }
 
     /// May a role session do `action` on `resource` (`None`: the request names no resource
-    /// berth can check; then only statements for every resource allow it)?
+    /// berth can check; then only statements for every resource allow it), with the
+    /// operation's own condition keys `conditions`?
     pub(crate) fn session_may(
         &self,
-        p: &Principal,
+        caller: &command::Caller,
         c: &Claims,
         action: &str,
         resource: Option<&str>,
+        conditions: &[(&'static str, String)],
     ) -> Result<()> {
         let role = self
             .role_entry(&c.role_name)
@@ -676,9 +687,16 @@ impl Control {
                     "The security token included in the request is invalid.",
                 )
             })?;
-        let mut ctx = self.caller_context(p);
-        // ECS names the cluster of cluster-scoped operations (`ecs:cluster`), as AWS does.
-        if action.starts_with("ecs:")
+        let mut ctx = self.caller_context(caller);
+        for (k, v) in conditions {
+            ctx.entry(k.to_ascii_lowercase())
+                .or_default()
+                .push(v.clone());
+        }
+        // Paths not yet on the command boundary name the cluster of cluster-scoped ECS
+        // operations as their resource; it is `ecs:cluster` too, as AWS supplies it.
+        if conditions.is_empty()
+            && action.starts_with("ecs:")
             && let Some(r) = resource
             && r.contains(":cluster/")
         {
@@ -769,15 +787,16 @@ impl Control {
                 "User: {me} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
             ))
         };
+        let requester = command::Caller::untraced(p.clone());
         if let Principal::Session(c) = p {
-            self.session_may(p, c, "sts:AssumeRole", Some(role_arn))?;
+            self.session_may(&requester, c, "sts:AssumeRole", Some(role_arn), &[])?;
         }
         let role = self.role_by_arn(role_arn).ok_or_else(denied)?;
         let mut arns = vec![me.clone()];
         if let Principal::Session(c) = p {
             arns.push(self.role_arn_of_session(c));
         }
-        let mut ctx = self.caller_context(p);
+        let mut ctx = self.caller_context(&requester);
         ctx.insert("sts:rolesessionname".into(), vec![session_name.to_string()]);
         let caller = Caller {
             account: &self.part.account_id,
@@ -826,7 +845,13 @@ impl Control {
             }
         }
         for role in roles {
-            self.session_may(p, c, "iam:PassRole", Some(&role))?;
+            self.session_may(
+                &command::Caller::untraced(p.clone()),
+                c,
+                "iam:PassRole",
+                Some(&role),
+                &[],
+            )?;
         }
         Ok(())
     }

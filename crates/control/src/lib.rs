@@ -15,7 +15,9 @@
 
 pub mod agent;
 pub mod clusters;
+pub mod command;
 pub mod controller;
+pub mod ecs_ops;
 pub mod error;
 pub mod housekeeping;
 pub mod iam;

@@ -159,8 +159,8 @@ impl Control {
 
     /// May `who` call `service:op` on the cluster the request names (`cluster` finds it, and
     /// is only asked for join tokens) and on `resource` (the ARN the operation acts on, when
-    /// the front door can name it)? Full keys may do anything; join tokens only the agent
-    /// operations in their cluster; role sessions what their role's policies allow.
+    /// the front door can name it)? For the paths not yet on the command boundary
+    /// ([`crate::command`]); the rest go through [`Control::authorize_access`].
     pub fn authorize(
         &self,
         who: &Principal,
@@ -169,12 +169,28 @@ impl Control {
         cluster: impl FnOnce() -> Option<String>,
         resource: Option<&str>,
     ) -> Result<()> {
-        let access_key_id = match who {
+        let action = format!("{service}:{op}");
+        match who {
             Principal::Session(c) => {
-                return self.session_may(who, c, &format!("{service}:{op}"), resource);
+                let caller = crate::command::Caller::untraced(who.clone());
+                self.session_may(&caller, c, &action, resource, &[])
             }
-            Principal::Key(k) => k.as_str(),
-        };
+            Principal::Key(k) => {
+                let asked = if service == "ecs" { cluster() } else { None };
+                self.key_may(k, service, &action, asked.as_deref())
+            }
+        }
+    }
+
+    /// May the stored access key `access_key_id` do `action` (in the ECS cluster `cluster`)?
+    /// Full keys may do anything; join tokens only the agent operations in their cluster.
+    pub(crate) fn key_may(
+        &self,
+        access_key_id: &str,
+        service: &str,
+        action: &str,
+        cluster: Option<&str>,
+    ) -> Result<()> {
         let d = self.view.data.read();
         let Some(k) = d.access_keys.get(access_key_id) else {
             return Err(ControlError::AccessDenied("Unknown access key.".into()));
@@ -185,19 +201,18 @@ impl Control {
         let scope = scope.clone();
         let user = k.value.user_name.clone();
         drop(d);
-        let action = format!("{service}:{op}");
         let principal = format!("arn:aws:iam::{}:user/{}", self.part.account_id, user);
-        if !AGENT_OPERATIONS.contains(&action.as_str()) {
+        if !AGENT_OPERATIONS.contains(&action) {
             return Err(ControlError::AccessDenied(format!(
                 "User: {principal} is not authorized to perform: {action} (a join token may only \
                  call agent operations)"
             )));
         }
         if service == "ecs" {
-            let asked = cluster().unwrap_or_else(|| crate::clusters::DEFAULT_CLUSTER.to_string());
-            let name = match self.part.parse_ecs(&asked) {
+            let asked = cluster.unwrap_or(crate::clusters::DEFAULT_CLUSTER);
+            let name = match self.part.parse_ecs(asked) {
                 Some(EcsResource::Cluster { name }) => name,
-                _ => asked,
+                _ => asked.to_string(),
             };
             if name != scope.cluster {
                 return Err(ControlError::AccessDenied(format!(

@@ -1,0 +1,523 @@
+//! The command boundary: every operation in the ECS table is authorized by
+//! `Control::execute` against the resource AWS names for it. A role session allowed
+//! everything but denied one operation on exactly the resource that operation acts on is
+//! refused, and the store does not change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_control::command::{Caller, Codec};
+use berth_control::ecs_ops::ecs;
+use berth_control::iam::{NewRole, Principal};
+use berth_control::{Control, ControlConfig, ControlError};
+use berth_store::{MemStore, Store};
+use serde_json::{Value, json};
+
+const P: &str = "arn:aws:ecs:us-east-1:000000000000";
+
+/// A codec over a JSON value, as the api crate's awsJson codec decodes bytes.
+struct ValueCodec(Value);
+
+impl Codec for ValueCodec {
+    type Output = Value;
+    type Error = ControlError;
+    fn decode<T>(&mut self) -> Result<T, ControlError>
+    where
+        T: serde::de::DeserializeOwned + berth_model::wire::Validate,
+    {
+        serde_json::from_value(self.0.take()).map_err(|e| ControlError::Client(e.to_string()))
+    }
+    fn encode<T: serde::Serialize>(&mut self, v: &T) -> Result<Value, ControlError> {
+        Ok(serde_json::to_value(v)?)
+    }
+}
+
+async fn call(c: &Control, caller: &Caller, op: &str, body: Value) -> Result<Value, ControlError> {
+    ecs::dispatch(c, c, caller, op, ValueCodec(body))
+        .await
+        .unwrap_or_else(|| panic!("{op} is not in the table"))
+}
+
+struct World {
+    c: Arc<Control>,
+    store: Arc<dyn Store>,
+    root: Caller,
+    instance: String,
+    task: String,
+}
+
+async fn world() -> World {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let c = Control::open(
+        ControlConfig {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            ..Default::default()
+        },
+        store.clone(),
+    )
+    .await
+    .unwrap();
+    let key = c.ensure_root_key().await.unwrap();
+    let root = Caller::local(Principal::Key(key.access_key_id));
+    call(&c, &root, "CreateCluster", json!({"clusterName": "prod"}))
+        .await
+        .unwrap();
+    call(
+        &c,
+        &root,
+        "RegisterTaskDefinition",
+        json!({"family": "web",
+        "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 16}]}),
+    )
+    .await
+    .unwrap();
+    let ci = call(
+        &c,
+        &root,
+        "RegisterContainerInstance",
+        json!({"cluster": "prod",
+        "totalResources": [
+            {"name": "CPU", "type": "INTEGER", "integerValue": 4096},
+            {"name": "MEMORY", "type": "INTEGER", "integerValue": 8192}]}),
+    )
+    .await
+    .unwrap();
+    let instance = ci["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let t = call(
+        &c,
+        &root,
+        "RunTask",
+        json!({"cluster": "prod", "taskDefinition": "web"}),
+    )
+    .await
+    .unwrap();
+    let task = t["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    call(
+        &c,
+        &root,
+        "CreateService",
+        json!({"cluster": "prod", "serviceName": "svc",
+        "taskDefinition": "web", "desiredCount": 0}),
+    )
+    .await
+    .unwrap();
+    World {
+        c,
+        store,
+        root,
+        instance,
+        task,
+    }
+}
+
+/// Each operation: a request, and the resource AWS checks it against.
+fn fixtures(w: &World) -> BTreeMap<&'static str, (Value, String)> {
+    let (i, t) = (&w.instance, &w.task);
+    let cluster = format!("{P}:cluster/prod");
+    let ci = format!("{P}:container-instance/prod/{i}");
+    let task = format!("{P}:task/prod/{t}");
+    let svc = format!("{P}:service/prod/svc");
+    let td = format!("{P}:task-definition/web:1");
+    let any = "*".to_string();
+    let resources = json!([{"name": "CPU", "type": "INTEGER", "integerValue": 1}]);
+    BTreeMap::from([
+        (
+            "CreateCluster",
+            (json!({"clusterName": "newc"}), format!("{P}:cluster/newc")),
+        ),
+        (
+            "DescribeClusters",
+            (json!({"clusters": ["prod"]}), cluster.clone()),
+        ),
+        ("ListClusters", (json!({}), any.clone())),
+        (
+            "DeleteCluster",
+            (json!({"cluster": "prod"}), cluster.clone()),
+        ),
+        (
+            "UpdateCluster",
+            (json!({"cluster": "prod"}), cluster.clone()),
+        ),
+        (
+            "UpdateClusterSettings",
+            (
+                json!({"cluster": "prod",
+            "settings": [{"name": "containerInsights", "value": "enabled"}]}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "PutClusterCapacityProviders",
+            (
+                json!({"cluster": "prod", "capacityProviders": [],
+            "defaultCapacityProviderStrategy": []}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "RegisterTaskDefinition",
+            (
+                json!({"family": "x",
+            "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 16}]}),
+                any.clone(),
+            ),
+        ),
+        (
+            "DescribeTaskDefinition",
+            (json!({"taskDefinition": "web"}), any.clone()),
+        ),
+        ("ListTaskDefinitions", (json!({}), any.clone())),
+        ("ListTaskDefinitionFamilies", (json!({}), any.clone())),
+        (
+            "DeregisterTaskDefinition",
+            (json!({"taskDefinition": "web:1"}), any.clone()),
+        ),
+        (
+            "DeleteTaskDefinitions",
+            (json!({"taskDefinitions": ["web:1"]}), td.clone()),
+        ),
+        (
+            "RegisterContainerInstance",
+            (
+                json!({"cluster": "prod", "totalResources": resources}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "DeregisterContainerInstance",
+            (
+                json!({"cluster": "prod", "containerInstance": i,
+            "force": true}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "DescribeContainerInstances",
+            (
+                json!({"cluster": "prod", "containerInstances": [i]}),
+                ci.clone(),
+            ),
+        ),
+        (
+            "ListContainerInstances",
+            (json!({"cluster": "prod"}), cluster.clone()),
+        ),
+        (
+            "UpdateContainerInstancesState",
+            (
+                json!({"cluster": "prod", "containerInstances": [i],
+            "status": "DRAINING"}),
+                ci.clone(),
+            ),
+        ),
+        (
+            "PutAttributes",
+            (
+                json!({"cluster": "prod", "attributes": [{"name": "a",
+            "targetId": i}]}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "DeleteAttributes",
+            (
+                json!({"cluster": "prod", "attributes": [{"name": "a",
+            "targetId": i}]}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "ListAttributes",
+            (
+                json!({"cluster": "prod", "targetType": "container-instance"}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "RunTask",
+            (
+                json!({"cluster": "prod", "taskDefinition": "web"}),
+                td.clone(),
+            ),
+        ),
+        (
+            "StartTask",
+            (
+                json!({"cluster": "prod", "taskDefinition": "web",
+            "containerInstances": [i]}),
+                td.clone(),
+            ),
+        ),
+        (
+            "StopTask",
+            (json!({"cluster": "prod", "task": t}), task.clone()),
+        ),
+        (
+            "DescribeTasks",
+            (json!({"cluster": "prod", "tasks": [t]}), task.clone()),
+        ),
+        (
+            "ListTasks",
+            (
+                json!({"cluster": "prod", "containerInstance": i}),
+                ci.clone(),
+            ),
+        ),
+        (
+            "SubmitTaskStateChange",
+            (
+                json!({"cluster": "prod", "task": t, "status": "RUNNING"}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "SubmitContainerStateChange",
+            (
+                json!({"cluster": "prod", "task": t,
+            "containerName": "a", "status": "RUNNING"}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "DiscoverPollEndpoint",
+            (json!({"cluster": "prod"}), any.clone()),
+        ),
+        (
+            "CreateService",
+            (
+                json!({"cluster": "prod", "serviceName": "svc2",
+            "taskDefinition": "web", "desiredCount": 1}),
+                format!("{P}:service/prod/svc2"),
+            ),
+        ),
+        (
+            "UpdateService",
+            (
+                json!({"cluster": "prod", "service": "svc", "desiredCount": 2}),
+                svc.clone(),
+            ),
+        ),
+        (
+            "DeleteService",
+            (
+                json!({"cluster": "prod", "service": "svc", "force": true}),
+                svc.clone(),
+            ),
+        ),
+        (
+            "DescribeServices",
+            (json!({"cluster": "prod", "services": ["svc"]}), svc.clone()),
+        ),
+        ("ListServices", (json!({"cluster": "prod"}), any.clone())),
+        (
+            "TagResource",
+            (
+                json!({"resourceArn": cluster, "tags": [{"key": "a", "value": "b"}]}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "UntagResource",
+            (
+                json!({"resourceArn": cluster, "tagKeys": ["a"]}),
+                cluster.clone(),
+            ),
+        ),
+        (
+            "ListTagsForResource",
+            (json!({"resourceArn": cluster}), cluster.clone()),
+        ),
+    ])
+}
+
+/// A role session of a role whose only policy is `document`.
+async fn session(w: &World, name: &str, document: Value) -> Caller {
+    let role =
+        w.c.create_role(NewRole {
+            role_name: name.into(),
+            assume_role_policy: json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"AWS": "000000000000"}, "Action": "sts:AssumeRole"}]})
+            .to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    w.c.put_role_policy(name, "p", &document.to_string())
+        .await
+        .unwrap();
+    let s =
+        w.c.assume_role(&w.root.principal, &role.arn, "test", None)
+            .unwrap();
+    Caller::local(
+        w.c.principal(&s.access_key_id, Some(&s.session_token))
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_deny_on_each_operations_action_and_resource_refuses_it_and_changes_nothing() {
+    let w = world().await;
+    let fx = fixtures(&w);
+    let table: Vec<&str> = ecs::OPERATIONS.to_vec();
+    let mut named: Vec<&str> = fx.keys().copied().collect();
+    named.sort();
+    let mut sorted = table.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, named,
+        "every operation in the table has a fixture here"
+    );
+    for (n, op) in table.iter().enumerate() {
+        let (body, resource) = fx[op].clone();
+        let caller = session(
+            &w,
+            &format!("r{n}"),
+            json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": format!("ecs:{op}"), "Resource": resource}]}),
+        )
+        .await;
+        let before = w.store.revision().await.unwrap();
+        let r = call(&w.c, &caller, op, body).await;
+        assert!(
+            matches!(&r, Err(ControlError::AccessDenied(m)) if m.contains("explicit deny")),
+            "{op} on {resource}: {r:?}"
+        );
+        assert_eq!(
+            w.store.revision().await.unwrap(),
+            before,
+            "{op} changed the store"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deny_on_another_resource_of_the_same_kind_does_not_apply() {
+    let w = world().await;
+    let other = session(
+        &w,
+        "other",
+        json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "ecs:*", "Resource": [
+            format!("{P}:cluster/staging"), format!("{P}:task/staging/*"),
+            format!("{P}:task-definition/db:*"), format!("{P}:service/staging/*")]}]}),
+    )
+    .await;
+    for (op, (body, _)) in fixtures(&w) {
+        if op.starts_with("Describe") || op.starts_with("List") {
+            call(&w.c, &other, op, body)
+                .await
+                .unwrap_or_else(|e| panic!("{op}: {e}"));
+        }
+    }
+    let t = &w.task;
+    call(
+        &w.c,
+        &other,
+        "StopTask",
+        json!({"cluster": "prod", "task": t}),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn ecs_cluster_condition_and_pass_role_come_from_the_typed_request() {
+    let w = world().await;
+    // Only in cluster prod, by condition, on every resource.
+    let s = session(
+        &w,
+        "prod-only",
+        json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecs:*", "Resource": "*",
+         "Condition": {"ArnEquals": {"ecs:cluster": format!("{P}:cluster/prod")}}}]}),
+    )
+    .await;
+    call(&w.c, &s, "ListTasks", json!({"cluster": "prod"}))
+        .await
+        .unwrap();
+    let r = call(&w.c, &s, "ListTasks", json!({"cluster": "default"})).await;
+    assert!(matches!(r, Err(ControlError::AccessDenied(_))), "{r:?}");
+    // ListClusters is in no cluster: the condition does not hold.
+    let r = call(&w.c, &s, "ListClusters", json!({})).await;
+    assert!(matches!(r, Err(ControlError::AccessDenied(_))), "{r:?}");
+
+    // A task definition with a role: RunTask passes it.
+    let role =
+        w.c.create_role(NewRole {
+            role_name: "app".into(),
+            assume_role_policy: json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+            .to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    call(
+        &w.c,
+        &w.root,
+        "RegisterTaskDefinition",
+        json!({"family": "with-role",
+        "taskRoleArn": role.arn,
+        "containerDefinitions": [{"name": "a", "image": "busybox", "memory": 16}]}),
+    )
+    .await
+    .unwrap();
+    let before = w.store.revision().await.unwrap();
+    let r = call(
+        &w.c,
+        &s,
+        "RunTask",
+        json!({"cluster": "prod", "taskDefinition": "with-role"}),
+    )
+    .await;
+    match r {
+        Err(ControlError::AccessDenied(m)) => assert!(m.contains("iam:PassRole"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.store.revision().await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn join_tokens_act_only_as_agents_in_their_cluster() {
+    let w = world().await;
+    let (key, _) = w.c.create_join_token("prod", None, "").await.unwrap();
+    let token = Caller::local(Principal::Key(key.access_key_id));
+    call(
+        &w.c,
+        &token,
+        "DiscoverPollEndpoint",
+        json!({"cluster": "prod"}),
+    )
+    .await
+    .unwrap();
+    for (op, body) in [
+        ("DiscoverPollEndpoint", json!({"cluster": "default"})),
+        ("ListClusters", json!({})),
+        (
+            "RunTask",
+            json!({"cluster": "prod", "taskDefinition": "web"}),
+        ),
+        ("RegisterContainerInstance", json!({"cluster": "default"})),
+    ] {
+        let r = call(&w.c, &token, op, body).await;
+        assert!(
+            matches!(r, Err(ControlError::AccessDenied(_))),
+            "{op}: {r:?}"
+        );
+    }
+}
