@@ -163,10 +163,12 @@ def berth(data_dir):
         b.stop()
 
 
-def register_instance(ecs, cluster, cpu=4096, memory=8192, zone="zone-a", ports=("22",)):
-    """Register a container instance the way an agent does (no containers really run)."""
+def register_instance(ecs, cluster, cpu=4096, memory=8192, zone="zone-a", ports=("22",), arn=None):
+    """Register a container instance the way an agent does (no containers really run); with
+    `arn`, re-register that instance, as a restarting agent does."""
+    extra = {"containerInstanceArn": arn} if arn else {}
     r = ecs.register_container_instance(
-        cluster=cluster,
+        cluster=cluster, **extra,
         totalResources=[
             {"name": "CPU", "type": "INTEGER", "integerValue": cpu},
             {"name": "MEMORY", "type": "INTEGER", "integerValue": memory},

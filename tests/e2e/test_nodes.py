@@ -135,6 +135,24 @@ def test_agent_sessions_are_refused_in_acs_terms(data_dir):
         ci = register_instance(_client_with(server, tok), "prod")
         status, _ = _open_session(server, tok, {"clusterArn": "prod", "containerInstanceArn": ci})
         assert status == 101
+        # Another node's token of the same cluster cannot speak for this node: no session
+        # (whose first payload would carry this node's tasks and their role credentials), no
+        # telemetry, no draining it, no re-registering it.
+        other = _token(server, "create", "--cluster", "prod").stdout.strip()
+        register_instance(_client_with(server, other), "prod")
+        for query in ({"clusterArn": "prod", "containerInstanceArn": ci},
+                      {"cluster": "prod", "containerInstance": ci}):
+            status, body = _open_session(server, other, query)
+            assert status == 400 and "AccessDeniedException" in body and "another credential" in body, (status, body)
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            _client_with(server, other).update_container_instances_state(
+                cluster="prod", containerInstances=[ci], status="DRAINING")
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            register_instance(_client_with(server, other), "prod", arn=ci)
+        assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+        assert ecs.describe_container_instances(cluster="prod", containerInstances=[ci])[
+            "containerInstances"][0]["status"] == "ACTIVE"
         for query, kind in (
                 ({"clusterArn": "prod", "containerInstanceArn": ci[:-4] + "0000"}, "InvalidInstanceException"),
                 ({"cluster": "prod", "containerInstance": ci[:-4] + "0000"}, "InvalidInstanceException")):

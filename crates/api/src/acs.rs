@@ -85,12 +85,6 @@ pub async fn handle(
         .get(cluster_param)
         .cloned()
         .unwrap_or_else(|| "default".into());
-    if let Err(e) = state
-        .control
-        .authorize(&principal, "ecs", op, || Some(cluster.clone()), None)
-    {
-        return AwsError::from(e).into_response();
-    }
     // What the session's credentials are checked by on every heartbeat: the access key, or a
     // role session's key and token.
     let key = crate::registry::token_subject(&principal, crate::session_token(&parts).as_deref());
@@ -101,6 +95,12 @@ pub async fn handle(
         )
         .into_response();
     };
+    // The session speaks for its node: a join token only for an instance it registered.
+    let access = state.control.node_access(&Some(cluster.clone()), &instance);
+    let caller = crate::caller(&parts, principal);
+    if let Err(e) = state.control.authorize_access(&caller, "ecs", op, &access) {
+        return AwsError::from(e).into_response();
+    }
     // Check the instance before upgrading. A refusal is an HTTP error whose body the ECS
     // agent's websocket client reads (ACS framing, ACS's error types: it waits an hour after
     // InactiveInstanceException), with the error type in the AWS header as well.

@@ -38,6 +38,15 @@ pub struct Transport {
 }
 
 impl Caller {
+    /// What a container instance registered by this caller is bound to: the access key, or
+    /// a role session's role ARN (its keys change at every renewal).
+    pub fn owner_id(&self, control: &Control) -> String {
+        match &self.principal {
+            Principal::Key(k) => k.clone(),
+            Principal::Session(_) => control.role_arn_of(&self.principal),
+        }
+    }
+
     /// A caller inside berth itself (tests, the CLI's own set-up): `principal`, on loopback,
     /// without TLS.
     pub fn local(principal: Principal) -> Caller {
@@ -73,6 +82,9 @@ pub struct Access {
     pub pass_roles: Vec<String>,
     /// The ECS cluster (name) the operation works in: join tokens may act only in theirs.
     pub cluster: Option<String>,
+    /// The container instances (ARNs) the caller speaks for as their node (agent sessions,
+    /// state reports, re-registration, draining): a join token only for those it registered.
+    pub instances: Vec<String>,
 }
 
 impl Access {
@@ -162,8 +174,9 @@ impl Control {
     }
 
     /// May `caller` do `service:name` with `access`? Full keys may do anything; join tokens
-    /// only the agent operations, in their cluster; role sessions what their role's policies
-    /// allow on every resource named, and `iam:PassRole` on every role passed.
+    /// only the agent operations, in their cluster, for the instances they registered; role
+    /// sessions what their role's policies allow on every resource named, and
+    /// `iam:PassRole` on every role passed.
     pub fn authorize_access(
         &self,
         caller: &Caller,
@@ -173,7 +186,13 @@ impl Control {
     ) -> Result<()> {
         let action = format!("{service}:{name}");
         match &caller.principal {
-            Principal::Key(k) => self.key_may(k, service, &action, access.cluster.as_deref()),
+            Principal::Key(k) => self.key_may(
+                k,
+                service,
+                &action,
+                access.cluster.as_deref(),
+                &access.instances,
+            ),
             Principal::Session(c) => {
                 // A request that names none of the resources its operation acts on (an empty
                 // list) is checked as naming one berth cannot tell: only statements for every

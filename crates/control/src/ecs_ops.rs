@@ -9,7 +9,9 @@
 //! attributes and state reports on the cluster); tagging on the resource tagged; listing and
 //! task-definition registration on `*`. Operations in a cluster supply `ecs:cluster` (the
 //! cluster's ARN); StartTask also `ecs:container-instances`. Launching tasks passes their
-//! roles (`iam:PassRole`).
+//! roles (`iam:PassRole`). What an agent says for its node (re-registration, deregistration,
+//! draining, state reports of the node's tasks, its sessions) names the node's instance: a join
+//! token speaks only for the instances it registered.
 
 use berth_model::wire::ecs::*;
 
@@ -31,6 +33,32 @@ impl Control {
         let mut a = Access::on(resources).with("ecs:cluster", arn);
         a.cluster = Some(name);
         a
+    }
+
+    /// Access of an agent speaking for its node `instance` (id or ARN) in `cluster`.
+    pub fn node_access(&self, cluster: &Option<String>, instance: &str) -> Access {
+        let mut a = self.on_cluster(cluster);
+        a.instances = vec![self.arn_in(cluster, "container-instance", instance)];
+        a
+    }
+
+    /// The container instance (ARN) the task `task` (id or ARN) of `cluster` was placed on.
+    fn instance_of_task(&self, cluster: &Option<String>, task: &Option<String>) -> Vec<String> {
+        let name = self.cluster_named(cluster);
+        let id = task
+            .as_deref()
+            .unwrap_or_default()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let d = self.view.data.read();
+        d.tasks
+            .get(&name)
+            .and_then(|m| m.get(id))
+            .and_then(|t| t.summary.instance_id.clone())
+            .map(|i| self.part.container_instance(&name, &i))
+            .into_iter()
+            .collect()
     }
 
     /// Access to the cluster a request names itself.
@@ -170,11 +198,26 @@ ecs_command!(DeleteTaskDefinitionsRequest => DeleteTaskDefinitionsResponse,
     r.task_definitions.iter().flatten().map(|t| c.task_def_access(&Some(t.clone())).0)
 ));
 
-ecs_command!(RegisterContainerInstanceRequest => RegisterContainerInstanceResponse,
-    "RegisterContainerInstance", register_container_instance, |r, c| c.on_cluster(&r.cluster));
+impl Command<Control> for RegisterContainerInstanceRequest {
+    type Output = RegisterContainerInstanceResponse;
+    type Error = ControlError;
+    const SERVICE: &'static str = "ecs";
+    const NAME: &'static str = "RegisterContainerInstance";
+    /// On the cluster; re-registration speaks for the instance named.
+    fn access(&self, _: &Control, c: &Control) -> Access {
+        match &self.container_instance_arn {
+            Some(arn) => c.node_access(&self.cluster, arn),
+            None => c.on_cluster(&self.cluster),
+        }
+    }
+    async fn run(self, c: &Control, caller: &Caller) -> Result<Self::Output> {
+        let owner = caller.owner_id(c);
+        c.register_container_instance_by(self, Some(&owner)).await
+    }
+}
 ecs_command!(DeregisterContainerInstanceRequest => DeregisterContainerInstanceResponse,
     "DeregisterContainerInstance", deregister_container_instance,
-    |r, c| c.on_cluster(&r.cluster));
+    |r, c| c.node_access(&r.cluster, r.container_instance.as_deref().unwrap_or_default()));
 ecs_command!(DescribeContainerInstancesRequest => DescribeContainerInstancesResponse,
 "DescribeContainerInstances", describe_container_instances, |r, c| c.in_cluster(
     &r.cluster,
@@ -184,11 +227,14 @@ ecs_command!(DescribeContainerInstancesRequest => DescribeContainerInstancesResp
 ecs_command!(ListContainerInstancesRequest => ListContainerInstancesResponse,
     "ListContainerInstances", list_container_instances, |r, c| c.on_cluster(&r.cluster));
 ecs_command!(UpdateContainerInstancesStateRequest => UpdateContainerInstancesStateResponse,
-"UpdateContainerInstancesState", update_container_instances_state, |r, c| c.in_cluster(
-    &r.cluster,
-    r.container_instances.iter().flatten()
-        .map(|i| c.arn_in(&r.cluster, "container-instance", i)).collect(),
-));
+"UpdateContainerInstancesState", update_container_instances_state, |r, c| {
+    let arns: Vec<String> = r.container_instances.iter().flatten()
+        .map(|i| c.arn_in(&r.cluster, "container-instance", i)).collect();
+    Access {
+        instances: arns.clone(),
+        ..c.in_cluster(&r.cluster, arns)
+    }
+});
 ecs_command!(PutAttributesRequest => PutAttributesResponse, "PutAttributes", put_attributes,
     |r, c| c.on_cluster(&r.cluster));
 ecs_command!(DeleteAttributesRequest => DeleteAttributesResponse, "DeleteAttributes",
@@ -222,10 +268,15 @@ ecs_command!(ListTasksRequest => ListTasksResponse, "ListTasks", list_tasks, |r,
     }],
 ));
 ecs_command!(SubmitTaskStateChangeRequest => SubmitTaskStateChangeResponse,
-    "SubmitTaskStateChange", submit_task_state_change, |r, c| c.on_cluster(&r.cluster));
+"SubmitTaskStateChange", submit_task_state_change, |r, c| Access {
+    instances: c.instance_of_task(&r.cluster, &r.task),
+    ..c.on_cluster(&r.cluster)
+});
 ecs_command!(SubmitContainerStateChangeRequest => SubmitContainerStateChangeResponse,
-    "SubmitContainerStateChange", submit_container_state_change,
-    |r, c| c.on_cluster(&r.cluster));
+"SubmitContainerStateChange", submit_container_state_change, |r, c| Access {
+    instances: c.instance_of_task(&r.cluster, &r.task),
+    ..c.on_cluster(&r.cluster)
+});
 
 impl Command<Control> for DiscoverPollEndpointRequest {
     type Output = DiscoverPollEndpointResponse;

@@ -624,6 +624,14 @@ impl Control {
         ctx
     }
 
+    /// The role ARN of a role session (`""` for a key).
+    pub fn role_arn_of(&self, p: &Principal) -> String {
+        match p {
+            Principal::Session(c) => self.role_arn_of_session(c),
+            Principal::Key(_) => String::new(),
+        }
+    }
+
     fn role_arn_of_session(&self, c: &Claims) -> String {
         self.role_entry(&c.role_name)
             .map(|r| r.arn.clone())
@@ -812,48 +820,6 @@ impl Control {
             ));
         }
         Ok(self.mint(&role, session_name, seconds))
-    }
-
-    /// `iam:PassRole`: a role session that launches tasks (RunTask, StartTask, CreateService,
-    /// UpdateService with `taskDefinition` in `body`) must be allowed to pass the roles those
-    /// tasks will run with, as in AWS — else a session could act through a stronger role.
-    /// Other callers and operations pass.
-    pub fn authorize_pass_role(
-        &self,
-        p: &Principal,
-        op: &str,
-        body: &serde_json::Value,
-    ) -> Result<()> {
-        let Principal::Session(c) = p else {
-            return Ok(());
-        };
-        if !matches!(
-            op,
-            "RunTask" | "StartTask" | "CreateService" | "UpdateService"
-        ) {
-            return Ok(());
-        }
-        let mut roles: Vec<String> = ["taskRoleArn", "executionRoleArn"]
-            .iter()
-            .filter_map(|k| body["overrides"][*k].as_str().map(str::to_string))
-            .collect();
-        if let Some(tdref) = body["taskDefinition"].as_str() {
-            let d = self.view.data.read();
-            if let Ok(td) = self.find_task_def(&d, tdref) {
-                roles.extend(td.value.def.task_role_arn.clone());
-                roles.extend(td.value.def.execution_role_arn.clone());
-            }
-        }
-        for role in roles {
-            self.session_may(
-                &command::Caller::untraced(p.clone()),
-                c,
-                "iam:PassRole",
-                Some(&role),
-                &[],
-            )?;
-        }
-        Ok(())
     }
 
     /// Whether ECS may assume `role_arn` for tasks (it exists and trusts

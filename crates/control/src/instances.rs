@@ -148,6 +148,16 @@ impl Control {
         &self,
         req: RegisterContainerInstanceRequest,
     ) -> Result<RegisterContainerInstanceResponse> {
+        self.register_container_instance_by(req, None).await
+    }
+
+    /// RegisterContainerInstance by `owner` (see [`crate::command::Caller::owner_id`]): a new
+    /// instance is bound to it, and so is one registered before berth recorded owners.
+    pub async fn register_container_instance_by(
+        &self,
+        req: RegisterContainerInstanceRequest,
+        owner: Option<&str>,
+    ) -> Result<RegisterContainerInstanceResponse> {
         let cluster = self.active_cluster(req.cluster.as_deref()).await?;
         let cname = cluster.value.cluster_name.clone().unwrap_or_default();
         let total = req.total_resources.clone().unwrap_or_default();
@@ -264,12 +274,23 @@ impl Control {
                 ci.tags = Some(tags.clone());
             }
             let key = keys::instance(&cname, &id);
+            let mut success = vec![Op::put(key.clone(), serde_json::to_vec(&ci)?)];
+            let owned =
+                (self.view.data.read().instance_owners).contains_key(&(cname.clone(), id.clone()));
+            if let Some(o) = owner
+                && !owned
+            {
+                success.push(Op::put(
+                    keys::instance_owner(&cname, &id),
+                    serde_json::to_vec(o)?,
+                ));
+            }
             let txn = Txn {
                 compare: vec![Compare::mod_revision_is(
                     key.clone(),
                     prev.as_ref().map_or(0, |e| e.rev),
                 )],
-                success: vec![Op::put(key, serde_json::to_vec(&ci)?)],
+                success,
                 failure: vec![],
             };
             if self.commit(txn).await?.succeeded {

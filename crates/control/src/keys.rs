@@ -9,6 +9,9 @@ pub const TASK_DEFS: &str = "ecs/td/";
 pub const TASKS: &str = "ecs/t/";
 pub const INSTANCES: &str = "ecs/ci/";
 pub const SERVICES: &str = "ecs/s/";
+/// Who registered each container instance (the access key, or a role session's role ARN):
+/// a join token may speak only for the instances it registered.
+pub const INSTANCE_OWNERS: &str = "ecs/cio/";
 pub const ACCESS_KEYS: &str = "iam/k/";
 /// Roles, by lower-case name (IAM names are unique regardless of case).
 pub const ROLES: &str = "iam/r/";
@@ -36,6 +39,9 @@ pub fn tasks_of(cluster: &str) -> String {
 pub fn instance(cluster: &str, id: &str) -> String {
     format!("{INSTANCES}{cluster}/{id}")
 }
+pub fn instance_owner(cluster: &str, id: &str) -> String {
+    format!("{INSTANCE_OWNERS}{cluster}/{id}")
+}
 pub fn service(cluster: &str, name: &str) -> String {
     format!("{SERVICES}{cluster}/{name}")
 }
@@ -57,6 +63,7 @@ pub enum Key<'a> {
     TaskDef(&'a str, i32),
     Task(&'a str, &'a str),
     Instance(&'a str, &'a str),
+    InstanceOwner(&'a str, &'a str),
     Service(&'a str, &'a str),
     AccessKey(&'a str),
     Role(&'a str),
@@ -81,6 +88,10 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     if let Some(r) = key.strip_prefix(INSTANCES) {
         let (c, id) = r.split_once('/')?;
         return Some(Key::Instance(c, id));
+    }
+    if let Some(r) = key.strip_prefix(INSTANCE_OWNERS) {
+        let (c, id) = r.split_once('/')?;
+        return Some(Key::InstanceOwner(c, id));
     }
     if let Some(r) = key.strip_prefix(SERVICES) {
         let (c, n) = r.split_once('/')?;
@@ -111,6 +122,10 @@ mod tests {
         assert_eq!(
             parse(&instance("dev", "i")),
             Some(Key::Instance("dev", "i"))
+        );
+        assert_eq!(
+            parse(&instance_owner("dev", "i")),
+            Some(Key::InstanceOwner("dev", "i"))
         );
         assert_eq!(
             parse(&service("dev", "web")),

@@ -177,19 +177,21 @@ impl Control {
             }
             Principal::Key(k) => {
                 let asked = if service == "ecs" { cluster() } else { None };
-                self.key_may(k, service, &action, asked.as_deref())
+                self.key_may(k, service, &action, asked.as_deref(), &[])
             }
         }
     }
 
-    /// May the stored access key `access_key_id` do `action` (in the ECS cluster `cluster`)?
-    /// Full keys may do anything; join tokens only the agent operations in their cluster.
+    /// May the stored access key `access_key_id` do `action` (in the ECS cluster `cluster`,
+    /// speaking for the container instances `instances`)? Full keys may do anything; join
+    /// tokens only the agent operations in their cluster, for the instances they registered.
     pub(crate) fn key_may(
         &self,
         access_key_id: &str,
         service: &str,
         action: &str,
         cluster: Option<&str>,
+        instances: &[String],
     ) -> Result<()> {
         let d = self.view.data.read();
         let Some(k) = d.access_keys.get(access_key_id) else {
@@ -220,6 +222,24 @@ impl Control {
                      (the token joins cluster {})",
                     self.part.cluster(&name),
                     scope.cluster
+                )));
+            }
+        }
+        // A token speaks only for the nodes it registered: another node's session would
+        // carry that node's tasks and their role credentials. (Instances registered before
+        // berth recorded owners are claimed by the first token that re-registers them.)
+        let d = self.view.data.read();
+        for arn in instances {
+            let owner = match self.part.parse_ecs(arn) {
+                Some(EcsResource::ContainerInstance { cluster, id }) => {
+                    d.instance_owners.get(&(cluster, id))
+                }
+                _ => None,
+            };
+            if owner.is_some_and(|o| o != access_key_id) {
+                return Err(ControlError::AccessDenied(format!(
+                    "User: {principal} is not authorized to perform: {action} on resource: \
+                     {arn} (the container instance was registered by another credential)"
                 )));
             }
         }

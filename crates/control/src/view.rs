@@ -194,6 +194,8 @@ pub struct ViewData {
     pub task_defs: BTreeMap<String, BTreeMap<i32, Entry<TaskDefRecord>>>,
     pub tasks: HashMap<String, BTreeMap<String, TaskEntry>>,
     pub instances: HashMap<String, BTreeMap<String, Entry<ContainerInstance>>>,
+    /// (cluster, instance id) → who registered it ([`crate::keys::INSTANCE_OWNERS`]).
+    pub instance_owners: HashMap<(String, String), String>,
     pub access_keys: BTreeMap<String, Entry<AccessKeyRecord>>,
     /// IAM roles by lower-case name.
     pub roles: BTreeMap<String, Entry<RoleRecord>>,
@@ -825,6 +827,14 @@ impl ViewData {
                     }
                     self.refresh_sched(c, id, true);
                     self.mark_cluster(c);
+                }
+            }
+            Key::InstanceOwner(c, id) => {
+                let k = (c.to_string(), id.to_string());
+                if put {
+                    self.instance_owners.insert(k, serde_json::from_slice(val)?);
+                } else {
+                    self.instance_owners.remove(&k);
                 }
             }
             Key::Service(c, name) => {

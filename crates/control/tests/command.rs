@@ -521,3 +521,95 @@ async fn join_tokens_act_only_as_agents_in_their_cluster() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_join_token_speaks_only_for_the_instances_it_registered() {
+    let w = world().await;
+    let token = |k: berth_control::AccessKey| Caller::local(Principal::Key(k.access_key_id));
+    let a = token(w.c.create_join_token("prod", None, "a").await.unwrap().0);
+    let b = token(w.c.create_join_token("prod", None, "b").await.unwrap().0);
+    let resources = json!([{"name": "CPU", "type": "INTEGER", "integerValue": 1024},
+        {"name": "MEMORY", "type": "INTEGER", "integerValue": 1024}]);
+    let ci = call(
+        &w.c,
+        &a,
+        "RegisterContainerInstance",
+        json!({"cluster": "prod", "totalResources": resources}),
+    )
+    .await
+    .unwrap();
+    let arn = ci["containerInstance"]["containerInstanceArn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A task placed on A's node.
+    let t = call(
+        &w.c,
+        &w.root,
+        "StartTask",
+        json!({"cluster": "prod", "taskDefinition": "web",
+        "containerInstances": [arn]}),
+    )
+    .await
+    .unwrap();
+    let task = t["tasks"][0]["taskArn"].as_str().unwrap().to_string();
+
+    let before = w.store.revision().await.unwrap();
+    for (op, body) in [
+        (
+            "RegisterContainerInstance",
+            json!({"cluster": "prod", "containerInstanceArn": arn,
+            "totalResources": resources}),
+        ),
+        (
+            "UpdateContainerInstancesState",
+            json!({"cluster": "prod", "containerInstances": [arn],
+            "status": "DRAINING"}),
+        ),
+        (
+            "SubmitTaskStateChange",
+            json!({"cluster": "prod", "task": task, "status": "STOPPED"}),
+        ),
+        (
+            "SubmitContainerStateChange",
+            json!({"cluster": "prod", "task": task,
+            "containerName": "a", "status": "STOPPED"}),
+        ),
+        (
+            "DeregisterContainerInstance",
+            json!({"cluster": "prod", "containerInstance": arn}),
+        ),
+    ] {
+        let r = call(&w.c, &b, op, body.clone()).await;
+        assert!(
+            matches!(&r, Err(ControlError::AccessDenied(m)) if m.contains("another credential")),
+            "{op}: {r:?}"
+        );
+    }
+    assert_eq!(w.store.revision().await.unwrap(), before, "nothing changed");
+    // The agent session (ACS) and telemetry of A's node: refused to B, open to A.
+    let access = w.c.node_access(&Some("prod".into()), &arn);
+    assert!(w.c.authorize_access(&b, "ecs", "Poll", &access).is_err());
+    w.c.authorize_access(&a, "ecs", "Poll", &access).unwrap();
+    w.c.authorize_access(&a, "ecs", "StartTelemetrySession", &access)
+        .unwrap();
+    // A itself may report and re-register.
+    call(
+        &w.c,
+        &a,
+        "SubmitTaskStateChange",
+        json!({"cluster": "prod", "task": task,
+        "status": "RUNNING"}),
+    )
+    .await
+    .unwrap();
+    call(
+        &w.c,
+        &a,
+        "RegisterContainerInstance",
+        json!({"cluster": "prod",
+        "containerInstanceArn": arn, "totalResources": resources}),
+    )
+    .await
+    .unwrap();
+}
