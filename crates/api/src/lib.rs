@@ -138,6 +138,7 @@ pub(crate) fn caller(parts: &Parts, principal: Principal) -> berth_control::comm
         principal,
         transport,
         endpoint: format!("{}://{host}", if secure { "https" } else { "http" }),
+        session_token: session_token(parts),
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use berth_control::command::Access;
 use berth_registry::dist::Page;
 use berth_registry::{Digest, DistError, Registry};
 use bytes::Bytes;
@@ -224,24 +225,24 @@ async fn serve(
         | Route::Referrers(n, _) => Some(*n),
         _ => None,
     };
+    // Who is asking, as the control plane authorizes every operation: the identity's
+    // policies (join tokens: pulls; role sessions: their role's) and the repository's policy,
+    // evaluated together by one evaluator.
+    let caller = crate::caller(&parts, who);
+    let control = &state.control;
+    let denied = |e: berth_control::ControlError| DistError::denied(e.to_string());
     // Listing every repository acts on no repository (`*` in AWS).
     if matches!(r, Route::Catalog) {
-        state
-            .control
-            .authorize(&who, "ecr", "DescribeRepositories", || None, Some("*"))
-            .map_err(|e| DistError::denied(e.to_string()))?;
+        control
+            .authorize_access(&caller, "ecr", "DescribeRepositories", &Access::any())
+            .map_err(denied)?;
     }
     if let Some(repo) = repo {
-        // What the caller's identity allows (join tokens: pulls; role sessions: their
-        // policies), then what the repository's policy denies.
         let action = ecr_action(&r, m);
         let op = action.trim_start_matches("ecr:");
-        state
-            .control
-            .authorize(&who, "ecr", op, || None, Some(&reg.repo_arn(repo)))
-            .map_err(|e| DistError::denied(e.to_string()))?;
-        let principal = state.control.principal_arn_of(&who);
-        reg.authorize(repo, &[action], &principal).await?;
+        control
+            .authorize_access(&caller, "ecr", op, &reg.repo_access(repo).await)
+            .map_err(denied)?;
     }
     match (r, m) {
         (Route::Base, &Method::GET | &Method::HEAD) => {
@@ -354,7 +355,18 @@ async fn serve(
         (Route::Uploads(name), &Method::POST) => {
             if let (Some(from), Some(d)) = (query_param(q, "from"), query_param(q, "mount")) {
                 let d = Digest::parse(&d).map_err(DistError::digest_invalid)?;
-                if reg.mount(name, &from, &d).await?.is_some() {
+                // Mounting reads the source repository: the caller must be allowed to pull
+                // from it. If not, this is a normal upload, which says nothing of whether the
+                // source or the blob exists.
+                let may_pull = control
+                    .authorize_access(
+                        &caller,
+                        "ecr",
+                        "BatchGetImage",
+                        &reg.repo_access(&from).await,
+                    )
+                    .is_ok();
+                if may_pull && reg.mount(name, &from, &d).await?.is_some() {
                     let mut resp = created(&format!("/v2/{name}/blobs/{d}"));
                     resp.headers_mut()
                         .insert("docker-content-digest", hv(d.as_str()));

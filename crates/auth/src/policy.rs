@@ -78,6 +78,9 @@ pub enum PolicyKind {
     Identity,
     /// A role's trust (assume-role) policy: `Principal` required, no `Resource`.
     Trust,
+    /// A resource-based policy (an ECR repository's): `Principal` required; `Resource`
+    /// optional (absent: the resource the policy is attached to); actions of any service.
+    Resource,
 }
 
 /// What one policy, or a combination of policies, says about a request.
@@ -285,7 +288,7 @@ impl Statement {
             return Tri::No;
         }
         let mut t = Tri::Yes;
-        if kind == PolicyKind::Identity {
+        if kind == PolicyKind::Identity || self.resources.is_some() {
             t = t.and(self.resource_part(req));
         }
         if let Some(p) = &self.principal {
@@ -353,6 +356,14 @@ fn parse_statement(
                 return Err(MSG_NO_PRINCIPAL.into());
             }
         }
+        PolicyKind::Resource => {
+            if f.not_principal.is_some() {
+                return Err(
+                    "NotPrincipal is not supported by berth in resource policies; name the principals in Principal"
+                        .into(),
+                );
+            }
+        }
         PolicyKind::Trust => {
             if f.not_principal.is_some() {
                 return Err(
@@ -415,7 +426,8 @@ fn parse_statement(
 
     let resources = match kind {
         PolicyKind::Trust => None,
-        PolicyKind::Identity => {
+        PolicyKind::Resource if f.resource.is_none() && f.not_resource.is_none() => None,
+        PolicyKind::Identity | PolicyKind::Resource => {
             let (not, raw) = match (f.resource, f.not_resource) {
                 (Some(_), Some(_)) => {
                     return Err(
@@ -443,7 +455,7 @@ fn parse_statement(
 
     let principal = match kind {
         PolicyKind::Identity => None,
-        PolicyKind::Trust => match f.principal {
+        PolicyKind::Trust | PolicyKind::Resource => match f.principal {
             None => return Err("Missing required field Principal".into()),
             Some(p) => Some(Principal::parse(p)?),
         },

@@ -1464,3 +1464,37 @@ fn combine_rules() {
     assert_eq!(decide("ecs:RunTask"), Allow);
     assert_eq!(decide("iam:CreateRole"), NotApplicable);
 }
+
+#[test]
+fn resource_policies_need_a_principal_and_may_omit_the_resource() {
+    let repo = "arn:aws:ecr:us-east-1:000000000000:repository/app";
+    assert!(
+        malformed(
+            r#"{"Statement":[{"Effect":"Deny","Action":"ecr:*"}]}"#,
+            PolicyKind::Resource
+        )
+        .contains("Principal")
+    );
+    let p = Policy::parse(
+        r#"{"Statement":[{"Effect":"Deny","Principal":{"AWS":"arn:aws:iam::000000000000:role/ci"},"Action":"ecr:BatchGetImage"},
+            {"Effect":"Allow","Principal":"*","Action":"ecr:ListImages","Resource":"arn:aws:ecr:*:*:repository/other"}]}"#,
+        PolicyKind::Resource,
+    )
+    .unwrap();
+    let decide = |who: &Who, action: &str| {
+        let caller = who.caller();
+        p.evaluate(&AccessRequest {
+            action,
+            resource: Some(repo),
+            caller: Some(&caller),
+            context: &Ctx::new(),
+        })
+    };
+    // A Deny naming the role hits its sessions (they count as the role's ARN too).
+    let ci = session("000000000000", "ci", "run-1");
+    assert_eq!(decide(&ci, "ecr:BatchGetImage"), ExplicitDeny);
+    let other = session("000000000000", "other", "run-1");
+    assert_eq!(decide(&other, "ecr:BatchGetImage"), NotApplicable);
+    // A statement with a Resource applies only there.
+    assert_eq!(decide(&other, "ecr:ListImages"), NotApplicable);
+}

@@ -13,6 +13,8 @@
 use std::future::Future;
 use std::net::IpAddr;
 
+use berth_auth::policy::{Policy, PolicyKind};
+
 use crate::iam::Principal;
 use crate::{Control, ControlError, Result};
 
@@ -26,6 +28,9 @@ pub struct Caller {
     /// The front door's URL as the client addressed it (`http://host:port`), for answers that
     /// name an endpoint.
     pub endpoint: String,
+    /// The session token that came with temporary credentials (registry passwords issued to
+    /// a role session carry it, to be checked again on every use).
+    pub session_token: Option<String>,
 }
 
 /// The connection a request came on.
@@ -47,6 +52,15 @@ impl Caller {
         }
     }
 
+    /// What a registry password issued to this caller names: the access key, or for a role
+    /// session its access key id and session token.
+    pub fn token_subject(&self) -> String {
+        match (&self.principal, &self.session_token) {
+            (Principal::Session(c), Some(t)) => format!("{}~{t}", c.access_key_id),
+            _ => self.principal.access_key_id().to_string(),
+        }
+    }
+
     /// A caller inside berth itself (tests, the CLI's own set-up): `principal`, on loopback,
     /// without TLS.
     pub fn local(principal: Principal) -> Caller {
@@ -57,6 +71,7 @@ impl Caller {
                 source_ip: IpAddr::from([127, 0, 0, 1]),
             }),
             endpoint: String::new(),
+            session_token: None,
         }
     }
 
@@ -66,6 +81,7 @@ impl Caller {
             principal,
             transport: None,
             endpoint: String::new(),
+            session_token: None,
         }
     }
 }
@@ -85,6 +101,8 @@ pub struct Access {
     /// The container instances (ARNs) the caller speaks for as their node (agent sessions,
     /// state reports, re-registration, draining): a join token only for those it registered.
     pub instances: Vec<String>,
+    /// The resource-based policy of the resources named (a repository's policy), if any.
+    pub resource_policy: Option<std::sync::Arc<str>>,
 }
 
 impl Access {
@@ -123,12 +141,13 @@ pub trait Command<S: ?Sized + Sync>: Sized + Send {
     /// What the request acts on, as AWS's service authorization reference names it. It may
     /// read state (to resolve a task definition family to its latest revision, say) but must
     /// not change any.
-    fn access(&self, on: &S, control: &Control) -> Access;
+    fn access(&self, on: &S, control: &Control) -> impl Future<Output = Access> + Send;
 
     /// Run the command; only [`Control::execute`] calls this, after authorizing it.
     fn run(
         self,
         on: &S,
+        control: &Control,
         caller: &Caller,
     ) -> impl Future<Output = std::result::Result<Self::Output, Self::Error>> + Send;
 }
@@ -168,9 +187,9 @@ impl Control {
         caller: &Caller,
         cmd: C,
     ) -> std::result::Result<C::Output, C::Error> {
-        let access = cmd.access(on, self);
+        let access = cmd.access(on, self).await;
         self.authorize_access(caller, C::SERVICE, C::NAME, &access)?;
-        cmd.run(on, caller).await
+        cmd.run(on, self, caller).await
     }
 
     /// May `caller` do `service:name` with `access`? Full keys may do anything; join tokens
@@ -185,26 +204,56 @@ impl Control {
         access: &Access,
     ) -> Result<()> {
         let action = format!("{service}:{name}");
+        // A stored resource policy that no longer parses (a stricter berth) denies.
+        let policy = match &access.resource_policy {
+            Some(text) => Some(Policy::parse(text, PolicyKind::Resource).map_err(|_| {
+                ControlError::AccessDenied(format!(
+                    "{action} is denied: the resource's policy cannot be read"
+                ))
+            })?),
+            None => None,
+        };
         match &caller.principal {
-            Principal::Key(k) => self.key_may(
-                k,
-                service,
-                &action,
-                access.cluster.as_deref(),
-                &access.instances,
-            ),
+            Principal::Key(k) => {
+                self.key_may(
+                    k,
+                    service,
+                    &action,
+                    access.cluster.as_deref(),
+                    &access.instances,
+                )?;
+                if let Some(p) = &policy {
+                    for resource in &access.resources {
+                        self.key_against_resource_policy(
+                            caller,
+                            p,
+                            &action,
+                            Some(resource),
+                            &access.conditions,
+                        )?;
+                    }
+                }
+                Ok(())
+            }
             Principal::Session(c) => {
                 // A request that names none of the resources its operation acts on (an empty
                 // list) is checked as naming one berth cannot tell: only statements for every
                 // resource allow it.
                 if access.resources.is_empty() {
-                    self.session_may(caller, c, &action, None, &access.conditions)?;
+                    self.session_may(caller, c, &action, None, &access.conditions, None)?;
                 }
                 for resource in &access.resources {
-                    self.session_may(caller, c, &action, Some(resource), &access.conditions)?;
+                    self.session_may(
+                        caller,
+                        c,
+                        &action,
+                        Some(resource),
+                        &access.conditions,
+                        policy.as_ref(),
+                    )?;
                 }
                 for role in &access.pass_roles {
-                    self.session_may(caller, c, "iam:PassRole", Some(role), &[])?;
+                    self.session_may(caller, c, "iam:PassRole", Some(role), &[], None)?;
                 }
                 Ok(())
             }

@@ -136,11 +136,11 @@ macro_rules! ecs_command {
             type Error = ControlError;
             const SERVICE: &'static str = "ecs";
             const NAME: &'static str = $name;
-            fn access(&self, _: &Control, $c: &Control) -> Access {
+            async fn access(&self, _: &Control, $c: &Control) -> Access {
                 let $r = self;
                 $access
             }
-            async fn run(self, c: &Control, _: &Caller) -> Result<$out> {
+            async fn run(self, c: &Control, _: &Control, _: &Caller) -> Result<$out> {
                 c.$method(self).await
             }
         }
@@ -177,10 +177,10 @@ impl Command<Control> for RegisterTaskDefinitionRequest {
     type Error = ControlError;
     const SERVICE: &'static str = "ecs";
     const NAME: &'static str = "RegisterTaskDefinition";
-    fn access(&self, _: &Control, _: &Control) -> Access {
+    async fn access(&self, _: &Control, _: &Control) -> Access {
         Access::any()
     }
-    async fn run(self, c: &Control, caller: &Caller) -> Result<Self::Output> {
+    async fn run(self, c: &Control, _: &Control, caller: &Caller) -> Result<Self::Output> {
         let by = c.principal_arn_of(&caller.principal);
         c.register_task_definition(self, &by).await
     }
@@ -204,13 +204,13 @@ impl Command<Control> for RegisterContainerInstanceRequest {
     const SERVICE: &'static str = "ecs";
     const NAME: &'static str = "RegisterContainerInstance";
     /// On the cluster; re-registration speaks for the instance named.
-    fn access(&self, _: &Control, c: &Control) -> Access {
+    async fn access(&self, _: &Control, c: &Control) -> Access {
         match &self.container_instance_arn {
             Some(arn) => c.node_access(&self.cluster, arn),
             None => c.on_cluster(&self.cluster),
         }
     }
-    async fn run(self, c: &Control, caller: &Caller) -> Result<Self::Output> {
+    async fn run(self, c: &Control, _: &Control, caller: &Caller) -> Result<Self::Output> {
         let owner = caller.owner_id(c);
         c.register_container_instance_by(self, Some(&owner)).await
     }
@@ -283,10 +283,10 @@ impl Command<Control> for DiscoverPollEndpointRequest {
     type Error = ControlError;
     const SERVICE: &'static str = "ecs";
     const NAME: &'static str = "DiscoverPollEndpoint";
-    fn access(&self, _: &Control, c: &Control) -> Access {
+    async fn access(&self, _: &Control, c: &Control) -> Access {
         c.in_cluster(&self.cluster, vec!["*".to_string()])
     }
-    async fn run(self, c: &Control, caller: &Caller) -> Result<Self::Output> {
+    async fn run(self, c: &Control, _: &Control, caller: &Caller) -> Result<Self::Output> {
         c.discover_poll_endpoint(self)?;
         // The agent session (ACS) and telemetry are served on this same front door, unless the
         // operator names another URL for it (a proxy on port 443, say).

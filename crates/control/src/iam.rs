@@ -684,6 +684,7 @@ impl Control {
         action: &str,
         resource: Option<&str>,
         conditions: &[(&'static str, String)],
+        resource_policy: Option<&Policy>,
     ) -> Result<()> {
         let role = self
             .role_entry(&c.role_name)
@@ -711,8 +712,19 @@ impl Control {
             ctx.insert("ecs:cluster".into(), vec![r.to_string()]);
         }
         let on = resource.unwrap_or("*");
-        match self.role_decision(&role, action, resource, &ctx) {
+        let identity = self.role_decision(&role, action, resource, &ctx);
+        // Within one account, what either the identity's or the resource's policy allows is
+        // allowed, unless one of them denies it explicitly.
+        let by_resource =
+            resource_policy.map(|p| self.resource_decision(p, caller, action, resource, &ctx));
+        if by_resource == Some(Decision::ExplicitDeny) {
+            return Err(self.denied_by_resource_policy(caller, action, on));
+        }
+        match identity {
             Decision::Allow => Ok(()),
+            _ if by_resource == Some(Decision::Allow) && identity != Decision::ExplicitDeny => {
+                Ok(())
+            }
             Decision::ExplicitDeny => Err(ControlError::AccessDenied(format!(
                 "User: {} is not authorized to perform: {action} on resource: {on} with an \
                  explicit deny in an identity-based policy",
@@ -724,6 +736,82 @@ impl Control {
                 self.session_arn(c)
             ))),
         }
+    }
+
+    /// What a resource-based policy (a repository's) says about `caller` doing `action` on
+    /// `resource`. A session counts as its assumed-role ARN and its role's ARN.
+    pub(crate) fn resource_decision(
+        &self,
+        policy: &Policy,
+        caller: &command::Caller,
+        action: &str,
+        resource: Option<&str>,
+        context: &HashMap<String, Vec<String>>,
+    ) -> Decision {
+        let mut arns = vec![self.principal_arn_of(&caller.principal)];
+        if let Principal::Session(c) = &caller.principal {
+            arns.push(self.role_arn_of_session(c));
+        }
+        policy.evaluate(&AccessRequest {
+            action,
+            resource,
+            caller: Some(&Caller {
+                account: &self.part.account_id,
+                arns: &arns,
+                service: None,
+            }),
+            context,
+        })
+    }
+
+    /// Whether the resource policy `policy` explicitly denies `caller` `action` on
+    /// `resource` (ECR's lock-out check when a repository policy is set).
+    pub fn resource_policy_denies(
+        &self,
+        policy: &Policy,
+        caller: &command::Caller,
+        action: &str,
+        resource: &str,
+    ) -> bool {
+        let ctx = self.caller_context(caller);
+        self.resource_decision(policy, caller, action, Some(resource), &ctx)
+            == Decision::ExplicitDeny
+    }
+
+    /// A key's request against a resource whose policy may deny it (keys' identities allow
+    /// everything they may call, so only an explicit Deny matters).
+    pub(crate) fn key_against_resource_policy(
+        &self,
+        caller: &command::Caller,
+        policy: &Policy,
+        action: &str,
+        resource: Option<&str>,
+        conditions: &[(&'static str, String)],
+    ) -> Result<()> {
+        let mut ctx = self.caller_context(caller);
+        for (k, v) in conditions {
+            ctx.entry(k.to_ascii_lowercase())
+                .or_default()
+                .push(v.clone());
+        }
+        if self.resource_decision(policy, caller, action, resource, &ctx) == Decision::ExplicitDeny
+        {
+            return Err(self.denied_by_resource_policy(caller, action, resource.unwrap_or("*")));
+        }
+        Ok(())
+    }
+
+    fn denied_by_resource_policy(
+        &self,
+        caller: &command::Caller,
+        action: &str,
+        on: &str,
+    ) -> ControlError {
+        ControlError::AccessDenied(format!(
+            "User: {} is not authorized to perform: {action} on resource: {on} with an explicit \
+             deny in a resource-based policy",
+            self.principal_arn_of(&caller.principal)
+        ))
     }
 
     /// Whether `role`'s trust policy lets `caller` assume it.
@@ -797,7 +885,7 @@ impl Control {
         };
         let requester = command::Caller::untraced(p.clone());
         if let Principal::Session(c) = p {
-            self.session_may(&requester, c, "sts:AssumeRole", Some(role_arn), &[])?;
+            self.session_may(&requester, c, "sts:AssumeRole", Some(role_arn), &[], None)?;
         }
         let role = self.role_by_arn(role_arn).ok_or_else(denied)?;
         let mut arns = vec![me.clone()];

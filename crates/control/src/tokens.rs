@@ -173,7 +173,7 @@ impl Control {
         match who {
             Principal::Session(c) => {
                 let caller = crate::command::Caller::untraced(who.clone());
-                self.session_may(&caller, c, &action, resource, &[])
+                self.session_may(&caller, c, &action, resource, &[], None)
             }
             Principal::Key(k) => {
                 let asked = if service == "ecs" { cluster() } else { None };

@@ -15,10 +15,10 @@ use berth_model::wire::ecr::{
     StartLifecyclePolicyPreviewRequest, StartLifecyclePolicyPreviewResponse,
 };
 
-use crate::error::{DistError, EcrError};
+use crate::error::EcrError;
 use crate::lifecycle::{Expiry, ImageInfo, Policy};
-use crate::policy::RepoPolicy;
 use crate::{PreviewRecord, Registry, keys, now};
+use berth_auth::policy::{Policy as AccessPolicy, PolicyKind};
 
 impl Registry {
     /// What a lifecycle policy would expire in `repo` right now.
@@ -278,18 +278,26 @@ impl Registry {
         })
     }
 
+    /// SetRepositoryPolicy. `locks_out` says whether a policy would deny the caller
+    /// `ecr:SetRepositoryPolicy` (the control plane evaluates it as it will on every request).
     pub async fn set_repository_policy(
         &self,
         req: SetRepositoryPolicyRequest,
-        caller_arn: &str,
+        locks_out: impl FnOnce(&AccessPolicy) -> bool,
     ) -> Result<SetRepositoryPolicyResponse, EcrError> {
         let text = req.policy_text.clone().unwrap_or_default();
-        let p = RepoPolicy::parse(&text).map_err(EcrError::InvalidParameter)?;
+        let bad = |m: &str| {
+            EcrError::InvalidParameter(format!(
+                "Invalid parameter at 'PolicyText' failed to satisfy constraint: '{m}'"
+            ))
+        };
+        if text.len() > 10240 {
+            return Err(bad("policy text is longer than 10240 characters"));
+        }
+        let p = AccessPolicy::parse(&text, PolicyKind::Resource).map_err(|m| bad(&m))?;
         // Lock-out protection: refuse a policy that would stop the caller from changing it
         // again, unless forced.
-        if p.denies("ecr:SetRepositoryPolicy", caller_arn, &self.cfg.account_id)
-            && !req.force.unwrap_or(false)
-        {
+        if locks_out(&p) && !req.force.unwrap_or(false) {
             return Err(EcrError::InvalidParameter(
                 "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'The repository policy would prevent the caller from performing SetRepositoryPolicy in the future; set force to true to apply it anyway.'".into(),
             ));
@@ -348,35 +356,5 @@ impl Registry {
             repository_name: Some(name),
             policy_text: old,
         })
-    }
-
-    /// Refuse `actions` on `repo` to `principal_arn` if the repository policy denies any.
-    pub async fn authorize(
-        &self,
-        repo: &str,
-        actions: &[&str],
-        principal_arn: &str,
-    ) -> Result<(), DistError> {
-        let Some((rec, _)) = self
-            .get_json::<crate::RepoRecord>(&keys::repo(repo))
-            .await?
-        else {
-            return Ok(()); // the operation itself reports the missing repository
-        };
-        let Some(text) = rec.policy else {
-            return Ok(());
-        };
-        let Ok(p) = RepoPolicy::parse(&text) else {
-            return Ok(());
-        };
-        for a in actions {
-            if p.denies(a, principal_arn, &self.cfg.account_id) {
-                return Err(DistError::denied(format!(
-                    "{principal_arn} is not authorized to perform {a} on {} because the repository policy denies it",
-                    self.repo_arn(repo)
-                )));
-            }
-        }
-        Ok(())
     }
 }

@@ -148,6 +148,24 @@ pub enum EcrError {
     LimitExceeded(String),
     #[error("{0}")]
     Server(String),
+    /// Refused by authorization (the control plane's code and status: AccessDeniedException,
+    /// an invalid session token…).
+    #[error("{message}")]
+    Denied {
+        code: &'static str,
+        status: u16,
+        message: String,
+    },
+}
+
+impl From<berth_control::ControlError> for EcrError {
+    fn from(e: berth_control::ControlError) -> Self {
+        EcrError::Denied {
+            code: e.code(),
+            status: e.http_status(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl EcrError {
@@ -169,11 +187,13 @@ impl EcrError {
             EcrError::RepositoryPolicyNotFound(_) => "RepositoryPolicyNotFoundException",
             EcrError::LimitExceeded(_) => "LimitExceededException",
             EcrError::Server(_) => "ServerException",
+            EcrError::Denied { code, .. } => code,
         }
     }
     pub fn http_status(&self) -> u16 {
         match self {
             EcrError::Server(_) => 500,
+            EcrError::Denied { status, .. } => *status,
             _ => 400,
         }
     }

@@ -10,12 +10,12 @@ pub mod blob;
 pub mod digest;
 pub mod dist;
 pub mod ecr;
+pub mod ecr_ops;
 pub mod ecr_policy;
 pub mod error;
 pub mod gc;
 pub mod lifecycle;
 pub mod manifest;
-pub mod policy;
 pub mod token;
 
 use std::collections::HashMap;
