@@ -8,10 +8,11 @@
 //! With a certificate the same listener serves HTTPS only ([`serve_tls`]).
 //!
 //! Owns: request ids, body limits, SigV4 verification against the stored access keys (and
-//! role sessions' tokens), naming the resources an operation acts on for authorization,
-//! AWS-shaped errors, translation between wire shapes and control-plane calls.
-//! Must not: hold business logic or state of its own; handlers build a call, the control plane
-//! runs it.
+//! role sessions' tokens), who called and how ([`berth_control::command::Caller`]), the
+//! protocols' codecs in front of the control plane's operation tables, AWS-shaped errors.
+//! Must not: hold business logic or state of its own, or decide authorization: services hand
+//! typed commands to the control plane, which authorizes and runs them (IAM/STS and the admin
+//! API still call `Control::authorize` before they move onto tables).
 
 pub mod acs;
 pub mod admin;

@@ -1,5 +1,7 @@
-//! berth-control: the control plane. Runs the ECS operations over the state store and hosts
-//! the controllers (reconcile loops): node [`liveness`] and the service [`controller`] (its
+//! berth-control: the control plane. Every operation of every service enters through the
+//! [`command`] boundary — a typed command, authorized by [`Control::execute`] against what AWS
+//! names for it, then run — and the ECS operations are one such table ([`ecs_ops`]). Runs the
+//! ECS operations over the state store and hosts the controllers (reconcile loops): node [`liveness`] and the service [`controller`] (its
 //! decisions in [`rollout`]); join [`tokens`]; [`iam`]: roles, role sessions (STS and task
 //! roles) and the authorization of every caller; the nodes' last [`telemetry`] readings.
 //!

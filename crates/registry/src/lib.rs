@@ -3,8 +3,11 @@
 //! manifests, tags, blob links, upload sessions, lifecycle and repository policies).
 //!
 //! Owns: what a push and a pull mean — names, digests, manifest validation, tag mutability,
-//! referrers, registry tokens. Must not: speak HTTP (the api crate maps requests to these
-//! calls) or expose a blob before it is whole and verified.
+//! referrers, registry tokens — and the ECR operation table ([`ecr_ops`]) it plugs into the
+//! control plane's command boundary with (the repository's policy travels in each
+//! operation's access; the control plane evaluates it). Must not: speak HTTP (the api crate
+//! maps requests to these calls), decide who may do what, or expose a blob before it is whole
+//! and verified.
 
 pub mod blob;
 pub mod digest;
