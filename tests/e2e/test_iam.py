@@ -424,3 +424,30 @@ def test_task_role_credentials_reach_containers_and_renew(data_dir):
         with pytest.raises(botocore.exceptions.ClientError) as e:
             ecs.run_task(cluster="default", taskDefinition="creds")
         assert code(e) == "ClientException" and "unable to assume the role" in str(e.value)
+
+
+def test_conditions_on_the_connection(berth):
+    """aws:SecureTransport and aws:SourceIp come from the connection the request came on (it
+    was a known key never supplied, so `Deny … SecureTransport false` never applied)."""
+    iam = berth.client("iam")
+    iam.create_role(RoleName="net", AssumeRolePolicyDocument=trust(aws=ACCOUNT))
+    iam.put_role_policy(RoleName="net", PolicyName="p", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "ecs:List*", "Resource": "*",
+         "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}}}))
+    creds = berth.client("sts").assume_role(
+        RoleArn="arn:aws:iam::%s:role/net" % ACCOUNT, RoleSessionName="s1")["Credentials"]
+    s_ecs = session_client(berth, creds)
+    assert "clusterArns" in s_ecs.list_clusters()
+    iam.put_role_policy(RoleName="net", PolicyName="tls", PolicyDocument=policy(
+        {"Effect": "Deny", "Action": "*", "Resource": "*",
+         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.list_clusters()
+    assert code(e) == "AccessDeniedException" and "explicit deny" in str(e.value)
+    iam.delete_role_policy(RoleName="net", PolicyName="tls")
+    iam.put_role_policy(RoleName="net", PolicyName="p", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "ecs:List*", "Resource": "*",
+         "Condition": {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}}))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        s_ecs.list_clusters()
+    assert code(e) == "AccessDeniedException"

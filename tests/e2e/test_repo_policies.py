@@ -100,7 +100,7 @@ def test_repository_policies_on_the_ecr_api_and_v2_with_one_evaluator(berth, tmp
     with pytest.raises(ecr.exceptions.InvalidParameterException):
         ecr.set_repository_policy(repositoryName="team-b/src", policyText=repo_policy(
             {"Effect": "Deny", "Principal": "*", "Action": "ecr:*",
-             "Condition": {"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}}))
+             "Condition": {"IpAddress": {"aws:SourceIp": "not-an-address"}}}))
 
     # Within the account, the repository's Allow grants what the identity does not.
     iam.create_role(RoleName="reader", AssumeRolePolicyDocument=trust(aws=ACCOUNT))

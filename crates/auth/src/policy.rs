@@ -58,8 +58,9 @@ pub const KNOWN_CONDITION_KEYS: &[&str] = &[
     "aws:principaltype",
     "aws:userid",
     "aws:username",
-    "aws:securetransport",
     "aws:requestedregion",
+    "aws:currenttime",
+    "aws:epochtime",
     "sts:rolesessionname",
     "ecs:cluster",
 ];
@@ -666,6 +667,20 @@ enum Op {
     ArnNotLike,
     Bool,
     Null,
+    IpAddress,
+    NotIpAddress,
+    DateEquals,
+    DateNotEquals,
+    DateLessThan,
+    DateLessThanEquals,
+    DateGreaterThan,
+    DateGreaterThanEquals,
+    NumericEquals,
+    NumericNotEquals,
+    NumericLessThan,
+    NumericLessThanEquals,
+    NumericGreaterThan,
+    NumericGreaterThanEquals,
 }
 
 impl Op {
@@ -683,6 +698,20 @@ impl Op {
             "ArnNotLike" => Op::ArnNotLike,
             "Bool" => Op::Bool,
             "Null" => Op::Null,
+            "IpAddress" => Op::IpAddress,
+            "NotIpAddress" => Op::NotIpAddress,
+            "DateEquals" => Op::DateEquals,
+            "DateNotEquals" => Op::DateNotEquals,
+            "DateLessThan" => Op::DateLessThan,
+            "DateLessThanEquals" => Op::DateLessThanEquals,
+            "DateGreaterThan" => Op::DateGreaterThan,
+            "DateGreaterThanEquals" => Op::DateGreaterThanEquals,
+            "NumericEquals" => Op::NumericEquals,
+            "NumericNotEquals" => Op::NumericNotEquals,
+            "NumericLessThan" => Op::NumericLessThan,
+            "NumericLessThanEquals" => Op::NumericLessThanEquals,
+            "NumericGreaterThan" => Op::NumericGreaterThan,
+            "NumericGreaterThanEquals" => Op::NumericGreaterThanEquals,
             _ => return None,
         })
     }
@@ -695,7 +724,31 @@ impl Op {
                 | Op::StringNotLike
                 | Op::ArnNotEquals
                 | Op::ArnNotLike
+                | Op::NotIpAddress
+                | Op::DateNotEquals
+                | Op::NumericNotEquals
         )
+    }
+
+    /// Operators whose values are literals of a type (addresses, dates, numbers), checked
+    /// when the policy is stored; no wildcards or policy variables.
+    fn typed(self) -> Option<fn(&str) -> bool> {
+        match self {
+            Op::IpAddress | Op::NotIpAddress => Some(|v| Cidr::parse(v).is_some()),
+            Op::DateEquals
+            | Op::DateNotEquals
+            | Op::DateLessThan
+            | Op::DateLessThanEquals
+            | Op::DateGreaterThan
+            | Op::DateGreaterThanEquals => Some(|v| date(v).is_some()),
+            Op::NumericEquals
+            | Op::NumericNotEquals
+            | Op::NumericLessThan
+            | Op::NumericLessThanEquals
+            | Op::NumericGreaterThan
+            | Op::NumericGreaterThanEquals => Some(|v| v.trim().parse::<f64>().is_ok()),
+            _ => None,
+        }
     }
 
     /// The positive form's test of one context value against one (resolved) policy value.
@@ -711,29 +764,120 @@ impl Op {
             }
             // Null looks at presence only; see Condition::eval.
             Op::Null => false,
+            Op::IpAddress | Op::NotIpAddress => {
+                let (Some(net), Ok(ip)) = (Cidr::parse(&text(pattern)), value.parse()) else {
+                    return false;
+                };
+                net.contains(ip)
+            }
+            Op::DateEquals
+            | Op::DateNotEquals
+            | Op::DateLessThan
+            | Op::DateLessThanEquals
+            | Op::DateGreaterThan
+            | Op::DateGreaterThanEquals => match (date(value), date(&text(pattern))) {
+                (Some(v), Some(p)) => self.compare(v.cmp(&p)),
+                _ => false,
+            },
+            Op::NumericEquals
+            | Op::NumericNotEquals
+            | Op::NumericLessThan
+            | Op::NumericLessThanEquals
+            | Op::NumericGreaterThan
+            | Op::NumericGreaterThanEquals => {
+                match (
+                    value.trim().parse::<f64>(),
+                    text(pattern).trim().parse::<f64>(),
+                ) {
+                    (Ok(v), Ok(p)) => v.partial_cmp(&p).is_some_and(|o| self.compare(o)),
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// An ordered operator's verdict on `value` compared with the policy's value.
+    fn compare(self, o: std::cmp::Ordering) -> bool {
+        use std::cmp::Ordering::*;
+        match self {
+            Op::DateEquals | Op::DateNotEquals | Op::NumericEquals | Op::NumericNotEquals => {
+                o == Equal
+            }
+            Op::DateLessThan | Op::NumericLessThan => o == Less,
+            Op::DateLessThanEquals | Op::NumericLessThanEquals => o != Greater,
+            Op::DateGreaterThan | Op::NumericGreaterThan => o == Greater,
+            Op::DateGreaterThanEquals | Op::NumericGreaterThanEquals => o != Less,
+            _ => false,
         }
     }
 }
 
-/// Real IAM condition types berth does not evaluate (no berth key carries numbers, dates,
-/// addresses or binary values); refused with a message that says so.
-const UNSUPPORTED_OPS: &[&str] = &[
-    "NumericEquals",
-    "NumericNotEquals",
-    "NumericLessThan",
-    "NumericLessThanEquals",
-    "NumericGreaterThan",
-    "NumericGreaterThanEquals",
-    "DateEquals",
-    "DateNotEquals",
-    "DateLessThan",
-    "DateLessThanEquals",
-    "DateGreaterThan",
-    "DateGreaterThanEquals",
-    "BinaryEquals",
-    "IpAddress",
-    "NotIpAddress",
-];
+/// A pattern's tokens as the literal text they were parsed from.
+fn text(toks: &[Tok]) -> String {
+    toks.iter()
+        .map(|t| match t {
+            Tok::Char(c) => c.to_string(),
+            Tok::Star => "*".into(),
+            Tok::One => "?".into(),
+            Tok::Var { key, .. } => format!("${{{key}}}"),
+        })
+        .collect()
+}
+
+/// A date as IAM's date conditions take it: ISO 8601 (RFC 3339) or epoch seconds.
+fn date(s: &str) -> Option<time::OffsetDateTime> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return time::OffsetDateTime::from_unix_timestamp(secs).ok();
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// An address block (`IpAddress` values): `a.b.c.d/n`, `x::/n`, or one address.
+#[derive(Debug, Clone, Copy)]
+struct Cidr {
+    net: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    fn parse(s: &str) -> Option<Cidr> {
+        let s = s.trim();
+        let (addr, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let net: std::net::IpAddr = addr.parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Cidr { net, bits })
+    }
+
+    fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        let prefix =
+            |a: u128, b: u128, len: u32, width: u32| len == 0 || (a ^ b) >> (width - len) == 0;
+        match (self.net, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => prefix(
+                u32::from(n) as u128,
+                u32::from(i) as u128,
+                self.bits as u32,
+                32,
+            ),
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
+                prefix(u128::from(n), u128::from(i), self.bits as u32, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Real IAM condition types berth does not evaluate (no berth key carries binary values);
+/// refused with a message that says so.
+const UNSUPPORTED_OPS: &[&str] = &["BinaryEquals"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SetQualifier {
@@ -803,7 +947,12 @@ fn parse_conditions(v: &Json, vars: bool) -> Result<Vec<Condition>, String> {
                     "Invalid value {bad} for condition {name} on {key}: use true or false"
                 ));
             }
-            let with_vars = vars && !matches!(op, Op::Bool | Op::Null);
+            if let Some(valid) = op.typed()
+                && let Some(bad) = texts.iter().find(|t| !valid(t))
+            {
+                return Err(format!("Invalid value {bad} for condition {name} on {key}"));
+            }
+            let with_vars = vars && !matches!(op, Op::Bool | Op::Null) && op.typed().is_none();
             out.push(Condition {
                 op,
                 set,

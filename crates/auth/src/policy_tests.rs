@@ -494,11 +494,24 @@ fn condition_syntax() {
     );
     assert_eq!(
         malformed(
-            &doc(r#"{"NumericLessThan":{"aws:multifactorauthage":"3600"}}"#),
+            &doc(r#"{"BinaryEquals":{"aws:multifactorauthage":"AA=="}}"#),
             id
         ),
-        "Condition type NumericLessThan is not supported by berth"
+        "Condition type BinaryEquals is not supported by berth"
     );
+    // Typed operators' values are checked when the policy is stored.
+    for (op, bad) in [
+        ("IpAddress", "10.0.0.0/33"),
+        ("NotIpAddress", "not-an-address"),
+        ("DateLessThan", "next tuesday"),
+        ("NumericEquals", "ten"),
+    ] {
+        let e = malformed(
+            &doc(&format!(r#"{{"{op}":{{"aws:sourceip":"{bad}"}}}}"#)),
+            id,
+        );
+        assert!(e.starts_with(&format!("Invalid value {bad}")), "{op}: {e}");
+    }
     assert_eq!(
         malformed(&doc(r#"{"StringEquals":{"username":"a"}}"#), id),
         "Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc."
@@ -1063,9 +1076,12 @@ fn bool_operator() {
         ExplicitDeny
     );
     assert_eq!(when(&d, &[("aws:securetransport", &["true"])]), Allow);
-    assert_eq!(when(&d, &[]), Allow);
+    // Where the transport is not known, the key is missing: the Deny applies, an Allow
+    // does not (berth supplies it on every request it knows the connection of).
+    assert_eq!(when(&d, &[]), ExplicitDeny);
     let e = allow_if(r#"{"BoolIfExists":{"aws:securetransport":"true"}}"#);
-    assert_eq!(when(&e, &[]), Allow);
+    assert_eq!(when(&e, &[]), NotApplicable);
+    assert_eq!(when(&e, &[("aws:securetransport", &["true"])]), Allow);
     assert_eq!(
         when(&e, &[("aws:securetransport", &["false"])]),
         NotApplicable
@@ -1497,4 +1513,54 @@ fn resource_policies_need_a_principal_and_may_omit_the_resource() {
     assert_eq!(decide(&other, "ecr:BatchGetImage"), NotApplicable);
     // A statement with a Resource applies only there.
     assert_eq!(decide(&other, "ecr:ListImages"), NotApplicable);
+}
+
+#[test]
+fn address_date_and_number_conditions() {
+    let office = deny_if(r#"{"NotIpAddress":{"aws:SourceIp":["10.1.0.0/16","2001:db8::/32"]}}"#);
+    assert_eq!(when(&office, &[("aws:sourceip", &["10.1.2.3"])]), Allow);
+    assert_eq!(
+        when(&office, &[("aws:sourceip", &["10.2.0.1"])]),
+        ExplicitDeny
+    );
+    assert_eq!(when(&office, &[("aws:sourceip", &["2001:db8::7"])]), Allow);
+    assert_eq!(
+        when(&office, &[("aws:sourceip", &["::ffff:10.1.0.9"])]),
+        Allow
+    );
+    // Not supplied (a path that does not know the peer): the Deny applies.
+    assert_eq!(when(&office, &[]), ExplicitDeny);
+    let one = allow_if(r#"{"IpAddress":{"aws:SourceIp":"127.0.0.1"}}"#);
+    assert_eq!(when(&one, &[("aws:sourceip", &["127.0.0.1"])]), Allow);
+    assert_eq!(
+        when(&one, &[("aws:sourceip", &["127.0.0.2"])]),
+        NotApplicable
+    );
+    let all = allow_if(r#"{"IpAddress":{"aws:SourceIp":"0.0.0.0/0"}}"#);
+    assert_eq!(when(&all, &[("aws:sourceip", &["192.0.2.1"])]), Allow);
+
+    let until = allow_if(r#"{"DateLessThan":{"aws:CurrentTime":"2030-01-01T00:00:00Z"}}"#);
+    assert_eq!(
+        when(&until, &[("aws:currenttime", &["2026-12-03T09:00:00Z"])]),
+        Allow
+    );
+    assert_eq!(
+        when(&until, &[("aws:currenttime", &["2030-01-01T00:00:00Z"])]),
+        NotApplicable
+    );
+    let after = allow_if(r#"{"DateGreaterThanEquals":{"aws:CurrentTime":"1767225600"}}"#);
+    assert_eq!(
+        when(&after, &[("aws:currenttime", &["2026-01-01T00:00:00Z"])]),
+        Allow
+    );
+    assert_eq!(
+        when(&after, &[("aws:currenttime", &["2025-12-31T23:59:59Z"])]),
+        NotApplicable
+    );
+    let n = allow_if(r#"{"NumericLessThanEquals":{"aws:EpochTime":"100"}}"#);
+    assert_eq!(when(&n, &[("aws:epochtime", &["100"])]), Allow);
+    assert_eq!(when(&n, &[("aws:epochtime", &["101"])]), NotApplicable);
+    let ne = deny_if(r#"{"NumericNotEquals":{"aws:EpochTime":"5"}}"#);
+    assert_eq!(when(&ne, &[("aws:epochtime", &["5"])]), Allow);
+    assert_eq!(when(&ne, &[("aws:epochtime", &["6"])]), ExplicitDeny);
 }
