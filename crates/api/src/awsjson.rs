@@ -41,8 +41,8 @@ impl RequestContext {
         &self.caller.principal
     }
 
-    /// Authorize an operation of a service not yet on the control plane's command boundary:
-    /// role sessions against `resources`, keys by their scope.
+    /// Authorize an operation of a service not yet on an operation table (berth's admin API)
+    /// against `resources`.
     pub fn authorize_legacy(
         &self,
         control: &berth_control::Control,
@@ -50,13 +50,11 @@ impl RequestContext {
         op: &str,
         resources: Resources,
     ) -> Result<(), AwsError> {
-        let checks = match self.principal() {
-            crate::Principal::Session(_) => resources.checks(),
-            crate::Principal::Key(_) => vec![None],
+        let access = berth_control::command::Access {
+            resources: resources.checks().into_iter().flatten().collect(),
+            ..Default::default()
         };
-        for resource in checks {
-            control.authorize(self.principal(), service, op, || None, resource.as_deref())?;
-        }
+        control.authorize_access(&self.caller, service, op, &access)?;
         Ok(())
     }
 }

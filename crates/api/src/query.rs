@@ -20,8 +20,8 @@ use berth_control::records::RoleRecord;
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use crate::AppState;
 use crate::error::AwsError;
-use crate::{AppState, Principal};
 
 const IAM_NS: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
@@ -372,17 +372,29 @@ async fn pipeline(
         _ => None,
     };
     // Anyone may ask who they are.
+    let caller = crate::caller(&parts, principal.clone());
+    let access = berth_control::command::Access {
+        resources: resource.into_iter().collect(),
+        ..Default::default()
+    };
     if op != "GetCallerIdentity"
-        && let Err(e) = c.authorize(&principal, service, op, || None, resource.as_deref())
+        && let Err(e) = c.authorize_access(&caller, service, op, &access)
     {
         return (service, op, ns, Err(e.into()));
     }
-    let out = run(state, &principal, service, op, &params).await;
+    let out = run(state, &caller, service, op, &params).await;
     (service, op, ns, out)
 }
 
-async fn run(state: &AppState, who: &Principal, service: &str, op: &str, p: &Params) -> Outcome {
+async fn run(
+    state: &AppState,
+    caller: &berth_control::command::Caller,
+    service: &str,
+    op: &str,
+    p: &Params,
+) -> Outcome {
     let c = &state.control;
+    let who = &caller.principal;
     let mut x = String::new();
     match (service, op) {
         ("iam", "CreateRole") => {
@@ -524,7 +536,7 @@ async fn run(state: &AppState, who: &Principal, service: &str, op: &str, p: &Par
                 ));
             }
             let s = c.assume_role(
-                who,
+                caller,
                 p.req("RoleArn")?,
                 p.req("RoleSessionName")?,
                 p.int("DurationSeconds")?,

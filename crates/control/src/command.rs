@@ -74,16 +74,6 @@ impl Caller {
             session_token: None,
         }
     }
-
-    /// A caller whose connection is not known.
-    pub fn untraced(principal: Principal) -> Caller {
-        Caller {
-            principal,
-            transport: None,
-            endpoint: String::new(),
-            session_token: None,
-        }
-    }
 }
 
 /// What a command needs to be allowed to do.

@@ -702,15 +702,6 @@ impl Control {
                 .or_default()
                 .push(v.clone());
         }
-        // Paths not yet on the command boundary name the cluster of cluster-scoped ECS
-        // operations as their resource; it is `ecs:cluster` too, as AWS supplies it.
-        if conditions.is_empty()
-            && action.starts_with("ecs:")
-            && let Some(r) = resource
-            && r.contains(":cluster/")
-        {
-            ctx.insert("ecs:cluster".into(), vec![r.to_string()]);
-        }
         let on = resource.unwrap_or("*");
         let identity = self.role_decision(&role, action, resource, &ctx);
         // Within one account, what either the identity's or the resource's policy allows is
@@ -858,7 +849,7 @@ impl Control {
     /// policy must name it.
     pub fn assume_role(
         &self,
-        p: &Principal,
+        requester: &command::Caller,
         role_arn: &str,
         session_name: &str,
         duration: Option<i64>,
@@ -877,22 +868,22 @@ impl Control {
                  satisfy constraint: Member must have value greater than or equal to 900"
             )));
         }
+        let p = &requester.principal;
         let me = self.principal_arn_of(p);
         let denied = || {
             ControlError::AccessDenied(format!(
                 "User: {me} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
             ))
         };
-        let requester = command::Caller::untraced(p.clone());
         if let Principal::Session(c) = p {
-            self.session_may(&requester, c, "sts:AssumeRole", Some(role_arn), &[], None)?;
+            self.session_may(requester, c, "sts:AssumeRole", Some(role_arn), &[], None)?;
         }
         let role = self.role_by_arn(role_arn).ok_or_else(denied)?;
         let mut arns = vec![me.clone()];
         if let Principal::Session(c) = p {
             arns.push(self.role_arn_of_session(c));
         }
-        let mut ctx = self.caller_context(&requester);
+        let mut ctx = self.caller_context(requester);
         ctx.insert("sts:rolesessionname".into(), vec![session_name.to_string()]);
         let caller = Caller {
             account: &self.part.account_id,

@@ -7,7 +7,6 @@
 use berth_model::arn::EcsResource;
 use berth_store::{Compare, Op, Txn};
 
-use crate::iam::Principal;
 use crate::records::{AccessKeyRecord, KeyScope};
 use crate::{AccessKey, Control, ControlError, Result, keys, now};
 
@@ -155,31 +154,6 @@ impl Control {
         })
         .await?;
         Ok(())
-    }
-
-    /// May `who` call `service:op` on the cluster the request names (`cluster` finds it, and
-    /// is only asked for join tokens) and on `resource` (the ARN the operation acts on, when
-    /// the front door can name it)? For the paths not yet on the command boundary
-    /// ([`crate::command`]); the rest go through [`Control::authorize_access`].
-    pub fn authorize(
-        &self,
-        who: &Principal,
-        service: &str,
-        op: &str,
-        cluster: impl FnOnce() -> Option<String>,
-        resource: Option<&str>,
-    ) -> Result<()> {
-        let action = format!("{service}:{op}");
-        match who {
-            Principal::Session(c) => {
-                let caller = crate::command::Caller::untraced(who.clone());
-                self.session_may(&caller, c, &action, resource, &[], None)
-            }
-            Principal::Key(k) => {
-                let asked = if service == "ecs" { cluster() } else { None };
-                self.key_may(k, service, &action, asked.as_deref(), &[])
-            }
-        }
     }
 
     /// May the stored access key `access_key_id` do `action` (in the ECS cluster `cluster`,

@@ -358,9 +358,7 @@ async fn session(w: &World, name: &str, document: Value) -> Caller {
     w.c.put_role_policy(name, "p", &document.to_string())
         .await
         .unwrap();
-    let s =
-        w.c.assume_role(&w.root.principal, &role.arn, "test", None)
-            .unwrap();
+    let s = w.c.assume_role(&w.root, &role.arn, "test", None).unwrap();
     Caller::local(
         w.c.principal(&s.access_key_id, Some(&s.session_token))
             .unwrap(),

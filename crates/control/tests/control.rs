@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use berth_control::command::{Access, Caller};
 use berth_control::{Control, ControlConfig, ControlError};
 use berth_model::wire::ecs::{
     ContainerDefinition, CreateClusterRequest, DescribeClustersRequest,
@@ -971,9 +972,14 @@ async fn task_roles_get_session_credentials_in_payloads_and_renewals() {
     );
     // No policy yet: the session may do nothing.
     assert_eq!(
-        c.authorize(&who, "ecs", "ListClusters", || None, None)
-            .unwrap_err()
-            .code(),
+        c.authorize_access(
+            &Caller::local(who.clone()),
+            "ecs",
+            "ListClusters",
+            &Access::any()
+        )
+        .unwrap_err()
+        .code(),
         "AccessDeniedException"
     );
     c.put_role_policy(
@@ -983,8 +989,13 @@ async fn task_roles_get_session_credentials_in_payloads_and_renewals() {
     )
     .await
     .unwrap();
-    c.authorize(&who, "ecs", "ListClusters", || None, None)
-        .unwrap();
+    c.authorize_access(
+        &Caller::local(who.clone()),
+        "ecs",
+        "ListClusters",
+        &Access::any(),
+    )
+    .unwrap();
     // Renewed at half their 4 s life, under the same id.
     let renewed = loop {
         let m = tokio::time::timeout(std::time::Duration::from_secs(6), feed.recv())
