@@ -809,3 +809,34 @@ def test_pull_from_a_tls_registry(data_dir, tmp_path):
             _cleanup_node(data_dir, ids)
         reg.terminate()
         reg.wait(timeout=10)
+
+
+def test_operator_guard_rails_refuse_what_they_name(data_dir, tmp_path):
+    """--disable-privileged, --disable-host-network, --disable-added-capabilities and
+    --host-volume-allow: the node refuses such tasks before pulling anything, with a reason
+    that names the rule; everything else still runs."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    with running_node(data_dir, extra_args=["--disable-privileged", "true",
+                                            "--disable-host-network", "true",
+                                            "--disable-added-capabilities", "true",
+                                            "--host-volume-allow", str(allowed)]) as node:
+        image = node.push_busybox("guarded")
+        sleep = {"image": image, "memory": 16, "command": ["sleep", "30"]}
+        for family, containers, kw, words in (
+                ("priv", [dict(sleep, name="c", privileged=True)], {"networkMode": "none"},
+                 "privileged containers are disabled"),
+                ("hostnet", [dict(sleep, name="c")], {"networkMode": "host"}, "host network mode is disabled"),
+                ("caps", [dict(sleep, name="c", linuxParameters={"capabilities": {"add": ["SYS_ADMIN"]}})],
+                 {"networkMode": "none"}, "added capabilities are disabled"),
+                ("etc", [dict(sleep, name="c", mountPoints=[{"sourceVolume": "etc", "containerPath": "/h"}])],
+                 {"networkMode": "none", "volumes": [{"name": "etc", "host": {"sourcePath": "/etc"}}]},
+                 "outside the host paths this node allows")):
+            arn = node.run(family, containers, **kw)
+            t = node.wait_task(arn, "STOPPED", timeout=20)
+            assert t["stopCode"] == "TaskFailedToStart", t
+            assert t["stoppedReason"].startswith("CannotStartContainerError:") and words in t["stoppedReason"], t
+        # Within the rails: runs.
+        arn = node.run("ok", [dict(sleep, name="c", mountPoints=[{"sourceVolume": "d", "containerPath": "/d"}])],
+                       networkMode="none", volumes=[{"name": "d", "host": {"sourcePath": str(allowed)}}])
+        node.wait_task(arn, "RUNNING", timeout=20)

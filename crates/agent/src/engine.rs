@@ -268,6 +268,11 @@ impl Runner {
 
     /// Pull images and provision the task's network.
     async fn prepare(&mut self) -> Result<(), String> {
+        self.inner
+            .cfg
+            .guard
+            .check(&self.network_mode(), &self.defs, &self.volumes)
+            .map_err(|r| format!("CannotStartContainerError: {r}"))?;
         let need_images = self.st.containers.iter().any(|c| c.status != "STOPPED");
         if need_images {
             if self.st.pull_started_at.is_none() {

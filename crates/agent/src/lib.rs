@@ -25,6 +25,7 @@ pub mod backend;
 pub mod container;
 pub mod credentials;
 pub mod engine;
+pub mod guard;
 pub mod health;
 pub mod net;
 pub mod session;
@@ -92,6 +93,8 @@ pub struct AgentConfig {
     pub image_cleanup_interval: Duration,
     /// … once unused for at least this long (ECS's `ECS_IMAGE_MINIMUM_CLEANUP_AGE`).
     pub image_minimum_age: Duration,
+    /// What this node refuses to run (privileged containers, host network, …).
+    pub guard: guard::Guard,
     /// How often the running containers' CPU and memory go to the telemetry session (the
     /// ECS agent's default is 20 s).
     pub telemetry_interval: Duration,

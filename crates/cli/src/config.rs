@@ -106,6 +106,19 @@ pub struct ServeArgs {
     /// Seconds between the node's container metrics reports (telemetry session).
     #[arg(long, env = "BERTH_TELEMETRY_INTERVAL")]
     pub telemetry_interval: Option<u64>,
+    /// Guard rail: the node refuses privileged containers (ECS_DISABLE_PRIVILEGED).
+    #[arg(long, env = "BERTH_DISABLE_PRIVILEGED")]
+    pub disable_privileged: Option<bool>,
+    /// Guard rail: the node refuses tasks in `host` network mode.
+    #[arg(long, env = "BERTH_DISABLE_HOST_NETWORK")]
+    pub disable_host_network: Option<bool>,
+    /// Guard rail: the node refuses containers that add Linux capabilities.
+    #[arg(long, env = "BERTH_DISABLE_ADDED_CAPABILITIES")]
+    pub disable_added_capabilities: Option<bool>,
+    /// Guard rail: host-path volumes only under these directories (comma-separated; an empty
+    /// value allows none). Unset: anywhere.
+    #[arg(long, env = "BERTH_HOST_VOLUME_ALLOW", value_delimiter = ',')]
+    pub host_volume_allow: Option<Vec<PathBuf>>,
     /// Serve HTTPS only, with this certificate chain (PEM, leaf first); needs --tls-key.
     #[arg(long, env = "BERTH_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -149,6 +162,10 @@ pub struct FileConfig {
     pub image_cleanup_interval: Option<u64>,
     pub image_minimum_cleanup_age: Option<u64>,
     pub telemetry_interval: Option<u64>,
+    pub disable_privileged: Option<bool>,
+    pub disable_host_network: Option<bool>,
+    pub disable_added_capabilities: Option<bool>,
+    pub host_volume_allow: Option<Vec<PathBuf>>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub tls_self_signed: Option<bool>,
@@ -192,6 +209,8 @@ pub struct Config {
     pub image_cleanup_interval: u64,
     pub image_minimum_cleanup_age: u64,
     pub telemetry_interval: u64,
+    /// What the node refuses to run.
+    pub guard: berth_agent::guard::Guard,
     /// HTTPS on the front door (None: plain HTTP).
     pub tls: Option<TlsSource>,
 }
@@ -467,6 +486,40 @@ impl ServeArgs {
                 .or(file.telemetry_interval)
                 .unwrap_or(20)
                 .max(1),
+            guard: berth_agent::guard::Guard {
+                disable_privileged: self
+                    .disable_privileged
+                    .or(file.disable_privileged)
+                    .unwrap_or(false),
+                disable_host_network: self
+                    .disable_host_network
+                    .or(file.disable_host_network)
+                    .unwrap_or(false),
+                disable_added_capabilities: self
+                    .disable_added_capabilities
+                    .or(file.disable_added_capabilities)
+                    .unwrap_or(false),
+                host_volume_allow: match self
+                    .host_volume_allow
+                    .clone()
+                    .or(file.host_volume_allow.clone())
+                {
+                    Some(dirs) => {
+                        let dirs: Vec<PathBuf> = dirs
+                            .into_iter()
+                            .filter(|d| !d.as_os_str().is_empty())
+                            .collect();
+                        if let Some(d) = dirs.iter().find(|d| !d.is_absolute()) {
+                            anyhow::bail!(
+                                "host-volume-allow: {} is not an absolute path",
+                                d.display()
+                            );
+                        }
+                        Some(dirs)
+                    }
+                    None => None,
+                },
+            },
         })
     }
 }

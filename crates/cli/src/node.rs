@@ -237,6 +237,7 @@ pub fn agent_config(
         image_cleanup_interval: std::time::Duration::from_secs(cfg.image_cleanup_interval),
         image_minimum_age: std::time::Duration::from_secs(cfg.image_minimum_cleanup_age),
         telemetry_interval: std::time::Duration::from_secs(cfg.telemetry_interval),
+        guard: cfg.guard.clone(),
     }
 }
 
