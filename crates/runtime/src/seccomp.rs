@@ -8,7 +8,13 @@
 //! `clone3` answers ENOSYS so that libc falls back to `clone`), `open_by_handle_at` (the
 //! "Shocker" escape), setting the clock, `userfaultfd`, `io_uring`, the kernel log, and
 //! obsolete or x86-only calls (`iopl`, `ioperm`, `uselib`, …). Everything else is allowed.
+//! Calls of another architecture kill the process; on x86_64, calls through the x32 ABI
+//! (numbers with `__X32_SYSCALL_BIT` set, which reach the same kernel code under other
+//! numbers than the rules name) are refused with EPERM.
 //! Privileged containers, and containers given `SYS_ADMIN`, run without it, as with Docker.
+//!
+//! `berth nsexec` installs the same programs ([`default_programs`]) in every process it
+//! starts inside a container with the policy.
 
 use std::collections::BTreeMap;
 
@@ -102,6 +108,33 @@ fn arch() -> TargetArch {
     TargetArch::x86_64
 }
 
+/// A filter that refuses, with EPERM, every x32 ABI call (`nr >= __X32_SYSCALL_BIT` on the
+/// x86_64 audit architecture). The seccompiler rules match syscall numbers exactly, so an x32
+/// `mount` (`0x40000000 | 165`) would otherwise pass as an unknown number. Other
+/// architectures are left to the other filters, which kill the process.
+#[cfg(target_arch = "x86_64")]
+fn x32_program() -> BpfProgram {
+    // Classic BPF opcodes (linux/bpf_common.h) and the x86_64 audit architecture.
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+    const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+    // Offsets in `struct seccomp_data`: nr, then arch.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    let op = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    vec![
+        op(LD_W_ABS, 0, 0, ARCH),
+        op(JEQ_K, 0, 3, AUDIT_ARCH_X86_64), // not x86_64: allow (judged elsewhere)
+        op(LD_W_ABS, 0, 0, NR),
+        op(JGE_K, 0, 1, X32_SYSCALL_BIT),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
 /// The policy as BPF programs, to be installed in order.
 pub fn default_programs() -> Result<Vec<BpfProgram>, String> {
     let e = |e: seccompiler::BackendError| e.to_string();
@@ -134,10 +167,11 @@ pub fn default_programs() -> Result<Vec<BpfProgram>, String> {
         arch(),
     )
     .map_err(e)?;
-    Ok(vec![
-        eperm.try_into().map_err(e)?,
-        enosys.try_into().map_err(e)?,
-    ])
+    #[allow(unused_mut)]
+    let mut programs = vec![eperm.try_into().map_err(e)?, enosys.try_into().map_err(e)?];
+    #[cfg(target_arch = "x86_64")]
+    programs.push(x32_program());
+    Ok(programs)
 }
 
 /// Whether a bundle's spec asks for the policy (the default) or not.
@@ -269,14 +303,15 @@ mod tests {
     #[test]
     fn compiles() {
         let p = default_programs().unwrap();
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.len(), if cfg!(target_arch = "x86_64") { 3 } else { 2 });
         assert!(!p[0].is_empty());
         assert!(denied().contains(&libc::SYS_unshare));
         assert!(!denied().contains(&libc::SYS_read));
     }
 
     /// Installed in a child process: unshare(CLONE_NEWUSER) and keyctl are refused with EPERM,
-    /// clone3 with ENOSYS, ordinary calls work.
+    /// clone3 with ENOSYS, an x32 ABI call with EPERM (a kernel without the filter answers
+    /// ENOSYS when x32 is off, or runs it), ordinary calls work.
     #[test]
     fn refuses_what_it_should_in_a_child() {
         let progs = default_programs().unwrap();
@@ -301,6 +336,12 @@ mod tests {
                     ok &= r1 == -1 && e1 == libc::EPERM;
                     ok &= r2 == -1 && e2 == libc::EPERM;
                     ok &= r3 == -1 && e3 == libc::ENOSYS;
+                    if cfg!(target_arch = "x86_64") {
+                        // x32 getpid: the x86_64 number with __X32_SYSCALL_BIT.
+                        let r4 = libc::syscall(0x4000_0000 | libc::SYS_getpid);
+                        let e4 = *libc::__errno_location();
+                        ok &= r4 == -1 && e4 == libc::EPERM;
+                    }
                     ok &= pid > 0;
                     if ok { 0 } else { 1 }
                 };

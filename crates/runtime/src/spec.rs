@@ -69,6 +69,25 @@ pub const ALL_CAPABILITIES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// What a container cannot see (a file reads as `/dev/null`, a directory as an empty
+/// read-only tmpfs), as runc's default spec masks: kernel memory, keys, timers and debug
+/// files that leak the host's state; `/proc/interrupts` (which CPUs serve which devices);
+/// `/sys/devices/virtual/powercap` (energy counters, the PLATYPUS side channel).
+pub const MASKED_PATHS: [&str; 12] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
 /// Which network namespace a container lives in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkNs {
@@ -152,6 +171,8 @@ pub fn oci_config(s: &ContainerSpec) -> Value {
         json!({"type": "ipc"}),
         json!({"type": "uts"}),
         json!({"type": "mount"}),
+        // Its own cgroup namespace: /proc/self/cgroup shows "/", not the host's hierarchy.
+        json!({"type": "cgroup"}),
     ];
     match &s.network {
         NetworkNs::New => namespaces.push(json!({"type": "network"})),
@@ -225,9 +246,7 @@ pub fn oci_config(s: &ContainerSpec) -> Value {
             "cgroupsPath": s.cgroup_path,
             "resources": resources,
             "namespaces": namespaces,
-            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "maskedPaths": MASKED_PATHS,
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     })
@@ -257,6 +276,17 @@ mod tests {
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert!(!ns.contains(&"network"), "host network: no new namespace");
+        for own in ["pid", "ipc", "uts", "mount", "cgroup"] {
+            assert!(ns.contains(&own), "its own {own} namespace");
+        }
+        let masked = c["linux"]["maskedPaths"].as_array().unwrap();
+        for p in [
+            "/proc/interrupts",
+            "/sys/devices/virtual/powercap",
+            "/proc/kcore",
+        ] {
+            assert!(masked.iter().any(|m| m == p), "{p} masked");
+        }
         assert_eq!(
             c["process"]["capabilities"]["bounding"]
                 .as_array()
