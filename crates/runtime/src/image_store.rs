@@ -116,18 +116,12 @@ impl ImageStore {
         self.root.join("blobs/sha256").join(digest.hex())
     }
 
+    /// The file holding the manifest digest a reference resolved to: named by the
+    /// reference's hash, so that distinct references never share one (`a/b:1`, `a_b:1`).
     fn ref_path(&self, image: &str) -> PathBuf {
-        let safe: String = image
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.root.join("refs").join(safe)
+        self.root
+            .join("refs")
+            .join(Digest::of(image.as_bytes()).hex())
     }
 
     fn image_dir(&self, manifest_digest: &Digest) -> PathBuf {

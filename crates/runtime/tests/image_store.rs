@@ -465,3 +465,23 @@ async fn hostile_layers_leave_nothing_behind() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_references_are_cached_apart() {
+    let reg = MiniRegistry::start().await;
+    let client = reg.client();
+    let base = tempfile::tempdir().unwrap();
+    let images = ImageStore::open(base.path()).unwrap();
+    publish(&reg, "a/b", "1", &[layer(&[("who", b"a/b")])]);
+    publish(&reg, "a_b", "1", &[layer(&[("who", b"a_b")])]);
+    for repo in ["a/b", "a_b"] {
+        let img = images
+            .ensure(&client, &format!("{}/{repo}:1", reg.addr), PullPolicy::Once)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(img.rootfs.join("who")).unwrap(),
+            repo.as_bytes()
+        );
+    }
+}
