@@ -11,6 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use crate::digest::{Digest, Document};
 use crate::registry::{ImageRef, RegistryClient};
 use crate::{ClientError, io_err};
 
@@ -281,12 +282,12 @@ fn read_json(p: &Path) -> Result<Value, ClientError> {
 fn from_docker_save(dir: &Path, work: tempfile::TempDir) -> Result<Built, ClientError> {
     let m = read_json(&dir.join("manifest.json"))?;
     let first = &m[0];
-    let cfg_path = dir.join(first["Config"].as_str().unwrap_or_default());
+    let cfg_path = inside(dir, first["Config"].as_str().unwrap_or_default())?;
     let cfg_bytes = std::fs::read(&cfg_path).map_err(io_err("read", &cfg_path))?;
     let cfg = write_blob(work.path(), &cfg_bytes)?;
     let mut layers = Vec::new();
     for l in first["Layers"].as_array().cloned().unwrap_or_default() {
-        let p = dir.join(l.as_str().unwrap_or_default());
+        let p = inside(dir, l.as_str().unwrap_or_default())?;
         let (digest, size) = sha256_file(&p)?;
         let mt = if is_gzip(&p)? {
             OCI_LAYER_GZIP
@@ -312,11 +313,10 @@ fn from_docker_save(dir: &Path, work: tempfile::TempDir) -> Result<Built, Client
     })
 }
 
+/// The blob `digest` (parsed strictly: it becomes a file name) of the layout at `dir`.
 fn layout_blob(dir: &Path, digest: &str) -> Result<BlobFile, ClientError> {
-    let (alg, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| ClientError::Invalid(format!("bad digest {digest}")))?;
-    let path = dir.join("blobs").join(alg).join(hex);
+    let digest = Digest::parse(digest)?;
+    let path = inside(dir, &format!("blobs/sha256/{}", digest.hex()))?;
     let size = std::fs::metadata(&path)
         .map_err(io_err("stat", &path))?
         .len();
@@ -327,12 +327,39 @@ fn layout_blob(dir: &Path, digest: &str) -> Result<BlobFile, ClientError> {
     })
 }
 
+/// `dir/name`, refused unless it names a regular file inside `dir` once symlinks are
+/// resolved (a `docker save` manifest or an unpacked archive could point anywhere).
+fn inside(dir: &Path, name: &str) -> Result<PathBuf, ClientError> {
+    let refuse = |why: &str| ClientError::Invalid(format!("{name:?} in {}: {why}", dir.display()));
+    let rel = Path::new(name);
+    if rel.is_absolute()
+        || rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(refuse("not a relative path inside the image"));
+    }
+    let path = dir.join(rel);
+    let real = path.canonicalize().map_err(io_err("resolve", &path))?;
+    let base = dir.canonicalize().map_err(io_err("resolve", dir))?;
+    if !real.starts_with(&base) {
+        return Err(refuse("resolves outside the image"));
+    }
+    if !real.is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    Ok(path)
+}
+
 fn from_oci_layout(dir: &Path, work: tempfile::TempDir) -> Result<Built, ClientError> {
     let index = read_json(&dir.join("index.json"))?;
     let top = index["manifests"][0].clone();
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
-    collect_manifest(dir, &top, &mut blobs, &mut manifests)?;
+    collect_manifest(dir, &top, 0, &mut blobs, &mut manifests)?;
     Ok(Built {
         blobs,
         manifests,
@@ -340,14 +367,25 @@ fn from_oci_layout(dir: &Path, work: tempfile::TempDir) -> Result<Built, ClientE
     })
 }
 
+/// Indexes nest at most this deep in a layout (a hostile layout could make a cycle: its
+/// files are found by name, not verified).
+const MAX_NESTING: usize = 8;
+
 fn collect_manifest(
     dir: &Path,
     desc: &Value,
+    depth: usize,
     blobs: &mut Vec<BlobFile>,
     manifests: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<(), ClientError> {
     let digest = desc["digest"].as_str().unwrap_or_default();
     let b = layout_blob(dir, digest)?;
+    if depth > MAX_NESTING || b.size > crate::digest::MAX_DOCUMENT {
+        return Err(ClientError::Invalid(format!(
+            "{}: manifest {digest} is nested too deep or too large",
+            dir.display()
+        )));
+    }
     let bytes = std::fs::read(&b.path).map_err(io_err("read", &b.path))?;
     let v: Value =
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;
@@ -358,7 +396,7 @@ fn collect_manifest(
         .to_string();
     if let Some(children) = v["manifests"].as_array() {
         for c in children {
-            collect_manifest(dir, c, blobs, manifests)?;
+            collect_manifest(dir, c, depth + 1, blobs, manifests)?;
         }
     } else {
         let refs =
@@ -430,8 +468,12 @@ pub async fn push(
     Ok(last)
 }
 
+/// Most manifests one pull walks (an index, its images, nested indexes).
+const MAX_MANIFESTS: usize = 1000;
+
 /// Pull `src` into an OCI image layout at `dest` (created if needed; blobs already there
-/// are kept). Returns the manifest digest.
+/// are kept). Every digest is parsed strictly and every blob read exactly as large as its
+/// descriptor says. Returns the manifest digest.
 pub async fn pull(
     client: &RegistryClient,
     src: &ImageRef,
@@ -442,42 +484,45 @@ pub async fn pull(
         .await
         .map_err(io_err("create", &blobs_dir))?;
     let (mt, bytes) = client.get_manifest(&src.repo, &src.reference).await?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let digest = Digest::of(&bytes);
     let mp = MultiProgress::new();
     let mut todo: Vec<(String, Vec<u8>)> = vec![(mt.clone(), bytes.clone())];
     let mut all = Vec::new();
     while let Some((mt, body)) = todo.pop() {
-        let v: Value =
-            serde_json::from_slice(&body).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        if let Some(children) = v["manifests"].as_array() {
-            for c in children {
-                let d = c["digest"].as_str().unwrap_or_default();
-                let (cmt, cb) = client.get_manifest(&src.repo, d).await?;
-                todo.push((cmt, cb));
-            }
-        } else {
-            let refs =
-                std::iter::once(&v["config"]).chain(v["layers"].as_array().into_iter().flatten());
-            for r in refs {
-                let d = r["digest"].as_str().unwrap_or_default().to_string();
-                let size = r["size"].as_u64().unwrap_or(0);
-                let path = blobs_dir.join(d.trim_start_matches("sha256:"));
-                if tokio::fs::metadata(&path).await.is_ok() {
-                    continue;
+        match Document::parse(&body)? {
+            Document::Index { manifests } => {
+                if all.len() + todo.len() + manifests.len() >= MAX_MANIFESTS {
+                    return Err(ClientError::Invalid(format!(
+                        "{}: more than {MAX_MANIFESTS} manifests",
+                        src.reference
+                    )));
                 }
-                let pb = Arc::new(bar(&mp, size, &short(&d)));
-                let p = pb.clone();
-                client
-                    .pull_blob(&src.repo, &d, &path, &move |n| p.set_position(n))
-                    .await?;
-                pb.finish();
+                for m in &manifests {
+                    todo.push(client.get_manifest_for(&src.repo, &m.manifest).await?);
+                }
+            }
+            Document::Image { config, layers } => {
+                for d in std::iter::once(&config).chain(&layers) {
+                    let path = blobs_dir.join(d.digest.hex());
+                    if tokio::fs::metadata(&path)
+                        .await
+                        .is_ok_and(|m| m.is_file() && m.len() == d.size)
+                    {
+                        continue;
+                    }
+                    let pb = Arc::new(bar(&mp, d.size, &short(d.digest.as_str())));
+                    let p = pb.clone();
+                    client
+                        .pull_blob(&src.repo, d, &path, &move |n| p.set_position(n))
+                        .await?;
+                    pb.finish();
+                }
             }
         }
         all.push((mt, body));
     }
     for (_, body) in &all {
-        let d = hex::encode(Sha256::digest(body));
-        let p = blobs_dir.join(&d);
+        let p = blobs_dir.join(Digest::of(body).hex());
         tokio::fs::write(&p, body)
             .await
             .map_err(io_err("write", &p))?;
@@ -486,7 +531,7 @@ pub async fn pull(
         "schemaVersion": 2,
         "manifests": [{
             "mediaType": mt,
-            "digest": digest,
+            "digest": digest.as_str(),
             "size": bytes.len(),
             "annotations": {"org.opencontainers.image.ref.name": src.reference},
         }],
@@ -499,7 +544,7 @@ pub async fn pull(
     tokio::fs::write(&lp, r#"{"imageLayoutVersion":"1.0.0"}"#)
         .await
         .map_err(io_err("write", &lp))?;
-    Ok(digest)
+    Ok(digest.to_string())
 }
 
 #[cfg(test)]

@@ -4,11 +4,13 @@
 //! - [`RegistryClient`]: an OCI distribution client — authentication (ECR's Basic token,
 //!   Bearer challenges, anonymous), blob and manifest push with resumable chunked uploads,
 //!   pull with digest verification.
+//! - [`digest`]: strict digests and descriptors for everything a manifest names.
 //! - [`image`]: images from a directory, a tarball, a `docker save` archive or an OCI layout,
 //!   and OCI layouts on disk.
 //!
 //! Must not: decide anything about what a server stores; it only speaks the protocols.
 
+pub mod digest;
 pub mod image;
 mod registry;
 pub mod tls;
@@ -22,7 +24,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-pub use registry::{ImageRef, RegistryAuth, RegistryClient};
+pub use digest::{Descriptor, Digest, Document};
+pub use registry::{ImageRef, PARTIAL_PREFIX, RegistryAuth, RegistryClient};
 pub use tls::{TlsTrust, TrustOptions};
 
 /// Why a client operation failed.

@@ -1,5 +1,7 @@
 //! An OCI distribution client: authentication, blob and manifest push (chunked and
-//! resumable), and verified pulls.
+//! resumable), and verified pulls: manifests by a strictly parsed digest and at most
+//! [`MAX_DOCUMENT`] bytes, blobs by descriptor (exactly its size, its digest, into a
+//! random temp file renamed into place only once verified).
 
 use std::path::Path;
 
@@ -11,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
+use crate::digest::{Descriptor, Digest, MAX_DOCUMENT};
 use crate::tls::{TlsTrust, describe, is_untrusted};
 use crate::{ClientError, HttpClient, http_client, io_err};
 
@@ -468,11 +471,55 @@ impl RegistryClient {
         Ok(format!("sha256:{}", hex::encode(Sha256::digest(body))))
     }
 
-    /// Fetch a manifest: (media type, bytes). Verified against its digest when fetched by one.
+    /// Fetch a manifest: (media type, bytes), at most [`MAX_DOCUMENT`] bytes. A reference
+    /// that looks like a digest must be a valid one, and the bytes are verified against it.
     pub async fn get_manifest(
         &self,
         repo: &str,
         reference: &str,
+    ) -> Result<(String, Vec<u8>), ClientError> {
+        if reference.contains(':') {
+            let d = Digest::parse(reference)?;
+            let (mt, body) = self.fetch_manifest(repo, d.as_str(), MAX_DOCUMENT).await?;
+            verify_manifest(&d, &body)?;
+            return Ok((mt, body));
+        }
+        self.fetch_manifest(repo, reference, MAX_DOCUMENT).await
+    }
+
+    /// Fetch the manifest a descriptor names: exactly `size` bytes (at most
+    /// [`MAX_DOCUMENT`]) with its digest.
+    pub async fn get_manifest_for(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+    ) -> Result<(String, Vec<u8>), ClientError> {
+        if desc.size > MAX_DOCUMENT {
+            return Err(ClientError::Invalid(format!(
+                "manifest {} says it is {} bytes, more than the {MAX_DOCUMENT} allowed",
+                desc.digest, desc.size
+            )));
+        }
+        let (mt, body) = self
+            .fetch_manifest(repo, desc.digest.as_str(), desc.size)
+            .await?;
+        if body.len() as u64 != desc.size {
+            return Err(ClientError::Invalid(format!(
+                "manifest {} arrived with {} bytes, its descriptor says {}",
+                desc.digest,
+                body.len(),
+                desc.size
+            )));
+        }
+        verify_manifest(&desc.digest, &body)?;
+        Ok((mt, body))
+    }
+
+    async fn fetch_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        limit: u64,
     ) -> Result<(String, Vec<u8>), ClientError> {
         let mut h = HeaderMap::new();
         h.insert(
@@ -494,29 +541,27 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body = collect(resp).await?;
         if !status.is_success() {
-            return Err(oci_error(status, &body));
+            return Err(oci_error(status, &collect(resp).await?));
         }
-        if reference.starts_with("sha256:") {
-            let got = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-            if got != reference {
-                return Err(ClientError::Invalid(format!(
-                    "manifest digest {got} does not match {reference}"
-                )));
-            }
-        }
+        let body = collect_at_most(resp, limit)
+            .await
+            .map_err(|e| ClientError::Invalid(format!("manifest {reference}: {e}")))?;
         Ok((mt, body.to_vec()))
     }
 
-    /// Download a blob into `dest`, verifying its digest; written atomically.
+    /// Download the blob `desc` names into `dest`. Reads at most `desc.size` bytes and fails
+    /// unless exactly that many arrive with the right digest. The bytes go to a temp file
+    /// with a random name beside `dest` (removed on every failure) and are renamed to `dest`
+    /// only once verified.
     pub async fn pull_blob(
         &self,
         repo: &str,
-        digest: &str,
+        desc: &Descriptor,
         dest: &Path,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<u64, ClientError> {
+        let digest = &desc.digest;
         let resp = self
             .send(
                 Method::GET,
@@ -529,35 +574,76 @@ impl RegistryClient {
             let s = resp.status();
             return Err(oci_error(s, &collect(resp).await?));
         }
-        let tmp = dest.with_extension("partial");
-        let mut f = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(io_err("create", &tmp))?;
+        let announced = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = announced.filter(|l| *l != desc.size) {
+            return Err(ClientError::Invalid(format!(
+                "blob {digest} is {len} bytes, its descriptor says {}",
+                desc.size
+            )));
+        }
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(PARTIAL_PREFIX)
+            .tempfile_in(dir)
+            .map_err(io_err("create temp file in", dir))?;
+        let (file, tmp_path) = tmp.into_parts();
+        let mut f = tokio::fs::File::from_std(file);
         let mut h = Sha256::new();
         let mut n = 0u64;
         let mut body = resp.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
             if let Ok(data) = frame.into_data() {
-                h.update(&data);
-                f.write_all(&data).await.map_err(io_err("write", &tmp))?;
                 n += data.len() as u64;
+                if n > desc.size {
+                    return Err(ClientError::Invalid(format!(
+                        "blob {digest} is longer than the {} bytes its descriptor says",
+                        desc.size
+                    )));
+                }
+                h.update(&data);
+                f.write_all(&data)
+                    .await
+                    .map_err(io_err("write", &tmp_path))?;
                 progress(n);
             }
         }
-        f.sync_all().await.map_err(io_err("sync", &tmp))?;
-        let got = format!("sha256:{}", hex::encode(h.finalize()));
-        if got != digest {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        if n != desc.size {
+            return Err(ClientError::Invalid(format!(
+                "blob {digest} ended after {n} of the {} bytes its descriptor says",
+                desc.size
+            )));
+        }
+        let got = Digest::from_hasher(h);
+        if &got != digest {
             return Err(ClientError::Invalid(format!(
                 "blob {digest} arrived with digest {got}"
             )));
         }
-        tokio::fs::rename(&tmp, dest)
-            .await
-            .map_err(io_err("rename", dest))?;
+        f.sync_all().await.map_err(io_err("sync", &tmp_path))?;
+        drop(f);
+        tmp_path
+            .persist(dest)
+            .map_err(|e| io_err("rename", dest)(e.error))?;
         Ok(n)
     }
+}
+
+/// Temp files of blobs being downloaded start with this (so stores can tell them apart).
+pub const PARTIAL_PREFIX: &str = ".partial-";
+
+fn verify_manifest(want: &Digest, body: &[u8]) -> Result<(), ClientError> {
+    let got = Digest::of(body);
+    if &got != want {
+        return Err(ClientError::Invalid(format!(
+            "manifest digest {got} does not match {want}"
+        )));
+    }
+    Ok(())
 }
 
 fn location(resp: &http::Response<Incoming>) -> Result<String, ClientError> {
@@ -572,13 +658,27 @@ fn location_or(resp: &http::Response<Incoming>, old: &str) -> String {
     location(resp).unwrap_or_else(|_| old.to_string())
 }
 
+/// A whole (small) answer body: token, error, upload status; at most [`MAX_DOCUMENT`] bytes.
 async fn collect(resp: http::Response<Incoming>) -> Result<Bytes, ClientError> {
-    Ok(resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| ClientError::Http(e.to_string()))?
-        .to_bytes())
+    collect_at_most(resp, MAX_DOCUMENT).await
+}
+
+/// A body of at most `limit` bytes; a longer one is refused without reading the rest.
+async fn collect_at_most(resp: http::Response<Incoming>, limit: u64) -> Result<Bytes, ClientError> {
+    let mut out = Vec::new();
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if (out.len() + data.len()) as u64 > limit {
+                return Err(ClientError::Invalid(format!(
+                    "answer is longer than the {limit} bytes allowed"
+                )));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]

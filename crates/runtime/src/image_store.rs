@@ -2,13 +2,23 @@
 //! verified on download), and one flattened root filesystem per image manifest, unpacked
 //! into a temporary directory and renamed into place when complete — so a crash mid-unpack
 //! never leaves a half image that looks whole.
+//!
+//! Manifests come from registries berth does not control. Every digest in them is parsed
+//! strictly ([`Digest`]) before it names a file, so every path this store builds stays
+//! inside its root; every blob is read exactly as large as its descriptor says; manifests
+//! and configs are bounded ([`MAX_DOCUMENT`]); downloads and unpacks go to temp files and
+//! directories with random names inside the store, removed on every error path.
 
 use std::path::{Path, PathBuf};
 
+use berth_client::digest::{Descriptor, Digest, Document, MAX_DOCUMENT};
 use berth_client::{ImageRef, RegistryClient};
 use serde_json::Value;
 
 use crate::unpack::{self, UnpackError};
+
+/// Names of the temp directories of unpacks in progress (under `tmp/`).
+const UNPACK_PREFIX: &str = "unpack-";
 
 /// When to contact the registry (ECS's `ECS_IMAGE_PULL_BEHAVIOR` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,54 +86,60 @@ pub fn node_platform() -> (&'static str, &'static str) {
 }
 
 impl ImageStore {
+    /// Open (or create) the store at `root`. What a crash left half done (unpacks, blob
+    /// downloads, collections) is removed: one store belongs to one agent.
     pub fn open(root: &Path) -> Result<ImageStore, ImageError> {
         for d in ["blobs/sha256", "images", "refs", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_err("create", &p))?;
         }
+        let leftovers = |dir: &str, prefixes: &[&str]| {
+            let entries = std::fs::read_dir(root.join(dir)).into_iter().flatten();
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if prefixes.iter().any(|p| name.starts_with(p)) {
+                    let p = e.path();
+                    let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                }
+            }
+        };
+        leftovers("tmp", &[UNPACK_PREFIX, "gc-"]);
+        leftovers("blobs/sha256", &[berth_client::PARTIAL_PREFIX]);
+        leftovers("refs", &[".tmp-"]);
         Ok(ImageStore {
             root: root.to_path_buf(),
         })
     }
 
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"))
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
     }
 
+    /// The file holding the manifest digest a reference resolved to: named by the
+    /// reference's hash, so that distinct references never share one (`a/b:1`, `a_b:1`).
     fn ref_path(&self, image: &str) -> PathBuf {
-        let safe: String = image
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.root.join("refs").join(safe)
+        self.root
+            .join("refs")
+            .join(Digest::of(image.as_bytes()).hex())
     }
 
-    fn image_dir(&self, manifest_digest: &str) -> PathBuf {
-        self.root
-            .join("images")
-            .join(manifest_digest.trim_start_matches("sha256:"))
+    fn image_dir(&self, manifest_digest: &Digest) -> PathBuf {
+        self.root.join("images").join(manifest_digest.hex())
     }
 
     /// The cached image for a reference, if complete.
     fn cached(&self, image: &str) -> Option<PulledImage> {
         let digest = std::fs::read_to_string(self.ref_path(image)).ok()?;
-        self.load(digest.trim()).ok()
+        self.load(&Digest::parse(digest.trim()).ok()?).ok()
     }
 
-    fn load(&self, manifest_digest: &str) -> Result<PulledImage, ImageError> {
+    fn load(&self, manifest_digest: &Digest) -> Result<PulledImage, ImageError> {
         let dir = self.image_dir(manifest_digest);
         let cfg_path = dir.join("config.json");
         let cfg: Value =
             serde_json::from_slice(&std::fs::read(&cfg_path).map_err(io_err("read", &cfg_path))?)
-                .map_err(|e| ImageError::Invalid(manifest_digest.into(), e.to_string()))?;
+                .map_err(|e| ImageError::Invalid(manifest_digest.to_string(), e.to_string()))?;
         Ok(PulledImage {
             manifest_digest: manifest_digest.to_string(),
             rootfs: dir.join("rootfs"),
@@ -168,57 +184,66 @@ impl ImageStore {
             image: image.to_string(),
             source,
         };
-        let (mut mt, mut body) = client
+        let invalid =
+            |e: berth_client::ClientError| ImageError::Invalid(image.into(), e.to_string());
+        let (_, mut body) = client
             .get_manifest(&r.repo, &r.reference)
             .await
             .map_err(pull_err)?;
-        let mut manifest: Value = serde_json::from_slice(&body)
-            .map_err(|e| ImageError::Invalid(image.into(), e.to_string()))?;
+        let mut doc = Document::parse(&body).map_err(invalid)?;
         // A manifest list / index: pick this node's platform.
-        if manifest["manifests"].is_array() {
+        if let Document::Index { manifests } = &doc {
             let (os, arch) = node_platform();
-            let pick = manifest["manifests"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|m| m["platform"]["os"] == os && m["platform"]["architecture"] == arch)
-                .and_then(|m| m["digest"].as_str())
-                .map(str::to_string)
+            let pick = manifests
+                .iter()
+                .find(|m| m.os.as_deref() == Some(os) && m.architecture.as_deref() == Some(arch))
                 .ok_or_else(|| {
                     ImageError::Invalid(image.into(), format!("no manifest for {os}/{arch}"))
                 })?;
-            (mt, body) = client
-                .get_manifest(&r.repo, &pick)
+            (_, body) = client
+                .get_manifest_for(&r.repo, &pick.manifest)
                 .await
                 .map_err(pull_err)?;
-            manifest = serde_json::from_slice(&body)
-                .map_err(|e| ImageError::Invalid(image.into(), e.to_string()))?;
+            doc = Document::parse(&body).map_err(invalid)?;
         }
-        let _ = mt;
-        let digest = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
-        );
+        let Document::Image { config, layers } = doc else {
+            return Err(ImageError::Invalid(
+                image.into(),
+                "the index for this platform is another index, not an image".into(),
+            ));
+        };
+        if config.size > MAX_DOCUMENT {
+            return Err(ImageError::Invalid(
+                image.into(),
+                format!(
+                    "config {} is {} bytes, more than the {MAX_DOCUMENT} allowed",
+                    config.digest, config.size
+                ),
+            ));
+        }
+        let digest = Digest::of(&body);
         let dir = self.image_dir(&digest);
         if dir.join("rootfs").exists() {
             self.write_ref(image, &digest)?;
             return self.load(&digest);
         }
         // Fetch config and layers (each blob once, verified), concurrently.
-        let mut blobs = vec![
-            manifest["config"]["digest"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        ];
-        for l in manifest["layers"].as_array().into_iter().flatten() {
-            blobs.push(l["digest"].as_str().unwrap_or_default().to_string());
+        let mut wanted: Vec<&Descriptor> = Vec::new();
+        for d in std::iter::once(&config).chain(&layers) {
+            if !wanted.iter().any(|w| w.digest == d.digest) {
+                wanted.push(d);
+            }
         }
-        let fetches = blobs.iter().map(|d| {
-            let path = self.blob_path(d);
+        let fetches = wanted.iter().map(|d| {
+            let path = self.blob_path(&d.digest);
             let repo = r.repo.clone();
             async move {
-                if tokio::fs::metadata(&path).await.is_ok() {
+                // A blob already here was verified when it came (and is as large as this
+                // descriptor says, or the descriptor is wrong and the fetch below fails).
+                if tokio::fs::symlink_metadata(&path)
+                    .await
+                    .is_ok_and(|m| m.is_file() && m.len() == d.size)
+                {
                     return Ok(());
                 }
                 client.pull_blob(&repo, d, &path, &|_| {}).await.map(|_| ())
@@ -227,19 +252,32 @@ impl ImageStore {
         for res in futures::future::join_all(fetches).await {
             res.map_err(pull_err)?;
         }
-        // Unpack into a temp dir, then rename into place.
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(digest.trim_start_matches("sha256:"));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let rootfs = tmp.join("rootfs");
+        let cfg_src = self.blob_path(&config.digest);
+        let cfg_bytes = std::fs::read(&cfg_src).map_err(io_err("read", &cfg_src))?;
+        if !serde_json::from_slice::<Value>(&cfg_bytes).is_ok_and(|v| v.is_object()) {
+            return Err(ImageError::Invalid(
+                image.into(),
+                format!("config {} is not a JSON object", config.digest),
+            ));
+        }
+        // Unpack into a temp dir (removed when dropped, unless renamed into place).
+        let tmp_root = self.root.join("tmp");
+        let tmp = tempfile::Builder::new()
+            .prefix(UNPACK_PREFIX)
+            .tempdir_in(&tmp_root)
+            .map_err(io_err("create temp dir in", &tmp_root))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+                .map_err(io_err("chmod", tmp.path()))?;
+        }
+        let rootfs = tmp.path().join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(io_err("create", &rootfs))?;
-        let layers: Vec<PathBuf> = blobs[1..].iter().map(|d| self.blob_path(d)).collect();
+        let layer_paths: Vec<PathBuf> = layers.iter().map(|d| self.blob_path(&d.digest)).collect();
         let img = image.to_string();
         let rootfs2 = rootfs.clone();
         tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
-            for l in &layers {
+            for l in &layer_paths {
                 let f = std::fs::File::open(l).map_err(io_err("open", l))?;
                 unpack::apply_layer(&rootfs2, f).map_err(|source| ImageError::Unpack {
                     image: img.clone(),
@@ -250,17 +288,21 @@ impl ImageStore {
         })
         .await
         .map_err(|e| ImageError::Invalid(image.into(), e.to_string()))??;
-        let cfg_src = self.blob_path(&blobs[0]);
-        let cfg_dst = tmp.join("config.json");
-        std::fs::copy(&cfg_src, &cfg_dst).map_err(io_err("copy", &cfg_dst))?;
+        let cfg_dst = tmp.path().join("config.json");
+        std::fs::write(&cfg_dst, &cfg_bytes).map_err(io_err("write", &cfg_dst))?;
         // The blobs this image needs, so that collection keeps them while it exists.
-        let list = tmp.join("blobs.json");
+        let blobs: Vec<&str> = wanted.iter().map(|d| d.digest.as_str()).collect();
+        let list = tmp.path().join("blobs.json");
         std::fs::write(&list, serde_json::to_vec(&blobs).unwrap_or_default())
             .map_err(io_err("write", &list))?;
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        if let Err(e) = std::fs::rename(tmp.path(), &dir) {
+            // Another pull of the same image finished first: use it (ours is dropped).
+            if !dir.join("rootfs").exists() {
+                return Err(io_err("rename", &dir)(e));
+            }
+        } else {
+            let _ = tmp.keep();
         }
-        std::fs::rename(&tmp, &dir).map_err(io_err("rename", &dir))?;
         self.write_ref(image, &digest)?;
         self.load(&digest)
     }
@@ -284,6 +326,9 @@ impl ImageStore {
         let mut complete = true;
         let rd = std::fs::read_dir(&images).map_err(io_err("read", &images))?;
         for e in rd.flatten() {
+            if !is_digest_hex(&e.file_name()) {
+                continue;
+            }
             let dir = e.path();
             let rootfs = dir.join("rootfs");
             let in_use = mounts.contains(&format!("lowerdir={}", rootfs.display()));
@@ -323,6 +368,10 @@ impl ImageStore {
         if complete {
             let blobs = self.root.join("blobs/sha256");
             for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+                // Not downloads in progress (their temp files).
+                if !is_digest_hex(&e.file_name()) {
+                    continue;
+                }
                 let d = format!("sha256:{}", e.file_name().to_string_lossy());
                 if !kept_blobs.contains(&d) {
                     let _ = std::fs::remove_file(e.path());
@@ -332,10 +381,24 @@ impl ImageStore {
         Ok(removed.len())
     }
 
-    fn write_ref(&self, image: &str, digest: &str) -> Result<(), ImageError> {
+    fn write_ref(&self, image: &str, digest: &Digest) -> Result<(), ImageError> {
+        use std::io::Write;
         let p = self.ref_path(image);
-        let tmp = p.with_extension("tmp");
-        std::fs::write(&tmp, digest).map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, &p).map_err(io_err("rename", &p))
+        let dir = self.root.join("refs");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(&dir)
+            .map_err(io_err("create temp file in", &dir))?;
+        tmp.write_all(digest.as_str().as_bytes())
+            .map_err(io_err("write", tmp.path()))?;
+        tmp.persist(&p)
+            .map(|_| ())
+            .map_err(|e| io_err("rename", &p)(e.error))
     }
+}
+
+/// Whether a store entry is named as a blob or image is (64 lowercase hex digits).
+fn is_digest_hex(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| Digest::parse(&format!("sha256:{n}")).is_ok())
 }

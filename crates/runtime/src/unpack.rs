@@ -8,9 +8,14 @@
 //!   instead of touching the host;
 //! - hard links must point at a file inside the root that the layers created, again without
 //!   passing through symlinks;
-//! - device nodes are refused; FIFOs are allowed;
-//! - whiteouts (`.wh.<name>`) remove what lower layers put there, opaque markers
-//!   (`.wh..wh..opq`) empty the directory of lower-layer content;
+//! - device nodes are refused (all of them, overlay-style 0:0 whiteouts too: OCI layers
+//!   write whiteouts as `.wh.` files); FIFOs are allowed;
+//! - whiteouts (`.wh.<name>`) remove what lower layers put there, where `<name>` must be one
+//!   plain file name (`.wh.`, `.wh..`, `.wh...` are refused: they would name the directory
+//!   itself or its parent); opaque markers (`.wh..wh..opq`) empty the directory of
+//!   lower-layer content; other `.wh..wh.` names (aufs metadata) are skipped;
+//! - a layer may hold at most [`Limits::max_entries`] entries and unpack to at most
+//!   [`Limits::max_bytes`] bytes of file content (a gzip bomb stops at the limit);
 //! - modes are kept, and ownership too when running as root.
 //!
 //! Layers are applied in order into one directory (the image's flattened root), which the
@@ -27,6 +32,8 @@ use std::path::{Component, Path, PathBuf};
 pub enum UnpackError {
     #[error("layer entry {path:?} is refused: {reason}")]
     Refused { path: String, reason: &'static str },
+    #[error("layer exceeds the limit of {limit} {what}")]
+    TooLarge { what: &'static str, limit: u64 },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -109,8 +116,37 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Apply one layer (an uncompressed or gzipped tar stream) onto `root`.
+/// How much one layer may unpack to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of file content.
+    pub max_bytes: u64,
+    /// Entries of any kind (files, directories, links, whiteouts, skipped ones).
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    /// Generous: 16 GiB and 1,000,000 entries (large real images stay far below both).
+    fn default() -> Limits {
+        Limits {
+            max_bytes: 16 << 30,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
+/// Apply one layer (an uncompressed or gzipped tar stream) onto `root`, within the
+/// default [`Limits`].
 pub fn apply_layer(root: &Path, layer: impl Read) -> Result<LayerStats, UnpackError> {
+    apply_layer_within(root, layer, &Limits::default())
+}
+
+/// Apply one layer onto `root`, refusing it once it passes `limits`.
+pub fn apply_layer_within(
+    root: &Path,
+    layer: impl Read,
+    limits: &Limits,
+) -> Result<LayerStats, UnpackError> {
     let mut buf = io::BufReader::with_capacity(1 << 20, layer);
     // Sniff gzip.
     let gz = {
@@ -130,8 +166,16 @@ pub fn apply_layer(root: &Path, layer: impl Read) -> Result<LayerStats, UnpackEr
     // must not remove siblings from the same layer that came before it).
     let mut written: HashSet<PathBuf> = HashSet::new();
     let entries = archive.entries().map_err(io_err("read layer", root))?;
+    let mut count = 0u64;
     for entry in entries {
         let mut e = entry.map_err(io_err("read layer", root))?;
+        count += 1;
+        if count > limits.max_entries {
+            return Err(UnpackError::TooLarge {
+                what: "entries",
+                limit: limits.max_entries,
+            });
+        }
         let raw = e.path().map_err(io_err("read layer", root))?.into_owned();
         let rel = normalize(&raw).ok_or_else(|| refused(&raw, "path climbs out of the root"))?;
         if rel.as_os_str().is_empty() {
@@ -158,7 +202,18 @@ pub fn apply_layer(root: &Path, layer: impl Read) -> Result<LayerStats, UnpackEr
             stats.whiteouts += 1;
             continue;
         }
+        if name.starts_with(".wh..wh.") {
+            // aufs metadata (`.wh..wh.plnk`, …): nothing to apply.
+            stats.skipped += 1;
+            continue;
+        }
         if let Some(hidden) = name.strip_prefix(".wh.") {
+            // One plain name beside the marker; `.`, `..` or nothing would name the
+            // directory itself or its parent (the root's parent, for a top-level marker).
+            // (`name` is one path component, so it holds no `/`.)
+            if matches!(hidden, "" | "." | "..") {
+                return Err(refused(&rel, "whiteout does not name a file"));
+            }
             let victim = target.with_file_name(hidden);
             remove_any(&victim)?;
             stats.whiteouts += 1;
@@ -178,8 +233,21 @@ pub fn apply_layer(root: &Path, layer: impl Read) -> Result<LayerStats, UnpackEr
                 }
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let too_large = UnpackError::TooLarge {
+                    what: "bytes",
+                    limit: limits.max_bytes,
+                };
+                let left = limits.max_bytes.saturating_sub(stats.bytes);
+                if e.size() > left {
+                    return Err(too_large);
+                }
                 let mut f = fs::File::create(&target).map_err(io_err("create", &target))?;
-                let n = io::copy(&mut e, &mut f).map_err(io_err("write", &target))?;
+                // Bounded whatever the header said (sparse entries expand).
+                let n = io::copy(&mut (&mut e).take(left.saturating_add(1)), &mut f)
+                    .map_err(io_err("write", &target))?;
+                if n > left {
+                    return Err(too_large);
+                }
                 stats.bytes += n;
                 stats.files += 1;
             }
@@ -409,5 +477,72 @@ mod tests {
             normalize(Path::new("/a/./b/../c")).unwrap(),
             PathBuf::from("a/c")
         );
+    }
+
+    #[test]
+    fn whiteouts_naming_the_root_or_its_parent_are_refused() {
+        let outer = tempfile::tempdir().unwrap();
+        let sibling = outer.path().join("sibling");
+        fs::write(&sibling, b"keep").unwrap();
+        let r = outer.path().join("rootfs");
+        fs::create_dir(&r).unwrap();
+        apply_layer(&r, &layer(&[E::Dir("a"), E::File("a/keep", b"k")])[..]).unwrap();
+        for bad in [".wh...", "a/.wh...", ".wh..", "a/.wh..", ".wh.", "a/.wh."] {
+            let err = apply_layer(&r, &layer(&[E::File(bad, b"")])[..])
+                .expect_err(&format!("{bad} must be refused"));
+            assert!(matches!(err, UnpackError::Refused { .. }), "{bad}: {err}");
+            assert_eq!(
+                fs::read(&sibling).unwrap(),
+                b"keep",
+                "{bad} touched the host"
+            );
+            assert_eq!(
+                fs::read(r.join("a/keep")).unwrap(),
+                b"k",
+                "{bad} emptied the root"
+            );
+        }
+        // A plain name made of dots is still a file name; aufs metadata is skipped.
+        fs::write(r.join("..."), b"dots").unwrap();
+        let st = apply_layer(
+            &r,
+            &layer(&[E::File(".wh....", b""), E::File(".wh..wh.plnk", b"")])[..],
+        )
+        .unwrap();
+        assert!(!r.join("...").exists());
+        assert_eq!((st.whiteouts, st.skipped), (1, 1));
+    }
+
+    #[test]
+    fn layers_past_their_limits_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let l = layer(&[
+            E::File("a", &[1; 10]),
+            E::File("b", &[2; 10]),
+            E::File("c", &[3; 10]),
+        ]);
+        let small = |max_bytes, max_entries| Limits {
+            max_bytes,
+            max_entries,
+        };
+        let err = apply_layer_within(root.path(), &l[..], &small(25, 10)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UnpackError::TooLarge {
+                    what: "bytes",
+                    limit: 25
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            !root.path().join("c").exists(),
+            "stopped before the file past the limit"
+        );
+        let err = apply_layer_within(root.path(), &l[..], &small(1 << 20, 2)).unwrap_err();
+        assert!(err.to_string().contains("2 entries"), "{err}");
+        let st = apply_layer_within(root.path(), &l[..], &small(30, 3)).unwrap();
+        assert_eq!((st.files, st.bytes), (3, 30));
     }
 }
