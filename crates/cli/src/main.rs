@@ -447,13 +447,30 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// Create the data dir readable by its owner only, or take the group's and others' access
+/// away from an existing one: it holds keys, task environments and credential ids.
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("creating data dir {}", dir.display()))
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading data dir {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o077))
+            .with_context(|| format!("making data dir {} private", dir.display()))?;
+        tracing::warn!(
+            "data dir {}: mode {mode:o} tightened to {:o} (it holds credentials)",
+            dir.display(),
+            mode & !0o077
+        );
+    }
+    Ok(())
 }
 
 /// Write a file readable by its owner only, atomically (temp file + rename).

@@ -281,8 +281,8 @@ pub async fn run_agent(
             }
         }
     };
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    // Task states (environment, credential ids) and logs live here: the owner's alone.
+    crate::create_private_dir(&cfg.data_dir)?;
     let agent = Agent::start(
         agent_config(&cfg, &cluster, &host, password, tls, Some(trust)),
         backend.clone(),
