@@ -485,7 +485,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(a) = agent {
         // Containers keep running; the next `berth up` re-attaches to them.
-        a.shutdown();
+        node::stop(a, &cfg).await;
     }
     control.shutdown().await;
     let _ = std::fs::remove_file(cfg.data_dir.join(ENDPOINT_FILE));
