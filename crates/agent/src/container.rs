@@ -5,7 +5,8 @@
 //!   drops the image's Cmd; `command` replaces Cmd;
 //! - `environment` is laid over the image's Env (same name: the definition wins);
 //! - `workingDirectory` and `user` replace the image's; numeric `uid[:gid]`, or names looked
-//!   up in the image's `/etc/passwd` and `/etc/group`;
+//!   up in the image's `/etc/passwd` and `/etc/group`, read without ever leaving the image's
+//!   root (symlinks resolve inside it) and only when they are regular files of at most 1 MiB;
 //! - `memory` is the hard limit, `memoryReservation` the soft one (MiB), `cpu` the CPU shares
 //!   (at least 2, as Docker takes it);
 //! - `ulimits`, `readonlyRootFilesystem`, `linuxParameters.capabilities` (add/drop),
@@ -13,10 +14,15 @@
 //! - the default seccomp policy applies unless the container has `SYS_ADMIN` (privileged) or
 //!   `dockerSecurityOptions` says `seccomp=unconfined`.
 
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use berth_model::wire::ecs::{ContainerDefinition, ContainerOverride, KeyValuePair};
 use berth_runtime::spec::{ContainerSpec, DEFAULT_CAPABILITIES};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{Mode, SFlag, fstat};
 use serde_json::Value;
 
 /// Why a container cannot be started as defined.
@@ -32,10 +38,154 @@ fn strings(v: &Value) -> Option<Vec<String>> {
     })
 }
 
+/// The largest passwd or group file of an image that is read (a bigger one is refused).
+pub const MAX_USER_DB_BYTES: u64 = 1 << 20;
+
+/// Opens `rel` (relative) below the directory `root` with `flags`, symlinks resolving as if
+/// `root` were `/`.
+type InRootOpener = fn(&OwnedFd, &str, OFlag) -> nix::Result<OwnedFd>;
+
+/// Take ownership of a file descriptor a successful `open` returned.
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by a successful open call of ours and is owned by nobody
+    // else; it is closed exactly once, when the OwnedFd drops.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The kernel's resolution (`openat2`, Linux 5.6+): `RESOLVE_IN_ROOT` makes `..` stop at
+/// `root` and absolute symlinks start there; magic links (`/proc/self/fd/…`) are refused.
+/// Falls back to [`walk_in_root`] where `openat2` is missing or filtered by seccomp.
+fn open_in_root(root: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    let how = || {
+        OpenHow::new()
+            .flags(flags | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+    };
+    // EAGAIN: a rename raced the resolution; the kernel asks for a retry.
+    for _ in 0..8 {
+        match openat2(root.as_raw_fd(), rel, how()) {
+            Err(Errno::EAGAIN) => continue,
+            Err(Errno::ENOSYS | Errno::EPERM) => return walk_in_root(root, rel, flags),
+            r => return r.map(owned),
+        }
+    }
+    Err(Errno::EAGAIN)
+}
+
+/// The same resolution done by hand, one component at a time, never following a link with
+/// the kernel: each component is opened `O_PATH | O_NOFOLLOW` relative to the directory
+/// reached so far; a symlink's target is spliced into the rest of the path (from `root` when
+/// absolute); `..` goes back to the directory walked through before, never above `root`.
+fn walk_in_root(root: &OwnedFd, rel: &str, flags: OFlag) -> nix::Result<OwnedFd> {
+    use std::collections::VecDeque;
+    use std::os::unix::ffi::OsStrExt;
+    fn parts(p: &[u8]) -> impl DoubleEndedIterator<Item = Vec<u8>> + '_ {
+        p.split(|b| *b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .map(<[u8]>::to_vec)
+    }
+    let path_flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut dirs: Vec<OwnedFd> = Vec::new();
+    let mut todo: VecDeque<Vec<u8>> = parts(rel.as_bytes()).collect();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == b".." {
+            dirs.pop();
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(&name);
+        let here = dirs.last().unwrap_or(root).as_raw_fd();
+        let fd = owned(openat(Some(here), name, path_flags, Mode::empty())?);
+        let kind = SFlag::from_bits_truncate(fstat(fd.as_raw_fd())?.st_mode) & SFlag::S_IFMT;
+        if kind == SFlag::S_IFLNK {
+            links += 1;
+            if links > 40 {
+                return Err(Errno::ELOOP);
+            }
+            let target = readlinkat(Some(fd.as_raw_fd()), "")?;
+            let target = target.as_bytes();
+            if target.starts_with(b"/") {
+                dirs.clear();
+            }
+            for p in parts(target).rev() {
+                todo.push_front(p);
+            }
+        } else if todo.is_empty() {
+            // O_NOFOLLOW: swapped for a symlink since it was looked at, it fails (ELOOP).
+            return openat(
+                Some(here),
+                name,
+                flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map(owned);
+        } else if kind == SFlag::S_IFDIR {
+            dirs.push(fd);
+        } else {
+            return Err(Errno::ENOTDIR);
+        }
+    }
+    // The path named `root` itself (or a directory above it).
+    Err(Errno::EISDIR)
+}
+
+/// The text of `rel` in the image at `rootfs` as the container would see it: symlinks resolve
+/// inside the rootfs, so neither an absolute target nor `..` ever leads to a file of the
+/// host; only a regular file of at most [`MAX_USER_DB_BYTES`] is read (opened non-blocking, so
+/// a FIFO fails at once instead of hanging). `Ok(None)`: the image has no such file.
+fn read_image_file(
+    rootfs: &Path,
+    rel: &str,
+    open: InRootOpener,
+) -> Result<Option<String>, SpecError> {
+    let fail = |e: &dyn std::fmt::Display| SpecError(format!("reading /{rel} of the image: {e}"));
+    let root = open_dir(rootfs).map_err(|e| fail(&e))?;
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let file = match open(&root, rel, flags) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
+        Err(Errno::ELOOP) => {
+            return Err(fail(
+                &"too many symbolic links, or a link berth does not follow",
+            ));
+        }
+        Err(e) => return Err(fail(&e)),
+    };
+    let meta = file.metadata().map_err(|e| fail(&e))?;
+    if !meta.is_file() {
+        return Err(fail(&"not a regular file"));
+    }
+    let too_big = || fail(&format!("larger than {MAX_USER_DB_BYTES} bytes"));
+    if meta.len() > MAX_USER_DB_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    // Bounded again while reading: the file may grow after the fstat.
+    file.take(MAX_USER_DB_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(&e))?;
+    if bytes.len() as u64 > MAX_USER_DB_BYTES {
+        return Err(too_big());
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn open_dir(p: &Path) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    nix::fcntl::open(p, flags, Mode::empty()).map(owned)
+}
+
 /// Look a user or group name up in the image's passwd/group file.
-fn lookup(rootfs: &Path, file: &str, name: &str) -> Option<(u32, Option<u32>)> {
-    let text = std::fs::read_to_string(rootfs.join("etc").join(file)).ok()?;
-    text.lines().find_map(|l| {
+fn lookup(
+    rootfs: &Path,
+    file: &str,
+    name: &str,
+    open: InRootOpener,
+) -> Result<Option<(u32, Option<u32>)>, SpecError> {
+    let Some(text) = read_image_file(rootfs, &format!("etc/{file}"), open)? else {
+        return Ok(None);
+    };
+    Ok(text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.first() == Some(&name) && f.len() >= 3).then(|| {
             (
@@ -43,11 +193,19 @@ fn lookup(rootfs: &Path, file: &str, name: &str) -> Option<(u32, Option<u32>)> {
                 f.get(3).and_then(|g| g.parse().ok()),
             )
         })
-    })
+    }))
 }
 
 /// `user` as ECS and Docker accept it: `uid`, `uid:gid`, `name`, `name:group`.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), SpecError> {
+    resolve_user_with(rootfs, user, open_in_root)
+}
+
+fn resolve_user_with(
+    rootfs: &Path,
+    user: &str,
+    open: InRootOpener,
+) -> Result<(u32, u32), SpecError> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -55,7 +213,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), SpecError> 
     let (uid, primary) = match u.parse::<u32>() {
         Ok(n) => (n, None),
         Err(_) => {
-            let (uid, gid) = lookup(rootfs, "passwd", u).ok_or_else(|| {
+            let (uid, gid) = lookup(rootfs, "passwd", u, open)?.ok_or_else(|| {
                 SpecError(format!(
                     "unable to find user {u}: no matching entries in passwd file"
                 ))
@@ -66,7 +224,7 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), SpecError> 
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup(rootfs, "group", g)
+            Err(_) => lookup(rootfs, "group", g, open)?
                 .map(|(gid, _)| gid)
                 .ok_or_else(|| {
                     SpecError(format!(
@@ -310,6 +468,150 @@ mod tests {
         assert_eq!(resolve_user(&root, "42").unwrap(), (42, 0));
         assert!(resolve_user(&root, "nobody-here").is_err());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Every way of resolving the image's files, so the fallback walk is tested on kernels
+    /// that have `openat2` too.
+    const OPENERS: [(&str, InRootOpener); 2] = [("openat2", open_in_root), ("walk", walk_in_root)];
+
+    /// `resolve_user` on a thread of its own: a lookup that blocks (a FIFO) or reads forever
+    /// (`/dev/zero`) fails the test after 5 s instead of hanging it.
+    fn resolve_bounded(
+        root: &Path,
+        user: &str,
+        open: InRootOpener,
+    ) -> Result<(u32, u32), SpecError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (root, user) = (root.to_path_buf(), user.to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(resolve_user_with(&root, &user, open));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the user lookup did not finish in 5 s")
+    }
+
+    /// A rootfs (with `usr/lib` and a FIFO at `run/fifo`) and, beside it, a host directory
+    /// whose `shadow` names user `app` with uid 4242 (what a lookup that escaped would find).
+    fn escape_setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let (root, host) = (t.path().join("rootfs"), t.path().join("host"));
+        for d in ["etc", "usr/lib", "run"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("shadow"), "app:x:4242:4242::/:/bin/sh\n").unwrap();
+        std::fs::write(host.join("passwd"), "app:x:4242:4242::/:/bin/sh\n").unwrap();
+        nix::unistd::mkfifo(&root.join("run/fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+        (t, root, host)
+    }
+
+    fn link(target: &str, at: &Path) {
+        let _ = std::fs::remove_file(at);
+        let _ = std::fs::remove_dir(at);
+        std::os::unix::fs::symlink(target, at).unwrap();
+    }
+
+    #[test]
+    fn user_database_never_leaves_the_rootfs() {
+        for (how, open) in OPENERS {
+            let (_t, root, host) = escape_setup();
+            let passwd = root.join("etc/passwd");
+            let host_file = host.join("shadow");
+            let cases = [
+                // (what etc/passwd is, what the error must say)
+                (host_file.to_str().unwrap(), "no matching entries"),
+                ("../../host/shadow", "no matching entries"),
+                ("/dev/zero", "no matching entries"),
+                ("/run/fifo", "not a regular file"),
+                (
+                    "../../../../../../../../../../../../../dev/zero",
+                    "no matching entries",
+                ),
+                ("/proc/self/root/etc/hostname", "no matching entries"),
+            ];
+            for (target, want) in cases {
+                link(target, &passwd);
+                let started = std::time::Instant::now();
+                let e = resolve_bounded(&root, "app", open)
+                    .expect_err(&format!("{how}: etc/passwd -> {target} resolved a user"));
+                assert!(e.0.contains(want), "{how}: etc/passwd -> {target}: {e}");
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(1),
+                    "{how}: slow"
+                );
+            }
+            // A FIFO itself, and a directory on the way that leads out of the rootfs.
+            std::fs::remove_file(&passwd).unwrap();
+            nix::unistd::mkfifo(&passwd, Mode::from_bits_truncate(0o644)).unwrap();
+            let e = resolve_bounded(&root, "app", open).unwrap_err();
+            assert!(
+                e.0.contains("/etc/passwd of the image: not a regular file"),
+                "{how}: {e}"
+            );
+            std::fs::remove_file(&passwd).unwrap();
+            std::fs::remove_dir(root.join("etc")).unwrap();
+            link(host.to_str().unwrap(), &root.join("etc"));
+            assert!(
+                resolve_bounded(&root, "app", open).is_err(),
+                "{how}: etc -> host dir"
+            );
+            link("../host", &root.join("etc"));
+            assert!(
+                resolve_bounded(&root, "app", open).is_err(),
+                "{how}: etc -> ../host"
+            );
+            // Groups go the same way.
+            link("/dev/zero", &root.join("etc"));
+            assert!(
+                resolve_bounded(&root, "0:staff", open).is_err(),
+                "{how}: group"
+            );
+        }
+    }
+
+    #[test]
+    fn user_database_links_inside_the_rootfs_and_size_limit() {
+        for (how, open) in OPENERS {
+            let (_t, root, _host) = escape_setup();
+            std::fs::write(
+                root.join("usr/lib/passwd"),
+                "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+            )
+            .unwrap();
+            std::fs::write(root.join("usr/lib/group"), "staff:x:50:\n").unwrap();
+            // Absolute links start at the rootfs; `..` stops there.
+            link("/usr/lib/passwd", &root.join("etc/passwd"));
+            link("../../../usr/./lib//group", &root.join("etc/group"));
+            assert_eq!(
+                resolve_bounded(&root, "app", open),
+                Ok((1000, 1001)),
+                "{how}"
+            );
+            assert_eq!(
+                resolve_bounded(&root, "app:staff", open),
+                Ok((1000, 50)),
+                "{how}"
+            );
+            // A link loop is an error, not a hang.
+            link("/etc/passwd", &root.join("etc/passwd"));
+            let e = resolve_bounded(&root, "app", open).unwrap_err();
+            assert!(e.0.contains("symbolic links"), "{how}: {e}");
+            // Over 1 MiB: refused, even though the user is on the first line.
+            std::fs::remove_file(root.join("etc/passwd")).unwrap();
+            let f = std::fs::File::create(root.join("etc/passwd")).unwrap();
+            use std::io::Write;
+            (&f).write_all(b"app:x:7:7::/:/bin/sh\n").unwrap();
+            f.set_len(MAX_USER_DB_BYTES + 1).unwrap();
+            let e = resolve_bounded(&root, "app", open).unwrap_err();
+            assert!(e.0.contains("larger than 1048576 bytes"), "{how}: {e}");
+            f.set_len(MAX_USER_DB_BYTES).unwrap();
+            assert_eq!(resolve_bounded(&root, "app", open), Ok((7, 7)), "{how}");
+            // No passwd at all: the usual message; numeric ids need none.
+            std::fs::remove_file(root.join("etc/passwd")).unwrap();
+            let e = resolve_bounded(&root, "app", open).unwrap_err();
+            assert!(e.0.contains("unable to find user app"), "{how}: {e}");
+            assert_eq!(resolve_bounded(&root, "5:6", open), Ok((5, 6)), "{how}");
+        }
     }
 
     fn tempfile_root() -> std::path::PathBuf {

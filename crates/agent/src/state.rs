@@ -1,9 +1,13 @@
 //! What the agent keeps on disk about each task it runs, so that a restarted agent finds its
 //! running containers again (their shim and init pids, network endpoints, port bindings) and
 //! finishes what it was doing. One JSON file per task, replaced atomically (write to a
-//! temporary file, rename). Not fsynced: the file must survive the agent process dying, and
+//! temporary file, rename). The files hold the containers' environment and the tasks' credential
+//! ids: the directory is the owner's alone (0700, its files 0600, tightened when found looser).
+//! Not fsynced: the file must survive the agent process dying, and
 //! when the machine itself goes down the containers go with it.
 
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use berth_model::wire::acs;
@@ -77,8 +81,19 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// Open (or create) the directory, making it and its task files private to the owner.
     pub fn open(dir: &Path) -> std::io::Result<StateDir> {
-        std::fs::create_dir_all(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        tighten(dir, 0o700)?;
+        // Files of older versions were world-readable.
+        for e in std::fs::read_dir(dir)?.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) {
+                tighten(&e.path(), 0o600)?;
+            }
+        }
         Ok(StateDir {
             dir: dir.to_path_buf(),
         })
@@ -91,7 +106,17 @@ impl StateDir {
     pub fn save(&self, t: &TaskState) -> std::io::Result<()> {
         let p = self.path(t.id());
         let tmp = p.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(t)?)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        // The mode above applies to a new file only: a temporary file left by a crash keeps
+        // its own.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(&serde_json::to_vec(t)?)?;
+        drop(f);
         std::fs::rename(&tmp, &p)
     }
 
@@ -126,6 +151,17 @@ impl StateDir {
     }
 }
 
+/// Take away the permission bits of `p` that `mode` does not have (a symlink is left alone).
+fn tighten(p: &Path, mode: u32) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(p)?;
+    let now = meta.permissions().mode() & 0o7777;
+    if meta.file_type().is_symlink() || now & !mode == 0 {
+        return Ok(());
+    }
+    tracing::info!(path = %p.display(), "mode {now:o} tightened to {:o}", now & mode);
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(now & mode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +186,42 @@ mod tests {
         assert_eq!(s.all(), vec![t]);
         s.remove("abc");
         assert_eq!(s.load("abc"), None);
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn directory_and_files_are_private() {
+        let d = tempfile::tempdir().unwrap();
+        let t = TaskState {
+            arn: "arn:aws:ecs:us-east-1:0:task/default/abc".into(),
+            ..Default::default()
+        };
+        // New: made private.
+        let fresh = d.path().join("new/state");
+        let s = StateDir::open(&fresh).unwrap();
+        s.save(&t).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join("abc.json")), 0o600);
+        // Left by an older version (or by hand): tightened at open and at save.
+        let old = d.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for f in ["abc.json", "xyz.json.tmp", "abc.json.tmp"] {
+            std::fs::write(old.join(f), b"{}").unwrap();
+            std::fs::set_permissions(old.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let s = StateDir::open(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&old.join("xyz.json.tmp")), 0o600);
+        std::fs::set_permissions(
+            old.join("abc.json.tmp"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        s.save(&t).unwrap();
+        assert_eq!(mode(&old.join("abc.json")), 0o600);
     }
 }

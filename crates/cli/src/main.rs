@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use config::{Config, ServeArgs};
 
 #[derive(Parser, Debug)]
@@ -97,9 +97,18 @@ struct AgentCmd {
     #[arg(long, env = "BERTH_SERVER")]
     server: String,
     /// Credentials as ACCESS_KEY_ID:SECRET_ACCESS_KEY (default: AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY from the environment).
-    #[arg(long, env = "BERTH_TOKEN")]
+    /// AWS_SECRET_ACCESS_KEY from the environment). On the command line the token is visible
+    /// to every user of the machine (`ps`): prefer --token-file or BERTH_TOKEN.
+    #[arg(
+        long,
+        env = "BERTH_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     token: Option<String>,
+    /// A file holding the token (ACCESS_KEY_ID:SECRET_ACCESS_KEY), e.g. one only root may read.
+    #[arg(long, env = "BERTH_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// The cluster to join.
     #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
     cluster: String,
@@ -163,7 +172,13 @@ const ENDPOINT_FILE: &str = "endpoint.json";
 const STORE_FILE: &str = "state.redb";
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // Whether `berth agent --token` came from argv (every user's `ps` shows it) or BERTH_TOKEN.
+    let token_in_argv = matches
+        .subcommand_matches("agent")
+        .and_then(|m| m.value_source("token"))
+        == Some(clap::parser::ValueSource::CommandLine);
     match cli.cmd {
         // No tokio here: libcontainer forks, so the shim stays single-threaded.
         Cmd::Shim(a) => {
@@ -183,7 +198,7 @@ fn main() -> anyhow::Result<()> {
             let _ = a.host_port;
             std::process::exit(berth_runtime::forward::serve(proto, a.target, a.watch_pid))
         }
-        Cmd::Agent(a) => run_agent(a),
+        Cmd::Agent(a) => run_agent(a, token_in_argv),
         Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
         Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),
         Cmd::Services(a) => client_runtime()?.block_on(services::services(a)),
@@ -215,18 +230,64 @@ fn run_server(args: ServeArgs, local_node: bool) -> anyhow::Result<()> {
     rt.block_on(serve(cfg))
 }
 
-fn run_agent(a: AgentCmd) -> anyhow::Result<()> {
+/// The most of a token file that is read (a token is well under 100 bytes).
+const TOKEN_FILE_MAX: u64 = 4096;
+
+/// `KEY:SECRET` as its two parts; `from` names where it came from, for the error.
+fn split_token(t: &str, from: &str) -> anyhow::Result<(String, String)> {
+    t.split_once(':')
+        .filter(|(k, s)| !k.is_empty() && !s.is_empty() && !s.contains(char::is_whitespace))
+        .map(|(k, s)| (k.to_string(), s.to_string()))
+        .with_context(|| format!("{from} must be ACCESS_KEY_ID:SECRET_ACCESS_KEY"))
+}
+
+/// The token in the file `p`: one line, surrounding whitespace ignored.
+fn read_token_file(p: &Path) -> anyhow::Result<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = format!("--token-file {}", p.display());
+    let meta = std::fs::metadata(p).with_context(|| format!("reading {what}"))?;
+    if !meta.is_file() {
+        anyhow::bail!("{what} is not a regular file");
+    }
+    if meta.len() > TOKEN_FILE_MAX {
+        anyhow::bail!("{what} is larger than {TOKEN_FILE_MAX} bytes: not a token");
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "{what} may be read by other users (mode {:o}): chmod 600 it",
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {what}"))?;
+    split_token(text.trim(), &what)
+}
+
+fn run_agent(a: AgentCmd, token_in_argv: bool) -> anyhow::Result<()> {
     let cfg = a.node.resolve()?;
     init_tracing(&cfg.log);
-    let (akid, secret) = match &a.token {
-        Some(t) => t
-            .split_once(':')
-            .map(|(k, s)| (k.to_string(), s.to_string()))
-            .context("--token must be ACCESS_KEY_ID:SECRET_ACCESS_KEY")?,
-        None => (
-            std::env::var("AWS_ACCESS_KEY_ID").context("no --token and no AWS_ACCESS_KEY_ID")?,
+    let (akid, secret) = match (&a.token, &a.token_file) {
+        (Some(t), _) => {
+            if token_in_argv {
+                tracing::warn!(
+                    "--token on the command line is visible to every user of this machine \
+                     (ps, /proc/<pid>/cmdline): use --token-file PATH or BERTH_TOKEN instead"
+                );
+            }
+            split_token(
+                t.trim(),
+                if token_in_argv {
+                    "--token"
+                } else {
+                    "BERTH_TOKEN"
+                },
+            )?
+        }
+        (None, Some(p)) => read_token_file(p)?,
+        (None, None) => (
+            std::env::var("AWS_ACCESS_KEY_ID")
+                .context("no --token, --token-file or AWS_ACCESS_KEY_ID")?,
             std::env::var("AWS_SECRET_ACCESS_KEY")
-                .context("no --token and no AWS_SECRET_ACCESS_KEY")?,
+                .context("no --token, --token-file or AWS_SECRET_ACCESS_KEY")?,
         ),
     };
     let creds = berth_auth::Credentials {
@@ -424,7 +485,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(a) = agent {
         // Containers keep running; the next `berth up` re-attaches to them.
-        a.shutdown();
+        node::stop(a, &cfg).await;
     }
     control.shutdown().await;
     let _ = std::fs::remove_file(cfg.data_dir.join(ENDPOINT_FILE));
@@ -447,13 +508,30 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// Create the data dir readable by its owner only, or take the group's and others' access
+/// away from an existing one: it holds keys, task environments and credential ids.
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("creating data dir {}", dir.display()))
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading data dir {}", dir.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o077))
+            .with_context(|| format!("making data dir {} private", dir.display()))?;
+        tracing::warn!(
+            "data dir {}: mode {mode:o} tightened to {:o} (it holds credentials)",
+            dir.display(),
+            mode & !0o077
+        );
+    }
+    Ok(())
 }
 
 /// Write a file readable by its owner only, atomically (temp file + rename).

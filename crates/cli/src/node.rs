@@ -1,6 +1,8 @@
 //! The local node of `berth up`: the agent, talking to the control plane in the same process
 //! through the agent protocol's messages (the [`Backend`] trait), so that the agent cannot
-//! tell whether its control plane is here or across the network.
+//! tell whether its control plane is here or across the network. Also how a node (this one or
+//! `berth agent`'s) starts and stops: a graceful stop with no task left removes the node's
+//! network (bridge, rules, the mount of its namespace files), so nothing of it outlives berth.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -224,11 +226,7 @@ pub fn agent_config(
         )),
         local_registry_tls: registry_tls,
         tls_trust,
-        network: Some(berth_runtime::net::NetConfig {
-            bridge: cfg.bridge_name.clone(),
-            subnet: cfg.bridge_subnet,
-            state_dir: root.join("net"),
-        }),
+        network: Some(net_config(cfg)),
         attributes: vec![],
         favor_dynamic_cgroups: cfg.cgroup_favor_dynmods,
         log_max_size: cfg.log_max_size_mib << 20,
@@ -238,6 +236,54 @@ pub fn agent_config(
         image_minimum_age: std::time::Duration::from_secs(cfg.image_minimum_cleanup_age),
         telemetry_interval: std::time::Duration::from_secs(cfg.telemetry_interval),
         guard: cfg.guard.clone(),
+    }
+}
+
+/// The node's container network as `cfg` sets it.
+fn net_config(cfg: &Config) -> berth_runtime::net::NetConfig {
+    berth_runtime::net::NetConfig {
+        bridge: cfg.bridge_name.clone(),
+        subnet: cfg.bridge_subnet,
+        state_dir: cfg.data_dir.join("node").join("net"),
+    }
+}
+
+/// Stop a node's agent on a graceful stop (SIGTERM/SIGINT). Containers keep running and the
+/// next start re-attaches to them, so while any task is unfinished its network stays as it is
+/// (said in the log). With none left, what the node made goes: the bridge and its rules, and the
+/// mount of the namespace files, so the data dir can be removed.
+pub async fn stop(agent: Agent, cfg: &Config) {
+    agent.shutdown();
+    let states = match berth_agent::state::StateDir::open(&cfg.data_dir.join("node").join("state"))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("the node's network is left in place: reading its task states: {e}");
+            return;
+        }
+    };
+    let unfinished: Vec<String> = states
+        .all()
+        .into_iter()
+        .filter(|t| t.status != "STOPPED")
+        .map(|t| t.arn)
+        .collect();
+    let bridge = &cfg.bridge_name;
+    if !unfinished.is_empty() {
+        tracing::info!(
+            tasks = ?unfinished,
+            "{} task(s) still running: their containers, the bridge {bridge} and the network \
+             namespaces stay; the next start picks them up",
+            unfinished.len()
+        );
+        return;
+    }
+    match berth_runtime::net::teardown(net_config(cfg)).await {
+        Ok(()) => tracing::info!(
+            "no task left: removed the node's network (bridge {bridge}, its rules, the \
+             namespace mount)"
+        ),
+        Err(e) => tracing::warn!("removing the node's network (bridge {bridge}): {e}"),
     }
 }
 
@@ -282,8 +328,8 @@ pub async fn run_agent(
             }
         }
     };
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    // Task states (environment, credential ids) and logs live here: the owner's alone.
+    crate::create_private_dir(&cfg.data_dir)?;
     let agent = Agent::start(
         agent_config(&cfg, &cluster, &host, password, tls, Some(trust)),
         backend.clone(),
@@ -311,13 +357,13 @@ pub async fn run_agent(
         (h, agent_auth)
     };
     crate::shutdown_signal().await;
-    tracing::info!("agent stopping; containers keep running and are picked up on restart");
+    tracing::info!("agent stopping");
     refresher.0.abort();
     // Once the aborted refresher is gone, the agent is ours alone and stops cleanly (its
     // credentials endpoint takes its redirect along).
     let _ = refresher.0.await;
     match std::sync::Arc::try_unwrap(refresher.1) {
-        Ok(a) => a.shutdown(),
+        Ok(a) => stop(a, &cfg).await,
         Err(_) => tracing::warn!("the agent is still in use; not stopped cleanly"),
     }
     Ok(())

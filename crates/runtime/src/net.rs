@@ -6,7 +6,7 @@
 //!   node's subnet — plus `net.ipv4.ip_forward`, one `MASQUERADE` rule for the subnet so
 //!   containers reach the outside, and one `FORWARD … REJECT` rule so that requests for the
 //!   credentials address (`169.254.170.2`) never leave the node when no agent redirects them
-//!   ([`Network::open`], [`Network::destroy`]);
+//!   ([`Network::open`], [`Network::destroy`]; [`teardown`] after the agent stopped);
 //! - **endpoints**: a network namespace per task or container, bind-mounted to a file under
 //!   `state_dir/netns/` the way `ip netns add` does (that directory is made a shared mount
 //!   point, as iproute2 does with `/run/netns`), whose `eth0` is one end of a veth pair; the
@@ -1174,6 +1174,39 @@ impl Network {
         let _ = nix::mount::umount2(&self.cfg.state_dir.join("netns"), MntFlags::empty());
         Ok(())
     }
+}
+
+/// Undo [`Network::open`] of `cfg` once the agent that opened it has stopped and none of its
+/// tasks runs (a graceful stop of `berth up` or `berth agent`): [`Network::destroy`], with the
+/// masquerade rule and the credentials guard of this bridge removed when present, whichever run
+/// added them. Whatever is already gone is skipped.
+pub async fn teardown(cfg: NetConfig) -> Result<(), NetError> {
+    if !valid_ifname(&cfg.bridge) {
+        return Err(NetError::Config(format!("bridge name {:?}", cfg.bridge)));
+    }
+    let subnet = (
+        Ipv4Addr::from(u32::from(cfg.subnet.0) & netmask(cfg.subnet.1)),
+        cfg.subnet.1,
+    );
+    let (text, bridge) = (format!("{}/{}", subnet.0, subnet.1), cfg.bridge.clone());
+    let (masquerade_added, guard_added) = tokio::task::spawn_blocking(move || {
+        (
+            iptables(&masquerade_args("-C", &text, &bridge)).unwrap_or(false),
+            iptables(&credentials_guard_args("-C", &bridge)).unwrap_or(false),
+        )
+    })
+    .await
+    .map_err(|e| NetError::Io("iptables".into(), io::Error::other(e)))?;
+    Network {
+        gateway: gateway(subnet),
+        cursor: parking_lot::Mutex::new(0),
+        masquerade_added,
+        guard_added,
+        reaper: Reaper::start().map_err(ioe("starting the veth reaper"))?,
+        cfg: NetConfig { subnet, ..cfg },
+    }
+    .destroy()
+    .await
 }
 
 /// On a thread of its own: a new namespace, bind-mounted at `ep.netns`, wired to the bridge.
