@@ -13,6 +13,13 @@
 //! `BerthTaskNetwork` (the address a node gave an `awsvpc` task). State changes travel the
 //! ordinary ECS API (`SubmitTaskStateChange`, `SubmitContainerStateChange`). A session for an
 //! unknown or deregistered instance is refused before the upgrade with ACS's error types.
+//!
+//! The ECS agent says which versions it runs only in the session's URL (`agentVersion`,
+//! `agentHash`, `dockerVersion`); they become the instance's `versionInfo` as the session
+//! opens. However a session ends (the agent closes it or its connection goes; berth closes
+//! it because its credentials or instance are gone or the agent went silent), it is logged
+//! with the reason and handed back to node liveness, which disconnects the instance at once
+//! unless another of its sessions is open.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +29,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use berth_control::agent::FeedMessage;
 use berth_model::wire::acs::TaskStopVerificationMessage;
+use berth_model::wire::ecs::VersionInfo;
 use berth_model::wire::tcs::PublishHealthRequest;
 use http::{HeaderMap, Method, Uri};
 use serde_json::{Value, json};
@@ -114,7 +122,12 @@ pub async fn handle(
         return ws
             .on_upgrade(move |socket| crate::tcs::session(state, socket, cluster, instance, key));
     }
-    ws.on_upgrade(move |socket| session(state, socket, cluster, instance, key))
+    let version = VersionInfo {
+        agent_version: q.get("agentVersion").cloned(),
+        agent_hash: q.get("agentHash").cloned(),
+        docker_version: q.get("dockerVersion").cloned(),
+    };
+    ws.on_upgrade(move |socket| session(state, socket, cluster, instance, key, version))
 }
 
 /// Refuse a session before the upgrade, as ACS does.
@@ -131,75 +144,134 @@ fn refuse(kind: &str, text: &str) -> Response {
     r
 }
 
+/// How an agent session ended.
+enum Ended {
+    /// The agent closed it, or its connection failed or went.
+    Agent(&'static str),
+    /// berth ends it, and tells the agent why (`CloseMessage`).
+    Server(String),
+    /// The control plane is stopping: the instance's presence is left to the liveness
+    /// timeout of whichever server the agent reconnects to.
+    Stopping,
+}
+
 async fn session(
     state: Arc<AppState>,
     mut socket: WebSocket,
     cluster: String,
     instance: String,
     key: String,
+    version: VersionInfo,
 ) {
     // Presence first, then the feed: the feed's first payload is then news to nobody.
-    let presence = match state.control.session_opened(&cluster, &instance).await {
+    let presence = match state
+        .control
+        .session_opened_with_version(&cluster, &instance, Some(&version))
+        .await
+    {
         Ok(p) => p,
-        Err(e) => return close(socket, &e.to_string()).await,
+        Err(e) => {
+            let why = e.to_string();
+            tracing::info!(%cluster, %instance, why, "agent session refused");
+            return close(socket, &why).await;
+        }
     };
-    let mut feed = match state.control.agent_feed(&cluster, &instance).await {
-        Ok(f) => f,
-        Err(e) => return close(socket, &e.to_string()).await,
+    let feed = state.control.agent_feed(&cluster, &instance).await;
+    let ended = match feed {
+        Ok(mut feed) => {
+            tracing::info!(%cluster, %instance, "agent session opened");
+            serve(
+                &state,
+                &mut socket,
+                &mut feed,
+                &presence,
+                &cluster,
+                &instance,
+                &key,
+            )
+            .await
+        }
+        Err(e) => Ended::Server(e.to_string()),
     };
-    tracing::info!(%cluster, %instance, "agent session opened");
+    let why = match &ended {
+        Ended::Agent(why) => (*why).to_string(),
+        Ended::Server(why) => {
+            close(socket, why).await;
+            why.clone()
+        }
+        Ended::Stopping => "the control plane is stopping".to_string(),
+    };
+    tracing::info!(%cluster, %instance, why, "agent session closed");
+    if !matches!(ended, Ended::Stopping)
+        && let Err(e) = state.control.session_closed(presence).await
+    {
+        tracing::debug!(%cluster, %instance, "closing the session's presence: {e}");
+    }
+}
+
+/// Run an open session until it ends; how it did.
+async fn serve(
+    state: &AppState,
+    socket: &mut WebSocket,
+    feed: &mut tokio::sync::mpsc::Receiver<FeedMessage>,
+    presence: &berth_control::liveness::AgentSession,
+    cluster: &str,
+    instance: &str,
+    key: &str,
+) -> Ended {
     let live = state.control.liveness();
     let mut heartbeat = tokio::time::interval(live.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    let why = loop {
+    loop {
         tokio::select! {
             msg = feed.recv() => {
-                let Some(msg) = msg else { break "the control plane is stopping" };
+                let Some(msg) = msg else { return Ended::Stopping };
                 let text = match &msg {
                     FeedMessage::Payload(p) => frame("PayloadMessage", p),
                     FeedMessage::Manifest(m) => frame("TaskManifestMessage", m),
                     FeedMessage::Credentials(c) => frame("IAMRoleCredentialsMessage", c),
                 };
                 if socket.send(Message::Text(text.into())).await.is_err() {
-                    break "send failed";
+                    return Ended::Agent("the agent's connection failed while sending");
                 }
             }
             _ = heartbeat.tick() => {
                 // ACS protocol version 2: a session whose agent stopped answering is closed.
                 if presence.silent_for() > live.agent_timeout {
-                    return close(socket, "no heartbeat acknowledgement from the agent").await;
+                    return Ended::Server("no heartbeat acknowledgement from the agent".into());
                 }
                 // A revoked or expired join token ends its sessions too.
-                if !key_valid(&state, &key) {
-                    return close(socket, "the session's credentials are no longer valid").await;
+                if !key_valid(state, key) {
+                    return Ended::Server("the session's credentials are no longer valid".into());
                 }
                 // So does deregistering its instance.
-                if let Err((_, why)) = state.control.session_allowed(&cluster, &instance) {
-                    return close(socket, &why).await;
+                if let Err((_, why)) = state.control.session_allowed(cluster, instance) {
+                    return Ended::Server(why);
                 }
                 let hb = json!({"healthy": true, "messageId": berth_model::arn::new_uuid()});
                 if socket.send(Message::Text(frame("HeartbeatMessage", hb).into())).await.is_err() {
-                    break "send failed";
+                    return Ended::Agent("the agent's connection failed while sending");
                 }
             }
             incoming = socket.recv() => {
                 match incoming {
                     Some(Ok(Message::Text(t))) => {
                         presence.heard();
-                        if let Some(reply) = on_agent_message(&state, &cluster, &instance, t.as_str()).await
+                        if let Some(reply) = on_agent_message(state, cluster, instance, t.as_str()).await
                             && socket.send(Message::Text(reply.into())).await.is_err()
                         {
-                            break "send failed";
+                            return Ended::Agent("the agent's connection failed while sending");
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break "closed by the agent",
+                    Some(Ok(Message::Close(_))) => return Ended::Agent("closed by the agent"),
+                    None => return Ended::Agent("the agent's connection ended"),
+                    Some(Err(_)) => return Ended::Agent("the agent's connection failed"),
                     Some(Ok(_)) => presence.heard(),
                 }
             }
         }
-    };
-    tracing::info!(%cluster, %instance, why, "agent session closed");
+    }
 }
 
 /// A `PublishHealthRequest` from a session (ACS or TCS); whether it could be read.
@@ -230,7 +302,6 @@ pub(crate) fn key_valid(state: &AppState, key: &str) -> bool {
 
 /// End a session with ACS's `CloseMessage`, saying why.
 async fn close(mut socket: WebSocket, why: &str) {
-    tracing::info!(why, "closing an agent session");
     let _ = socket
         .send(Message::Text(
             frame("CloseMessage", json!({"message": why})).into(),

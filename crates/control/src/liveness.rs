@@ -10,6 +10,13 @@
 //! `TerminationNotice`. An agent that comes back is connected again at once and reconciles
 //! (its first payload lists only what should still run).
 //!
+//! A session that ends — the agent closes it, its connection goes, or the server closes it —
+//! is handed back with [`Control::session_closed`]: unless another session of the instance is
+//! open (a reconnect that overtook the close), the instance is disconnected then, not after
+//! the timeout. Opening and closing one instance's sessions is serialized, so a close never
+//! writes `false` over a reconnect that raced it. A session that is only dropped (the server
+//! is stopping) leaves the instance to the timeout.
+//!
 //! What is heard lives in memory (it changes with every frame); what it means
 //! (`agentConnected`, stopped tasks) is written to the store on each change only. After a
 //! server restart every agent gets a full timeout from the start to reconnect.
@@ -20,6 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use berth_model::status::stop_code;
+use berth_model::wire::ecs::VersionInfo;
 
 use crate::view::instance_id_of;
 use crate::{Control, ControlError, Result, keys, now};
@@ -53,12 +61,18 @@ pub(crate) struct Presence {
     /// When this server saw it disconnected (ms since start, 0: not seen so).
     disconnected_at: AtomicU64,
     sessions: AtomicUsize,
+    /// Held while one of the instance's sessions opens or closes, its `agentConnected`
+    /// written included.
+    gate: tokio::sync::Mutex<()>,
 }
 
-/// One open agent session; dropping it closes the session's presence.
+/// One open agent session. Hand it back with [`Control::session_closed`] when it ends;
+/// dropping it only forgets it (the instance is then left to the liveness timeout).
 pub struct AgentSession {
     presence: Arc<Presence>,
     epoch: Instant,
+    cluster: String,
+    id: String,
 }
 
 impl AgentSession {
@@ -110,6 +124,21 @@ impl Control {
 
     /// An agent opened its session for `instance_arn`: it is connected from now on.
     pub async fn session_opened(&self, cluster: &str, instance_arn: &str) -> Result<AgentSession> {
+        self.session_opened_with_version(cluster, instance_arn, None)
+            .await
+    }
+
+    /// [`Control::session_opened`], with what the agent said of its versions when it opened
+    /// the session (the stock ECS agent says it only there: `agentVersion`, `agentHash` and
+    /// `dockerVersion` in the `/ws` query). They become the instance's `versionInfo`, each
+    /// member given replacing the one stored, as RegisterContainerInstance's `versionInfo`
+    /// does.
+    pub async fn session_opened_with_version(
+        &self,
+        cluster: &str,
+        instance_arn: &str,
+        version: Option<&VersionInfo>,
+    ) -> Result<AgentSession> {
         let cname = self.cluster_name_of(Some(cluster))?.to_string();
         let id = instance_id_of(instance_arn)
             .ok_or_else(|| {
@@ -117,47 +146,91 @@ impl Control {
             })?
             .to_string();
         let p = self.presence(&cname, &id);
+        let _gate = p.gate.lock().await;
         p.sessions.fetch_add(1, Ordering::Relaxed);
         let s = AgentSession {
-            presence: p,
+            presence: p.clone(),
             epoch: self.epoch,
+            cluster: cname,
+            id,
         };
         s.heard();
-        s.presence.disconnected_at.store(0, Ordering::Relaxed);
-        self.set_agent_connected(&cname, &id, true).await?;
+        p.disconnected_at.store(0, Ordering::Relaxed);
+        self.write_presence(&s.cluster, &s.id, true, version)
+            .await?;
         Ok(s)
     }
 
-    /// Write `agentConnected` unless it already says so.
-    async fn set_agent_connected(&self, cluster: &str, id: &str, up: bool) -> Result<()> {
-        let already = self
-            .view
-            .data
-            .read()
-            .instances
-            .get(cluster)
-            .and_then(|m| m.get(id))
-            .map(|e| e.value.agent_connected == Some(up));
-        match already {
-            None => Err(ControlError::invalid(format!(
-                "Container instance {id} is not registered in cluster {cluster}."
-            ))),
-            Some(true) => Ok(()),
-            Some(false) => {
-                self.modify(
-                    &keys::instance(cluster, id),
-                    |d| d.instances.get(cluster)?.get(id).cloned(),
-                    || ControlError::invalid("The referenced container instance was not found."),
-                    |ci| {
-                        ci.agent_connected = Some(up);
-                        Ok(())
-                    },
-                )
-                .await?;
-                tracing::info!(%cluster, instance = %id, connected = up, "agent connection changed");
-                Ok(())
-            }
+    /// An agent session ended: the agent closed it, its connection went, or the server
+    /// closed it. Unless another session of the instance is open, the instance is
+    /// disconnected now (nothing more is placed there; its tasks are stopped after
+    /// [`Liveness::lost_grace`], as for any disconnected instance). Whether it was.
+    pub async fn session_closed(&self, s: AgentSession) -> Result<bool> {
+        let p = s.presence.clone();
+        let _gate = p.gate.lock().await;
+        let (cluster, id) = (s.cluster.clone(), s.id.clone());
+        drop(s);
+        if p.sessions.load(Ordering::Relaxed) > 0 {
+            return Ok(false);
         }
+        // The grace counts from the first sign of absence: a liveness check may have seen
+        // the silence before the session was closed for it.
+        let _ = p.disconnected_at.compare_exchange(
+            0,
+            ms_since(self.epoch),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        self.write_presence(&cluster, &id, false, None).await?;
+        Ok(true)
+    }
+
+    /// Write `agentConnected` and what the agent reported of its versions, unless the
+    /// instance already says so.
+    async fn write_presence(
+        &self,
+        cluster: &str,
+        id: &str,
+        up: bool,
+        version: Option<&VersionInfo>,
+    ) -> Result<()> {
+        let (already, new_version) = {
+            let d = self.view.data.read();
+            let Some(e) = d.instances.get(cluster).and_then(|m| m.get(id)) else {
+                return Err(ControlError::invalid(format!(
+                    "Container instance {id} is not registered in cluster {cluster}."
+                )));
+            };
+            (
+                e.value.agent_connected == Some(up),
+                version.and_then(|v| merged_version_info(e.value.version_info.as_ref(), v)),
+            )
+        };
+        if already && new_version.is_none() {
+            return Ok(());
+        }
+        self.modify(
+            &keys::instance(cluster, id),
+            |d| d.instances.get(cluster)?.get(id).cloned(),
+            || ControlError::invalid("The referenced container instance was not found."),
+            |ci| {
+                ci.agent_connected = Some(up);
+                if let Some(v) =
+                    version.and_then(|v| merged_version_info(ci.version_info.as_ref(), v))
+                {
+                    ci.version_info = Some(v);
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if !already {
+            tracing::info!(%cluster, instance = %id, connected = up, "agent connection changed");
+        }
+        if let Some(v) = new_version {
+            tracing::info!(%cluster, instance = %id, version = ?v, "agent versions recorded");
+        }
+        Ok(())
     }
 
     /// One pass of the liveness check over every instance.
@@ -203,12 +276,12 @@ impl Control {
         }
         for (cluster, id, v) in work {
             let r = match v {
-                Verdict::Connected => self.set_agent_connected(&cluster, &id, true).await,
+                Verdict::Connected => self.write_presence(&cluster, &id, true, None).await,
                 Verdict::Disconnected => {
                     self.presence(&cluster, &id)
                         .disconnected_at
                         .store(now_ms, Ordering::Relaxed);
-                    self.set_agent_connected(&cluster, &id, false).await
+                    self.write_presence(&cluster, &id, false, None).await
                 }
                 Verdict::Lost => self.stop_lost_tasks(&cluster, &id).await,
             };
@@ -289,3 +362,189 @@ impl Control {
 
 /// The presence table of a control plane.
 pub(crate) type PresenceTable = parking_lot::Mutex<HashMap<(String, String), Arc<Presence>>>;
+
+/// `stored` with each member `reported` gives (and not empty) in its place; `None` when that
+/// changes nothing.
+fn merged_version_info(
+    stored: Option<&VersionInfo>,
+    reported: &VersionInfo,
+) -> Option<VersionInfo> {
+    let mut v = stored.cloned().unwrap_or_default();
+    let mut changed = false;
+    for (to, from) in [
+        (&mut v.agent_version, &reported.agent_version),
+        (&mut v.agent_hash, &reported.agent_hash),
+        (&mut v.docker_version, &reported.docker_version),
+    ] {
+        if let Some(f) = from.as_deref().filter(|f| !f.is_empty())
+            && to.as_deref() != Some(f)
+        {
+            *to = Some(f.to_string());
+            changed = true;
+        }
+    }
+    changed.then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::wire::ecs::{
+        ContainerDefinition, PlacementConstraint, RegisterContainerInstanceRequest,
+        RegisterTaskDefinitionRequest, Resource, RunTaskRequest,
+    };
+
+    /// A control plane whose liveness timers never fire during a test: whatever changes
+    /// `agentConnected` here is the session's opening or closing.
+    async fn control() -> Arc<Control> {
+        let cfg = crate::ControlConfig {
+            liveness: Liveness {
+                heartbeat_interval: Duration::from_secs(3600),
+                agent_timeout: Duration::from_secs(3600),
+                lost_grace: Duration::from_secs(3600),
+            },
+            ..Default::default()
+        };
+        let c = Control::open(cfg, Arc::new(berth_store::MemStore::new()))
+            .await
+            .unwrap();
+        let resource = |name: &str, v: i32| Resource {
+            name: Some(name.into()),
+            r#type: Some("INTEGER".into()),
+            integer_value: Some(v),
+            ..Default::default()
+        };
+        c.register_task_definition(
+            RegisterTaskDefinitionRequest {
+                family: Some("w".into()),
+                container_definitions: Some(vec![ContainerDefinition {
+                    name: Some("a".into()),
+                    image: Some("busybox".into()),
+                    memory: Some(16),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            "me",
+        )
+        .await
+        .unwrap();
+        c.register_container_instance(RegisterContainerInstanceRequest {
+            total_resources: Some(vec![resource("CPU", 1024), resource("MEMORY", 4096)]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        c
+    }
+
+    fn the_instance(c: &Control) -> (String, Option<bool>, Option<VersionInfo>) {
+        let d = c.view.data.read();
+        let e = d.instances["default"].values().next().unwrap();
+        (
+            e.value.container_instance_arn.clone().unwrap(),
+            e.value.agent_connected,
+            e.value.version_info.clone(),
+        )
+    }
+
+    /// RunTask with `memberOf(agentConnected==true)`: the failure reason, if it placed
+    /// nothing.
+    async fn placed(c: &Control) -> std::result::Result<(), String> {
+        let r = c
+            .run_task(RunTaskRequest {
+                task_definition: Some("w".into()),
+                placement_constraints: Some(vec![PlacementConstraint {
+                    r#type: Some("memberOf".into()),
+                    expression: Some("agentConnected == true".into()),
+                }]),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        match r.failures.unwrap_or_default().first() {
+            None => Ok(()),
+            Some(f) => Err(f.reason.clone().unwrap_or_default()),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_session_disconnects_at_once_unless_another_is_open() {
+        let c = control().await;
+        let (arn, ..) = the_instance(&c);
+        let first = c.session_opened("default", &arn).await.unwrap();
+        let second = c.session_opened("default", &arn).await.unwrap();
+        assert!(!c.session_closed(first).await.unwrap(), "another is open");
+        assert_eq!(the_instance(&c).1, Some(true));
+        assert_eq!(placed(&c).await, Ok(()));
+        assert!(c.session_closed(second).await.unwrap());
+        assert_eq!(the_instance(&c).1, Some(false), "long before the timeout");
+        assert_eq!(placed(&c).await, Err("AGENT".into()));
+        // It counts as away from the close on: the lost-instance grace starts there.
+        let p = c.presence("default", arn.rsplit('/').next().unwrap());
+        assert!(p.disconnected_at.load(Ordering::Relaxed) > 0);
+        // A session that is only dropped (a stopping server) changes nothing.
+        drop(c.session_opened("default", &arn).await.unwrap());
+        assert_eq!(the_instance(&c).1, Some(true));
+        assert!(p.disconnected_at.load(Ordering::Relaxed) == 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reconnect_racing_the_close_stays_connected() {
+        let c = control().await;
+        let (arn, ..) = the_instance(&c);
+        let mut open = c.session_opened("default", &arn).await.unwrap();
+        for _ in 0..50 {
+            let (closed, reopened) =
+                tokio::join!(c.session_closed(open), c.session_opened("default", &arn));
+            closed.unwrap();
+            open = reopened.unwrap();
+            assert_eq!(the_instance(&c).1, Some(true));
+        }
+        assert!(c.session_closed(open).await.unwrap());
+        assert_eq!(the_instance(&c).1, Some(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn versions_said_on_opening_become_version_info() {
+        let c = control().await;
+        let (arn, _, before) = the_instance(&c);
+        assert_eq!(before, None);
+        let said = VersionInfo {
+            agent_version: Some("1.97.1".into()),
+            agent_hash: Some("5e3ea8a2".into()),
+            docker_version: Some("DockerVersion: 25.0.5".into()),
+        };
+        let s = c
+            .session_opened_with_version("default", &arn, Some(&said))
+            .await
+            .unwrap();
+        assert_eq!(the_instance(&c).2.as_ref(), Some(&said));
+        c.session_closed(s).await.unwrap();
+        // A later session that says less keeps what is known; what it says replaces it.
+        let less = VersionInfo {
+            agent_version: Some("1.98.0".into()),
+            agent_hash: Some(String::new()),
+            docker_version: None,
+        };
+        c.session_opened_with_version("default", &arn, Some(&less))
+            .await
+            .unwrap();
+        let now = the_instance(&c).2.unwrap();
+        assert_eq!(now.agent_version.as_deref(), Some("1.98.0"));
+        assert_eq!(now.agent_hash, said.agent_hash);
+        assert_eq!(now.docker_version, said.docker_version);
+    }
+
+    #[test]
+    fn merging_version_info_says_when_nothing_changes() {
+        let v = VersionInfo {
+            agent_version: Some("1".into()),
+            ..Default::default()
+        };
+        assert_eq!(merged_version_info(None, &v), Some(v.clone()));
+        assert_eq!(merged_version_info(Some(&v), &v), None);
+        assert_eq!(merged_version_info(Some(&v), &VersionInfo::default()), None);
+        assert_eq!(merged_version_info(None, &VersionInfo::default()), None);
+    }
+}
