@@ -1,7 +1,8 @@
 //! berth-api: the front door. One HTTP listener serves every API berth speaks:
 //! the AWS JSON protocol (`POST /` + `X-Amz-Target`, dispatched to a [`JsonService`] per AWS
-//! service), the AWS query protocol for IAM and STS ([`query`]: a form-encoded `POST /`
-//! answered in XML), `/healthz`, `/metrics`, the agents' websockets on `/ws` (the ACS session,
+//! service), the AWS query protocol for IAM and STS ([`query`]: a form-encoded `POST /`, or a
+//! `GET /` with the parameters in the query string as presigned URLs carry them, answered in
+//! XML), `/healthz`, `/metrics`, the agents' websockets on `/ws` (the ACS session,
 //! [`acs`], and the telemetry session, [`tcs`]), and — with the registry — the OCI `/v2/`
 //! routes.
 //!
@@ -185,7 +186,7 @@ pub(crate) fn percent_decode(s: &str) -> String {
 /// The router for every route on the front door.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", post(post_root))
+        .route("/", post(post_root).get(query::handle))
         .route("/healthz", get(healthz))
         .route("/ws", get(acs::handle))
         .route("/metrics", get(metrics_text))

@@ -1,5 +1,7 @@
 //! The AWS query protocol, as IAM and STS speak it: `POST /` with a form body
-//! (`Action=CreateRole&Version=2010-05-08&RoleName=…`), answered in XML
+//! (`Action=CreateRole&Version=2010-05-08&RoleName=…`) — or `GET /` with the same parameters
+//! in the (signed) query string, as presigned `GetCallerIdentity` URLs send them — answered in
+//! XML
 //! (`<CreateRoleResponse><CreateRoleResult>…</CreateRoleResult><ResponseMetadata>…`) and
 //! errors as `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/>`. The service
 //! is the one the request's SigV4 credential scope names (`iam` or `sts`).
@@ -311,7 +313,13 @@ async fn pipeline(
         Ok(v) => v,
         Err(e) => return ("unknown", "unknown", IAM_NS, Err(e)),
     };
-    let params = Params::parse(&String::from_utf8_lossy(&body));
+    // A GET names its operation in the query string, which its signature covers (the auth
+    // crate refuses a presigned request with a body).
+    let params = if parts.method == http::Method::GET || parts.method == http::Method::HEAD {
+        Params::parse(parts.uri.query().unwrap_or_default())
+    } else {
+        Params::parse(&String::from_utf8_lossy(&body))
+    };
     let action = params.get("Action").unwrap_or_default().to_string();
     let (service, ns, ops): (&'static str, &'static str, &[&'static str]) = match verified
         .service

@@ -7,6 +7,13 @@
 //! Pure and synchronous: the caller supplies the request parts, a way to look up secrets and
 //! the current time. Derived signing keys are cached (keyed by secret, date, region, service)
 //! so a verification costs two SHA-256 passes and one HMAC.
+//!
+//! What a signature must cover, so that it cannot be replayed as another operation: a
+//! header-signed request always has its real body hashed (`UNSIGNED-PAYLOAD` is refused — the
+//! registry's `/v2` routes use tokens, not SigV4) and `X-Amz-Target` among its signed headers
+//! when it has one. A presigned request carries its operation and every parameter in the
+//! signed query string, so it must be a `GET` or `HEAD` without a body or `X-Amz-Target`, and
+//! is honoured only within its `X-Amz-Expires` (1 s to 7 days).
 //! Must not: trust a client-supplied payload hash without checking it against the body.
 
 pub mod policy;
@@ -26,6 +33,8 @@ type HmacSha256 = Hmac<Sha256>;
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const UNSIGNED: &str = "UNSIGNED-PAYLOAD";
+/// The longest a presigned request may be valid for (seven days), as AWS allows.
+const MAX_PRESIGN_EXPIRES: i64 = 604_800;
 
 /// An access key pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +290,8 @@ struct Sig<'a> {
     signature: String,
     amz_date: String,
     presigned: bool,
-    expires: Option<i64>,
+    /// `X-Amz-Expires` of a presigned request, already checked to be in range.
+    expires: i64,
 }
 
 fn parse_credential(c: &str) -> Result<(&str, &str, &str, &str), AuthError> {
@@ -344,7 +354,7 @@ fn header_sig<'a>(auth: &'a str, headers: &http::HeaderMap) -> Result<Sig<'a>, A
         signature: sig.to_string(),
         amz_date,
         presigned: false,
-        expires: None,
+        expires: 0,
     })
 }
 
@@ -353,6 +363,47 @@ fn query_param(q: &str, name: &str) -> Option<String> {
         let (k, v) = kv.split_once('=')?;
         (k == name).then(|| percent_decode(v))
     })
+}
+
+/// A presigned request's signature covers its method, path, query and signed headers but no
+/// body: the operation and all its parameters must be in the query string. So only a `GET` or
+/// `HEAD` with an empty body and no `X-Amz-Target` is accepted — otherwise a URL presigned
+/// for `GetCallerIdentity` would carry any operation in a body or a target header.
+fn presigned_shape(req: &RequestParts<'_>) -> Result<(), AuthError> {
+    if !matches!(req.method, "GET" | "HEAD") {
+        return Err(AuthError::Incomplete(format!(
+            "Presigned (query-string) signatures are accepted for GET (or HEAD) requests only, not {}; sign it in the Authorization header.",
+            req.method
+        )));
+    }
+    if !req.body.is_empty() {
+        return Err(AuthError::Incomplete(
+            "A presigned (query-string) request must not have a body: its signature does not cover one."
+                .into(),
+        ));
+    }
+    if req.headers.contains_key("x-amz-target") {
+        return Err(AuthError::Incomplete(
+            "A presigned (query-string) request must not have an X-Amz-Target header: name the operation with Action in the signed query string."
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `X-Amz-Expires` of a presigned request: required, whole seconds, 1 to 604800.
+fn presign_expires(q: &str) -> Result<i64, AuthError> {
+    let raw = query_param(q, "X-Amz-Expires")
+        .ok_or_else(|| AuthError::Incomplete("Missing X-Amz-Expires".into()))?;
+    match raw.parse::<i64>() {
+        Ok(n) if (1..=MAX_PRESIGN_EXPIRES).contains(&n) => Ok(n),
+        Ok(n) if n > MAX_PRESIGN_EXPIRES => Err(AuthError::Incomplete(format!(
+            "X-Amz-Expires must be less than a week (in seconds) that is {MAX_PRESIGN_EXPIRES}, not {n}"
+        ))),
+        _ => Err(AuthError::Incomplete(format!(
+            "X-Amz-Expires must be a whole number of seconds from 1 to {MAX_PRESIGN_EXPIRES}, not {raw:?}"
+        ))),
+    }
 }
 
 /// Verify a request's SigV4 signature.
@@ -368,13 +419,19 @@ pub fn verify(
         .and_then(|v| v.to_str().ok());
     let presigned_q = req
         .query
-        .filter(|q| q.contains("X-Amz-Signature="))
-        .map(str::to_string);
+        .filter(|q| query_param(q, "X-Amz-Signature").is_some());
     let cred_holder: String;
     let signed_holder: String;
-    let sig = match (auth_header, &presigned_q) {
-        (Some(a), _) => header_sig(a, req.headers)?,
+    let sig = match (auth_header, presigned_q) {
+        (Some(_), Some(_)) => {
+            return Err(AuthError::Incomplete(
+                "Only one auth mechanism allowed; only the X-Amz-Signature query parameter or the Authorization header should be specified."
+                    .into(),
+            ));
+        }
+        (Some(a), None) => header_sig(a, req.headers)?,
         (None, Some(q)) => {
+            presigned_shape(req)?;
             let alg = query_param(q, "X-Amz-Algorithm").unwrap_or_default();
             if alg != ALGORITHM {
                 return Err(AuthError::Incomplete(format!(
@@ -396,7 +453,7 @@ pub fn verify(
                 amz_date: query_param(q, "X-Amz-Date")
                     .ok_or_else(|| AuthError::Incomplete("Missing X-Amz-Date".into()))?,
                 presigned: true,
-                expires: query_param(q, "X-Amz-Expires").and_then(|e| e.parse().ok()),
+                expires: presign_expires(q)?,
             }
         }
         (None, None) => return Err(AuthError::MissingToken),
@@ -419,7 +476,7 @@ pub fn verify(
     }
     let fmt_now = format_amz_date(now);
     if sig.presigned {
-        let exp = sig.expires.unwrap_or(900).clamp(1, 604_800);
+        let exp = sig.expires;
         if now > signed_at + time::Duration::seconds(exp) || signed_at - max_skew > now {
             return Err(AuthError::Expired(format!(
                 "Signature expired: {} is now earlier than {} ({} - {} sec.)",
@@ -444,47 +501,54 @@ pub fn verify(
         )));
     }
 
+    // The JSON protocols name the operation in this header: unsigned, it could be swapped.
+    if req.headers.contains_key("x-amz-target") && !sig.signed_headers.contains(&"x-amz-target") {
+        return Err(AuthError::Incomplete(
+            "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization.".into(),
+        ));
+    }
+
     let secret = secrets
         .secret_for(sig.access_key_id)
         .ok_or(AuthError::UnrecognizedClient)?;
 
-    let payload_hash = if sig.presigned {
-        UNSIGNED.to_string()
+    // The real body is always hashed. A claimed hash (signed or not) that is not the body's —
+    // `UNSIGNED-PAYLOAD` included — can never verify.
+    let body_hash = sha256_hex(req.body);
+    if let Some(claimed) = req.headers.get("x-amz-content-sha256")
+        && claimed.as_bytes() != body_hash.as_bytes()
+    {
+        return Err(AuthError::SignatureMismatch);
+    }
+    // A presigned request's body is empty (checked above), so either payload hash a presigner
+    // may have signed commits to the same thing: botocore and the Go SDK sign the empty body's
+    // hash, S3-style presigners `UNSIGNED-PAYLOAD`.
+    let payload_hashes: &[&str] = if sig.presigned {
+        &[&body_hash, UNSIGNED]
     } else {
-        let body_hash = sha256_hex(req.body);
-        match req
-            .headers
-            .get("x-amz-content-sha256")
-            .and_then(|v| v.to_str().ok())
-        {
-            // The claimed hash is only used if it is the body's: a mismatch can never verify.
-            Some(claimed) if sig.signed_headers.contains(&"x-amz-content-sha256") => {
-                if claimed == UNSIGNED || claimed != body_hash {
-                    return Err(AuthError::SignatureMismatch);
-                }
-                body_hash
-            }
-            _ => body_hash,
-        }
+        &[&body_hash]
     };
-    let canonical = format!(
-        "{}\n{}\n{}\n{}\n{}\n{}",
+    let head = format!(
+        "{}\n{}\n{}\n{}\n{}\n",
         req.method,
         canonical_uri(req.path),
         canonical_query(req.query, sig.presigned),
         canonical_headers(req.headers, &sig.signed_headers)?,
         sig.signed_headers.join(";"),
-        payload_hash
     );
     let scope = format!("{}/{}/{}/aws4_request", sig.date, sig.region, sig.service);
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{}\n{scope}\n{}",
-        sig.amz_date,
-        sha256_hex(canonical.as_bytes())
-    );
     let key = signing_key(&secret, sig.date, sig.region, sig.service);
-    let expected = hex::encode(hmac(&key, string_to_sign.as_bytes()));
-    if !bool::from(expected.as_bytes().ct_eq(sig.signature.as_bytes())) {
+    let matches = |payload_hash: &str| {
+        let canonical = format!("{head}{payload_hash}");
+        let string_to_sign = format!(
+            "{ALGORITHM}\n{}\n{scope}\n{}",
+            sig.amz_date,
+            sha256_hex(canonical.as_bytes())
+        );
+        let expected = hex::encode(hmac(&key, string_to_sign.as_bytes()));
+        bool::from(expected.as_bytes().ct_eq(sig.signature.as_bytes()))
+    };
+    if !payload_hashes.iter().any(|h| matches(h)) {
         return Err(AuthError::SignatureMismatch);
     }
     Ok(Verified {

@@ -211,7 +211,7 @@ fn claimed_payload_hash_must_match_body() {
         check("/", None, &h, b"{ }", t0()),
         Err(AuthError::SignatureMismatch)
     );
-    // UNSIGNED-PAYLOAD is only for presigned URLs.
+    // UNSIGNED-PAYLOAD is never accepted on a header-signed request.
     h.insert("x-amz-content-sha256", UNSIGNED.parse().unwrap());
     assert_eq!(
         check("/", None, &h, body, t0()),
@@ -344,4 +344,340 @@ print(json.dumps(out))
         checked += 1;
     }
     assert_eq!(checked, 2, "both botocore cases compared");
+}
+
+/// A presigned (query-string) request as botocore's `SigV4QueryAuth` builds one: the
+/// operation's parameters, then the auth parameters, signed with `payload` as the payload
+/// hash. Returns the query string with `X-Amz-Signature` appended.
+fn presign(
+    method: &str,
+    params: &str,
+    expires: &str,
+    payload: &str,
+    now: OffsetDateTime,
+) -> String {
+    let amz_date = format_amz_date(now);
+    let date = &amz_date[..8];
+    let scope = format!("{date}/us-east-1/sts/aws4_request");
+    let mut cred = String::new();
+    uri_encode(&format!("{AKID}/{scope}"), true, &mut cred);
+    let q = format!(
+        "{params}&X-Amz-Algorithm={ALGORITHM}&X-Amz-Credential={cred}&X-Amz-Date={amz_date}\
+         &X-Amz-Expires={expires}&X-Amz-SignedHeaders=host"
+    );
+    let canonical = format!(
+        "{method}\n/\n{}\nhost:127.0.0.1:8470\n\nhost\n{payload}",
+        canonical_query(Some(&q), false)
+    );
+    let sts = format!(
+        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
+        sha256_hex(canonical.as_bytes())
+    );
+    let key = signing_key(SECRET, date, "us-east-1", "sts");
+    format!(
+        "{q}&X-Amz-Signature={}",
+        hex::encode(hmac(&key, sts.as_bytes()))
+    )
+}
+
+const GCI: &str = "Action=GetCallerIdentity&Version=2011-06-15";
+
+fn host_only() -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert("host", "127.0.0.1:8470".parse().unwrap());
+    h
+}
+
+fn check_presigned(
+    method: &str,
+    q: &str,
+    h: &http::HeaderMap,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Result<Verified, AuthError> {
+    verify(
+        &RequestParts {
+            method,
+            path: "/",
+            query: Some(q),
+            headers: h,
+            body,
+        },
+        &One(AKID, SECRET),
+        now,
+        time::Duration::minutes(15),
+    )
+}
+
+#[test]
+fn presigned_get_verifies() {
+    let q = presign("GET", GCI, "60", UNSIGNED, t0());
+    let v = check_presigned("GET", &q, &host_only(), b"", t0()).unwrap();
+    assert_eq!(v.service, "sts");
+    assert!(
+        check_presigned(
+            "HEAD",
+            &presign("HEAD", GCI, "60", UNSIGNED, t0()),
+            &host_only(),
+            b"",
+            t0()
+        )
+        .is_ok()
+    );
+    // botocore and the Go SDK presign non-S3 requests with the empty body's hash instead.
+    let q = presign("GET", GCI, "60", &sha256_hex(b""), t0());
+    check_presigned("GET", &q, &host_only(), b"", t0()).unwrap();
+}
+
+#[test]
+fn presigned_other_operation_is_refused() {
+    let q = presign("GET", GCI, "60", UNSIGNED, t0());
+    let other = q.replace(
+        "Action=GetCallerIdentity",
+        "Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A000000000000%3Arole%2Fx&RoleSessionName=s",
+    );
+    assert_eq!(
+        check_presigned("GET", &other, &host_only(), b"", t0()),
+        Err(AuthError::SignatureMismatch)
+    );
+    // A second Action appended after the signed one.
+    assert_eq!(
+        check_presigned(
+            "GET",
+            &format!("{q}&Action=AssumeRole"),
+            &host_only(),
+            b"",
+            t0()
+        ),
+        Err(AuthError::SignatureMismatch)
+    );
+}
+
+/// botocore presigns query-protocol operations as POST by default: such a URL must not carry
+/// an operation in a body or an `X-Amz-Target` header, which its signature does not cover.
+#[test]
+fn presigned_body_or_target_is_refused() {
+    let incomplete = |r: Result<Verified, AuthError>| {
+        let e = r.unwrap_err();
+        assert_eq!(e.code(), "IncompleteSignatureException", "{e}");
+    };
+    let q = presign("POST", GCI, "60", UNSIGNED, t0());
+    let mut h = host_only();
+    h.insert(
+        "x-amz-target",
+        "AmazonEC2ContainerServiceV20141113.CreateCluster"
+            .parse()
+            .unwrap(),
+    );
+    h.insert(
+        "content-type",
+        "application/x-amz-json-1.1".parse().unwrap(),
+    );
+    incomplete(check_presigned(
+        "POST",
+        &q,
+        &h,
+        br#"{"clusterName":"evil"}"#,
+        t0(),
+    ));
+    // The target alone, or a form body alone (the query protocol reads the body).
+    incomplete(check_presigned("POST", &q, &h, b"", t0()));
+    incomplete(check_presigned(
+        "POST",
+        &q,
+        &host_only(),
+        b"Action=AssumeRole&Version=2011-06-15",
+        t0(),
+    ));
+    // Even with nothing attached, a presigned POST is not accepted: only GET and HEAD.
+    incomplete(check_presigned("POST", &q, &host_only(), b"", t0()));
+    // A GET with a body or a target.
+    let q = presign("GET", GCI, "60", UNSIGNED, t0());
+    incomplete(check_presigned("GET", &q, &host_only(), b"{}", t0()));
+    incomplete(check_presigned("GET", &q, &h, b"", t0()));
+}
+
+#[test]
+fn presigned_expiry_window() {
+    let q = presign("GET", GCI, "60", UNSIGNED, t0());
+    let at = |s: i64| {
+        check_presigned(
+            "GET",
+            &q,
+            &host_only(),
+            b"",
+            t0() + time::Duration::seconds(s),
+        )
+    };
+    assert!(at(60).is_ok());
+    let e = at(61).unwrap_err();
+    assert_eq!(e.code(), "InvalidSignatureException");
+    assert!(e.to_string().starts_with("Signature expired"), "{e}");
+    // Signed in the future beyond the allowed skew.
+    assert!(at(-16 * 60).is_err());
+    // X-Amz-Expires must be present and within 1..=604800 seconds; it is never clamped.
+    for bad in ["0", "-5", "604801", "99999999999", "soon", ""] {
+        let q = presign("GET", GCI, bad, UNSIGNED, t0());
+        let e = check_presigned("GET", &q, &host_only(), b"", t0()).unwrap_err();
+        assert_eq!(
+            e.code(),
+            "IncompleteSignatureException",
+            "X-Amz-Expires={bad}: {e}"
+        );
+    }
+    let q = presign("GET", GCI, "604800", UNSIGNED, t0());
+    assert!(check_presigned("GET", &q, &host_only(), b"", t0() + time::Duration::days(7)).is_ok());
+    let no_expires = presign("GET", GCI, "60", UNSIGNED, t0()).replace("&X-Amz-Expires=60", "");
+    let e = check_presigned("GET", &no_expires, &host_only(), b"", t0()).unwrap_err();
+    assert_eq!(e.code(), "IncompleteSignatureException", "{e}");
+}
+
+#[test]
+fn header_and_query_signature_together_is_refused() {
+    let q = presign("GET", GCI, "60", UNSIGNED, t0());
+    let mut h = http::HeaderMap::new();
+    h.insert("host", "127.0.0.1:8470".parse().unwrap());
+    sign(
+        "GET",
+        "/",
+        Some(&q),
+        &mut h,
+        b"",
+        &creds(),
+        "us-east-1",
+        "sts",
+        t0(),
+    );
+    let e = check_presigned("GET", &q, &h, b"", t0()).unwrap_err();
+    assert_eq!(e.code(), "IncompleteSignatureException", "{e}");
+}
+
+/// The JSON protocols name the operation in `X-Amz-Target`: a signature that does not cover
+/// it could be replayed as any operation.
+#[test]
+fn unsigned_target_is_refused() {
+    let body = br#"{"clusterName":"dev"}"#;
+    // Signed without the target, which is added afterwards.
+    let mut h = signed("/", None, body);
+    h.insert(
+        "x-amz-target",
+        "AmazonEC2ContainerServiceV20141113.CreateCluster"
+            .parse()
+            .unwrap(),
+    );
+    let e = check("/", None, &h, body, t0()).unwrap_err();
+    assert_eq!(e.code(), "IncompleteSignatureException", "{e}");
+    // Signed with it: fine.
+    let mut h = http::HeaderMap::new();
+    h.insert("host", "127.0.0.1:8470".parse().unwrap());
+    h.insert(
+        "x-amz-target",
+        "AmazonEC2ContainerServiceV20141113.CreateCluster"
+            .parse()
+            .unwrap(),
+    );
+    sign(
+        "POST",
+        "/",
+        None,
+        &mut h,
+        body,
+        &creds(),
+        "us-east-1",
+        "ecs",
+        t0(),
+    );
+    assert!(
+        h["authorization"]
+            .to_str()
+            .unwrap()
+            .contains("x-amz-target")
+    );
+    check("/", None, &h, body, t0()).unwrap();
+    // And changing the signed target breaks the signature.
+    h.insert(
+        "x-amz-target",
+        "AmazonEC2ContainerServiceV20141113.DeleteCluster"
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(
+        check("/", None, &h, body, t0()),
+        Err(AuthError::SignatureMismatch)
+    );
+}
+
+/// An `x-amz-content-sha256` header is checked against the body even when it is not signed:
+/// `UNSIGNED-PAYLOAD` is never accepted for header-signed requests (the registry's `/v2`
+/// routes use tokens, not SigV4).
+#[test]
+fn unsigned_claimed_payload_hash_must_match_body() {
+    let body = b"{}";
+    let mut h = signed("/", None, body);
+    h.insert("x-amz-content-sha256", UNSIGNED.parse().unwrap());
+    assert_eq!(
+        check("/", None, &h, body, t0()),
+        Err(AuthError::SignatureMismatch)
+    );
+    h.insert(
+        "x-amz-content-sha256",
+        sha256_hex(b"other").parse().unwrap(),
+    );
+    assert_eq!(
+        check("/", None, &h, body, t0()),
+        Err(AuthError::SignatureMismatch)
+    );
+    h.insert("x-amz-content-sha256", sha256_hex(body).parse().unwrap());
+    check("/", None, &h, body, t0()).unwrap();
+}
+
+/// botocore's own presigner (what `aws eks get-token` uses, with GET): its URL verifies, and
+/// its default form of the same URL (signed for POST) is not accepted as GET.
+#[test]
+fn agrees_with_botocore_presigner() {
+    let script = r#"
+import sys, datetime
+from unittest import mock
+import botocore.session
+fixed = datetime.datetime(2026, 11, 23, 10, 0, 0)
+class FakeDT(datetime.datetime):
+    @classmethod
+    def utcnow(cls): return fixed
+    @classmethod
+    def now(cls, tz=None): return fixed.replace(tzinfo=tz) if tz else fixed
+c = botocore.session.get_session().create_client("sts", endpoint_url="http://127.0.0.1:8470",
+    region_name="us-east-1", aws_access_key_id=sys.argv[1], aws_secret_access_key=sys.argv[2])
+with mock.patch("botocore.auth.datetime.datetime", FakeDT):
+    print(c.generate_presigned_url("get_caller_identity", ExpiresIn=60, HttpMethod="GET"))
+    print(c.generate_presigned_url("get_caller_identity", ExpiresIn=60))
+"#;
+    let out = match std::process::Command::new("python3")
+        .args(["-c", script, AKID, SECRET])
+        .output()
+    {
+        Ok(o) if o.status.success() => o.stdout,
+        Ok(o) => {
+            eprintln!(
+                "skipping: python3/botocore unavailable: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipping: no python3: {e}");
+            return;
+        }
+    };
+    let text = String::from_utf8(out).unwrap();
+    let urls: Vec<&str> = text.lines().collect();
+    assert_eq!(urls.len(), 2, "{text}");
+    let query = |u: &str| u.split_once('?').unwrap().1.to_string();
+    let (get, post) = (query(urls[0]), query(urls[1]));
+    assert!(get.starts_with(GCI), "{get}");
+    check_presigned("GET", &get, &host_only(), b"", t0())
+        .unwrap_or_else(|e| panic!("botocore's presigned GET refused: {e}"));
+    assert_eq!(
+        check_presigned("GET", &post, &host_only(), b"", t0()),
+        Err(AuthError::SignatureMismatch)
+    );
 }
