@@ -1,6 +1,5 @@
 """What running the stock amazon-ecs-agent against berth showed, each checked with real
-clients: TLS whose server name is `host:port` (openssl s_client, curl), an agent session
-that ends makes its instance disconnected at once (raw websocket sessions signed as the
+clients: an agent session that ends makes its instance disconnected at once (raw websocket sessions signed as the
 agent signs them, and `berth agent --simulate` stopped with SIGTERM), the versions the agent
 puts in its session URL become `versionInfo`, and every session end is logged with its
 reason.
@@ -104,31 +103,6 @@ def run_on_connected(ecs):
     r = ecs.run_task(cluster=CLUSTER, taskDefinition="sleeper", placementConstraints=[
         {"type": "memberOf", "expression": "agentConnected == true"}])
     return [f["reason"] for f in r["failures"]]
-
-
-@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl makes the certificate")
-def test_a_tls_server_name_with_a_port_is_served(data_dir):
-    """The ECS agent sends `host:port` as its TLS server name on any port but 443; openssl
-    sends such a name verbatim. The handshake completes with berth's certificate (TLS 1.3
-    and 1.2), and clients that send a plain name (curl) are served as before."""
-    cert, key = self_signed(data_dir)
-    server = TlsBerth(os.path.join(data_dir, "b"), cert, key).start()
-    try:
-        port = server.endpoint.rsplit(":", 1)[1]
-        for name in ("localhost:" + port, "127.0.0.1:" + port, "localhost"):
-            for version in ("-tls1_3", "-tls1_2"):
-                p = subprocess.run(["openssl", "s_client", version, "-connect", "127.0.0.1:" + port,
-                                    "-servername", name, "-CAfile", cert, "-verify_return_error"],
-                                   input="", capture_output=True, text=True, timeout=20)
-                out = p.stdout + p.stderr
-                assert p.returncode == 0 and "Verify return code: 0 (ok)" in out, (name, version, out)
-                assert "CN = berth-test" in out or "CN=berth-test" in out, out
-        if shutil.which("curl"):
-            p = subprocess.run(["curl", "-sS", "--cacert", cert, "https://localhost:%s/healthz" % port],
-                               capture_output=True, text=True, timeout=20, env=clean_env())
-            assert p.returncode == 0, p.stderr
-    finally:
-        server.stop()
 
 
 def test_a_session_that_ends_disconnects_its_instance_at_once(data_dir):
