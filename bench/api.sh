@@ -3,15 +3,18 @@
 # with wrk; the peer in the same run is nginx serving the same response bytes from a file (the
 # ceiling of an HTTP server on this machine, doing no auth and no JSON work). Also measures
 # `berth up` cold start to serving and idle resident memory.
-# usage: bench/api.sh [duration_seconds]   (needs wrk and nginx: apt-get install wrk nginx-light)
+# usage: [BIN=path/to/berth] bench/api.sh [duration_seconds]   (needs wrk and nginx: apt-get install wrk nginx-light)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
 CONNS=${CONNS:-16}
 for t in wrk nginx; do command -v $t >/dev/null || { echo "need $t (apt-get install wrk nginx-light)"; exit 1; }; done
 PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
-cargo build --release -q -p berth
-BIN=target/release/berth
+# BIN=path/to/berth measures that binary (an earlier commit's, say) instead of building this one.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p berth
+  BIN=target/release/berth
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
