@@ -361,7 +361,8 @@ async fn serve(
                     return Ok(resp);
                 }
             }
-            let id = reg.start_upload(name).await?;
+            let owner = state.control.principal_arn_of(&who);
+            let id = reg.start_upload(name, &owner).await?;
             if let Some(d) = query_param(q, "digest") {
                 // Monolithic: the whole blob in this request.
                 let d = Digest::parse(&d).map_err(DistError::digest_invalid)?;
@@ -519,6 +520,7 @@ async fn read_limited(body: Body, max: usize) -> Result<Bytes, DistError> {
     }
 }
 
+/// The body into an upload session, written to disk by the end of the request.
 async fn stream_into(
     s: &mut berth_registry::dist::UploadSession,
     body: Body,
@@ -531,7 +533,7 @@ async fn stream_into(
             s.write(data).await?;
         }
     }
-    Ok(())
+    s.flush().await
 }
 
 /// `Range: bytes=a-b` / `bytes=a-` / `bytes=-n` → (start, end inclusive).

@@ -24,7 +24,7 @@ async fn registry(dir: &std::path::Path) -> Arc<Registry> {
 }
 
 async fn push_blob(r: &Registry, repo: &str, data: &[u8]) -> Digest {
-    let id = r.start_upload(repo).await.unwrap();
+    let id = r.start_upload(repo, "tester").await.unwrap();
     let mut s = r.open_upload(repo, &id).await.unwrap();
     s.write(bytes::Bytes::copy_from_slice(data)).await.unwrap();
     let d = Digest::of(data);
@@ -75,7 +75,7 @@ async fn unreferenced_blobs_go_young_and_referenced_stay() {
 async fn idle_uploads_are_removed() {
     let dir = tempfile::tempdir().unwrap();
     let r = registry(dir.path()).await;
-    let id = r.start_upload("app").await.unwrap();
+    let id = r.start_upload("app", "tester").await.unwrap();
     let mut s = r.open_upload("app", &id).await.unwrap();
     s.write(bytes::Bytes::from_static(b"partial"))
         .await
