@@ -379,13 +379,11 @@ impl Registry {
         let text = std::str::from_utf8(body)
             .map_err(|_| DistError::manifest_invalid("manifest is not UTF-8 JSON"))?;
         let parsed = manifest::parse(body, content_type).map_err(DistError::manifest_invalid)?;
-        // Everything it refers to must be in this repository already.
-        let blobs = parsed.config.iter().chain(parsed.layers.iter());
-        for b in blobs {
-            let bd = Digest::parse(&b.digest).map_err(DistError::manifest_invalid)?;
-            if self.link(repo, &bd).await?.is_none() {
-                return Err(DistError::manifest_blob_unknown(&b.digest));
-            }
+        // Everything it refers to must be in this repository already (checked again, and
+        // the links held, by the commit below).
+        let mut blobs = Vec::new();
+        for b in parsed.config.iter().chain(parsed.layers.iter()) {
+            blobs.push(Digest::parse(&b.digest).map_err(DistError::manifest_invalid)?);
         }
         for m in &parsed.manifests {
             if self.manifest_record(repo, &m.digest).await?.is_none() {
@@ -412,12 +410,31 @@ impl Registry {
                 existing.as_ref().map_or(0, |(_, r)| *r),
             )];
             let mut ops = Vec::new();
-            // Re-pushing identical bytes keeps the original push time.
+            // The links of the blobs it refers to, each compared and re-written (same value, new
+            // revision) in the commit. Garbage collection deletes a link only if its revision
+            // is still the one it listed, and lists links before manifests: so either it
+            // dropped a link first and this commit fails its compare (the retry then answers
+            // MANIFEST_BLOB_UNKNOWN), or this commit came first and the collection's delete
+            // fails. A committed manifest's blobs are never collected.
+            let mut link_compares = Vec::new();
+            let mut link_ops = Vec::new();
+            for bd in &blobs {
+                let key = keys::link(repo, bd.as_str());
+                let Some(kv) = self.store.get(key.as_bytes()).await? else {
+                    return Err(DistError::manifest_blob_unknown(bd.as_str()));
+                };
+                link_compares.push(Compare::mod_revision_is(key.clone(), kv.mod_revision));
+                link_ops.push(Op::put(key, kv.value));
+            }
+            // Re-pushing identical bytes keeps the original push time (and its links, held
+            // when it was first committed).
             if existing.is_none() {
                 ops.push(Op::put(
                     mkey,
                     serde_json::to_vec(&rec).map_err(|e| DistError::internal(e.to_string()))?,
                 ));
+                compare.extend(link_compares);
+                ops.extend(link_ops);
             }
             if let Reference::Tag(t) = &reference {
                 let tkey = keys::tag(repo, t);

@@ -5,7 +5,10 @@
 //! uploaded but whose manifest has not arrived yet is never disturbed. A blob's bytes are
 //! deleted only when no link anywhere refers to it; that check and the delete happen under the
 //! write side of a lock whose read side every upload commit and mount holds from "file in
-//! place" to "link written", so GC can never delete a blob that is being linked.
+//! place" to "link written", so GC can never delete a blob that is being linked. A manifest
+//! commit re-writes the links it refers to in its own transaction, and a link is deleted only
+//! at the revision GC listed (before it read the manifests): so a link a committed manifest
+//! needs is never deleted, whatever the interleaving.
 //!
 //! Upload sessions expire after [`crate::UploadLimits::idle_timeout`] without a request
 //! ([`Registry::expire_uploads`], run by the maintenance task): their slot, record and
@@ -39,6 +42,10 @@ impl Registry {
         let mut report = GcReport::default();
         let at = now();
 
+        // List links before reading manifests: a manifest committed after this listing
+        // re-wrote the links it needs, so deleting them at the listed revision fails.
+        let links = self.store.range(RangeRequest::prefix("reg/l/")).await?;
+
         // Mark: every digest each repository's manifests refer to.
         let mut needed: HashMap<String, BTreeSet<String>> = HashMap::new();
         let ms = self.store.range(RangeRequest::prefix("reg/m/")).await?;
@@ -61,7 +68,6 @@ impl Registry {
         }
 
         // Sweep links.
-        let links = self.store.range(RangeRequest::prefix("reg/l/")).await?;
         let mut live: BTreeSet<String> = BTreeSet::new();
         for kv in &links.kvs {
             let key = String::from_utf8_lossy(&kv.key).into_owned();

@@ -207,7 +207,9 @@ pub struct Registry {
     pub(crate) upload_limits: UploadLimits,
     pub(crate) token_key: Vec<u8>,
     /// Upload commits and mounts hold the read side from "blob in place" to "link written";
-    /// garbage collection holds the write side while it checks and deletes one blob.
+    /// garbage collection holds the write side while it checks and deletes one blob. (A
+    /// manifest commit instead re-writes the links it relies on in its own transaction; see
+    /// [`gc`].)
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
 }
 
