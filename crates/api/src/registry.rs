@@ -68,6 +68,17 @@ fn route(rest: &str) -> Option<Route<'_>> {
     None
 }
 
+/// Every value of a repeated query parameter (`scope`).
+fn query_params(q: Option<&str>, name: &str) -> Vec<String> {
+    q.unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+        .collect()
+}
+
 fn query_param(q: Option<&str>, name: &str) -> Option<String> {
     q?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -212,7 +223,7 @@ async fn serve(
         .unwrap_or("");
     let q = parts.uri.query();
     let r = route(rest).ok_or_else(|| DistError::name_invalid(rest))?;
-    let (who, akid) = authenticate(state, reg, &parts.headers)?;
+    let (who, _) = authenticate(state, reg, &parts.headers)?;
     let m = &parts.method;
     // The repository policy may deny this principal pulls or pushes.
     let repo = match &r {
@@ -248,7 +259,14 @@ async fn serve(
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
         }
         (Route::Token, &Method::GET) => {
-            let (t, ttl) = reg.issue_token(&akid);
+            // Only a password mints a token, which carries the scopes asked for and never
+            // outlives the password (the registry decides).
+            let auth = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let (t, ttl) = reg.token_endpoint(auth, &query_params(q, "scope"))?;
             let body = serde_json::json!({"token": t, "access_token": t, "expires_in": ttl});
             Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
         }
