@@ -128,18 +128,29 @@ impl Upload {
     }
 
     /// Hand the pending bytes to a blocking job; with `close`, the job closes the file after.
+    /// With a job still in flight, the new one follows it (a task that waits for it, then
+    /// starts the blocking job), so the caller does not wait.
     fn dispatch(&mut self, close: bool) -> Result<(), BlobError> {
-        let mut state = self.state.take().ok_or_else(|| self.broken())?;
         let bufs = std::mem::take(&mut self.pending);
         self.pending_len = 0;
         let path = self.path.clone();
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+        let job = move |mut state: WriteState| -> io::Result<WriteState> {
             state.write(&path, &bufs)?;
             if close {
                 state.file = None;
             }
             Ok(state)
-        }));
+        };
+        self.in_flight = Some(match (self.state.take(), self.in_flight.take()) {
+            (Some(state), None) => tokio::task::spawn_blocking(move || job(state)),
+            (None, Some(prev)) => tokio::spawn(async move {
+                let state = prev.await.map_err(io::Error::other)??;
+                tokio::task::spawn_blocking(move || job(state))
+                    .await
+                    .map_err(io::Error::other)?
+            }),
+            _ => return Err(self.broken()),
+        });
         Ok(())
     }
 
@@ -167,11 +178,15 @@ impl Upload {
 
     /// The end of a request's writes: every received byte goes to a job that writes it and
     /// then closes the file, after which the upload holds nothing but its bookkeeping. The
-    /// last job is not waited for (as a writer thread would not be): its outcome is the next
-    /// request's, or the commit's, which waits for it.
+    /// jobs are not waited for (as a writer thread would not be): their outcome is the next
+    /// request's, or the commit's, which waits for them.
     pub async fn flush(&mut self) -> Result<(), BlobError> {
-        self.wait().await?;
-        if self.pending.is_empty() {
+        if let Some(job) = &self.in_flight
+            && job.is_finished()
+        {
+            self.wait().await?;
+        }
+        if self.pending.is_empty() && self.in_flight.is_none() {
             if let Some(s) = &mut self.state {
                 s.file = None;
             }

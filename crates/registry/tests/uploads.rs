@@ -196,15 +196,15 @@ async fn sessions_of_an_earlier_process_resume_and_expire() {
         s.write(Bytes::from_static(b"half ")).await.unwrap();
         s.flush().await.unwrap();
         drop(s);
-        // A request's last write is not waited for; the next flush waits for it (a process
-        // that stops loses at most that write, and a resumed upload says what it has).
-        first
-            .open_upload("app", id)
-            .await
-            .unwrap()
-            .flush()
-            .await
-            .unwrap();
+        // A request's last write is not waited for (a process that stops loses at most
+        // that write, and a resumed upload says what it has): wait for it here.
+        let path = dir.path().join("uploads").join(id);
+        for _ in 0..500 {
+            if std::fs::metadata(&path).unwrap().len() == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
     drop(first);
     let second = registry(store, dir.path(), UploadLimits::default()).await;
