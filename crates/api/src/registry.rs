@@ -69,6 +69,17 @@ fn route(rest: &str) -> Option<Route<'_>> {
     None
 }
 
+/// Every value of a repeated query parameter (`scope`).
+fn query_params(q: Option<&str>, name: &str) -> Vec<String> {
+    q.unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+        .collect()
+}
+
 fn query_param(q: Option<&str>, name: &str) -> Option<String> {
     q?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -186,10 +197,16 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             .unwrap_or("");
         route(rest).map_or("unknown", |r| ecr_action(&r, req.method()))
     };
-    let (code, mut resp) = match serve(&state, &reg, req).await {
+    let (parts, body) = req.into_parts();
+    let (version, expects_continue) = (parts.version, parts.headers.contains_key(header::EXPECT));
+    let mut body = ReqBody { body, done: false };
+    let (code, mut resp) = match serve(&state, &reg, parts, &mut body).await {
         Ok(r) => ("OK", r),
         Err(e) => (e.code, err(e, &base, &host, bearer)),
     };
+    if !body.finished() {
+        finish_unread(body.body, version, expects_continue, &mut resp);
+    }
     state
         .metrics
         .record("registry", op, code, started.elapsed());
@@ -200,12 +217,84 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     resp
 }
 
+/// How much of an unread request body is read and dropped after the answer while the
+/// connection stays open for the next request.
+const DRAIN_KEEP_ALIVE: u64 = 1 << 20;
+/// At most this much (and for at most [`DRAIN_TIME`]) is drained of a larger one before the
+/// connection closes.
+const DRAIN_MAX: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The request body, read through here so that [`handle`] knows afterwards whether the
+/// handler read all of it.
+struct ReqBody {
+    body: Body,
+    done: bool,
+}
+
+impl ReqBody {
+    /// The next bytes of the body, `None` at its end.
+    async fn data(&mut self) -> Result<Option<Bytes>, DistError> {
+        while !self.done {
+            match self.body.frame().await {
+                None => self.done = true,
+                Some(Err(e)) => {
+                    return Err(DistError::upload_invalid(format!("reading the body: {e}")));
+                }
+                Some(Ok(f)) => {
+                    if let Ok(d) = f.into_data() {
+                        return Ok(Some(d));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn finished(&self) -> bool {
+        self.done || axum::body::HttpBody::is_end_stream(&self.body)
+    }
+}
+
+/// A request body the handler did not read to its end (it answered first: 401, 404, 416,
+/// …). Left alone, hyper closes the connection after the answer without saying so, and a
+/// client that sends its next request on that connection fails with `EOF` (Go's net/http
+/// does, and does not retry a PATCH, PUT or POST). So the rest is read and dropped after the
+/// answer: a small remainder keeps the connection usable; for a large or unknown one the
+/// answer says `Connection: close`, and draining for a while still keeps the close from
+/// resetting the connection under the answer. A client waiting for `100 Continue` sends
+/// nothing more: its connection closes.
+fn finish_unread(body: Body, version: http::Version, expects_continue: bool, resp: &mut Response) {
+    let remaining = axum::body::HttpBody::size_hint(&body).exact();
+    let keep_alive = !expects_continue && remaining.is_some_and(|n| n <= DRAIN_KEEP_ALIVE);
+    if !keep_alive && version < http::Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if expects_continue {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = ReqBody { body, done: false };
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let mut n = 0;
+            while let Ok(Some(d)) = body.data().await {
+                n += d.len();
+                if n > DRAIN_MAX {
+                    break;
+                }
+            }
+        })
+        .await;
+    });
+}
+
 async fn serve(
     state: &AppState,
     reg: &Registry,
-    req: Request<Body>,
+    parts: http::request::Parts,
+    body: &mut ReqBody,
 ) -> Result<Response, DistError> {
-    let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let rest = path
         .strip_prefix("/v2/")
@@ -213,7 +302,7 @@ async fn serve(
         .unwrap_or("");
     let q = parts.uri.query();
     let r = route(rest).ok_or_else(|| DistError::name_invalid(rest))?;
-    let (who, akid) = authenticate(state, reg, &parts.headers)?;
+    let (who, _) = authenticate(state, reg, &parts.headers)?;
     let m = &parts.method;
     // The repository policy may deny this principal pulls or pushes.
     let repo = match &r {
@@ -249,7 +338,14 @@ async fn serve(
             Ok(json_response(StatusCode::OK, b"{}".to_vec()))
         }
         (Route::Token, &Method::GET) => {
-            let (t, ttl) = reg.issue_token(&akid);
+            // Only a password mints a token, which carries the scopes asked for and never
+            // outlives the password (the registry decides).
+            let auth = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let (t, ttl) = reg.token_endpoint(auth, &query_params(q, "scope"))?;
             let body = serde_json::json!({"token": t, "access_token": t, "expires_in": ttl});
             Ok(json_response(StatusCode::OK, body.to_string().into_bytes()))
         }
@@ -373,7 +469,8 @@ async fn serve(
                     return Ok(resp);
                 }
             }
-            let id = reg.start_upload(name).await?;
+            let owner = state.control.principal_arn_of(&who);
+            let id = reg.start_upload(name, &owner).await?;
             if let Some(d) = query_param(q, "digest") {
                 // Monolithic: the whole blob in this request.
                 let d = Digest::parse(&d).map_err(DistError::digest_invalid)?;
@@ -522,28 +619,28 @@ fn parse_content_range(v: &HeaderValue) -> Result<(u64, u64), DistError> {
     }
 }
 
-async fn read_limited(body: Body, max: usize) -> Result<Bytes, DistError> {
-    match http_body_util::Limited::new(body, max).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(_) => Err(DistError::size_invalid(format!(
-            "body larger than {max} bytes"
-        ))),
+async fn read_limited(body: &mut ReqBody, max: usize) -> Result<Bytes, DistError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(d) = body.data().await? {
+        if buf.len() + d.len() > max {
+            return Err(DistError::size_invalid(format!(
+                "body larger than {max} bytes"
+            )));
+        }
+        buf.extend_from_slice(&d);
     }
+    Ok(buf.freeze())
 }
 
+/// The body into an upload session, written to disk by the end of the request.
 async fn stream_into(
     s: &mut berth_registry::dist::UploadSession,
-    body: Body,
+    body: &mut ReqBody,
 ) -> Result<(), DistError> {
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| DistError::upload_invalid(format!("reading the body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            s.write(data).await?;
-        }
+    while let Some(data) = body.data().await? {
+        s.write(data).await?;
     }
-    Ok(())
+    s.flush().await
 }
 
 /// `Range: bytes=a-b` / `bytes=a-` / `bytes=-n` → (start, end inclusive).

@@ -46,6 +46,15 @@ pub struct ServeArgs {
     /// Seconds between runs of the registry's lifecycle policies.
     #[arg(long, env = "BERTH_REGISTRY_LIFECYCLE_INTERVAL")]
     pub registry_lifecycle_interval: Option<u64>,
+    /// Seconds an upload session may stay idle (no request) before it is removed.
+    #[arg(long, env = "BERTH_REGISTRY_UPLOAD_TIMEOUT")]
+    pub registry_upload_timeout: Option<u64>,
+    /// Upload sessions one principal may have open at once.
+    #[arg(long, env = "BERTH_REGISTRY_MAX_UPLOADS_PER_PRINCIPAL")]
+    pub registry_max_uploads_per_principal: Option<usize>,
+    /// Upload sessions open at once, in all.
+    #[arg(long, env = "BERTH_REGISTRY_MAX_UPLOADS")]
+    pub registry_max_uploads: Option<usize>,
     /// Seconds between the heartbeats the server sends each agent session.
     #[arg(long, env = "BERTH_AGENT_HEARTBEAT_INTERVAL")]
     pub agent_heartbeat_interval: Option<u64>,
@@ -143,6 +152,9 @@ pub struct FileConfig {
     pub registry_create_on_push: Option<bool>,
     pub registry_bearer: Option<bool>,
     pub registry_lifecycle_interval: Option<u64>,
+    pub registry_upload_timeout: Option<u64>,
+    pub registry_max_uploads_per_principal: Option<usize>,
+    pub registry_max_uploads: Option<usize>,
     pub agent_heartbeat_interval: Option<u64>,
     pub agent_timeout: Option<u64>,
     pub lost_instance_grace: Option<u64>,
@@ -191,6 +203,7 @@ pub struct Config {
     pub registry_create_on_push: bool,
     pub registry_bearer: bool,
     pub registry_lifecycle_interval: u64,
+    pub registry_uploads: berth_registry::UploadLimits,
     pub liveness: berth_control::liveness::Liveness,
     /// See the flag `--agent-endpoint`.
     pub agent_endpoint: Option<String>,
@@ -361,6 +374,25 @@ impl ServeArgs {
                 .or(file.registry_lifecycle_interval)
                 .unwrap_or(3600)
                 .max(1),
+            registry_uploads: {
+                let d = berth_registry::UploadLimits::default();
+                berth_registry::UploadLimits {
+                    per_principal: self
+                        .registry_max_uploads_per_principal
+                        .or(file.registry_max_uploads_per_principal)
+                        .unwrap_or(d.per_principal)
+                        .max(1),
+                    total: self
+                        .registry_max_uploads
+                        .or(file.registry_max_uploads)
+                        .unwrap_or(d.total)
+                        .max(1),
+                    idle_timeout: self
+                        .registry_upload_timeout
+                        .or(file.registry_upload_timeout)
+                        .map_or(d.idle_timeout, |s| std::time::Duration::from_secs(s.max(1))),
+                }
+            },
             liveness: {
                 let d = berth_control::liveness::Liveness::default();
                 let secs = |flag: Option<u64>, file: Option<u64>, def: std::time::Duration| {

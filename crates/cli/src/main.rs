@@ -421,7 +421,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })?,
     )?;
     control.set_registry(&addr.to_string(), &endpoint);
-    let registry = berth_registry::Registry::open(
+    let registry = berth_registry::Registry::open_with(
         berth_registry::RegistryConfig {
             region: cfg.region.clone(),
             account_id: cfg.account_id.clone(),
@@ -430,6 +430,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             bearer_challenge: cfg.registry_bearer,
             tls: tls.is_some(),
         },
+        cfg.registry_uploads,
         store.clone(),
         &cfg.data_dir.join("registry"),
     )

@@ -7,10 +7,8 @@
 //! [`BlobStore`] is the seam for other backends (object storage later); [`FsBlobStore`] is
 //! the filesystem one.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-
-use std::io::Write;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,68 +41,178 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Blo
     }
 }
 
-/// An upload in progress. Bytes go to a writer thread of its own that hashes and writes
-/// them, so receiving the next bytes overlaps hashing and writing the previous ones and the
-/// async runtime never blocks on the disk or the hash.
+/// An upload in progress: what has been received, the running hash, and where the bytes go.
+///
+/// An idle upload holds no thread and no open file, only this bookkeeping: bytes are hashed
+/// and written by short `spawn_blocking` jobs, one batch at a time, so that receiving the next
+/// bytes overlaps hashing and writing the previous ones and the async runtime never blocks on
+/// the disk or the hash. [`Upload::flush`] ends a request's writes (and closes the file).
 pub struct Upload {
     pub id: String,
+    /// Bytes received (written, in flight, or pending).
     pub size: u64,
-    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
-    writer: Option<tokio::task::JoinHandle<io::Result<(std::fs::File, Sha256)>>>,
+    /// The file and the hash, when no job holds them.
+    state: Option<WriteState>,
+    /// The job writing the previous batch; it hands the state back.
+    in_flight: Option<tokio::task::JoinHandle<io::Result<WriteState>>>,
+    /// Received bytes not yet handed to a job.
+    pending: Vec<Bytes>,
+    pending_len: usize,
     path: PathBuf,
 }
 
-/// Chunks in flight between an upload and its writer thread.
-const WRITE_QUEUE: usize = 64;
+/// What a write job needs: the file (opened by the first job of a request) and the hash.
+struct WriteState {
+    file: Option<std::fs::File>,
+    hasher: Sha256,
+}
+
+/// Bytes gathered before a job is started (fewer, larger jobs).
+const BATCH: usize = 256 << 10;
+/// Received bytes held in memory while a job is still busy, before receiving waits for it.
+const MAX_PENDING: usize = 8 << 20;
+
+impl WriteState {
+    fn write(&mut self, path: &Path, bufs: &[Bytes]) -> io::Result<()> {
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => self
+                .file
+                .insert(std::fs::OpenOptions::new().append(true).open(path)?),
+        };
+        for b in bufs {
+            self.hasher.update(b);
+            f.write_all(b)?;
+        }
+        Ok(())
+    }
+}
 
 impl Upload {
-    fn start(id: &str, size: u64, hasher: Sha256, file: std::fs::File, path: PathBuf) -> Upload {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || {
-            let mut f = file;
-            let mut hasher = hasher;
-            while let Some(b) = rx.blocking_recv() {
-                hasher.update(&b);
-                f.write_all(&b)?;
-            }
-            Ok((f, hasher))
-        });
+    fn new(id: &str, size: u64, hasher: Sha256, path: PathBuf) -> Upload {
         Upload {
             id: id.to_string(),
             size,
-            tx: Some(tx),
-            writer: Some(writer),
+            state: Some(WriteState { file: None, hasher }),
+            in_flight: None,
+            pending: Vec::new(),
+            pending_len: 0,
             path,
         }
     }
 
-    /// Append bytes (in order).
+    fn broken(&self) -> BlobError {
+        BlobError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source: io::Error::other("an earlier write of this upload failed"),
+        }
+    }
+
+    /// Append bytes (in order). They reach the file by the next [`Upload::flush`].
     pub async fn write(&mut self, data: Bytes) -> Result<(), BlobError> {
         self.size += data.len() as u64;
-        let sent = match &self.tx {
-            Some(tx) => tx.send(data).await.is_ok(),
-            None => false,
-        };
-        if !sent {
-            // The writer stopped: its error says why.
-            return Err(self.finish_writes().await.err().unwrap_or(BlobError::Io {
-                op: "write",
-                path: self.path.clone(),
-                source: io::Error::other("upload writer stopped"),
-            }));
+        self.pending_len += data.len();
+        self.pending.push(data);
+        if let Some(job) = &self.in_flight
+            && !job.is_finished()
+            && self.pending_len < MAX_PENDING
+        {
+            return Ok(());
+        }
+        self.wait().await?;
+        if self.pending_len >= BATCH {
+            self.dispatch(false)?;
         }
         Ok(())
     }
 
-    /// Wait for every queued byte to reach the file; returns the file and the hash.
-    async fn finish_writes(&mut self) -> Result<(std::fs::File, Sha256), BlobError> {
-        self.tx.take();
-        let w = self.writer.take().ok_or_else(|| BlobError::Io {
-            op: "write",
-            path: self.path.clone(),
-            source: io::Error::other("upload already finished"),
-        })?;
-        match w.await {
+    /// Hand the pending bytes to a blocking job; with `close`, the job closes the file after.
+    /// With a job still in flight, the new one follows it (a task that waits for it, then
+    /// starts the blocking job), so the caller does not wait.
+    fn dispatch(&mut self, close: bool) -> Result<(), BlobError> {
+        let bufs = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let path = self.path.clone();
+        let job = move |mut state: WriteState| -> io::Result<WriteState> {
+            state.write(&path, &bufs)?;
+            if close {
+                state.file = None;
+            }
+            Ok(state)
+        };
+        self.in_flight = Some(match (self.state.take(), self.in_flight.take()) {
+            (Some(state), None) => tokio::task::spawn_blocking(move || job(state)),
+            (None, Some(prev)) => tokio::spawn(async move {
+                let state = prev.await.map_err(io::Error::other)??;
+                tokio::task::spawn_blocking(move || job(state))
+                    .await
+                    .map_err(io::Error::other)?
+            }),
+            _ => return Err(self.broken()),
+        });
+        Ok(())
+    }
+
+    /// Wait for the job in flight and take the state back. Cancel-safe: the job stays
+    /// recorded until it has been awaited to the end.
+    async fn wait(&mut self) -> Result<(), BlobError> {
+        let Some(job) = self.in_flight.as_mut() else {
+            return Ok(());
+        };
+        let r = job.await;
+        self.in_flight = None;
+        match r {
+            Ok(Ok(state)) => {
+                self.state = Some(state);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(io_err("write", &self.path)(e)),
+            Err(e) => Err(BlobError::Io {
+                op: "write",
+                path: self.path.clone(),
+                source: io::Error::other(e.to_string()),
+            }),
+        }
+    }
+
+    /// The end of a request's writes: every received byte goes to a job that writes it and
+    /// then closes the file, after which the upload holds nothing but its bookkeeping. The
+    /// jobs are not waited for (as a writer thread would not be): their outcome is the next
+    /// request's, or the commit's, which waits for them.
+    pub async fn flush(&mut self) -> Result<(), BlobError> {
+        if let Some(job) = &self.in_flight
+            && job.is_finished()
+        {
+            self.wait().await?;
+        }
+        if self.pending.is_empty() && self.in_flight.is_none() {
+            if let Some(s) = &mut self.state {
+                s.file = None;
+            }
+            return Ok(());
+        }
+        self.dispatch(true)
+    }
+
+    /// Write everything, make it durable, and return the hash of the whole upload.
+    async fn finish(&mut self) -> Result<Sha256, BlobError> {
+        self.wait().await?;
+        let mut state = self.state.take().ok_or_else(|| self.broken())?;
+        let bufs = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        let path = self.path.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            state.write(&path, &bufs)?;
+            if let Some(f) = &state.file {
+                f.sync_all()?;
+            } else {
+                std::fs::File::open(&path)?.sync_all()?;
+            }
+            Ok::<_, io::Error>(state.hasher)
+        })
+        .await;
+        match r {
             Ok(r) => r.map_err(io_err("write", &self.path)),
             Err(e) => Err(BlobError::Io {
                 op: "write",
@@ -178,44 +286,48 @@ impl BlobStore for FsBlobStore {
 
     async fn upload(&self, id: &str, resume: bool) -> Result<Upload, BlobError> {
         let path = self.upload_path(id);
-        let mut hasher = Sha256::new();
-        let mut size = 0;
-        let file = if resume {
-            // Rebuild the running hash from what is on disk (the process may have restarted).
-            let mut f = match tokio::fs::File::open(&path).await {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(BlobError::UploadNotFound(id.to_string()));
-                }
-                Err(e) => return Err(io_err("open", &path)(e)),
-            };
+        let p = path.clone();
+        // Rebuilding the running hash from what is on disk (after a restart) reads and hashes
+        // the whole file: a blocking job, not the runtime's threads.
+        let r = tokio::task::spawn_blocking(move || -> io::Result<(Sha256, u64)> {
+            let mut hasher = Sha256::new();
+            if !resume {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&p)?;
+                return Ok((hasher, 0));
+            }
+            let mut f = std::fs::File::open(&p)?;
             let mut buf = vec![0u8; 1 << 20];
+            let mut size = 0u64;
             loop {
-                use tokio::io::AsyncReadExt;
-                let n = f.read(&mut buf).await.map_err(io_err("read", &path))?;
+                let n = f.read(&mut buf)?;
                 if n == 0 {
-                    break;
+                    return Ok((hasher, size));
                 }
                 hasher.update(&buf[..n]);
                 size += n as u64;
             }
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(io_err("open", &path))?
-        } else {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(io_err("create", &path))?
-        };
-        Ok(Upload::start(id, size, hasher, file, path))
+        })
+        .await
+        .map_err(|e| BlobError::Io {
+            op: "open",
+            path: path.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        match r {
+            Ok((hasher, size)) => Ok(Upload::new(id, size, hasher, path)),
+            Err(e) if resume && e.kind() == io::ErrorKind::NotFound => {
+                Err(BlobError::UploadNotFound(id.to_string()))
+            }
+            Err(e) => Err(io_err(if resume { "open" } else { "create" }, &path)(e)),
+        }
     }
 
     async fn commit(&self, mut upload: Upload, expected: &Digest) -> Result<u64, BlobError> {
-        let (file, hasher) = match upload.finish_writes().await {
-            Ok(x) => x,
+        let hasher = match upload.finish().await {
+            Ok(h) => h,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&upload.path).await;
                 return Err(e);
@@ -223,22 +335,12 @@ impl BlobStore for FsBlobStore {
         };
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if expected.algorithm() != "sha256" || actual != expected.as_str() {
-            drop(file);
             let _ = tokio::fs::remove_file(&upload.path).await;
             return Err(BlobError::DigestMismatch {
                 expected: expected.to_string(),
                 actual,
             });
         }
-        let p = upload.path.clone();
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(|e| BlobError::Io {
-                op: "sync",
-                path: p.clone(),
-                source: io::Error::other(e.to_string()),
-            })?
-            .map_err(io_err("sync", &upload.path))?;
         let dest = self.path(expected);
         let dir = dest.parent().map(Path::to_path_buf).unwrap_or_default();
         tokio::fs::create_dir_all(&dir)

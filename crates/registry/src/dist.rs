@@ -3,6 +3,7 @@
 //! delete), tags list, referrers and catalog. The HTTP mapping lives in the api crate.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use berth_store::{Compare, Op, RangeRequest, Txn};
 use tokio::sync::OwnedMutexGuard;
@@ -11,25 +12,53 @@ use crate::blob::Upload;
 use crate::digest::{self, Digest, Reference};
 use crate::error::DistError;
 use crate::manifest::{self, Descriptor};
-use crate::{LinkRecord, ManifestRecord, Registry, RepoRecord, TagRecord, UploadRecord, keys, now};
+use crate::{
+    LinkRecord, ManifestRecord, Registry, RepoRecord, TagRecord, UploadRecord, UploadSlot, keys,
+    now,
+};
 
-/// An upload being written: holds the session's lock so its chunks apply in order.
+/// An upload being written: holds the session's lock so its chunks apply in order. Dropping
+/// it marks the session used now (its idle time starts).
 pub struct UploadSession {
     guard: OwnedMutexGuard<Option<Upload>>,
+    slot: Arc<UploadSlot>,
     pub id: String,
     pub repo: String,
 }
 
 impl UploadSession {
+    /// Append bytes; they reach the disk by [`UploadSession::flush`] (or the commit).
     pub async fn write(&mut self, data: bytes::Bytes) -> Result<(), DistError> {
         match self.guard.as_mut() {
             Some(u) => Ok(u.write(data).await?),
             None => Err(DistError::upload_unknown()),
         }
     }
+    /// Write what this request sent to disk: the end of a request's chunk.
+    pub async fn flush(&mut self) -> Result<(), DistError> {
+        match self.guard.as_mut() {
+            Some(u) => Ok(u.flush().await?),
+            None => Err(DistError::upload_unknown()),
+        }
+    }
     /// Bytes received so far.
     pub fn size(&self) -> u64 {
         self.guard.as_ref().map_or(0, |u| u.size)
+    }
+}
+
+impl Drop for UploadSession {
+    fn drop(&mut self) {
+        *self.slot.last_used.lock() = tokio::time::Instant::now();
+    }
+}
+
+/// The OCI `TOOMANYREQUESTS` error (429).
+fn too_many_uploads(message: String) -> DistError {
+    DistError {
+        code: "TOOMANYREQUESTS",
+        message,
+        status: 429,
     }
 }
 
@@ -134,25 +163,64 @@ impl Registry {
         Ok(Some(link.size))
     }
 
-    /// Start an upload session in `repo`; returns its id.
-    pub async fn start_upload(&self, repo: &str) -> Result<String, DistError> {
+    /// Start an upload session in `repo` for `owner` (the principal's ARN); returns its id.
+    /// Refused with `TOOMANYREQUESTS` when the owner, or the registry, has as many open
+    /// sessions as [`crate::UploadLimits`] allows.
+    pub async fn start_upload(&self, repo: &str, owner: &str) -> Result<String, DistError> {
         self.repository(repo, true).await?;
         let id = berth_model::arn::new_uuid();
-        let rec = UploadRecord {
-            repo: repo.to_string(),
-            started_at: now(),
-        };
-        self.store
-            .put(
-                keys::upload(&id).as_bytes(),
-                &serde_json::to_vec(&rec).map_err(|e| DistError::internal(e.to_string()))?,
-            )
-            .await?;
-        let upload = self.blobs.upload(&id, false).await?;
-        self.open_uploads
-            .lock()
-            .insert(id.clone(), Arc::new(tokio::sync::Mutex::new(Some(upload))));
-        Ok(id)
+        // Reserve the session (counted from here on) and hold its lock until it exists.
+        let slot = UploadSlot::new(owner);
+        let mut guard = slot
+            .upload
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| DistError::internal("a new upload session is locked"))?;
+        {
+            let limits = self.upload_limits;
+            let mut open = self.open_uploads.lock();
+            if open.len() >= limits.total {
+                return Err(too_many_uploads(format!(
+                    "the registry has {} upload sessions open, its limit; finish or cancel some, or retry later",
+                    open.len()
+                )));
+            }
+            let mine = open.values().filter(|s| s.owner == owner).count();
+            if mine >= limits.per_principal {
+                return Err(too_many_uploads(format!(
+                    "{owner} has {mine} upload sessions open, the limit per principal; finish or cancel some (DELETE the upload), or wait until idle ones expire"
+                )));
+            }
+            open.insert(id.clone(), slot.clone());
+        }
+        let created = async {
+            let rec = UploadRecord {
+                repo: repo.to_string(),
+                started_at: now(),
+                owner: owner.to_string(),
+            };
+            self.store
+                .put(
+                    keys::upload(&id).as_bytes(),
+                    &serde_json::to_vec(&rec).map_err(|e| DistError::internal(e.to_string()))?,
+                )
+                .await?;
+            Ok::<_, DistError>(self.blobs.upload(&id, false).await?)
+        }
+        .await;
+        match created {
+            Ok(upload) => {
+                *guard = Some(upload);
+                *slot.last_used.lock() = tokio::time::Instant::now();
+                Ok(id)
+            }
+            Err(e) => {
+                slot.gone.store(true, Ordering::SeqCst);
+                drop(guard);
+                let _ = self.forget_upload(&id, &slot).await;
+                Err(e)
+            }
+        }
     }
 
     /// Open an existing session of `repo` for writing (or inspecting).
@@ -162,23 +230,36 @@ impl Registry {
             .get_json::<UploadRecord>(&keys::upload(id))
             .await?
             .map(|(r, _)| r);
-        match rec {
-            Some(r) if r.repo == repo => {}
+        let rec = match rec {
+            Some(r) if r.repo == repo => r,
             _ => return Err(DistError::upload_unknown()),
-        }
+        };
+        // After a restart the session is picked up again (it was counted when it started).
         let slot = self
             .open_uploads
             .lock()
             .entry(id.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
+            .or_insert_with(|| UploadSlot::new(&rec.owner))
             .clone();
-        let mut guard = slot.lock_owned().await;
-        if guard.is_none() {
-            // After a restart: pick the partial file up again.
-            *guard = Some(self.blobs.upload(id, true).await?);
+        let mut guard = slot.upload.clone().lock_owned().await;
+        if slot.gone.load(Ordering::SeqCst) {
+            return Err(DistError::upload_unknown());
         }
+        if guard.is_none() {
+            match self.blobs.upload(id, true).await {
+                Ok(u) => *guard = Some(u),
+                Err(e) => {
+                    slot.gone.store(true, Ordering::SeqCst);
+                    drop(guard);
+                    self.remove_slot(id, &slot);
+                    return Err(e.into());
+                }
+            }
+        }
+        *slot.last_used.lock() = tokio::time::Instant::now();
         Ok(UploadSession {
             guard,
+            slot,
             id: id.to_string(),
             repo: repo.to_string(),
         })
@@ -205,16 +286,30 @@ impl Registry {
         d: &Digest,
     ) -> Result<u64, DistError> {
         let upload = s.guard.take().ok_or_else(DistError::upload_unknown)?;
+        s.slot.gone.store(true, Ordering::SeqCst);
         let _gc = self.gc_lock.read().await;
         let result = self.blobs.commit(upload, d).await;
-        self.forget_upload(&s.id).await?;
+        self.forget_upload(&s.id, &s.slot).await?;
         let size = result?;
         self.add_link(&s.repo, d, size).await?;
         Ok(size)
     }
 
-    async fn forget_upload(&self, id: &str) -> Result<(), DistError> {
-        self.open_uploads.lock().remove(id);
+    /// Remove a session's slot, if it is still this one.
+    pub(crate) fn remove_slot(&self, id: &str, slot: &Arc<UploadSlot>) {
+        let mut open = self.open_uploads.lock();
+        if open.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            open.remove(id);
+        }
+    }
+
+    /// Forget a finished session: its slot and its record.
+    pub(crate) async fn forget_upload(
+        &self,
+        id: &str,
+        slot: &Arc<UploadSlot>,
+    ) -> Result<(), DistError> {
+        self.remove_slot(id, slot);
         self.store.delete(keys::upload(id).as_bytes()).await?;
         Ok(())
     }
@@ -222,8 +317,9 @@ impl Registry {
     /// Cancel an upload session.
     pub async fn cancel_upload(&self, mut s: UploadSession) -> Result<(), DistError> {
         s.guard.take();
+        s.slot.gone.store(true, Ordering::SeqCst);
         let _ = self.blobs.cancel(&s.id).await;
-        self.forget_upload(&s.id).await
+        self.forget_upload(&s.id, &s.slot).await
     }
 
     async fn manifest_record(
@@ -283,13 +379,11 @@ impl Registry {
         let text = std::str::from_utf8(body)
             .map_err(|_| DistError::manifest_invalid("manifest is not UTF-8 JSON"))?;
         let parsed = manifest::parse(body, content_type).map_err(DistError::manifest_invalid)?;
-        // Everything it refers to must be in this repository already.
-        let blobs = parsed.config.iter().chain(parsed.layers.iter());
-        for b in blobs {
-            let bd = Digest::parse(&b.digest).map_err(DistError::manifest_invalid)?;
-            if self.link(repo, &bd).await?.is_none() {
-                return Err(DistError::manifest_blob_unknown(&b.digest));
-            }
+        // Everything it refers to must be in this repository already (checked again, and
+        // the links held, by the commit below).
+        let mut blobs = Vec::new();
+        for b in parsed.config.iter().chain(parsed.layers.iter()) {
+            blobs.push(Digest::parse(&b.digest).map_err(DistError::manifest_invalid)?);
         }
         for m in &parsed.manifests {
             if self.manifest_record(repo, &m.digest).await?.is_none() {
@@ -316,12 +410,31 @@ impl Registry {
                 existing.as_ref().map_or(0, |(_, r)| *r),
             )];
             let mut ops = Vec::new();
-            // Re-pushing identical bytes keeps the original push time.
+            // The links of the blobs it refers to, each compared and re-written (same value, new
+            // revision) in the commit. Garbage collection deletes a link only if its revision
+            // is still the one it listed, and lists links before manifests: so either it
+            // dropped a link first and this commit fails its compare (the retry then answers
+            // MANIFEST_BLOB_UNKNOWN), or this commit came first and the collection's delete
+            // fails. A committed manifest's blobs are never collected.
+            let mut link_compares = Vec::new();
+            let mut link_ops = Vec::new();
+            for bd in &blobs {
+                let key = keys::link(repo, bd.as_str());
+                let Some(kv) = self.store.get(key.as_bytes()).await? else {
+                    return Err(DistError::manifest_blob_unknown(bd.as_str()));
+                };
+                link_compares.push(Compare::mod_revision_is(key.clone(), kv.mod_revision));
+                link_ops.push(Op::put(key, kv.value));
+            }
+            // Re-pushing identical bytes keeps the original push time (and its links, held
+            // when it was first committed).
             if existing.is_none() {
                 ops.push(Op::put(
                     mkey,
                     serde_json::to_vec(&rec).map_err(|e| DistError::internal(e.to_string()))?,
                 ));
+                compare.extend(link_compares);
+                ops.extend(link_ops);
             }
             if let Reference::Tag(t) = &reference {
                 let tkey = keys::tag(repo, t);

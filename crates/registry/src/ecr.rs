@@ -605,15 +605,6 @@ impl Registry {
         token::issue(&self.token_key, access_key_id, now() as i64 + ttl_secs)
     }
 
-    /// A registry token for an access key (the token endpoint's answer).
-    pub fn issue_token(&self, access_key_id: &str) -> (String, i64) {
-        let ttl = token::TOKEN_TTL_SECS;
-        (
-            token::issue(&self.token_key, access_key_id, now() as i64 + ttl),
-            ttl,
-        )
-    }
-
     pub async fn batch_check_layer_availability(
         &self,
         req: BatchCheckLayerAvailabilityRequest,

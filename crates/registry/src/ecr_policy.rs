@@ -81,8 +81,10 @@ impl Registry {
     }
 
     /// Every `every` while the registry lives: apply lifecycle policies, then collect
-    /// garbage (links unneeded for an hour, uploads idle for a day).
+    /// garbage (links unneeded for an hour, uploads idle for a day); and, more often, expire
+    /// idle upload sessions ([`Registry::spawn_upload_expiry`]).
     pub fn spawn_maintenance(this: &Arc<Registry>, every: Duration) {
+        Registry::spawn_upload_expiry(this);
         let weak: Weak<Registry> = Arc::downgrade(this);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);

@@ -1,19 +1,30 @@
-//! Garbage collection: blobs no repository needs any more, and uploads abandoned mid-way.
+//! Garbage collection: blobs no repository needs any more, and upload sessions left idle.
 //!
 //! A link (a blob made visible in a repository) is kept while a manifest of that repository
 //! refers to it, or while it is younger than the grace period — so a push whose layers are
 //! uploaded but whose manifest has not arrived yet is never disturbed. A blob's bytes are
 //! deleted only when no link anywhere refers to it; that check and the delete happen under the
 //! write side of a lock whose read side every upload commit and mount holds from "file in
-//! place" to "link written", so GC can never delete a blob that is being linked.
+//! place" to "link written", so GC can never delete a blob that is being linked. A manifest
+//! commit re-writes the links it refers to in its own transaction, and a link is deleted only
+//! at the revision GC listed (before it read the manifests): so a link a committed manifest
+//! needs is never deleted, whatever the interleaving.
+//!
+//! Upload sessions expire after [`crate::UploadLimits::idle_timeout`] without a request
+//! ([`Registry::expire_uploads`], run by the maintenance task): their slot, record and
+//! partial file go. Partial files no session knows (left by an earlier process) go by age.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use berth_store::{Compare, Op, RangeRequest, Txn};
 
 use crate::digest::Digest;
 use crate::error::DistError;
-use crate::{LinkRecord, ManifestRecord, Registry, keys, manifest, now};
+use crate::{LinkRecord, ManifestRecord, Registry, UploadSlot, manifest, now};
+use tokio::time::Instant;
 
 /// What one collection removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,6 +41,10 @@ impl Registry {
     pub async fn gc(&self, grace_secs: f64, upload_idle_secs: u64) -> Result<GcReport, DistError> {
         let mut report = GcReport::default();
         let at = now();
+
+        // List links before reading manifests: a manifest committed after this listing
+        // re-wrote the links it needs, so deleting them at the listed revision fails.
+        let links = self.store.range(RangeRequest::prefix("reg/l/")).await?;
 
         // Mark: every digest each repository's manifests refer to.
         let mut needed: HashMap<String, BTreeSet<String>> = HashMap::new();
@@ -53,7 +68,6 @@ impl Registry {
         }
 
         // Sweep links.
-        let links = self.store.range(RangeRequest::prefix("reg/l/")).await?;
         let mut live: BTreeSet<String> = BTreeSet::new();
         for kv in &links.kvs {
             let key = String::from_utf8_lossy(&kv.key).into_owned();
@@ -101,19 +115,87 @@ impl Registry {
         }
 
         // Abandoned uploads.
-        for (id, age) in self.blobs.uploads().await? {
-            if age < upload_idle_secs {
-                continue;
-            }
-            self.open_uploads.lock().remove(&id);
-            let _ = self.blobs.cancel(&id).await;
-            self.store.delete(keys::upload(&id).as_bytes()).await?;
-            report.uploads_removed += 1;
-        }
+        report.uploads_removed = self
+            .expire_uploads(Duration::from_secs(upload_idle_secs))
+            .await?;
         if report != GcReport::default() {
             tracing::info!(?report, "registry garbage collected");
         }
         Ok(report)
+    }
+
+    /// Expire idle upload sessions every so often while the registry lives: a quarter of the
+    /// idle timeout, between one second and a minute.
+    pub fn spawn_upload_expiry(this: &Arc<Registry>) {
+        let weak = Arc::downgrade(this);
+        let idle = this.upload_limits.idle_timeout;
+        let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(r) = weak.upgrade() else { return };
+                match r.expire_uploads(idle).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "idle upload sessions expired"),
+                    Err(e) => tracing::warn!("expiring idle upload sessions: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Remove upload sessions no request has touched for `idle` (a session busy with a
+    /// request is never touched), and partial upload files no session knows that are older
+    /// than `idle`. Returns how many went.
+    pub async fn expire_uploads(&self, idle: Duration) -> Result<usize, DistError> {
+        let mut removed = 0;
+        let expired: Vec<(String, Arc<UploadSlot>)> = {
+            let now = Instant::now();
+            self.open_uploads
+                .lock()
+                .iter()
+                .filter(|(_, s)| now.saturating_duration_since(*s.last_used.lock()) >= idle)
+                .map(|(id, s)| (id.clone(), s.clone()))
+                .collect()
+        };
+        for (id, slot) in expired {
+            // Busy (a request holds it): not idle.
+            let Ok(mut guard) = slot.upload.clone().try_lock_owned() else {
+                continue;
+            };
+            let idle_for = Instant::now().saturating_duration_since(*slot.last_used.lock());
+            if slot.gone.load(Ordering::SeqCst) || idle_for < idle {
+                continue;
+            }
+            slot.gone.store(true, Ordering::SeqCst);
+            guard.take();
+            drop(guard);
+            let _ = self.blobs.cancel(&id).await;
+            self.forget_upload(&id, &slot).await?;
+            tracing::debug!(upload = %id, ?idle_for, "idle upload session expired");
+            removed += 1;
+        }
+        // Partial files of sessions this process never opened (it restarted). A tombstone slot
+        // keeps a request from picking one up while it is being removed.
+        for (id, age) in self.blobs.uploads().await? {
+            if age < idle.as_secs() {
+                continue;
+            }
+            let tomb = UploadSlot::new("");
+            tomb.gone.store(true, Ordering::SeqCst);
+            {
+                let mut open = self.open_uploads.lock();
+                if open.contains_key(&id) {
+                    continue;
+                }
+                open.insert(id.clone(), tomb.clone());
+            }
+            let _ = self.blobs.cancel(&id).await;
+            self.forget_upload(&id, &tomb).await?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Whether any repository links `d` (a full scan: GC only).

@@ -120,11 +120,58 @@ pub struct LinkRecord {
     pub linked_at: f64,
 }
 
-/// An upload session: which repository it pushes to.
+/// An upload session: which repository it pushes to, and who started it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UploadRecord {
     pub repo: String,
     pub started_at: f64,
+    /// The principal that started it (what the per-principal limit counts).
+    #[serde(default)]
+    pub owner: String,
+}
+
+/// Bounds on upload sessions, so that idle sessions cannot exhaust the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Open sessions one principal may hold; more are refused with `TOOMANYREQUESTS`.
+    pub per_principal: usize,
+    /// Open sessions in all.
+    pub total: usize,
+    /// A session no request has touched for this long is removed with its bytes.
+    pub idle_timeout: std::time::Duration,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            per_principal: 256,
+            total: 2048,
+            idle_timeout: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+/// One open upload session in memory: who owns it, when it was last used, and its
+/// [`blob::Upload`] behind a lock so that its chunks apply in order.
+pub(crate) struct UploadSlot {
+    pub(crate) owner: String,
+    /// When the last request on it ended (tokio's clock).
+    pub(crate) last_used: Mutex<tokio::time::Instant>,
+    /// Set (under the upload lock) when the session is finished, cancelled or expired: a
+    /// request that waited for the lock must not use it.
+    pub(crate) gone: std::sync::atomic::AtomicBool,
+    pub(crate) upload: Arc<tokio::sync::Mutex<Option<blob::Upload>>>,
+}
+
+impl UploadSlot {
+    pub(crate) fn new(owner: &str) -> Arc<UploadSlot> {
+        Arc::new(UploadSlot {
+            owner: owner.to_string(),
+            last_used: Mutex::new(tokio::time::Instant::now()),
+            gone: std::sync::atomic::AtomicBool::new(false),
+            upload: Arc::new(tokio::sync::Mutex::new(None)),
+        })
+    }
 }
 
 /// A repository and its settings.
@@ -157,11 +204,15 @@ pub struct Registry {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) cfg: RegistryConfig,
-    /// Open uploads (file + running hash), one lock each so chunks apply in order.
-    pub(crate) open_uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<blob::Upload>>>>>,
+    /// Open upload sessions by id (bookkeeping only: an idle session holds no thread and no
+    /// open file), bounded by `upload_limits`.
+    pub(crate) open_uploads: Mutex<HashMap<String, Arc<UploadSlot>>>,
+    pub(crate) upload_limits: UploadLimits,
     pub(crate) token_key: Vec<u8>,
     /// Upload commits and mounts hold the read side from "blob in place" to "link written";
-    /// garbage collection holds the write side while it checks and deletes one blob.
+    /// garbage collection holds the write side while it checks and deletes one blob. (A
+    /// manifest commit instead re-writes the links it relies on in its own transaction; see
+    /// [`gc`].)
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
 }
 
@@ -173,9 +224,19 @@ pub(crate) fn now() -> f64 {
 }
 
 impl Registry {
-    /// Open the registry with blobs under `dir`.
+    /// Open the registry with blobs under `dir` and the default [`UploadLimits`].
     pub async fn open(
         cfg: RegistryConfig,
+        store: Arc<dyn Store>,
+        dir: &Path,
+    ) -> Result<Arc<Registry>, EcrError> {
+        Self::open_with(cfg, UploadLimits::default(), store, dir).await
+    }
+
+    /// Open the registry with blobs under `dir` and these bounds on upload sessions.
+    pub async fn open_with(
+        cfg: RegistryConfig,
+        upload_limits: UploadLimits,
         store: Arc<dyn Store>,
         dir: &Path,
     ) -> Result<Arc<Registry>, EcrError> {
@@ -186,6 +247,7 @@ impl Registry {
             blobs: Arc::new(blobs),
             cfg,
             open_uploads: Mutex::new(HashMap::new()),
+            upload_limits,
             token_key,
             gc_lock: tokio::sync::RwLock::new(()),
         }))
@@ -193,6 +255,10 @@ impl Registry {
 
     pub fn config(&self) -> &RegistryConfig {
         &self.cfg
+    }
+
+    pub fn upload_limits(&self) -> UploadLimits {
+        self.upload_limits
     }
 
     pub fn blob_store(&self) -> &dyn BlobStore {
