@@ -194,6 +194,21 @@ def test_registry_token_cannot_renew_itself(start):
     # A malformed scope is a clear error.
     st, body = token(basic(pw), scope="bogus")
     assert st == 400 and "invalid scope" in json.loads(body)["errors"][0]["message"]
+
+    # A token grants only its scopes: pull on `app` lists app's tags, but neither pushes to
+    # app nor reads another repository nor the catalog.
+    st, body = token(basic(pw), scope="repository:app:pull")
+    pull_only = "Bearer " + json.loads(body)["token"]
+
+    def status(method, path):
+        c.request(method, path, headers={"Authorization": pull_only})
+        r = c.getresponse()
+        r.read()
+        return r.status
+    assert status("GET", "/v2/app/tags/list") != 403
+    assert status("POST", "/v2/app/blobs/uploads/") == 403
+    assert status("GET", "/v2/other/tags/list") == 403
+    assert status("GET", "/v2/_catalog") == 403
     c.close()
 
 

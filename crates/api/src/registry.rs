@@ -140,7 +140,7 @@ fn authenticate(
     state: &AppState,
     reg: &Registry,
     headers: &HeaderMap,
-) -> Result<(Principal, String), DistError> {
+) -> Result<(Principal, berth_registry::token::Claims), DistError> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -152,15 +152,16 @@ fn authenticate(
             DistError::unauthorized("use the user name AWS and a token from ecr get-login-password")
         })?
     };
-    let subject = reg
-        .verify_token(&token)
+    let claims = reg
+        .verify_claims(&token)
         .ok_or_else(|| DistError::unauthorized("the token is invalid or has expired"))?;
+    let subject = claims.subject.clone();
     if let Some((akid, session)) = subject.split_once('~') {
         let p = state
             .control
             .principal(akid, Some(session))
             .map_err(|e| DistError::unauthorized(format!("the token's session: {e}")))?;
-        return Ok((p, subject));
+        return Ok((p, claims));
     }
     // The key it was issued to must still be active.
     if berth_auth::SecretLookup::secret_for(state.control.as_ref(), &subject).is_none() {
@@ -168,7 +169,7 @@ fn authenticate(
             "the token's access key is no longer active",
         ));
     }
-    Ok((Principal::Key(subject.clone()), subject))
+    Ok((Principal::Key(subject), claims))
 }
 
 /// What a registry token is issued to: the access key, or for a role session its access
@@ -302,7 +303,7 @@ async fn serve(
         .unwrap_or("");
     let q = parts.uri.query();
     let r = route(rest).ok_or_else(|| DistError::name_invalid(rest))?;
-    let (who, _) = authenticate(state, reg, &parts.headers)?;
+    let (who, claims) = authenticate(state, reg, &parts.headers)?;
     let m = &parts.method;
     // The repository policy may deny this principal pulls or pushes.
     let repo = match &r {
@@ -321,13 +322,26 @@ async fn serve(
     let control = &state.control;
     let denied = |e: berth_control::ControlError| DistError::denied(e.to_string());
     // Listing every repository acts on no repository (`*` in AWS).
+    // A bearer token from `/v2/token` grants only the scopes it was issued for (a password
+    // carries none, and is limited by its issuer alone).
+    let out_of_scope = || DistError::denied("the token's scope does not cover this request");
     if matches!(r, Route::Catalog) {
+        if !claims.allows("registry", "catalog", "*") {
+            return Err(out_of_scope());
+        }
         control
             .authorize_access(&caller, "ecr", "DescribeRepositories", &Access::any())
             .map_err(denied)?;
     }
     if let Some(repo) = repo {
         let action = ecr_action(&r, m);
+        if !claims.allows(
+            "repository",
+            repo,
+            berth_registry::token::scope_action(action),
+        ) {
+            return Err(out_of_scope());
+        }
         let op = action.trim_start_matches("ecr:");
         control
             .authorize_access(&caller, "ecr", op, &reg.repo_access(repo).await)
@@ -454,14 +468,15 @@ async fn serve(
                 // Mounting reads the source repository: the caller must be allowed to pull
                 // from it. If not, this is a normal upload, which says nothing of whether the
                 // source or the blob exists.
-                let may_pull = control
-                    .authorize_access(
-                        &caller,
-                        "ecr",
-                        "BatchGetImage",
-                        &reg.repo_access(&from).await,
-                    )
-                    .is_ok();
+                let may_pull = claims.allows("repository", &from, "pull")
+                    && control
+                        .authorize_access(
+                            &caller,
+                            "ecr",
+                            "BatchGetImage",
+                            &reg.repo_access(&from).await,
+                        )
+                        .is_ok();
                 if may_pull && reg.mount(name, &from, &d).await?.is_some() {
                     let mut resp = created(&format!("/v2/{name}/blobs/{d}"));
                     resp.headers_mut()
@@ -469,7 +484,7 @@ async fn serve(
                     return Ok(resp);
                 }
             }
-            let owner = state.control.principal_arn_of(&who);
+            let owner = state.control.principal_arn_of(&caller.principal);
             let id = reg.start_upload(name, &owner).await?;
             if let Some(d) = query_param(q, "digest") {
                 // Monolithic: the whole blob in this request.
