@@ -93,9 +93,6 @@ pub async fn handle(
         .get(cluster_param)
         .cloned()
         .unwrap_or_else(|| "default".into());
-    // What the session's credentials are checked by on every heartbeat: the access key, or a
-    // role session's key and token.
-    let key = crate::registry::token_subject(&principal, crate::session_token(&parts).as_deref());
     let Some(instance) = q.get(instance_param).cloned() else {
         return AwsError::client(
             "InvalidParameterException",
@@ -109,6 +106,9 @@ pub async fn handle(
     if let Err(e) = state.control.authorize_access(&caller, "ecs", op, &access) {
         return AwsError::from(e).into_response();
     }
+    // What the session's credentials are checked by on every heartbeat: the access key, or a
+    // role session's key and token.
+    let key = caller.token_subject();
     // Check the instance before upgrading. A refusal is an HTTP error whose body the ECS
     // agent's websocket client reads (ACS framing, ACS's error types: it waits an hour after
     // InactiveInstanceException), with the error type in the AWS header as well.

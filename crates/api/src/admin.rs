@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::awsjson::{JsonService, RequestContext, Resources};
+use crate::awsjson::{JsonService, RequestContext};
 use crate::error::AwsError;
 
 pub const TARGET_PREFIX: &str = "BerthAdmin_20261123";
@@ -75,7 +75,11 @@ impl JsonService for Admin {
         body: Bytes,
         ctx: &RequestContext,
     ) -> Result<Vec<u8>, AwsError> {
-        ctx.authorize_legacy(&self.control, "berth", op, Resources::Unknown)?;
+        // Join tokens are not administrators; role sessions need `berth:<op>` on every
+        // resource (these operations name none).
+        let access = berth_control::command::Access::default();
+        self.control
+            .authorize_access(&ctx.caller, "berth", op, &access)?;
         match op {
             "CreateJoinToken" => {
                 let r: CreateJoinToken = decode(&body)?;

@@ -28,35 +28,8 @@ pub const MAX_BODY: usize = 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub request_id: String,
-    /// The access key that signed the request.
-    pub access_key_id: String,
-    /// The session token that came with temporary credentials.
-    pub session_token: Option<String>,
-    /// Who signed it and how it came.
+    /// Who signed it (with the session token of temporary credentials) and how it came.
     pub caller: Caller,
-}
-
-impl RequestContext {
-    pub fn principal(&self) -> &crate::Principal {
-        &self.caller.principal
-    }
-
-    /// Authorize an operation of a service not yet on an operation table (berth's admin API)
-    /// against `resources`.
-    pub fn authorize_legacy(
-        &self,
-        control: &berth_control::Control,
-        service: &str,
-        op: &str,
-        resources: Resources,
-    ) -> Result<(), AwsError> {
-        let access = berth_control::command::Access {
-            resources: resources.checks().into_iter().flatten().collect(),
-            ..Default::default()
-        };
-        control.authorize_access(&self.caller, service, op, &access)?;
-        Ok(())
-    }
 }
 
 /// The awsJson codec over one request body, for the control plane's operation tables.
@@ -73,30 +46,6 @@ impl Codec for JsonCodec<'_> {
     }
     fn encode<T: serde::Serialize>(&mut self, v: &T) -> Result<Vec<u8>, AwsError> {
         serde_json::to_vec(v).map_err(|e| AwsError::new(500, "ServerException", e.to_string()))
-    }
-}
-
-/// What an operation acts on, as role sessions' policies are checked against it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resources {
-    /// These resources (each must be allowed).
-    Named(Vec<String>),
-    /// No resource: AWS checks such operations against `*`, so only statements whose
-    /// resource pattern matches `*` apply.
-    Any,
-    /// A resource berth cannot name: only statements for every resource allow, and any
-    /// matching `Deny` applies (see [`berth_auth::policy`]).
-    Unknown,
-}
-
-impl Resources {
-    /// The resource of each check [`berth_control::Control::authorize`] makes.
-    pub fn checks(self) -> Vec<Option<String>> {
-        match self {
-            Resources::Named(v) => v.into_iter().map(Some).collect(),
-            Resources::Any => vec![Some("*".to_string())],
-            Resources::Unknown => vec![None],
-        }
     }
 }
 
@@ -281,8 +230,6 @@ async fn pipeline(
     tracing::Span::current().record("op", op);
     let ctx = RequestContext {
         request_id: request_id.to_string(),
-        access_key_id: verified.access_key_id,
-        session_token: crate::session_token(&parts),
         caller: crate::caller(&parts, principal),
     };
     let result = service.call(op, body, &ctx).await;

@@ -39,7 +39,7 @@ pub use berth_control::iam::Principal;
 use http::request::Parts;
 use tokio::net::TcpListener;
 
-pub use awsjson::{JsonService, RequestContext, Resources};
+pub use awsjson::{JsonService, RequestContext};
 pub use error::AwsError;
 pub use metrics::Metrics;
 

@@ -172,15 +172,6 @@ fn authenticate(
     Ok((Principal::Key(subject), claims))
 }
 
-/// What a registry token is issued to: the access key, or for a role session its access
-/// key id and session token (checked again on every use).
-pub fn token_subject(p: &Principal, session_token: Option<&str>) -> String {
-    match (p, session_token) {
-        (Principal::Session(c), Some(t)) => format!("{}~{t}", c.access_key_id),
-        _ => p.access_key_id().to_string(),
-    }
-}
-
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let Some(reg) = state.registry.clone() else {
         return (StatusCode::NOT_FOUND, "registry not enabled").into_response();
