@@ -388,6 +388,13 @@ impl Control {
             keys::service(cluster, name),
             serde_json::to_vec(&rec)?,
         ));
+        // The instances placed on must still be at the allocation revisions the plan saw
+        // (written last: see crate::alloc).
+        if let Some(p) = planned.as_mut() {
+            let (c, o) = p.claims.guard().await;
+            compare.extend(c);
+            ops.extend(o);
+        }
         let resp = self
             .commit(Txn {
                 compare,
@@ -395,6 +402,9 @@ impl Control {
                 failure: vec![],
             })
             .await?;
+        if let Some(p) = planned.as_mut() {
+            p.claims.settle(resp.succeeded.then_some(resp.revision));
+        }
         drop(planned);
         Ok(resp.succeeded.then_some(wake))
     }

@@ -12,6 +12,10 @@ pub const SERVICES: &str = "ecs/s/";
 /// Who registered each container instance (the access key, or a role session's role ARN):
 /// a join token may speak only for the instances it registered.
 pub const INSTANCE_OWNERS: &str = "ecs/cio/";
+/// Each container instance's allocation revision: written (empty) by every placement commit
+/// on it and compared by the next, so that servers sharing a store never oversell it
+/// ([`crate::alloc`]).
+pub const ALLOCS: &str = "ecs/a/";
 pub const ACCESS_KEYS: &str = "iam/k/";
 /// Roles, by lower-case name (IAM names are unique regardless of case).
 pub const ROLES: &str = "iam/r/";
@@ -42,6 +46,9 @@ pub fn instance(cluster: &str, id: &str) -> String {
 pub fn instance_owner(cluster: &str, id: &str) -> String {
     format!("{INSTANCE_OWNERS}{cluster}/{id}")
 }
+pub fn alloc(cluster: &str, id: &str) -> String {
+    format!("{ALLOCS}{cluster}/{id}")
+}
 pub fn service(cluster: &str, name: &str) -> String {
     format!("{SERVICES}{cluster}/{name}")
 }
@@ -64,6 +71,7 @@ pub enum Key<'a> {
     Task(&'a str, &'a str),
     Instance(&'a str, &'a str),
     InstanceOwner(&'a str, &'a str),
+    Alloc(&'a str, &'a str),
     Service(&'a str, &'a str),
     AccessKey(&'a str),
     Role(&'a str),
@@ -92,6 +100,10 @@ pub fn parse(key: &str) -> Option<Key<'_>> {
     if let Some(r) = key.strip_prefix(INSTANCE_OWNERS) {
         let (c, id) = r.split_once('/')?;
         return Some(Key::InstanceOwner(c, id));
+    }
+    if let Some(r) = key.strip_prefix(ALLOCS) {
+        let (c, id) = r.split_once('/')?;
+        return Some(Key::Alloc(c, id));
     }
     if let Some(r) = key.strip_prefix(SERVICES) {
         let (c, n) = r.split_once('/')?;
@@ -127,6 +139,7 @@ mod tests {
             parse(&instance_owner("dev", "i")),
             Some(Key::InstanceOwner("dev", "i"))
         );
+        assert_eq!(parse(&alloc("dev", "i")), Some(Key::Alloc("dev", "i")));
         assert_eq!(
             parse(&service("dev", "web")),
             Some(Key::Service("dev", "web"))

@@ -16,6 +16,7 @@
 //! restart starts them afresh.)
 
 pub mod agent;
+pub mod alloc;
 pub mod clusters;
 pub mod command;
 pub mod controller;

@@ -53,8 +53,14 @@ pub(crate) struct Launch {
 pub(crate) struct Planned {
     pub(crate) records: Vec<TaskRecord>,
     pub(crate) failures: Vec<Failure>,
+    /// The allocation revisions of the instances placed on, for the commit to compare.
+    pub(crate) claims: crate::alloc::Claims,
     _guard: crate::view::PlanGuard,
 }
+
+/// How many times RunTask/StartTask plan again when another server placed on the same
+/// instances first.
+const PLACEMENT_ATTEMPTS: usize = 5;
 
 /// The id part of a task record's ARN.
 fn task_id(r: &TaskRecord) -> &str {
@@ -284,6 +290,13 @@ pub(crate) fn check_network(td: &TaskDefinition, n: Option<&NetworkConfiguration
         }
         (false, None) => Ok(()),
     }
+}
+
+/// Every attempt lost the race for its instances to another server's placements.
+fn placement_contended() -> ControlError {
+    ControlError::Server(
+        "Placement kept conflicting with placements by other servers; try again.".into(),
+    )
 }
 
 fn task_failure(arn: Option<String>, reason: &str) -> Failure {
@@ -520,9 +533,14 @@ impl Control {
         }
     }
 
-    /// Commit new tasks in one transaction (every key is new).
-    async fn commit_tasks(&self, cluster: &str, recs: &[TaskRecord]) -> Result<()> {
-        let (compare, success) = create_ops(cluster, recs)?;
+    /// Commit a plan's new tasks in one transaction (every key is new, every instance placed
+    /// on still at the allocation revision the plan saw). `false`: another server placed on
+    /// one of those instances first; nothing was written, plan again.
+    async fn commit_tasks(&self, cluster: &str, p: &mut Planned) -> Result<bool> {
+        let (mut compare, mut success) = create_ops(cluster, &p.records)?;
+        let (c, o) = p.claims.guard().await;
+        compare.extend(c);
+        success.extend(o);
         let resp = self
             .commit(Txn {
                 compare,
@@ -530,10 +548,8 @@ impl Control {
                 failure: vec![],
             })
             .await?;
-        if !resp.succeeded {
-            return Err(ControlError::Server("task id collision".into()));
-        }
-        Ok(())
+        p.claims.settle(resp.succeeded.then_some(resp.revision));
+        Ok(resp.succeeded)
     }
 
     /// Place `count` tasks of `l` by the strategies and constraints, against the scheduler's
@@ -606,9 +622,11 @@ impl Control {
             .zip(records.iter().map(|r| task_id(r).to_string()))
             .collect();
         let plan = d.add_plan(&l.cluster, &placed, treq);
+        let claims = crate::alloc::Claims::take(d, &self.view, &l.cluster, &ids);
         Planned {
             records,
             failures,
+            claims,
             _guard: crate::view::PlanGuard {
                 view: self.view.clone(),
                 cluster: l.cluster.clone(),
@@ -706,18 +724,21 @@ impl Control {
         } else {
             strategies
         };
-        let Planned {
-            records,
-            failures,
-            _guard,
-        } = self.plan_placement(&l, count as usize, &strategies, &constraints);
-        if !records.is_empty() {
-            self.commit_tasks(&l.cluster, &records).await?;
+        for _ in 0..PLACEMENT_ATTEMPTS {
+            let mut p = self.plan_placement(&l, count as usize, &strategies, &constraints);
+            if p.records.is_empty() || self.commit_tasks(&l.cluster, &mut p).await? {
+                return Ok(RunTaskResponse {
+                    tasks: Some(
+                        std::mem::take(&mut p.records)
+                            .into_iter()
+                            .map(|r| r.task)
+                            .collect(),
+                    ),
+                    failures: Some(std::mem::take(&mut p.failures)),
+                });
+            }
         }
-        Ok(RunTaskResponse {
-            tasks: Some(records.into_iter().map(|r| r.task).collect()),
-            failures: Some(failures),
-        })
+        Err(placement_contended())
     }
 
     pub async fn start_task(&self, req: StartTaskRequest) -> Result<StartTaskResponse> {
@@ -740,18 +761,21 @@ impl Control {
                 req.enable_execute_command,
             )
             .await?;
-        let Planned {
-            records,
-            failures,
-            _guard,
-        } = self.plan_on_instances(&l, &targets);
-        if !records.is_empty() {
-            self.commit_tasks(&l.cluster, &records).await?;
+        for _ in 0..PLACEMENT_ATTEMPTS {
+            let mut p = self.plan_on_instances(&l, &targets);
+            if p.records.is_empty() || self.commit_tasks(&l.cluster, &mut p).await? {
+                return Ok(StartTaskResponse {
+                    tasks: Some(
+                        std::mem::take(&mut p.records)
+                            .into_iter()
+                            .map(|r| r.task)
+                            .collect(),
+                    ),
+                    failures: Some(std::mem::take(&mut p.failures)),
+                });
+            }
         }
-        Ok(StartTaskResponse {
-            tasks: Some(records.into_iter().map(|r| r.task).collect()),
-            failures: Some(failures),
-        })
+        Err(placement_contended())
     }
 
     pub async fn stop_task(&self, req: StopTaskRequest) -> Result<StopTaskResponse> {

@@ -224,6 +224,11 @@ pub struct ViewData {
     /// what each task reserves). The scheduler's picture counts them; see [`PlanGuard`].
     inflight: HashMap<(String, String), Vec<PlannedTask>>,
     next_plan: u64,
+    /// (cluster, instance id) → the mod revision of its allocation key
+    /// ([`crate::keys::ALLOCS`]); absent: never placed on.
+    pub(crate) alloc_revs: HashMap<(String, String), Revision>,
+    /// This server's placements still committing, per instance ([`crate::alloc`]).
+    pub(crate) alloc_chains: crate::alloc::Chains,
 }
 
 /// A task planned on an instance: (plan id, task id, what it reserves).
@@ -835,6 +840,14 @@ impl ViewData {
                     self.instance_owners.insert(k, serde_json::from_slice(val)?);
                 } else {
                     self.instance_owners.remove(&k);
+                }
+            }
+            Key::Alloc(c, id) => {
+                let k = (c.to_string(), id.to_string());
+                if put {
+                    self.alloc_revs.insert(k, rev);
+                } else {
+                    self.alloc_revs.remove(&k);
                 }
             }
             Key::Service(c, name) => {

@@ -1044,3 +1044,170 @@ async fn roles_page_with_markers() {
     assert!(c.list_roles(None, None, Some(0)).is_err());
     assert!(c.list_roles(None, Some("!!not a marker"), None).is_err());
 }
+
+/// A store whose watch streams deliver every batch late: a control plane on it sees the other
+/// servers' writes (and its own) only after `lag`, like a server whose view trails the store.
+struct Lagging {
+    inner: Arc<dyn Store>,
+    lag: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl Store for Lagging {
+    async fn get(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<berth_store::KeyValue>, berth_store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn range(
+        &self,
+        req: berth_store::RangeRequest,
+    ) -> Result<berth_store::RangeResponse, berth_store::StoreError> {
+        self.inner.range(req).await
+    }
+    async fn txn(
+        &self,
+        txn: berth_store::Txn,
+    ) -> Result<berth_store::TxnResponse, berth_store::StoreError> {
+        self.inner.txn(txn).await
+    }
+    async fn watch(
+        &self,
+        prefix: &[u8],
+        from: berth_store::Revision,
+    ) -> Result<berth_store::Watcher, berth_store::StoreError> {
+        let mut w = self.inner.watch(prefix, from).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let lag = self.lag;
+        tokio::spawn(async move {
+            while let Some(batch) = w.next().await {
+                tokio::time::sleep(lag).await;
+                if tx.send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(berth_store::Watcher::new(rx))
+    }
+    async fn revision(&self) -> Result<berth_store::Revision, berth_store::StoreError> {
+        self.inner.revision().await
+    }
+    async fn compact(
+        &self,
+        revision: berth_store::Revision,
+    ) -> Result<(), berth_store::StoreError> {
+        self.inner.compact(revision).await
+    }
+}
+
+/// Two servers on one store place on the same instance at once; the second one's view has
+/// not seen the first's tasks yet. The allocation revision in the commit refuses the stale
+/// plan, the server catches up and plans again: the instance is never oversold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_placing_at_once_never_oversell_an_instance() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let a = setup(store.clone()).await;
+    a.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    a.register_task_definition(td("w", 100), "me")
+        .await
+        .unwrap();
+    let arn = instance(&a, "c", 1000).await;
+    let b = setup(Arc::new(Lagging {
+        inner: store.clone(),
+        lag: std::time::Duration::from_millis(300),
+    }))
+    .await;
+    let run = |c: Arc<Control>, count: i32| async move {
+        c.run_task(RunTaskRequest {
+            cluster: Some("c".into()),
+            task_definition: Some("w".into()),
+            count: Some(count),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    };
+    // a fills the instance; b, whose view trails by 300 ms, tries right after.
+    let first = run(a.clone(), 10).await;
+    assert_eq!(first.tasks.unwrap().len(), 10);
+    let second = run(b.clone(), 5).await;
+    assert_eq!(second.tasks.unwrap().len(), 0, "b oversold the instance");
+    assert_eq!(
+        second.failures.unwrap()[0].reason.as_deref(),
+        Some("RESOURCE:CPU")
+    );
+    // Both at once, from both servers, after a stop frees room for three.
+    let listed = a
+        .list_tasks(ListTasksRequest {
+            cluster: Some("c".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .task_arns
+        .unwrap();
+    for t in &listed[..3] {
+        a.stop_task(StopTaskRequest {
+            cluster: Some("c".into()),
+            task: Some(t.clone()),
+            reason: None,
+        })
+        .await
+        .unwrap();
+    }
+    // Stopped tasks keep their reservation until the agent reports them stopped.
+    for t in &listed[..3] {
+        a.submit_task_state_change(berth_model::wire::ecs::SubmitTaskStateChangeRequest {
+            cluster: Some("c".into()),
+            task: Some(t.clone()),
+            status: Some("STOPPED".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (ra, rb) = tokio::join!(
+        async {
+            let mut n = 0;
+            for _ in 0..4 {
+                n += run(a.clone(), 1).await.tasks.unwrap().len();
+            }
+            n
+        },
+        async {
+            let mut n = 0;
+            for _ in 0..4 {
+                n += run(b.clone(), 1).await.tasks.unwrap().len();
+            }
+            n
+        }
+    );
+    assert_eq!(ra + rb, 3, "placed {ra} + {rb} into room for 3");
+    let d = setup(store.clone())
+        .await
+        .describe_container_instances(DescribeContainerInstancesRequest {
+            cluster: Some("c".into()),
+            container_instances: Some(vec![arn]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ci = &d.container_instances.unwrap()[0];
+    let cpu = ci
+        .remaining_resources
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|r| r.name.as_deref() == Some("CPU"))
+        .unwrap()
+        .integer_value
+        .unwrap();
+    assert_eq!(cpu, 0);
+}
