@@ -451,3 +451,40 @@ def test_conditions_on_the_connection(berth):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         s_ecs.list_clusters()
     assert code(e) == "AccessDeniedException"
+
+
+def test_typed_requests_refuse_what_berth_does_not_honour(berth):
+    """IAM and STS decode into the models' typed requests: a member berth does not honour is
+    refused (it used to be dropped silently), constraints read as IAM words, and ExternalId
+    reaches the trust policy's sts:ExternalId condition."""
+    iam, sts = berth.client("iam"), berth.client("sts")
+    doc = trust(aws=ACCOUNT, condition={"StringEquals": {"sts:ExternalId": "x-123"}})
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.create_role(RoleName="bounded", AssumeRolePolicyDocument=doc,
+                        PermissionsBoundary="arn:aws:iam::aws:policy/ReadOnlyAccess")
+    assert code(e) == "ValidationError" and "PermissionsBoundary" in str(e.value)
+    with pytest.raises(botocore.exceptions.ClientError):
+        iam.get_role(RoleName="bounded")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        iam.get_role(RoleName="x" * 65)
+    assert code(e) == "ValidationError" and "roleName" in str(e.value)
+
+    arn = iam.create_role(RoleName="partner", AssumeRolePolicyDocument=doc)["Role"]["Arn"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sts.assume_role(RoleArn=arn, RoleSessionName="s1", ExternalId="wrong")
+    assert code(e) == "AccessDenied"
+    creds = sts.assume_role(RoleArn=arn, RoleSessionName="s1", ExternalId="x-123")["Credentials"]
+    assert creds["AccessKeyId"].startswith("ASIA")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sts.assume_role(RoleArn=arn, RoleSessionName="s1", ExternalId="x-123",
+                        Policy=policy({"Effect": "Allow", "Action": "*", "Resource": "*"}))
+    assert code(e) == "ValidationError" and "session policies" in str(e.value)
+    # Paging of attached policies, with the marker IAM hands out.
+    for name in ("ReadOnlyAccess", "AmazonECS_FullAccess"):
+        iam.attach_role_policy(RoleName="partner", PolicyArn="arn:aws:iam::aws:policy/" + name)
+    page = iam.list_attached_role_policies(RoleName="partner", MaxItems=1)
+    assert page["IsTruncated"] and len(page["AttachedPolicies"]) == 1
+    rest = iam.list_attached_role_policies(RoleName="partner", Marker=page["Marker"])
+    assert not rest["IsTruncated"]
+    assert {p["PolicyName"] for p in page["AttachedPolicies"] + rest["AttachedPolicies"]} == {
+        "ReadOnlyAccess", "AmazonECS_FullAccess"}

@@ -5,7 +5,9 @@
     python3 tools/gen-shapes/gen.py --service ecs --service ecr --check  # exit 1 if stale
 
 The model is found in the installed botocore package unless --model PATH is given.
-Only the JSON protocol is handled (awsJson1_0 / awsJson1_1).
+The JSON protocol (awsJson1_0 / awsJson1_1) and the query protocol (IAM, STS: form requests,
+XML answers) are handled. Query services generate only the operations berth answers (SUBSETS
+below) and the shapes they reach: IAM alone has 180 operations.
 """
 
 import argparse
@@ -19,6 +21,17 @@ import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT_DIR = os.path.join(ROOT, "crates", "model", "src", "wire")
+
+# Query-protocol services: the operations berth answers (and so generates shapes for).
+SUBSETS = {
+    "iam": [
+        "CreateRole", "GetRole", "ListRoles", "DeleteRole", "UpdateAssumeRolePolicy",
+        "PutRolePolicy", "GetRolePolicy", "ListRolePolicies", "DeleteRolePolicy",
+        "CreatePolicy", "GetPolicy", "GetPolicyVersion", "ListPolicies", "DeletePolicy",
+        "AttachRolePolicy", "DetachRolePolicy", "ListAttachedRolePolicies",
+    ],
+    "sts": ["AssumeRole", "GetCallerIdentity"],
+}
 
 RUST_KEYWORDS = {
     "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn", "for",
@@ -98,10 +111,39 @@ def first_sentence(doc):
 
 
 class Gen:
-    def __init__(self, model):
+    def __init__(self, model, only=None):
         self.model = model
         self.shapes = model["shapes"]
         self._checks = None
+        meta = model["metadata"]
+        self.query = "query" in (meta.get("protocols") or [meta.get("protocol")])
+        if only:
+            self.restrict(only)
+
+    def restrict(self, ops):
+        """Keep only the operations `ops` and the shapes they reach."""
+        missing = [o for o in ops if o not in self.model["operations"]]
+        if missing:
+            sys.exit("operations not in the model: %s" % ", ".join(missing))
+        self.model = dict(self.model)
+        self.model["operations"] = {o: self.model["operations"][o] for o in ops}
+        keep, todo = set(), []
+        for op in self.model["operations"].values():
+            for k in ("input", "output"):
+                if k in op:
+                    todo.append(op[k]["shape"])
+            todo.extend(e["shape"] for e in op.get("errors", []))
+        while todo:
+            n = todo.pop()
+            if n in keep:
+                continue
+            keep.add(n)
+            sh = self.shapes[n]
+            todo.extend(m["shape"] for m in sh.get("members", {}).values())
+            for k in ("member", "key", "value"):
+                if k in sh:
+                    todo.append(sh[k]["shape"])
+        self.shapes = {n: sh for n, sh in self.shapes.items() if n in keep}
 
     def rust_type(self, shape_name):
         s = self.shapes[shape_name]
@@ -117,7 +159,8 @@ class Gen:
         if t in ("double", "float"):
             return "f64"
         if t == "timestamp":
-            return "f64"
+            # JSON: epoch seconds; query/XML: ISO 8601 text, as the wire carries it.
+            return "String" if self.query else "f64"
         if t == "blob":
             return "String"
         if t == "list":
@@ -362,9 +405,14 @@ def generate(service, model_path=None):
     model = load(path)
     meta = model["metadata"]
     protocols = meta.get("protocols") or [meta.get("protocol")]
+    if "json" not in protocols and "query" not in protocols:
+        sys.exit("%s: protocol %s is not handled (json, query)" % (service, protocols))
+    only = None
     if "json" not in protocols:
-        sys.exit("%s: protocol %s is not handled (only json)" % (service, protocols))
-    return rustfmt(Gen(model).gen(version, service))
+        if service not in SUBSETS:
+            sys.exit("%s: a query service needs its operations listed in SUBSETS" % service)
+        only = SUBSETS[service]
+    return rustfmt(Gen(model, only).gen(version, service))
 
 
 def main():

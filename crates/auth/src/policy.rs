@@ -62,6 +62,7 @@ pub const KNOWN_CONDITION_KEYS: &[&str] = &[
     "aws:currenttime",
     "aws:epochtime",
     "sts:rolesessionname",
+    "sts:externalid",
     "ecs:cluster",
 ];
 

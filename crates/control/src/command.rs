@@ -93,6 +93,8 @@ pub struct Access {
     pub instances: Vec<String>,
     /// The resource-based policy of the resources named (a repository's policy), if any.
     pub resource_policy: Option<std::sync::Arc<str>>,
+    /// No permission is needed: any authenticated caller may (STS GetCallerIdentity).
+    pub anyone: bool,
 }
 
 impl Access {
@@ -102,6 +104,14 @@ impl Access {
     }
 
     /// An operation on these resources.
+    /// What needs no permission at all (AWS: "no permissions are required").
+    pub fn anyone() -> Access {
+        Access {
+            anyone: true,
+            ..Default::default()
+        }
+    }
+
     pub fn on(resources: impl IntoIterator<Item = String>) -> Access {
         Access {
             resources: resources.into_iter().collect(),
@@ -193,6 +203,9 @@ impl Control {
         name: &str,
         access: &Access,
     ) -> Result<()> {
+        if access.anyone {
+            return Ok(());
+        }
         let action = format!("{service}:{name}");
         // A stored resource policy that no longer parses (a stricter berth) denies.
         let policy = match &access.resource_policy {

@@ -853,6 +853,7 @@ impl Control {
         role_arn: &str,
         session_name: &str,
         duration: Option<i64>,
+        external_id: Option<&str>,
     ) -> Result<SessionCredentials> {
         check_name("roleSessionName", session_name, 2, 64)?;
         if role_arn.len() < 20 || role_arn.len() > 2048 {
@@ -875,9 +876,8 @@ impl Control {
                 "User: {me} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
             ))
         };
-        if let Principal::Session(c) = p {
-            self.session_may(requester, c, "sts:AssumeRole", Some(role_arn), &[], None)?;
-        }
+        // The caller's own permission (`sts:AssumeRole` on the role) was checked by
+        // `Control::execute`; here the role's trust policy decides.
         let role = self.role_by_arn(role_arn).ok_or_else(denied)?;
         let mut arns = vec![me.clone()];
         if let Principal::Session(c) = p {
@@ -885,6 +885,9 @@ impl Control {
         }
         let mut ctx = self.caller_context(requester);
         ctx.insert("sts:rolesessionname".into(), vec![session_name.to_string()]);
+        if let Some(x) = external_id {
+            ctx.insert("sts:externalid".into(), vec![x.to_string()]);
+        }
         let caller = Caller {
             account: &self.part.account_id,
             arns: &arns,

@@ -15,6 +15,7 @@
 //! and the placements in flight are kept in memory: they are not acknowledged state, and a
 //! restart starts them afresh.)
 
+pub mod admin_ops;
 pub mod agent;
 pub mod alloc;
 pub mod clusters;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod housekeeping;
 pub mod iam;
 pub mod iam_managed;
+pub mod iam_ops;
 pub mod instances;
 pub mod keys;
 pub mod liveness;

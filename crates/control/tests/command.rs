@@ -1,7 +1,7 @@
 //! The command boundary: every operation in the ECS table is authorized by
 //! `Control::execute` against the resource AWS names for it. A role session allowed
 //! everything but denied one operation on exactly the resource that operation acts on is
-//! refused, and the store does not change.
+//! refused, and the store does not change. The IAM and STS tables get the same walk.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -358,7 +358,9 @@ async fn session(w: &World, name: &str, document: Value) -> Caller {
     w.c.put_role_policy(name, "p", &document.to_string())
         .await
         .unwrap();
-    let s = w.c.assume_role(&w.root, &role.arn, "test", None).unwrap();
+    let s =
+        w.c.assume_role(&w.root, &role.arn, "test", None, None)
+            .unwrap();
     Caller::local(
         w.c.principal(&s.access_key_id, Some(&s.session_token))
             .unwrap(),
@@ -610,4 +612,204 @@ async fn a_join_token_speaks_only_for_the_instances_it_registered() {
     )
     .await
     .unwrap();
+}
+
+/// IAM and STS operations: (request in wire names, the resource AWS names for it).
+fn iam_fixtures() -> BTreeMap<(&'static str, &'static str), (Value, String)> {
+    let role = "arn:aws:iam::000000000000:role/target".to_string();
+    let policy = "arn:aws:iam::000000000000:policy/managed".to_string();
+    let doc = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecs:List*", "Resource": "*"}]})
+    .to_string();
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "000000000000"}, "Action": "sts:AssumeRole"}]})
+    .to_string();
+    let r = |v: Value| (v, role.clone());
+    let mut m = BTreeMap::new();
+    m.insert(
+        ("iam", "CreateRole"),
+        (
+            json!({"RoleName": "new", "Path": "/team/", "AssumeRolePolicyDocument": trust}),
+            "arn:aws:iam::000000000000:role/team/new".to_string(),
+        ),
+    );
+    m.insert(("iam", "GetRole"), r(json!({"RoleName": "target"})));
+    m.insert(("iam", "ListRoles"), (json!({}), "*".to_string()));
+    m.insert(("iam", "DeleteRole"), r(json!({"RoleName": "target"})));
+    m.insert(
+        ("iam", "UpdateAssumeRolePolicy"),
+        r(json!({"RoleName": "target", "PolicyDocument": trust})),
+    );
+    m.insert(
+        ("iam", "PutRolePolicy"),
+        r(json!({"RoleName": "target", "PolicyName": "q", "PolicyDocument": doc})),
+    );
+    m.insert(
+        ("iam", "GetRolePolicy"),
+        r(json!({"RoleName": "target", "PolicyName": "p"})),
+    );
+    m.insert(
+        ("iam", "ListRolePolicies"),
+        r(json!({"RoleName": "target"})),
+    );
+    m.insert(
+        ("iam", "DeleteRolePolicy"),
+        r(json!({"RoleName": "target", "PolicyName": "p"})),
+    );
+    m.insert(
+        ("iam", "CreatePolicy"),
+        (
+            json!({"PolicyName": "other", "PolicyDocument": doc}),
+            "arn:aws:iam::000000000000:policy/other".to_string(),
+        ),
+    );
+    m.insert(
+        ("iam", "GetPolicy"),
+        (json!({"PolicyArn": policy}), policy.clone()),
+    );
+    m.insert(
+        ("iam", "GetPolicyVersion"),
+        (
+            json!({"PolicyArn": policy, "VersionId": "v1"}),
+            policy.clone(),
+        ),
+    );
+    m.insert(("iam", "ListPolicies"), (json!({}), "*".to_string()));
+    m.insert(
+        ("iam", "DeletePolicy"),
+        (json!({"PolicyArn": policy}), policy.clone()),
+    );
+    m.insert(
+        ("iam", "AttachRolePolicy"),
+        r(json!({"RoleName": "target", "PolicyArn": policy})),
+    );
+    m.insert(
+        ("iam", "DetachRolePolicy"),
+        r(json!({"RoleName": "target", "PolicyArn": policy})),
+    );
+    m.insert(
+        ("iam", "ListAttachedRolePolicies"),
+        r(json!({"RoleName": "target"})),
+    );
+    m.insert(
+        ("sts", "AssumeRole"),
+        r(json!({"RoleArn": role, "RoleSessionName": "s1"})),
+    );
+    m
+}
+
+async fn call_iam(
+    c: &Control,
+    caller: &Caller,
+    service: &str,
+    op: &str,
+    body: Value,
+) -> Result<Value, ControlError> {
+    use berth_control::iam_ops::{iam, sts};
+    let out = match service {
+        "iam" => iam::dispatch(c, c, caller, op, ValueCodec(body)).await,
+        _ => sts::dispatch(c, c, caller, op, ValueCodec(body)).await,
+    };
+    out.unwrap_or_else(|| panic!("{op} is not in the table"))
+}
+
+#[tokio::test]
+async fn iam_and_sts_operations_are_refused_by_a_deny_on_their_action_and_resource() {
+    use berth_control::iam_ops::{iam, sts};
+    let w = world().await;
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"AWS": "000000000000"}, "Action": "sts:AssumeRole"}]});
+    w.c.create_role(NewRole {
+        role_name: "target".into(),
+        assume_role_policy: trust.to_string(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    w.c.put_role_policy(
+        "target",
+        "p",
+        &json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecs:List*", "Resource": "*"}]})
+        .to_string(),
+    )
+    .await
+    .unwrap();
+    let doc = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ecs:List*", "Resource": "*"}]});
+    w.c.create_policy("managed", None, &doc.to_string(), None)
+        .await
+        .unwrap();
+    let fx = iam_fixtures();
+    let mut named: Vec<String> = fx.keys().map(|(s, o)| format!("{s}:{o}")).collect();
+    named.sort();
+    let mut table: Vec<String> = iam::OPERATIONS
+        .iter()
+        .map(|o| format!("iam:{o}"))
+        .chain(
+            sts::OPERATIONS
+                .iter()
+                .filter(|o| **o != "GetCallerIdentity")
+                .map(|o| format!("sts:{o}")),
+        )
+        .collect();
+    table.sort();
+    assert_eq!(
+        table, named,
+        "every operation in the tables has a fixture here"
+    );
+    for (n, ((service, op), (body, resource))) in fx.into_iter().enumerate() {
+        let caller = session(
+            &w,
+            &format!("i{n}"),
+            json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": format!("{service}:{op}"), "Resource": resource}]}),
+        )
+        .await;
+        let before = w.store.revision().await.unwrap();
+        let r = call_iam(&w.c, &caller, service, op, body.clone()).await;
+        assert!(
+            matches!(&r, Err(ControlError::AccessDenied(m)) if m.contains("explicit deny")),
+            "{service}:{op} on {resource}: {r:?}"
+        );
+        assert_eq!(
+            w.store.revision().await.unwrap(),
+            before,
+            "{op} changed the store"
+        );
+        // The same request by a session denied something else goes through the table.
+        if op.starts_with("Get") || op.starts_with("List") || op == "AssumeRole" {
+            let ok = session(
+                &w,
+                &format!("j{n}"),
+                json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "*", "Resource": "*"},
+                {"Effect": "Deny", "Action": format!("{service}:{op}"),
+                 "Resource": "arn:aws:iam::000000000000:role/elsewhere"}]}),
+            )
+            .await;
+            call_iam(&w.c, &ok, service, op, body)
+                .await
+                .unwrap_or_else(|e| panic!("{service}:{op}: {e}"));
+        }
+    }
+    // Anyone may ask who they are, even under a Deny of everything.
+    let none = session(
+        &w,
+        "nothing",
+        json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "*", "Resource": "*"}]}),
+    )
+    .await;
+    let id = call_iam(&w.c, &none, "sts", "GetCallerIdentity", json!({}))
+        .await
+        .unwrap();
+    assert!(
+        id["Arn"]
+            .as_str()
+            .unwrap()
+            .contains("assumed-role/nothing/"),
+        "{id}"
+    );
 }

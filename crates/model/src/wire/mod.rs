@@ -1,12 +1,14 @@
 //! Wire types of the AWS services berth speaks, generated from the AWS service models by
-//! `tools/gen-shapes/gen.py` (one module per service: ECS, ECR, and the ECS agent's ACS and
-//! TCS protocols), and what they share: the [`Validate`]
+//! `tools/gen-shapes/gen.py` (one module per service: ECS, ECR, the operations berth answers of
+//! IAM and STS, and the ECS agent's ACS and TCS protocols), and what they share: the [`Validate`]
 //! trait (required members, enum values, length and range constraints as the model states
 //! them) and JSON decoding that tells malformed JSON from a member of the wrong type.
 
 pub mod acs;
 pub mod ecr;
 pub mod ecs;
+pub mod iam;
+pub mod sts;
 pub mod tcs;
 
 use serde::de::DeserializeOwned;
