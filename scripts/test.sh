@@ -23,7 +23,8 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
 fi
 # Debian packages the end-to-end tests use: skopeo, podman and docker.io (registry clients;
 # the tests start their own dockerd), busybox-static (the base of test images),
-# docker-registry and openssl (a TLS registry to pull from), iptables (the node's NAT rule).
+# docker-registry and openssl (a TLS registry to pull from), nftables (`nft`: the tests look at
+# the node's rules, which berth programs over netlink).
 missing=()
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v podman >/dev/null 2>&1 || missing+=(podman)
@@ -31,7 +32,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

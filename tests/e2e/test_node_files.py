@@ -52,11 +52,16 @@ def link_exists(name):
 
 
 def rules_of(bridge):
-    """Every iptables rule (nat and filter) that names `bridge`."""
+    """Every packet filter rule that names `bridge`, and berth's table of it: the nf_tables
+    ruleset holds iptables-nft's rules too."""
+    r = subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
     out = []
-    for table in ("nat", "filter"):
-        r = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True)
-        out += [l for l in r.stdout.splitlines() if bridge in l.split()]
+    for o in json.loads(r.stdout)["nftables"]:
+        if o.get("table", {}).get("name") == "berth-" + bridge:
+            out.append(o)
+        elif "rule" in o and json.dumps(bridge) in json.dumps(o["rule"]["expr"]):
+            out.append(o)
     return out
 
 
@@ -113,6 +118,7 @@ def test_up_keeps_its_files_private_and_a_graceful_stop_cleans_up(data_dir, monk
         netns = os.path.join(data_dir, "node", "net", "netns")
         assert os.path.join(netns, tid) in mounts_under(data_dir)
         assert link_exists(UP_BRIDGE)
+        assert rules_of(UP_BRIDGE), "the bridge's rules are not there while it runs"
 
         # A task still runs: SIGTERM leaves it, its namespace and the bridge, and says so.
         pid = json.load(open(os.path.join(data_dir, "node", "state", tid + ".json")))[
@@ -257,6 +263,7 @@ def test_agent_data_dir_private_and_a_graceful_stop_cleans_up(data_dir, tmp_path
         pusher.wait_task(arn, "RUNNING", cluster="files")
         assert_private(node_dir)
         assert mounts_under(node_dir) and link_exists(AGENT_BRIDGE)
+        assert rules_of(AGENT_BRIDGE), "the bridge's rules are not there while it runs"
         ecs.stop_task(cluster="files", task=arn)
         wait_stopped(ecs, "files", arn)
         # The final report is through: no unfinished task state is left.

@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import BERTH, Berth, end_process, register_instance
-from test_tasks import Node, _cleanup_node, remove_credentials_rules
+from test_tasks import Node, _cleanup_node, remove_node_rules
 
 BRIDGE = "bthn0"
 SUBNET = "10.219.0.0/24"
@@ -305,10 +305,5 @@ def test_lost_node_tasks_stop_and_the_node_reconciles_when_back(data_dir):
         server.stop()
         _cleanup_node(node_dir, ids)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
-        for _ in range(5):
-            r = subprocess.run(["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", SUBNET, "!",
-                                "-o", BRIDGE, "-j", "MASQUERADE"], capture_output=True)
-            if r.returncode != 0:
-                break
-        remove_credentials_rules(BRIDGE)
+        remove_node_rules(BRIDGE)
         shutil.rmtree(node_dir, ignore_errors=True)

@@ -66,26 +66,15 @@ def _cleanup_node(data_dir, task_ids):
     for p in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", p], capture_output=True)
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
-    for _ in range(5):
-        r = subprocess.run(["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", SUBNET, "!", "-o",
-                            BRIDGE, "-j", "MASQUERADE"], capture_output=True)
-        if r.returncode != 0:
-            break
-    remove_credentials_rules(BRIDGE)
+    remove_node_rules(BRIDGE)
     remove_cgroup_dirs([os.path.join("/sys/fs/cgroup", r) for r in os.listdir("/sys/fs/cgroup")],
                        task_ids)
 
 
-def remove_credentials_rules(bridge):
-    """The node's rules for the credentials address on `bridge`: the agent's DNAT rule and the
-    network's guard that keeps credential requests on the node."""
-    for table, chain in (("nat", "PREROUTING"), ("filter", "FORWARD")):
-        rules = subprocess.run(["iptables", "-t", table, "-S", chain], capture_output=True,
-                               text=True).stdout.splitlines()
-        for r in rules:
-            if bridge in r.split() and "169.254.170.2/32" in r:
-                subprocess.run(["iptables", "-t", table, *r.replace("-A ", "-D ", 1).split()],
-                               capture_output=True)
+def remove_node_rules(bridge):
+    """The node's rules for `bridge` (masquerade, the credentials guard, the agent's DNAT of
+    the credentials address): berth's nf_tables table of the bridge."""
+    subprocess.run(["nft", "delete", "table", "ip", "berth-" + bridge], capture_output=True)
 
 
 def remove_cgroup_dirs(roots, task_ids):

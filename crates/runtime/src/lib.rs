@@ -9,7 +9,8 @@
 //! - [`spec`]: the OCI runtime spec of a container; [`seccomp`]: its default seccomp policy
 //!   and init process; [`nsexec`]: running a command inside a running container;
 //! - [`net`]: container networking — the bridge, network namespaces, veths, addresses, port
-//!   forwards (rtnetlink, no `ip` processes); [`forward`]: a host-port forwarder in its own
+//!   forwards, the bridge's masquerade and credentials rules (rtnetlink and nf_tables over
+//!   netlink, no `ip` or `iptables` processes); [`forward`]: a host-port forwarder in its own
 //!   process, which outlives the agent.
 //!
 //! The task engine that drives all this is the agent's (`berth-agent`).

@@ -1,34 +1,110 @@
-//! Container networking against the real kernel: bridges, namespaces, veths, masquerading and
-//! port forwarding. Needs root (skips otherwise):
+//! Container networking against the real kernel: bridges, namespaces, veths, masquerading,
+//! the credentials guard and port forwarding. Needs root (skips otherwise) and `nft` (Debian's
+//! `nftables`, which scripts/test.sh installs) to look at the rules:
 //! `cargo test -p berth-runtime --test net -- --nocapture`.
+//!
+//! berth programs its rules over netlink, so these tests empty `PATH` before anything runs: no
+//! `iptables` (or any other binary) is there for berth to fall back on. The tests call `ip` and
+//! `nft` by the paths found before.
 //!
 //! Each test has its own bridge (`bthtestN`) and subnet (`10.214.N.0/…`), and a [`Guard`] that
 //! removes whatever the test created even when it fails. Traffic goes only to loopback and to
-//! the test's own namespaces.
+//! the test's own namespaces (a request for `169.254.170.2` is refused on the node, and a
+//! table of the test's own drops it in case berth's guard did not).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use berth_runtime::net::{
-    DYNAMIC_PORTS, Endpoint, NetConfig, NetError, Network, PortProxy, Proto,
-    credentials_guard_args, masquerade_args, veth_name,
+    DYNAMIC_PORTS, Endpoint, NetConfig, NetError, Network, PortProxy, Proto, gateway, table_name,
+    veth_name,
 };
+use serde_json::{Value, json};
 
-fn is_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
+/// The tools the tests use, by absolute path (`PATH` is empty once [`setup`] ran).
+struct Tools {
+    ip: PathBuf,
+    nft: PathBuf,
+}
+
+fn tools() -> &'static Tools {
+    static TOOLS: OnceLock<Tools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let find = |name: &str| {
+            let path = std::env::var("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| {
+                    panic!("`{name}` is needed (Debian: iproute2, nftables; scripts/test.sh installs them)")
+                })
+        };
+        let t = Tools {
+            ip: find("ip"),
+            nft: find("nft"),
+        };
+        // SAFETY: every test calls this first, and the OnceLock makes the others wait until it
+        // returns; nothing else in this process reads the environment outside std's own lock.
+        unsafe { std::env::set_var("PATH", "") };
+        t
+    })
+}
+
+/// Whether the test can run (as root); the first call also empties `PATH`.
+fn setup() -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: the network tests need root");
+        return false;
     }
-    eprintln!("skipping: the network tests need root");
-    false
+    tools();
+    true
+}
+
+fn nft(args: &[&str]) -> std::process::Output {
+    Command::new(&tools().nft).args(args).output().unwrap()
+}
+
+/// `nft -j list table ip <name>`: the table's chains and rules, or None if there is no such
+/// table.
+fn nft_table(name: &str) -> Option<Vec<Value>> {
+    let out = nft(&["-j", "list", "table", "ip", name]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(v["nftables"].as_array().unwrap().clone())
+}
+
+/// The rules of `chain` in a listing, without their handles.
+fn rules_of(listing: &[Value], chain: &str) -> Vec<Value> {
+    listing
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["chain"] == chain)
+        .map(|r| json!({"expr": r["expr"], "comment": r["comment"]}))
+        .collect()
+}
+
+fn chain_of(listing: &[Value], chain: &str) -> Value {
+    let c = listing
+        .iter()
+        .filter_map(|o| o.get("chain"))
+        .find(|c| c["name"] == chain)
+        .unwrap_or_else(|| panic!("no chain {chain} in {listing:?}"));
+    json!({"type": c["type"], "hook": c["hook"], "prio": c["prio"], "policy": c["policy"]})
 }
 
 /// Removes everything a test may have created, whatever state it stopped in.
 struct Guard {
     bridge: String,
+    /// Tables of the test's own, deleted on drop.
+    tables: Vec<String>,
     subnet: String,
     dir: tempfile::TempDir,
     ids: Vec<String>,
@@ -38,6 +114,7 @@ impl Guard {
     fn new(n: u8, prefix: u8) -> Guard {
         Guard {
             bridge: format!("bthtest{n}"),
+            tables: Vec::new(),
             subnet: format!("10.214.{n}.0/{prefix}"),
             dir: tempfile::tempdir().unwrap(),
             ids: Vec::new(),
@@ -65,7 +142,7 @@ impl Guard {
     }
 }
 
-fn quiet(cmd: &str, args: &[&str]) -> bool {
+fn quiet(cmd: &Path, args: &[&str]) -> bool {
     Command::new(cmd)
         .args(args)
         .stdout(Stdio::null())
@@ -83,33 +160,19 @@ impl Drop for Guard {
                 let _ = std::fs::remove_file(e.path());
             }
         }
+        let ip = &tools().ip;
         for id in &self.ids {
             let v = veth_name(id);
             if Path::new("/sys/class/net").join(&v).exists() {
-                quiet("ip", &["link", "del", &v]);
+                quiet(ip, &["link", "del", &v]);
             }
         }
         if Path::new("/sys/class/net").join(&self.bridge).exists() {
-            quiet("ip", &["link", "del", &self.bridge]);
+            quiet(ip, &["link", "del", &self.bridge]);
         }
-        // The bridge's rules: masquerade, and the credentials guard.
-        for _ in 0..8 {
-            if !quiet(
-                "iptables",
-                &masquerade_args("-C", &self.subnet, &self.bridge),
-            ) {
-                break;
-            }
-            quiet(
-                "iptables",
-                &masquerade_args("-D", &self.subnet, &self.bridge),
-            );
-        }
-        for _ in 0..8 {
-            if !quiet("iptables", &credentials_guard_args("-C", &self.bridge)) {
-                break;
-            }
-            quiet("iptables", &credentials_guard_args("-D", &self.bridge));
+        // The bridge's rules (masquerade, the credentials guard), and the test's own.
+        for t in std::iter::once(table_name(&self.bridge)).chain(self.tables.iter().cloned()) {
+            quiet(&tools().nft, &["delete", "table", "ip", &t]);
         }
         let _ = nix::mount::umount2(&netns, nix::mount::MntFlags::MNT_DETACH);
     }
@@ -184,7 +247,7 @@ fn assert_gone(ep: &Endpoint) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_reach_the_host_and_each_other() {
-    if !is_root() {
+    if !setup() {
         return;
     }
     let mut g = Guard::new(1, 24);
@@ -206,32 +269,45 @@ async fn endpoints_reach_the_host_and_each_other() {
         );
         assert!(net.endpoint(&ep.id).await.as_ref() == Some(ep));
     }
-    // The masquerade rule is there, once.
-    let rules = Command::new("iptables")
-        .args(["-w", "-t", "nat", "-S", "POSTROUTING"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
-    if Path::new("/usr/sbin/iptables").exists() || !rules.is_empty() {
-        let n = rules
-            .lines()
-            .filter(|l| l.contains("10.214.1.0/24") && l.contains("MASQUERADE"))
-            .count();
-        assert_eq!(n, 1, "{rules}");
-        // So is the guard that keeps credential requests on the node.
-        let fwd = Command::new("iptables")
-            .args(["-w", "-S", "FORWARD"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let n = fwd
-            .lines()
-            .filter(|l| {
-                l.contains("169.254.170.2/32") && l.contains(&g.bridge) && l.contains("REJECT")
-            })
-            .count();
-        assert_eq!(n, 1, "{fwd}");
-    }
+    // The bridge's table: the masquerade of its subnet, and the guard that keeps credential
+    // requests on the node; nothing else.
+    let table = nft_table(&table_name(&g.bridge)).expect("the bridge's table");
+    assert_eq!(
+        chain_of(&table, "postrouting"),
+        json!({"type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"})
+    );
+    assert_eq!(
+        rules_of(&table, "postrouting"),
+        [json!({"expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                       "right": {"prefix": {"addr": "10.214.1.0", "len": 24}}}},
+            {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "bthtest1"}},
+            {"masquerade": null}],
+            "comment": "berth: containers of bthtest1 reach beyond the node"})]
+    );
+    assert_eq!(
+        chain_of(&table, "forward"),
+        json!({"type": "filter", "hook": "forward", "prio": 0, "policy": "accept"})
+    );
+    assert_eq!(
+        rules_of(&table, "forward"),
+        [json!({"expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "bthtest1"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                       "right": "169.254.170.2"}},
+            {"reject": {"type": "icmp", "expr": "port-unreachable"}}],
+            "comment": "berth: credential requests stay on the node"})]
+    );
+    let objects = |t: &[Value]| t.iter().filter(|o| o.get("metainfo").is_none()).count();
+    assert_eq!(objects(&table), 5, "{table:?}"); // the table, two chains, two rules
+    // Opening again (a restarted agent) replaces the table: still one of each.
+    drop(Network::open(g.cfg()).await.unwrap());
+    let again = nft_table(&table_name(&g.bridge)).unwrap();
+    assert_eq!(objects(&again), 5, "{again:?}");
+    assert_eq!(
+        rules_of(&again, "postrouting"),
+        rules_of(&table, "postrouting")
+    );
 
     // Host → A.
     let ip = a.ip;
@@ -263,11 +339,101 @@ async fn endpoints_reach_the_host_and_each_other() {
     net.destroy().await.unwrap();
     assert!(!Path::new("/sys/class/net").join(&g.bridge).exists());
     assert!(mounted_under(&g.state()).is_empty());
+    assert_eq!(
+        nft_table(&table_name(&g.bridge)),
+        None,
+        "the table outlived destroy"
+    );
+}
+
+/// The address a connection from `client` to `server` arrives from, as `server` sees it.
+fn peer_seen(server: &Endpoint, client: &Endpoint, port: u16) -> SocketAddr {
+    let ip = server.ip;
+    let l = in_netns(&server.netns, move || {
+        TcpListener::bind((ip, port)).unwrap()
+    });
+    let accepted = std::thread::spawn(move || l.accept().map(|(_, peer)| peer));
+    let _conn = in_netns(&client.netns, move || connect((ip, port).into()));
+    accepted.join().unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masquerade_and_the_credentials_guard_on_the_wire() {
+    if !setup() {
+        return;
+    }
+    // Two bridges: traffic from A's subnet to B's leaves through a non-A interface, as traffic
+    // to the outside does, but stays in the test's own namespaces.
+    let mut ga = Guard::new(5, 24);
+    let mut gb = Guard::new(6, 24);
+    let (ida, ida2, idb) = (ga.id("a"), ga.id("a2"), gb.id("b"));
+    let na = Network::open(ga.cfg()).await.unwrap();
+    let nb = Network::open(gb.cfg()).await.unwrap();
+    let a = na.create_endpoint(&ida).await.unwrap();
+    let a2 = na.create_endpoint(&ida2).await.unwrap();
+    let b = nb.create_endpoint(&idb).await.unwrap();
+
+    // Leaving A's bridge: masqueraded to the address of the interface it leaves by.
+    let peer = peer_seen(&b, &a, 7001);
+    assert_eq!(peer.ip(), gateway(gb.cfg().subnet), "not masqueraded");
+    // On A's bridge: not masqueraded.
+    assert_eq!(peer_seen(&a2, &a, 7002).ip(), a.ip);
+
+    // The guard: with no redirect, a request for the credentials address is refused on the
+    // node. In case it is not, a table of the test's own drops it (so it never leaves, and the
+    // connection times out instead of being refused).
+    let safety = "berth-test-safety5".to_string();
+    ga.tables.push(safety.clone());
+    let script = format!(
+        "table ip {safety} {{\n  chain forward {{\n    type filter hook forward priority 10;\n    \
+         iifname \"{}\" ip daddr 169.254.170.2 drop\n  }}\n}}\n",
+        ga.bridge
+    );
+    let mut child = Command::new(&tools().nft)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{script}");
+    let refused = in_netns(&a.netns, || {
+        TcpStream::connect_timeout(&"169.254.170.2:80".parse().unwrap(), Duration::from_secs(3))
+            .map(|_| ())
+    });
+    match refused {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(()) => panic!("connected to 169.254.170.2:80 with no redirect"),
+    }
+
+    na.destroy().await.unwrap();
+    nb.destroy().await.unwrap();
+    assert_eq!(nft_table(&table_name(&ga.bridge)), None);
+    assert_eq!(nft_table(&table_name(&gb.bridge)), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_configuration_changes_nothing() {
+    if !setup() {
+        return;
+    }
+    let g = Guard::new(7, 24);
+    let cfg = NetConfig {
+        subnet: (Ipv4Addr::new(10, 214, 7, 0), 31),
+        ..g.cfg()
+    };
+    assert!(matches!(Network::open(cfg).await, Err(NetError::Config(_))));
+    assert_eq!(nft_table(&table_name(&g.bridge)), None);
+    assert!(!Path::new("/sys/class/net").join(&g.bridge).exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_proxy_forwards_tcp_and_udp() {
-    if !is_root() {
+    if !setup() {
         return;
     }
     let mut g = Guard::new(2, 24);
@@ -371,7 +537,7 @@ async fn port_proxy_forwards_tcp_and_udp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addresses_survive_a_restart() {
-    if !is_root() {
+    if !setup() {
         return;
     }
     let mut g = Guard::new(3, 29); // endpoints get .2 ..= .6
@@ -434,7 +600,7 @@ async fn addresses_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_is_idempotent_and_clean() {
-    if !is_root() {
+    if !setup() {
         return;
     }
     let mut g = Guard::new(4, 24);
