@@ -25,8 +25,7 @@ cleanup() {
   grep "$WORK" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   for d in /sys/fs/cgroup/*/berth/*; do [ -d "$d" ] && rmdir "$d"/* "$d" 2>/dev/null; done
   ip link del "$BRIDGE" 2>/dev/null
-  while iptables -t nat -D POSTROUTING -s 10.218.0.0/24 ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null; do :; done
-  while iptables -D FORWARD -i "$BRIDGE" -d 169.254.170.2/32 -j REJECT 2>/dev/null; do :; done
+  nft delete table ip "berth-$BRIDGE" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT

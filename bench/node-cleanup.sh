@@ -28,6 +28,5 @@ end_node() {
   fi
   grep "$WORK" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip link del "$BRIDGE" 2>/dev/null
-  while iptables -t nat -D POSTROUTING -s "$SUBNET" ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null; do :; done
-  while iptables -D FORWARD -i "$BRIDGE" -d 169.254.170.2/32 -j REJECT 2>/dev/null; do :; done
+  nft delete table ip "berth-$BRIDGE" 2>/dev/null || true
 }

@@ -21,8 +21,7 @@ cleanup() {
   podman --root "$WORK/podman" --runroot "$WORK/podman-run" system reset -f >/dev/null 2>&1
   grep "$WORK" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip link del "$BRIDGE" 2>/dev/null
-  while iptables -t nat -D POSTROUTING -s 10.219.0.0/24 ! -o "$BRIDGE" -j MASQUERADE 2>/dev/null; do :; done
-  while iptables -D FORWARD -i "$BRIDGE" -d 169.254.170.2/32 -j REJECT 2>/dev/null; do :; done
+  nft delete table ip "berth-$BRIDGE" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
