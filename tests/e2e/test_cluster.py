@@ -14,6 +14,7 @@ bridges inside those namespaces. The module fixture ends every process it starte
 and removes every container process, shim, mount, cgroup, namespace, veth and bridge it
 created, even when a test fails."""
 
+import base64
 import collections
 import json
 import os
@@ -892,3 +893,21 @@ def test_cut_link_marks_the_host_lost_and_reconciles_when_it_returns(cl):
     finally:
         if cut:
             sh("ip", "link", "set", h3.veth, "up", check=False)
+
+
+def test_metrics_from_another_address_need_credentials(cl):
+    """`/metrics` answers loopback freely (`--metrics auth`, the default); from a node's
+    network namespace it needs credentials allowed berth:GetMetrics: the registry's token as
+    Prometheus sends it (Basic AWS:<token>), or nothing gets out."""
+    a = cl.agents[0]
+    url = cl.server.endpoint + "/metrics"
+    r = a.in_netns("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url)
+    assert r.stdout == "401", (r.stdout, r.stderr)
+    token = base64.b64decode(
+        cl.server.client("ecr").get_authorization_token()["authorizationData"][0][
+            "authorizationToken"]).decode().split(":", 1)[1]
+    r = a.in_netns("curl", "-s", "-u", "AWS:" + token, url)
+    assert "berth_api_requests_total" in r.stdout, r.stdout[:300]
+    r = a.in_netns("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-u",
+                   "AWS:not-a-token", url)
+    assert r.stdout == "401", r.stdout

@@ -222,14 +222,97 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+/// `GET /metrics`, as `--metrics` allows: loopback freely; other addresses with credentials
+/// whose principal may `berth:GetMetrics` (a SigV4-signed GET, or the registry's token as
+/// Basic `AWS:<token>` or Bearer, which Prometheus's `basic_auth`/`authorization` send).
+async fn metrics_text(
+    State(state): State<Arc<AppState>>,
+    req: http::Request<axum::body::Body>,
+) -> axum::response::Response {
+    use metrics::MetricsAccess;
+    let (parts, _) = req.into_parts();
+    let loopback = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<PeerAddr>>()
+        .is_some_and(|c| c.0.0.ip().to_canonical().is_loopback());
+    let allowed = match state.metrics.access {
+        MetricsAccess::Off => {
+            return (
+                http::StatusCode::NOT_FOUND,
+                "metrics are off (--metrics off)\n",
+            )
+                .into_response();
+        }
+        MetricsAccess::Open => Ok(()),
+        MetricsAccess::Auth if loopback => Ok(()),
+        MetricsAccess::Auth => metrics_caller(&state, &parts).and_then(|caller| {
+            state
+                .control
+                .authorize_access(
+                    &caller,
+                    "berth",
+                    "GetMetrics",
+                    &berth_control::command::Access::any(),
+                )
+                .map_err(AwsError::from)
+        }),
+    };
+    match allowed {
+        Ok(()) => (
+            [(
+                http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.encode(),
+        )
+            .into_response(),
+        Err(e) => {
+            let status =
+                http::StatusCode::from_u16(e.status).unwrap_or(http::StatusCode::FORBIDDEN);
+            let mut r = (status, format!("{}: {}\n", e.code, e.message)).into_response();
+            if status == http::StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Basic realm=\"berth metrics\""),
+                );
+            }
+            r
+        }
+    }
+}
+
+/// Who asks for `/metrics` from another address: a SigV4 signature, or a registry token.
+fn metrics_caller(
+    state: &AppState,
+    parts: &Parts,
+) -> Result<berth_control::command::Caller, AwsError> {
+    let auth = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth.starts_with("AWS4-")
+        || parts
+            .uri
+            .query()
+            .is_some_and(|q| q.contains("X-Amz-Signature"))
+    {
+        let (_, principal) = state.authenticate(parts, &[])?;
+        return Ok(caller(parts, principal));
+    }
+    let principal = state
+        .registry
+        .as_ref()
+        .and_then(|reg| registry::token_principal(state, reg, &parts.headers).ok())
+        .ok_or_else(|| {
+            AwsError::new(
+                401,
+                "MissingAuthenticationToken",
+                "/metrics from another address needs credentials: a SigV4-signed GET, or \
+                 Basic AWS:<token> / Bearer <token> with a token from ecr get-login-password.",
+            )
+        })?;
+    Ok(caller(parts, principal))
 }
 
 /// Serve on an already-bound listener until `shutdown` resolves, then finish in-flight

@@ -26,8 +26,34 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_025, 2.0, 17))
 }
 
+/// Who may read `/metrics` (`--metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricsAccess {
+    /// Loopback freely; any other address needs credentials allowed `berth:GetMetrics`
+    /// (SigV4, or the registry's `AWS:<token>` Basic / Bearer, as Prometheus can send).
+    #[default]
+    Auth,
+    /// Anyone who reaches the port.
+    Open,
+    /// Not served.
+    Off,
+}
+
+impl std::str::FromStr for MetricsAccess {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auth" => Ok(MetricsAccess::Auth),
+            "open" => Ok(MetricsAccess::Open),
+            "off" => Ok(MetricsAccess::Off),
+            other => Err(format!("metrics {other:?}: auth, open or off")),
+        }
+    }
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    pub access: MetricsAccess,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<OpLabels, Histogram, fn() -> Histogram>,
 }
@@ -51,9 +77,15 @@ impl Metrics {
         );
         Metrics {
             registry,
+            access: MetricsAccess::default(),
             requests,
             latency,
         }
+    }
+
+    pub fn with_access(mut self, access: MetricsAccess) -> Self {
+        self.access = access;
+        self
     }
 
     /// Count one answered request and its latency.

@@ -172,6 +172,16 @@ fn authenticate(
     Ok((Principal::Key(subject), claims))
 }
 
+/// The principal behind a registry token in `headers` (for routes outside `/v2` that accept
+/// the same credentials, such as `/metrics`).
+pub(crate) fn token_principal(
+    state: &AppState,
+    reg: &Registry,
+    headers: &HeaderMap,
+) -> Result<Principal, DistError> {
+    authenticate(state, reg, headers).map(|(p, _)| p)
+}
+
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let Some(reg) = state.registry.clone() else {
         return (StatusCode::NOT_FOUND, "registry not enabled").into_response();

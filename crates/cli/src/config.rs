@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// the request came to), e.g. a TLS proxy on port 443 for the stock ECS agent.
     #[arg(long, env = "BERTH_AGENT_ENDPOINT")]
     pub agent_endpoint: Option<String>,
+    /// Who may read `/metrics`: `auth` (default: loopback freely, others with credentials
+    /// allowed `berth:GetMetrics`), `open` (anyone who reaches the port), `off`.
+    #[arg(long, env = "BERTH_METRICS")]
+    pub metrics: Option<String>,
     /// Seconds a service's task without container health checks must have been RUNNING
     /// before it counts as healthy in deployments (ECS: 40).
     #[arg(long, env = "BERTH_SERVICE_TASK_HEALTHY_AFTER")]
@@ -159,6 +163,7 @@ pub struct FileConfig {
     pub agent_timeout: Option<u64>,
     pub lost_instance_grace: Option<u64>,
     pub agent_endpoint: Option<String>,
+    pub metrics: Option<String>,
     pub service_task_healthy_after: Option<u64>,
     pub task_credentials_ttl: Option<u64>,
     pub local_node: Option<bool>,
@@ -207,6 +212,8 @@ pub struct Config {
     pub liveness: berth_control::liveness::Liveness,
     /// See the flag `--agent-endpoint`.
     pub agent_endpoint: Option<String>,
+    /// See the flag `--metrics`.
+    pub metrics: berth_api::metrics::MetricsAccess,
     pub service_task_healthy_after: u64,
     pub task_credentials_ttl: u64,
     pub local_node: bool,
@@ -421,6 +428,10 @@ impl ServeArgs {
                     );
                 }
                 l
+            },
+            metrics: match self.metrics.clone().or(file.metrics.clone()) {
+                None => berth_api::metrics::MetricsAccess::Auth,
+                Some(m) => m.parse().map_err(|e: String| anyhow::anyhow!(e))?,
             },
             agent_endpoint: match self.agent_endpoint.clone().or(file.agent_endpoint.clone()) {
                 None => None,

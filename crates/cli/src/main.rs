@@ -444,7 +444,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let state = Arc::new(berth_api::AppState::new(
         control.clone(),
         Some(registry),
-        berth_api::Metrics::new(),
+        berth_api::Metrics::new().with_access(cfg.metrics),
     ));
     tracing::info!(
         %endpoint,
