@@ -39,6 +39,9 @@ pub fn now() -> f64 {
     (d.as_millis() as f64) / 1000.0
 }
 
+/// How long a restarted agent waits for a shim still starting a container it did not record.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
 /// What happens to a task's containers.
 pub(crate) enum Event {
     Exited(String, Result<Exit, String>),
@@ -370,13 +373,30 @@ impl Runner {
     async fn resume_running(&mut self) {
         let names = self.live_containers();
         for name in names {
-            let c = self.st.container(&name).cloned().unwrap_or_default();
+            let mut c = self.st.container(&name).cloned().unwrap_or_default();
+            if c.status == "CREATED" && c.shim_pid <= 0 {
+                // The agent before this one died while starting it, before it saved the pids:
+                // the shim's own record has them (else the container would run on, unwatched,
+                // while its task is reported STOPPED).
+                if let Some((pid, shim_pid)) = self
+                    .inner
+                    .runtime
+                    .started_pids(&c.runtime_id, START_PATIENCE)
+                    .await
+                {
+                    c.pid = pid;
+                    c.shim_pid = shim_pid;
+                }
+            }
             match self.inner.runtime.attach(&c.runtime_id, c.pid, c.shim_pid) {
                 Ok(Some(container)) => {
                     tracing::info!(container = %name, pid = c.pid, "re-attached to a running container");
                     if c.status == "CREATED" {
                         if let Some(cs) = self.st.container_mut(&name) {
                             cs.status = "RUNNING".into();
+                            cs.pid = c.pid;
+                            cs.shim_pid = c.shim_pid;
+                            cs.started_at.get_or_insert_with(now);
                         }
                         self.save();
                     }

@@ -114,6 +114,26 @@ fn is_shim_of(pid: i32, id: &str) -> bool {
     })
 }
 
+/// Whether any live process is a `berth shim` for container `id`.
+fn shim_running(id: &str) -> bool {
+    std::fs::read_dir("/proc").is_ok_and(|rd| {
+        rd.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+                .is_some_and(|pid| is_shim_of(pid, id) && !is_zombie(pid))
+        })
+    })
+}
+
+/// Whether `pid` has exited and waits to be reaped.
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 pub struct NativeRuntime {
     root: PathBuf,
     shim_exe: PathBuf,
@@ -307,6 +327,34 @@ impl NativeRuntime {
             shim_pid,
             waiter: Waiter::Pidfd(fd),
         }))
+    }
+
+    /// The pids (container init, shim) of a container whose start was under way when the
+    /// agent that started it died, before it saved them: from the record its shim writes once
+    /// the container runs (`started.json`), waiting up to `patience` while a shim of `id` is
+    /// still starting it. `None`: no shim of `id` runs and none left a record, so the
+    /// container never started (or it ended: [`Self::exit_of`] says).
+    pub async fn started_pids(&self, id: &str, patience: Duration) -> Option<(i32, i32)> {
+        let record = self.bundle(id).join("started.json");
+        let read = || -> Option<(i32, i32)> {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+            Some((v["pid"].as_i64()? as i32, v["shim_pid"].as_i64()? as i32))
+        };
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(p) = read() {
+                return Some(p);
+            }
+            if !shim_running(id) {
+                // It may have written the record just before it ended.
+                return read();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// How a container ended, from the exit file its shim left (None: it left none).
@@ -537,4 +585,87 @@ pub struct CgroupStats {
     pub cpu_ns: u64,
     /// Memory in use now, bytes.
     pub memory_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ends a stand-in shim by its pid, even when an assertion fails.
+    struct Child(std::process::Child);
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// A container whose start the agent died before recording is found by its shim's record,
+    /// also while the shim is still starting it; with neither a shim nor a record (or a shim
+    /// that ended without one) there is none, at once.
+    #[tokio::test]
+    async fn a_start_the_agent_did_not_record_is_found_by_the_shims_record() {
+        if NativeRuntime::check().is_err() {
+            eprintln!("skipping: /proc of other users' processes needs root here");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let rt = NativeRuntime::new(dir.path(), Path::new("/bin/true")).unwrap();
+        let id = format!("{:032x}-c", std::process::id());
+        let t0 = std::time::Instant::now();
+        assert_eq!(rt.started_pids(&id, Duration::from_secs(5)).await, None);
+        assert!(t0.elapsed() < Duration::from_secs(1), "nothing to wait for");
+
+        // A stand-in shim (`sh -c SCRIPT shim --id ID`: the shim's arguments) that records
+        // the start after a while, then keeps running.
+        let bundle = rt.bundle(&id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let script = format!(
+            "sleep 0.4; echo \"{{\\\"pid\\\":4242,\\\"shim_pid\\\":$$}}\" > {b}/started.json.tmp \
+             && mv {b}/started.json.tmp {b}/started.json; exec sleep 30",
+            b = bundle.display()
+        );
+        let shim = Child(
+            std::process::Command::new("/bin/sh")
+                .args(["-c", &script, "shim", "--id", &id])
+                .spawn()
+                .unwrap(),
+        );
+        let shim_pid = shim.0.id() as i32;
+        // (Once it has exec'd: until then its command line is the test's.)
+        while !is_shim_of(shim_pid, &id) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let got = rt.started_pids(&id, Duration::from_secs(10)).await;
+        assert_eq!(got, Some((4242, shim_pid)), "waited for the shim's record");
+        drop(shim);
+        // The record outlives its shim: the pids are known (attach then finds it ended).
+        assert_eq!(
+            rt.started_pids(&id, Duration::from_secs(5)).await,
+            Some((4242, shim_pid))
+        );
+        assert!(rt.attach(&id, 4242, shim_pid).unwrap().is_none());
+
+        // A shim that ends before it starts the container leaves no record: none, at once.
+        rt.cleanup(&id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        let short = Child(
+            std::process::Command::new("/bin/sh")
+                .args(["-c", "sleep 0.3; true", "shim", "--id", &id])
+                .spawn()
+                .unwrap(),
+        );
+        while !is_shim_of(short.0.id() as i32, &id) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t0 = std::time::Instant::now();
+        assert_eq!(rt.started_pids(&id, Duration::from_secs(10)).await, None);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(100),
+            "waited while the shim ran"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        drop(short);
+    }
 }

@@ -2,7 +2,9 @@
 //! that creates and starts one container with libcontainer, stays its parent to reap it, and
 //! reports on its standard output: `{"pid":N}` once started, then `{"exit_code":C}` or
 //! `{"signal":S}` when it ends (also written to `<bundle>/exit.json`, so a restarted agent can
-//! learn how a container ended while it was away). The container's stdout and stderr go to
+//! learn how a container ended while it was away). The start is recorded in
+//! `<bundle>/started.json` (`{"pid":N,"shim_pid":M}`) too, for an agent that died before it
+//! read the report. The container's stdout and stderr go to
 //! the log file. libcontainer forks and changes namespaces: it must never run inside the
 //! multi-threaded tokio process, which is why this process exists.
 
@@ -108,6 +110,14 @@ pub fn run(a: &ShimArgs) -> i32 {
         return 1;
     }
     let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
+    // The durable record of the start, written before the report: an agent that dies
+    // before it has read and saved the report re-attaches by this record (see
+    // `NativeRuntime::started_pids`) instead of taking the running container for ended.
+    let record = serde_json::json!({"pid": pid, "shim_pid": std::process::id()});
+    let tmp = a.bundle.join("started.json.tmp");
+    if std::fs::write(&tmp, record.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, a.bundle.join("started.json"));
+    }
     report(&mut status, &serde_json::json!({"pid": pid}));
     // From here on the shim only waits: give back what starting the container used.
     // SAFETY: malloc_trim only releases free heap memory back to the kernel.
