@@ -88,9 +88,12 @@ def count_dir(path):
         return 0
 
 
-def nft_rules():
+def nft_rules(*table):
+    """Rules of the whole ruleset, or of one table (`ip`, `berth-BRIDGE`): berth's node rules
+    live in a table of their own."""
     n = 0
-    for line in sh("nft", "-a", "list", "ruleset").splitlines():
+    what = ["table", *table] if table else ["ruleset"]
+    for line in sh("nft", "-a", "list", *what).splitlines():
         s = line.strip()
         if "# handle" in s and not s.startswith(("table ", "chain ", "set ", "map ")):
             n += 1
@@ -124,6 +127,7 @@ def sample(a, task_ids):
         1 for l in rules if a.bridge in l.split() or a.subnet in l)
     m["iptables rules (machine)"] = len(rules)
     m["nft rules (machine)"] = nft_rules()
+    m["nft rules in the node's table"] = nft_rules("ip", "berth-" + a.bridge)
     m["task state files"] = count_dir(os.path.join(a.work, "node", "state"))
     m["container bundles"] = count_dir(os.path.join(a.work, "node", "runtime", "bundles"))
     m["address allocations"] = count_dir(os.path.join(a.work, "node", "net", "ipam"))
