@@ -30,28 +30,12 @@ use axum::response::{IntoResponse, Response};
 use berth_control::agent::FeedMessage;
 use berth_model::wire::acs::TaskStopVerificationMessage;
 use berth_model::wire::ecs::VersionInfo;
-use berth_model::wire::tcs::PublishHealthRequest;
 use http::{HeaderMap, Method, Uri};
 use serde_json::{Value, json};
 
 use crate::AppState;
+use crate::agent_ws::{frame, key_valid, normal_close, on_health};
 use crate::error::AwsError;
-
-/// A frame as ACS frames messages.
-pub fn frame(kind: &str, message: impl serde::Serialize) -> String {
-    #[derive(serde::Serialize)]
-    struct Frame<'a, M> {
-        r#type: &'a str,
-        message: M,
-    }
-    // Written straight out (no intermediate `Value`): every payload to every node goes
-    // through here. A message that cannot be written goes out as an empty object.
-    serde_json::to_string(&Frame {
-        r#type: kind,
-        message: &message,
-    })
-    .unwrap_or_else(|_| format!(r#"{{"type":{},"message":{{}}}}"#, Value::from(kind)))
-}
 
 pub async fn handle(
     State(state): State<Arc<AppState>>,
@@ -274,32 +258,6 @@ async fn serve(
     }
 }
 
-/// A `PublishHealthRequest` from a session (ACS or TCS); whether it could be read.
-pub(crate) async fn on_health(state: &AppState, cluster: &str, instance: &str, msg: Value) -> bool {
-    match serde_json::from_value::<PublishHealthRequest>(msg) {
-        Ok(r) => {
-            let from = Some((cluster, instance));
-            if let Err(e) = state.control.publish_health_from(from, r).await {
-                tracing::warn!("health report refused: {e}");
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!("bad PublishHealthRequest: {e}");
-            false
-        }
-    }
-}
-
-/// Whether a session's access key still holds (a revoked or expired join token ends its
-/// sessions; so does an expired role session, or its role's deletion).
-pub(crate) fn key_valid(state: &AppState, key: &str) -> bool {
-    match key.split_once('~') {
-        Some((akid, token)) => state.control.principal(akid, Some(token)).is_ok(),
-        None => berth_auth::SecretLookup::secret_for(state.control.as_ref(), key).is_some(),
-    }
-}
-
 /// End a session with ACS's `CloseMessage`, saying why.
 async fn close(mut socket: WebSocket, why: &str) {
     let _ = socket
@@ -307,9 +265,7 @@ async fn close(mut socket: WebSocket, why: &str) {
             frame("CloseMessage", json!({"message": why})).into(),
         ))
         .await;
-    let _ = socket
-        .send(Message::Close(Some(crate::tcs::normal_close())))
-        .await;
+    let _ = socket.send(Message::Close(Some(normal_close()))).await;
 }
 
 /// Handle one frame from the agent; the frame to answer with, if any.

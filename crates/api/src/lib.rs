@@ -17,6 +17,7 @@
 
 pub mod acs;
 pub mod admin;
+pub mod agent_ws;
 pub mod awsjson;
 pub mod ecr;
 pub mod ecs;

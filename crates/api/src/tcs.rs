@@ -17,7 +17,7 @@ use berth_model::wire::tcs::PublishMetricsRequest;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::acs::{frame, key_valid, on_health};
+use crate::agent_ws::{frame, key_valid, normal_close, on_health};
 
 pub async fn session(
     state: Arc<AppState>,
@@ -109,14 +109,6 @@ async fn on_message(state: &AppState, cluster: &str, instance: &str, text: &str)
             tracing::debug!("telemetry message {other} ignored");
             None
         }
-    }
-}
-
-/// A close frame with status 1000 (normal closure), which the ECS agent treats as a planned end.
-pub(crate) fn normal_close() -> axum::extract::ws::CloseFrame {
-    axum::extract::ws::CloseFrame {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: "".into(),
     }
 }
 

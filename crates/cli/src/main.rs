@@ -6,6 +6,7 @@ mod images;
 mod node;
 mod ps;
 mod services;
+mod table;
 mod tls;
 mod token;
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::config::ServeArgs;
+use crate::table::{print_table, short};
 
 const ECS: &str = "AmazonEC2ContainerServiceV20141113";
 
@@ -38,10 +39,6 @@ pub struct LogsArgs {
     tail: Option<usize>,
     #[command(flatten)]
     local: ServeArgs,
-}
-
-pub(crate) fn short(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
 }
 
 pub(crate) fn uptime(since: f64, now: f64) -> String {
@@ -151,25 +148,6 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
         }
     }
     print_table(&rows)
-}
-
-/// Print rows as left-aligned columns (the first row is the header), like `docker ps`.
-pub(crate) fn print_table<R: AsRef<[String]>>(rows: &[R]) -> anyhow::Result<()> {
-    let n = rows.first().map(|r| r.as_ref().len()).unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| rows.iter().map(|r| r.as_ref()[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = std::io::stdout().lock();
-    for r in rows {
-        let line: Vec<String> = r
-            .as_ref()
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("  ").trim_end())?;
-    }
-    Ok(())
 }
 
 /// The last `n` lines of `data`.

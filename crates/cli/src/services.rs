@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::config::ServeArgs;
-use crate::ps::{print_table, short};
+use crate::table::{print_table, short};
 
 const ECS: &str = "AmazonEC2ContainerServiceV20141113";
 

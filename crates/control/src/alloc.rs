@@ -19,28 +19,17 @@
 //! Must not: let a plan commit against a revision it did not see, or be the only record of
 //! anything (the allocation key holds no data; the tasks are the truth).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_store::{Compare, Op, Revision};
 use tokio::sync::watch;
 
 use crate::keys;
-use crate::view::{View, ViewData};
+use crate::view::{AllocTurn as Turn, View, ViewData};
 
-/// The outcome a plan leaves for the next plan of this server on the same instance: the
-/// allocation key's revision after it (`UNKNOWN`: the next plan cannot tell and must fail its
-/// compare and plan again).
-type Turn = watch::Sender<Option<Revision>>;
-
-/// A revision no key ever has: comparing with it fails, which forces a fresh plan.
+/// A revision no key ever has: comparing with it fails, which forces a fresh plan (what a plan
+/// leaves when the next one cannot tell).
 const UNKNOWN: Revision = Revision::MAX;
-
-/// Per server: (cluster, instance id) → the turn of the latest plan still committing there.
-#[derive(Default)]
-pub struct Chains {
-    latest: HashMap<(String, String), Arc<Turn>>,
-}
 
 enum Expect {
     /// The revision the view held when the plan was made.
@@ -80,12 +69,12 @@ impl Claims {
                 continue;
             }
             let key = (cluster.to_string(), id.clone());
-            let expect = match d.alloc_chains.latest.get(&key) {
+            let expect = match d.alloc_chains.get(&key) {
                 Some(prev) => Expect::After(prev.subscribe()),
                 None => Expect::Seen(d.alloc_revs.get(&key).copied().unwrap_or(0)),
             };
             let turn = Arc::new(watch::channel(None).0);
-            d.alloc_chains.latest.insert(key, turn.clone());
+            d.alloc_chains.insert(key, turn.clone());
             claims.push(Claim {
                 cluster: cluster.to_string(),
                 id: id.clone(),
@@ -145,11 +134,10 @@ impl Claims {
 fn release(d: &mut ViewData, c: &Claim) {
     let key = (c.cluster.clone(), c.id.clone());
     if d.alloc_chains
-        .latest
         .get(&key)
         .is_some_and(|t| Arc::ptr_eq(t, &c.turn))
     {
-        d.alloc_chains.latest.remove(&key);
+        d.alloc_chains.remove(&key);
     }
 }
 

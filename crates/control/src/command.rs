@@ -15,10 +15,28 @@ use std::net::IpAddr;
 
 use berth_auth::policy::{Policy, PolicyKind};
 
-use crate::iam::Principal;
 use crate::{Control, ControlError, Result};
 
 /// Who sent a request and how it arrived: what authorization and handlers know of the caller.
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A stored access key: the root key, a user's key or a join token.
+    Key(String),
+    /// A role session (temporary credentials).
+    Session(berth_auth::session::Claims),
+}
+
+impl Principal {
+    /// The access key id that signed the request.
+    pub fn access_key_id(&self) -> &str {
+        match self {
+            Principal::Key(k) => k,
+            Principal::Session(c) => &c.access_key_id,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Principal,

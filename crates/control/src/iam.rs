@@ -69,24 +69,8 @@ impl PolicyCache {
     }
 }
 
-/// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// A stored access key: the root key, a user's key or a join token.
-    Key(String),
-    /// A role session (temporary credentials).
-    Session(Claims),
-}
-
-impl Principal {
-    /// The access key id that signed the request.
-    pub fn access_key_id(&self) -> &str {
-        match self {
-            Principal::Key(k) => k,
-            Principal::Session(c) => &c.access_key_id,
-        }
-    }
-}
+/// Who is calling (defined with the command boundary, where every caller is one).
+pub use crate::command::Principal;
 
 /// Credentials of a new role session.
 #[derive(Debug, Clone)]

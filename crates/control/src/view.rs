@@ -227,9 +227,14 @@ pub struct ViewData {
     /// (cluster, instance id) → the mod revision of its allocation key
     /// ([`crate::keys::ALLOCS`]); absent: never placed on.
     pub(crate) alloc_revs: HashMap<(String, String), Revision>,
-    /// This server's placements still committing, per instance ([`crate::alloc`]).
-    pub(crate) alloc_chains: crate::alloc::Chains,
+    /// This server's placements still committing: (cluster, instance id) → the turn of the
+    /// latest plan there ([`crate::alloc`] keeps it).
+    pub(crate) alloc_chains: HashMap<(String, String), Arc<AllocTurn>>,
 }
+
+/// The outcome a placement plan leaves for the next plan of this server on the same instance:
+/// the instance's allocation revision after it (see [`crate::alloc`]).
+pub(crate) type AllocTurn = tokio::sync::watch::Sender<Option<Revision>>;
 
 /// A task planned on an instance: (plan id, task id, what it reserves).
 type PlannedTask = (u64, String, berth_scheduler::TaskRequirements);
