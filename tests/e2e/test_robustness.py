@@ -3,6 +3,7 @@ signatures are refused, malformed input gets AWS's error and changes nothing, pa
 walks everything exactly once."""
 
 import json
+import os
 import urllib.error
 import urllib.request
 
@@ -233,3 +234,44 @@ def test_ops_endpoints(berth):
     assert 'berth_api_requests_total{service="ecs",operation="ListClusters",code="OK"}' in text
     assert "berth_api_request_duration_seconds_bucket" in text
     assert "berth_store_commit_duration_seconds" in text
+
+
+def test_slow_and_idle_connections_are_closed(data_dir):
+    """A client that opens connections and never finishes a request's headers (or holds a
+    keep-alive connection idle) loses them after --http-header-timeout; meanwhile, and after,
+    everyone else is served. Before, such connections were held forever: a few hundred of
+    them used up berth's file descriptors."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    b = Berth(data_dir, extra_args=["--http-header-timeout", "2"]).start()
+    try:
+        u = urlparse(b.endpoint)
+        addr = (u.hostname, u.port)
+        slow = []
+        for i in range(300):
+            s = socket.create_connection(addr, timeout=10)
+            if i % 2:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+            slow.append(s)
+        idle = socket.create_connection(addr, timeout=10)
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        # Others are served while the slow ones wait.
+        assert b.client().list_clusters()["clusterArns"] is not None
+        time.sleep(3.5)
+        for s in slow + [idle]:
+            s.settimeout(5)
+            try:
+                data = s.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            # Closed: end of stream, or at most a 408 and then the end.
+            assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:80]
+            s.close()
+        fds = len(os.listdir("/proc/%d/fd" % b.proc.pid))
+        assert fds < 100, "berth still holds %d file descriptors" % fds
+        assert b.client().list_clusters()["clusterArns"] is not None
+    finally:
+        b.stop()

@@ -25,6 +25,7 @@ pub mod error;
 pub mod metrics;
 pub mod query;
 pub mod registry;
+pub mod serve;
 pub mod tcs;
 pub mod tls;
 
@@ -321,33 +322,15 @@ fn metrics_caller(
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    limits: serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<PeerAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve::serve_on(listener, router(state), limits, shutdown).await
 }
 
 /// The address of the peer a request came from (plain and TLS listeners alike).
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
-    for PeerAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
 
 /// Marks requests that came over TLS (a request extension), so that answers naming an
 /// endpoint name it `https://`.
@@ -359,12 +342,15 @@ pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     state: Arc<AppState>,
+    limits: serve::Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state)
-        .layer(axum::Extension(ServedOverTls))
-        .into_make_service_with_connect_info::<PeerAddr>();
-    axum::serve(tls::TlsListener::new(listener, config)?, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state).layer(axum::Extension(ServedOverTls));
+    serve::serve_on(
+        tls::TlsListener::new(listener, config)?,
+        app,
+        limits,
+        shutdown,
+    )
+    .await
 }

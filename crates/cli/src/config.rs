@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// allowed `berth:GetMetrics`), `open` (anyone who reaches the port), `off`.
     #[arg(long, env = "BERTH_METRICS")]
     pub metrics: Option<String>,
+    /// Seconds a client may take to send a request's headers (and a keep-alive connection may
+    /// stay idle) before the front door closes the connection.
+    #[arg(long, env = "BERTH_HTTP_HEADER_TIMEOUT")]
+    pub http_header_timeout: Option<u64>,
     /// Seconds a service's task without container health checks must have been RUNNING
     /// before it counts as healthy in deployments (ECS: 40).
     #[arg(long, env = "BERTH_SERVICE_TASK_HEALTHY_AFTER")]
@@ -164,6 +168,7 @@ pub struct FileConfig {
     pub lost_instance_grace: Option<u64>,
     pub agent_endpoint: Option<String>,
     pub metrics: Option<String>,
+    pub http_header_timeout: Option<u64>,
     pub service_task_healthy_after: Option<u64>,
     pub task_credentials_ttl: Option<u64>,
     pub local_node: Option<bool>,
@@ -214,6 +219,8 @@ pub struct Config {
     pub agent_endpoint: Option<String>,
     /// See the flag `--metrics`.
     pub metrics: berth_api::metrics::MetricsAccess,
+    /// Connection limits of the front door (`--http-header-timeout`).
+    pub http: berth_api::serve::Limits,
     pub service_task_healthy_after: u64,
     pub task_credentials_ttl: u64,
     pub local_node: bool,
@@ -428,6 +435,14 @@ impl ServeArgs {
                     );
                 }
                 l
+            },
+            http: berth_api::serve::Limits {
+                header_timeout: std::time::Duration::from_secs(
+                    self.http_header_timeout
+                        .or(file.http_header_timeout)
+                        .unwrap_or(30)
+                        .max(1),
+                ),
             },
             metrics: match self.metrics.clone().or(file.metrics.clone()) {
                 None => berth_api::metrics::MetricsAccess::Auth,

@@ -481,8 +481,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .await;
     match tls {
-        Some(t) => berth_api::serve_tls(listener, t.config, state, shutdown_signal()).await?,
-        None => berth_api::serve(listener, state, shutdown_signal()).await?,
+        Some(t) => {
+            berth_api::serve_tls(listener, t.config, state, cfg.http, shutdown_signal()).await?
+        }
+        None => berth_api::serve(listener, state, cfg.http, shutdown_signal()).await?,
     }
     tracing::info!("shutting down");
     if let Some(a) = agent {

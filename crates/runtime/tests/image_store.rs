@@ -44,9 +44,14 @@ async fn pull_unpack_and_cache() {
         berth_api::Metrics::new(),
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(berth_api::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = tokio::spawn(berth_api::serve(
+        listener,
+        state,
+        Default::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     // An image from a directory: busybox-like tree with a symlink and a nested file.
     let src = tempfile::tempdir().unwrap();
