@@ -5,7 +5,6 @@
 //! hand typed commands to the control plane, which authorizes them.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use axum::body::Body;
@@ -107,12 +106,13 @@ where
 
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let started = Instant::now();
+    let clock = state.control.clock();
+    let started = clock.instant();
     let span = info_span!("request", id = %request_id, op = tracing::field::Empty);
     let (service, op, result) = pipeline(&state, req, &request_id)
         .instrument(span.clone())
         .await;
-    let elapsed = started.elapsed();
+    let elapsed = clock.elapsed(started);
     let code = match &result {
         Ok(_) => "OK".to_string(),
         Err(e) => e.code.clone(),

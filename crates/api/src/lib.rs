@@ -97,7 +97,7 @@ impl AppState {
         let verified = berth_auth::verify(
             &req,
             self.control.as_ref(),
-            time::OffsetDateTime::now_utc(),
+            offset_date_time(self.control.clock().now()),
             MAX_CLOCK_SKEW,
         )
         .map_err(|e| AwsError::new(e.http_status(), e.code(), e.to_string()))?;
@@ -120,6 +120,12 @@ impl AppState {
             .map_err(AwsError::from)?;
         Ok((verified, principal))
     }
+}
+
+/// `t` as the `time` crate has it (what SigV4 verification compares signing times with).
+fn offset_date_time(t: berth_model::Timestamp) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_millis()) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Who signed a request (`principal`, as [`AppState::authenticate`] found) and how it came:

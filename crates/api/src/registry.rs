@@ -189,7 +189,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     let host = reg.config().host.clone();
     let base = reg.config().base_url();
     let bearer = reg.config().bearer_challenge;
-    let started = std::time::Instant::now();
+    let started = reg.clock().instant();
     // The metric label: the ECR action the request amounts to.
     let op = {
         let path = req.uri().path();
@@ -211,7 +211,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     }
     state
         .metrics
-        .record("registry", op, code, started.elapsed());
+        .record("registry", op, code, reg.clock().elapsed(started));
     resp.headers_mut().insert(
         "docker-distribution-api-version",
         HeaderValue::from_static(API_VERSION),

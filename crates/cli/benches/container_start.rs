@@ -5,6 +5,8 @@
 //!
 //!     cargo bench -p berth --bench container_start -- [runs]
 
+#![allow(clippy::disallowed_methods, reason = "a benchmark measures real time")]
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

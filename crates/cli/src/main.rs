@@ -180,6 +180,8 @@ fn main() -> anyhow::Result<()> {
         .subcommand_matches("agent")
         .and_then(|m| m.value_source("token"))
         == Some(clap::parser::ValueSource::CommandLine);
+    // The one clock of this process: every part that needs the time is handed it.
+    let clock = berth_clock::Clock::system();
     match cli.cmd {
         // No tokio here: libcontainer forks, so the shim stays single-threaded.
         Cmd::Shim(a) => {
@@ -199,8 +201,8 @@ fn main() -> anyhow::Result<()> {
             let _ = a.host_port;
             std::process::exit(berth_runtime::forward::serve(proto, a.target, a.watch_pid))
         }
-        Cmd::Agent(a) => run_agent(a, token_in_argv),
-        Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a)),
+        Cmd::Agent(a) => run_agent(a, token_in_argv, clock),
+        Cmd::Ps(a) => client_runtime()?.block_on(ps::ps(a, clock)),
         Cmd::Logs(a) => client_runtime()?.block_on(ps::logs(a)),
         Cmd::Services(a) => client_runtime()?.block_on(services::services(a)),
         Cmd::Service(a) => client_runtime()?.block_on(services::service(a)),
@@ -212,13 +214,13 @@ fn main() -> anyhow::Result<()> {
         Cmd::Env(args) => print_env(&args.resolve()?),
         Cmd::Push(args) => client_runtime()?.block_on(images::push(args)),
         Cmd::Pull(args) => client_runtime()?.block_on(images::pull(args)),
-        Cmd::Up(args) => run_server(args, true),
-        Cmd::Server(args) => run_server(args, false),
+        Cmd::Up(args) => run_server(args, true, clock),
+        Cmd::Server(args) => run_server(args, false, clock),
     }
 }
 
 /// `berth up` (with a local node unless configured off) and `berth server` (never).
-fn run_server(args: ServeArgs, local_node: bool) -> anyhow::Result<()> {
+fn run_server(args: ServeArgs, local_node: bool, clock: berth_clock::Clock) -> anyhow::Result<()> {
     let mut cfg = args.resolve()?;
     cfg.local_node &= local_node;
     init_tracing(&cfg.log);
@@ -228,7 +230,7 @@ fn run_server(args: ServeArgs, local_node: bool) -> anyhow::Result<()> {
         .thread_name("berth")
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, clock))
 }
 
 /// The most of a token file that is read (a token is well under 100 bytes).
@@ -263,7 +265,7 @@ fn read_token_file(p: &Path) -> anyhow::Result<(String, String)> {
     split_token(text.trim(), &what)
 }
 
-fn run_agent(a: AgentCmd, token_in_argv: bool) -> anyhow::Result<()> {
+fn run_agent(a: AgentCmd, token_in_argv: bool, clock: berth_clock::Clock) -> anyhow::Result<()> {
     let cfg = a.node.resolve()?;
     init_tracing(&cfg.log);
     let (akid, secret) = match (&a.token, &a.token_file) {
@@ -322,7 +324,7 @@ fn run_agent(a: AgentCmd, token_in_argv: bool) -> anyhow::Result<()> {
             report_concurrency: a.sim_report_concurrency,
             trust,
         };
-        return rt.block_on(node::run_simulated(sim));
+        return rt.block_on(node::run_simulated(sim, clock));
     }
     rt.block_on(node::run_agent(cfg, a.server, a.cluster, creds, trust))
 }
@@ -365,8 +367,8 @@ fn init_tracing(filter: &str) {
         .init();
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+async fn serve(cfg: Config, clock: berth_clock::Clock) -> anyhow::Result<()> {
+    let started = clock.instant();
     create_private_dir(&cfg.data_dir)?;
     // Certificate problems stop the start before anything else happens.
     let tls = match &cfg.tls {
@@ -387,6 +389,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             ),
             agent_endpoint: cfg.agent_endpoint.clone(),
             task_credentials_ttl: std::time::Duration::from_secs(cfg.task_credentials_ttl),
+            clock,
         },
         store.clone(),
     )
@@ -432,6 +435,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             tls: tls.is_some(),
         },
         cfg.registry_uploads,
+        clock,
         store.clone(),
         &cfg.data_dir.join("registry"),
     )
@@ -450,7 +454,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         %endpoint,
         data_dir = %cfg.data_dir.display(),
-        startup_ms = started.elapsed().as_millis() as u64,
+        startup_ms = clock.elapsed(started).as_millis() as u64,
         "berth is serving; point the aws CLI at it with: eval \"$(berth env --data-dir {})\"",
         cfg.data_dir.display()
     );

@@ -371,9 +371,12 @@ pub async fn run_agent(
 
 /// `berth agent --simulate N`: simulated nodes until SIGINT/SIGTERM, with a line of
 /// counters every 10 s.
-pub async fn run_simulated(cfg: berth_agent::sim::SimConfig) -> anyhow::Result<()> {
+pub async fn run_simulated(
+    cfg: berth_agent::sim::SimConfig,
+    clock: berth_clock::Clock,
+) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering::Relaxed;
-    let started = std::time::Instant::now();
+    let started = clock.instant();
     let (n, cluster, server) = (cfg.count, cfg.cluster.clone(), cfg.endpoint.clone());
     let sim = tokio::select! {
         s = berth_agent::sim::start(cfg) => s.map_err(|e| anyhow::anyhow!("simulated nodes: {e}"))?,
@@ -381,7 +384,7 @@ pub async fn run_simulated(cfg: berth_agent::sim::SimConfig) -> anyhow::Result<(
     };
     tracing::info!(
         nodes = n, %cluster, %server,
-        registered_in_ms = started.elapsed().as_millis() as u64,
+        registered_in_ms = clock.elapsed(started).as_millis() as u64,
         "simulated nodes registered"
     );
     let stats = sim.stats.clone();

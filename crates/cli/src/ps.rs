@@ -70,7 +70,7 @@ fn ports(c: &Value) -> String {
     out.join(",")
 }
 
-pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
+pub async fn ps(a: PsArgs, clock: berth_clock::Clock) -> anyhow::Result<()> {
     let aws = crate::api_client(&a.local)?;
     let clusters: Vec<String> = match &a.cluster {
         Some(c) => vec![c.clone()],
@@ -78,10 +78,7 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
             .await
             .context("listing clusters")?,
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
+    let now = clock.now().as_secs_f64();
     let mut rows = vec![[
         "TASK".to_string(),
         "CLUSTER".into(),

@@ -2,6 +2,11 @@
 //! real: a TCP and a UDP host port handed over as fd 3, forwarded to local echo servers, for
 //! as long as a watched process lives or until SIGTERM. Needs no root and no containers.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "waits on real processes and sockets, in real time"
+)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;

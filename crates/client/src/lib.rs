@@ -142,6 +142,11 @@ impl AwsClient {
         headers.insert("host", hv(&host)?);
         headers.insert("content-type", hv("application/x-amz-json-1.1")?);
         headers.insert("x-amz-target", hv(&format!("{target_prefix}.{op}"))?);
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a client signs with its machine's wall time, which the server checks"
+        )]
+        let signed_at = time::OffsetDateTime::now_utc();
         berth_auth::sign(
             "POST",
             "/",
@@ -151,7 +156,7 @@ impl AwsClient {
             &self.creds,
             &self.region,
             signing_name,
-            time::OffsetDateTime::now_utc(),
+            signed_at,
         );
         let mut req = http::Request::post(uri)
             .body(Full::new(Bytes::from(data)))

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::records::TaskRecord;
 use crate::view::instance_id_of;
-use crate::{Control, ControlError, Result, keys, now};
+use crate::{Control, ControlError, Result, keys};
 
 /// How often a session's feed repeats the task manifest.
 pub const MANIFEST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -129,6 +129,7 @@ impl Control {
         let me = self.clone();
         let cluster_arn = self.part.cluster(&cname);
         let instance_arn = self.part.container_instance(&cname, &inst);
+        let clock = self.clock;
         tokio::spawn(async move {
             // What each task's last payload said (desired status), so that only changes go out.
             let mut sent: std::collections::HashMap<String, String> = Default::default();
@@ -148,19 +149,19 @@ impl Control {
                     tasks: Some(tasks),
                     message_id: Some(berth_model::arn::new_uuid()),
                     seq_num: Some(seq),
-                    generated_at: Some(now() as i64),
+                    generated_at: Some(clock.now().as_secs()),
                     ..Default::default()
                 })
             };
             // Tasks holding role credentials, and when they were issued.
-            let mut issued: std::collections::HashMap<String, std::time::Instant> =
+            let mut issued: std::collections::HashMap<String, berth_clock::Instant> =
                 Default::default();
-            let note = |issued: &mut std::collections::HashMap<String, std::time::Instant>,
+            let note = |issued: &mut std::collections::HashMap<String, berth_clock::Instant>,
                         t: &berth_model::wire::acs::Task| {
                 if (t.role_credentials.is_some() || t.execution_role_credentials.is_some())
                     && let Some(a) = &t.arn
                 {
-                    issued.insert(a.clone(), std::time::Instant::now());
+                    issued.insert(a.clone(), clock.instant());
                 }
             };
             let batch: Vec<_> = initial
@@ -197,10 +198,10 @@ impl Control {
                         // Finished tasks need no more.
                         issued.retain(|arn, _| sent.contains_key(arn));
                         for (arn, at) in issued.iter_mut() {
-                            if at.elapsed() < ttl / 2 {
+                            if clock.elapsed(*at) < ttl / 2 {
                                 continue;
                             }
-                            *at = std::time::Instant::now();
+                            *at = clock.instant();
                             for m in me.renew_credentials(&cname, arn) {
                                 if tx.send(FeedMessage::Credentials(m)).await.is_err() {
                                     return;
@@ -250,7 +251,7 @@ impl Control {
             cluster_arn: Some(cluster_arn.to_string()),
             container_instance_arn: Some(instance_arn.to_string()),
             tasks: Some(tasks),
-            generated_at: Some(now() as i64),
+            generated_at: Some(self.now().as_secs()),
             message_id: Some(berth_model::arn::new_uuid()),
             timeline: Some(i64::from(timeline)),
         }
@@ -290,7 +291,7 @@ impl Control {
             })
             .collect();
         TaskStopVerificationAck {
-            generated_at: Some(now() as i64),
+            generated_at: Some(self.now().as_secs()),
             message_id: req.message_id.clone(),
             stop_tasks: Some(stop_tasks),
         }

@@ -20,7 +20,7 @@ use crate::records::{ServiceRecord, TaskRecord};
 use crate::rollout::{self, Inputs, TaskState};
 use crate::tasks::{Launch, create_ops, finish};
 use crate::view::{TaskSummary, ViewData};
-use crate::{Control, Result, keys, now};
+use crate::{Control, Result, keys};
 
 /// Services looked at concurrently.
 const PARALLEL: usize = 16;
@@ -147,7 +147,7 @@ impl Control {
             let mut timers: BTreeSet<(u64, Key)> = BTreeSet::new();
             loop {
                 let Some(c) = weak.upgrade() else { return };
-                let at_ms = (now() * 1000.0) as u64;
+                let at_ms = c.now().as_millis();
                 let mut batch: HashSet<Key> = std::mem::take(&mut c.view.data.write().dirty)
                     .into_iter()
                     .collect();
@@ -178,7 +178,7 @@ impl Control {
                                 Ok(w) => w,
                                 Err(e) => {
                                     tracing::warn!(cluster = %k.0, service = %k.1, "service controller: {e}");
-                                    Some(now() + 1.0)
+                                    Some(c.now().as_secs_f64() + 1.0)
                                 }
                             };
                             (k, w)
@@ -203,12 +203,12 @@ impl Control {
                 return Ok(w);
             }
         }
-        Ok(Some(now() + 0.1))
+        Ok(Some(self.now().as_secs_f64() + 0.1))
     }
 
     /// One attempt; `None` when a conflicting write came first.
     async fn reconcile_once(&self, cluster: &str, name: &str) -> Result<Option<Option<f64>>> {
-        let at = now();
+        let at = self.now().as_secs_f64();
         // Gather.
         let (entry, tasks, draining, daemon, hc, primary_td) = {
             let d = self.view.data.read();

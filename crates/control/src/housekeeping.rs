@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth_store::{Compare, Op, Txn};
 
-use crate::{Control, Result, keys, now};
+use crate::{Control, Result, keys};
 
 /// How long STOPPED tasks stay visible (ECS keeps them for at least an hour).
 pub const STOPPED_TASK_RETENTION_SECS: f64 = 3600.0;
@@ -69,7 +69,7 @@ impl Control {
                 tick.tick().await;
                 let Some(c) = this.upgrade() else { return };
                 match c
-                    .reap_stopped_tasks(now(), STOPPED_TASK_RETENTION_SECS)
+                    .reap_stopped_tasks(c.now().as_secs_f64(), STOPPED_TASK_RETENTION_SECS)
                     .await
                 {
                     Ok(0) => {}

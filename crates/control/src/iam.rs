@@ -18,7 +18,7 @@ use berth_store::{Compare, Op, Store, Txn};
 
 use crate::command;
 use crate::records::RoleRecord;
-use crate::{Control, ControlError, Result, keys, now};
+use crate::{Control, ControlError, Result, keys};
 
 /// The service principal ECS assumes task roles as.
 pub const ECS_TASKS_SERVICE: &str = "ecs-tasks.amazonaws.com";
@@ -313,7 +313,7 @@ impl Control {
             role_name: r.role_name,
             role_id: unique_id("AROA"),
             path,
-            create_date: now().floor(),
+            create_date: self.now().as_secs_f64().floor(),
             assume_role_policy: r.assume_role_policy,
             description: r.description,
             max_session_duration: max,
@@ -521,8 +521,13 @@ impl Control {
             )
         };
         let token = token.ok_or_else(|| bad(session::SessionError::Invalid))?;
-        let claims =
-            session::open(&self.session_key, access_key_id, token, now() as i64).map_err(bad)?;
+        let claims = session::open(
+            &self.session_key,
+            access_key_id,
+            token,
+            self.now().as_secs(),
+        )
+        .map_err(bad)?;
         // The role must still be the one the session was made for.
         match self.role_entry(&claims.role_name) {
             Some(r) if r.role_id == claims.role_id => Ok(Principal::Session(claims)),
@@ -580,7 +585,7 @@ impl Control {
             ctx.insert("aws:securetransport".into(), vec![t.secure.to_string()]);
             ctx.insert("aws:sourceip".into(), vec![t.source_ip.to_string()]);
         }
-        let now = now();
+        let now = self.now().as_secs_f64();
         ctx.insert("aws:epochtime".into(), vec![(now as i64).to_string()]);
         ctx.insert("aws:currenttime".into(), vec![iso8601(now)]);
         let id = self.caller_identity(p);
@@ -808,7 +813,7 @@ impl Control {
     }
 
     fn mint(&self, role: &RoleRecord, session_name: &str, seconds: i64) -> SessionCredentials {
-        let issued = now() as i64;
+        let issued = self.now().as_secs();
         let claims = Claims {
             access_key_id: String::new(),
             role_name: role.role_name.clone(),

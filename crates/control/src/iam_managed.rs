@@ -10,7 +10,7 @@ use berth_store::{Compare, Op, Txn};
 
 use crate::iam::{check_document, check_name, check_path, iam, iam_page, unique_id, validation};
 use crate::records::ManagedPolicyRecord;
-use crate::{Control, Result, keys, now};
+use crate::{Control, Result, keys};
 
 /// The AWS managed policies berth knows: (path, name, description, document). The documents
 /// are berth's, granting what each policy is for on berth's services.
@@ -155,7 +155,7 @@ impl Control {
             arn: format!("arn:aws:iam::{}:policy{path}{name}", self.part.account_id),
             path: path.to_string(),
             description: description.map(str::to_string),
-            create_date: now().floor(),
+            create_date: self.now().as_secs_f64().floor(),
             document: document.to_string(),
         };
         if !self.put_new(&keys::policy(name), &rec).await? {

@@ -20,7 +20,7 @@ use berth_store::{Compare, Op, Txn};
 use crate::error::{ControlError, Result};
 use crate::tags::validate_tags;
 use crate::view::{Usage, ViewData};
-use crate::{Control, keys, now, paging};
+use crate::{Control, keys, paging};
 
 /// Custom attributes one container instance may carry (ECS allows 10).
 pub const MAX_CUSTOM_ATTRIBUTES: usize = 10;
@@ -226,7 +226,7 @@ impl Control {
                     }
                     (id.clone(), prev)
                 }
-                None => (berth_model::arn::new_id(), None),
+                None => (berth_model::arn::new_id(self.now()), None),
             };
             let mut ci = prev
                 .as_ref()
@@ -242,7 +242,7 @@ impl Control {
             ci.version = Some(ci.version.unwrap_or(0) + 1);
             ci.version_info = req.version_info.clone().or(ci.version_info);
             if prev.is_none() {
-                ci.registered_at = Some(now());
+                ci.registered_at = Some(self.now().as_secs_f64());
             }
             let mut merged: BTreeMap<String, Attribute> = ci
                 .attributes

@@ -42,8 +42,8 @@ pub mod tokens;
 pub mod view;
 
 use std::sync::Arc;
-use std::time::Instant;
 
+use berth_clock::{Clock, Instant, Timestamp};
 use berth_model::arn::Partition;
 use berth_store::{Store, Txn, TxnResponse};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -69,6 +69,9 @@ pub struct ControlConfig {
     /// How long the credentials handed to a task for its task role last; they are renewed
     /// at half their life. ECS's last about 6 hours.
     pub task_credentials_ttl: std::time::Duration,
+    /// Where the control plane reads the time (its records' timestamps, ids, session and
+    /// token lifetimes, and all its timers). The default is the machine's.
+    pub clock: Clock,
 }
 
 impl Default for ControlConfig {
@@ -80,6 +83,7 @@ impl Default for ControlConfig {
             service_task_healthy_after: std::time::Duration::from_secs(40),
             agent_endpoint: None,
             task_credentials_ttl: std::time::Duration::from_secs(6 * 3600),
+            clock: Clock::system(),
         }
     }
 }
@@ -100,6 +104,8 @@ pub struct Control {
     liveness: liveness::Liveness,
     /// What each agent session has been heard saying lately (memory only).
     presence: liveness::PresenceTable,
+    /// See [`ControlConfig::clock`].
+    clock: Clock,
     /// When this control plane started (liveness clocks count from here).
     epoch: Instant,
     /// What nodes last reported on their telemetry sessions (memory only).
@@ -118,14 +124,6 @@ pub struct Control {
     policy_cache: iam::PolicyCache,
 }
 
-/// Seconds since the epoch, as the JSON protocol carries timestamps (millisecond precision).
-pub(crate) fn now() -> f64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
-}
-
 impl Control {
     /// Load the view from the store and start following it.
     pub async fn open(cfg: ControlConfig, store: Arc<dyn Store>) -> Result<Arc<Control>> {
@@ -142,7 +140,8 @@ impl Control {
             commit_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             liveness: cfg.liveness,
             presence: Default::default(),
-            epoch: Instant::now(),
+            epoch: cfg.clock.instant(),
+            clock: cfg.clock,
             telemetry: Default::default(),
             healthy_after: cfg.service_task_healthy_after,
             registry: Default::default(),
@@ -159,6 +158,16 @@ impl Control {
     /// how to log in to it. Set once, when the front door is bound.
     pub fn set_registry(&self, host: &str, endpoint: &str) {
         let _ = self.registry.set((host.to_string(), endpoint.to_string()));
+    }
+
+    /// The clock this control plane runs on (the front door and the registry read the same).
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// The time now, by [`Control::clock`].
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     /// The URL agents are sent to for their sessions, if one is configured.
@@ -195,9 +204,10 @@ impl Control {
 
     /// Commit a transaction and wait until the view reflects it.
     pub(crate) async fn commit(&self, txn: Txn) -> Result<TxnResponse> {
-        let t = Instant::now();
+        let t = self.clock.instant();
         let resp = self.store.txn(txn).await?;
-        self.commit_latency.observe(t.elapsed().as_secs_f64());
+        self.commit_latency
+            .observe(self.clock.elapsed(t).as_secs_f64());
         self.view.wait_for(resp.revision).await;
         Ok(resp)
     }
@@ -238,7 +248,7 @@ impl Control {
                 secret_access_key: creds.secret_access_key.clone(),
                 user_name: "root".to_string(),
                 status: "Active".to_string(),
-                created_at: now(),
+                created_at: self.now().as_secs_f64(),
                 scope: None,
             };
             self.put_new(&keys::access_key(&rec.access_key_id), &rec)
@@ -268,7 +278,8 @@ impl berth_auth::SecretLookup for Control {
         }
         let d = self.view.data.read();
         let k = d.access_keys.get(access_key_id)?;
-        Control::key_usable(&k.value, now()).then(|| k.value.secret_access_key.clone())
+        Control::key_usable(&k.value, self.now().as_secs_f64())
+            .then(|| k.value.secret_access_key.clone())
     }
 }
 

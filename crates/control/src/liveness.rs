@@ -24,13 +24,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use berth_clock::{Clock, Instant};
 use berth_model::status::stop_code;
 use berth_model::wire::ecs::VersionInfo;
 
 use crate::view::instance_id_of;
-use crate::{Control, ControlError, Result, keys, now};
+use crate::{Control, ControlError, Result, keys};
 
 /// Timers of node liveness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +71,7 @@ pub(crate) struct Presence {
 /// dropping it only forgets it (the instance is then left to the liveness timeout).
 pub struct AgentSession {
     presence: Arc<Presence>,
+    clock: Clock,
     epoch: Instant,
     cluster: String,
     id: String,
@@ -80,13 +82,13 @@ impl AgentSession {
     pub fn heard(&self) {
         self.presence
             .last_heard
-            .store(ms_since(self.epoch), Ordering::Relaxed);
+            .store(ms_since(&self.clock, self.epoch), Ordering::Relaxed);
     }
 
     /// Time since the agent last sent anything.
     pub fn silent_for(&self) -> Duration {
         let last = self.presence.last_heard.load(Ordering::Relaxed);
-        Duration::from_millis(ms_since(self.epoch).saturating_sub(last))
+        Duration::from_millis(ms_since(&self.clock, self.epoch).saturating_sub(last))
     }
 }
 
@@ -96,9 +98,9 @@ impl Drop for AgentSession {
     }
 }
 
-fn ms_since(epoch: Instant) -> u64 {
+fn ms_since(clock: &Clock, epoch: Instant) -> u64 {
     // Never 0, so that 0 can mean "never".
-    epoch.elapsed().as_millis() as u64 + 1
+    clock.elapsed(epoch).as_millis() as u64 + 1
 }
 
 /// What the liveness check decided for one instance.
@@ -150,6 +152,7 @@ impl Control {
         p.sessions.fetch_add(1, Ordering::Relaxed);
         let s = AgentSession {
             presence: p.clone(),
+            clock: self.clock,
             epoch: self.epoch,
             cluster: cname,
             id,
@@ -177,7 +180,7 @@ impl Control {
         // the silence before the session was closed for it.
         let _ = p.disconnected_at.compare_exchange(
             0,
-            ms_since(self.epoch),
+            ms_since(&self.clock, self.epoch),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -236,7 +239,7 @@ impl Control {
     /// One pass of the liveness check over every instance.
     pub async fn check_liveness(&self) -> Result<()> {
         let l = self.liveness;
-        let now_ms = ms_since(self.epoch);
+        let now_ms = ms_since(&self.clock, self.epoch);
         let timeout = l.agent_timeout.as_millis() as u64;
         let grace = l.lost_grace.as_millis() as u64;
         let mut work: Vec<(String, String, Verdict)> = Vec::new();
@@ -319,7 +322,7 @@ impl Control {
                     if t.last_status.as_deref() == Some("STOPPED") {
                         return Ok(());
                     }
-                    let at = now();
+                    let at = self.now().as_secs_f64();
                     t.desired_status = Some("STOPPED".into());
                     t.stop_code = Some(stop_code::TERMINATION_NOTICE.into());
                     t.stopped_reason = Some(reason.clone());
@@ -397,12 +400,18 @@ mod tests {
     /// A control plane whose liveness timers never fire during a test: whatever changes
     /// `agentConnected` here is the session's opening or closing.
     async fn control() -> Arc<Control> {
+        control_with(Liveness {
+            heartbeat_interval: Duration::from_secs(3600),
+            agent_timeout: Duration::from_secs(3600),
+            lost_grace: Duration::from_secs(3600),
+        })
+        .await
+    }
+
+    /// A control plane with these liveness timers, task definition `w` and one instance.
+    async fn control_with(liveness: Liveness) -> Arc<Control> {
         let cfg = crate::ControlConfig {
-            liveness: Liveness {
-                heartbeat_interval: Duration::from_secs(3600),
-                agent_timeout: Duration::from_secs(3600),
-                lost_grace: Duration::from_secs(3600),
-            },
+            liveness,
             ..Default::default()
         };
         let c = Control::open(cfg, Arc::new(berth_store::MemStore::new()))
@@ -466,6 +475,51 @@ mod tests {
             None => Ok(()),
             Some(f) => Err(f.reason.clone().unwrap_or_default()),
         }
+    }
+
+    /// The liveness loop on a paused clock, with ECS's timers (12 s without a word:
+    /// disconnected; 60 s more: its tasks stop): minutes of an agent's life in no real time.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_agent_is_disconnected_then_its_tasks_are_stopped() {
+        let l = Liveness::default();
+        let c = control_with(l).await;
+        let (arn, ..) = the_instance(&c);
+        let s = c.session_opened("default", &arn).await.unwrap();
+        assert_eq!(placed(&c).await, Ok(()));
+        let task = |c: &Control| {
+            let d = c.view.data.read();
+            let e = d.tasks["default"].values().next().unwrap();
+            (e.summary.desired_status, e.record().task.stop_code)
+        };
+        // An agent that keeps talking stays connected however long it lives.
+        for _ in 0..24 {
+            tokio::time::sleep(l.heartbeat_interval).await;
+            s.heard();
+        }
+        assert_eq!(the_instance(&c).1, Some(true));
+        assert_eq!(s.silent_for(), Duration::ZERO);
+        // Silent for less than the timeout: still connected.
+        tokio::time::sleep(l.agent_timeout - Duration::from_secs(1)).await;
+        assert_eq!(the_instance(&c).1, Some(true));
+        assert_eq!(s.silent_for(), l.agent_timeout - Duration::from_secs(1));
+        // Past it (the check runs every 3 s; the sleeps here end between its runs):
+        // disconnected, nothing more is placed there, but its task is left alone for the grace.
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        assert_eq!(the_instance(&c).1, Some(false));
+        assert_eq!(placed(&c).await, Err("AGENT".into()));
+        assert_eq!(task(&c), ("RUNNING", None));
+        tokio::time::sleep(l.lost_grace - Duration::from_secs(8)).await;
+        assert_eq!(task(&c), ("RUNNING", None), "within the grace");
+        // Lost: its task stops, as ECS stops a lost instance's.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(
+            task(&c),
+            ("STOPPED", Some(stop_code::TERMINATION_NOTICE.to_string()))
+        );
+        // An agent that comes back is connected at once.
+        s.heard();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(the_instance(&c).1, Some(true));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

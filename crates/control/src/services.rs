@@ -21,7 +21,7 @@ use crate::records::{ServiceControl, ServiceRecord};
 use crate::rollout;
 use crate::tags::validate_tags;
 use crate::view::{Entry, ViewData};
-use crate::{Control, keys, now, paging};
+use crate::{Control, keys, paging};
 
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
@@ -296,7 +296,7 @@ impl Control {
         let tags = req.tags.clone().unwrap_or_default();
         validate_tags(&tags)?;
         let cfg = deployment_configuration(req.deployment_configuration.clone(), daemon)?;
-        let at = now();
+        let at = self.now().as_secs_f64();
         let mut svc = Service {
             service_arn: Some(self.part.service(&cluster, &name)),
             service_name: Some(name.clone()),
@@ -501,7 +501,7 @@ impl Control {
                             &td,
                         )?;
                         crate::tasks::check_network(&td, s.network_configuration.as_ref())?;
-                        let at = now();
+                        let at = self.now().as_secs_f64();
                         let dep = rollout::new_deployment(s, at);
                         let deps = s.deployments.get_or_insert_with(Vec::new);
                         for old in deps.iter_mut() {

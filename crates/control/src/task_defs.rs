@@ -17,7 +17,7 @@ use crate::error::{ControlError, Result};
 use crate::records::{FamilyRecord, TaskDefRecord};
 use crate::tags::validate_tags;
 use crate::view::{Entry, ViewData};
-use crate::{Control, keys, now, paging};
+use crate::{Control, keys, paging};
 
 /// A task definition reference as users write it.
 enum TdRef {
@@ -100,7 +100,7 @@ impl Control {
             def.task_definition_arn = Some(self.part.task_definition(&family, revision));
             def.revision = Some(revision);
             def.status = Some("ACTIVE".into());
-            def.registered_at = Some(now());
+            def.registered_at = Some(self.now().as_secs_f64());
             def.registered_by = Some(registered_by.to_string());
             def.requires_attributes = Some(taskdef::required_attributes(&def));
             let rec = TaskDefRecord {
@@ -239,7 +239,7 @@ impl Control {
                 |r| {
                     if r.def.status.as_deref() == Some("ACTIVE") {
                         r.def.status = Some("INACTIVE".into());
-                        r.def.deregistered_at = Some(now());
+                        r.def.deregistered_at = Some(self.now().as_secs_f64());
                     }
                     Ok(())
                 },
@@ -289,7 +289,7 @@ impl Control {
                         }
                         if r.def.status.as_deref() == Some("INACTIVE") {
                             r.def.status = Some("DELETE_IN_PROGRESS".into());
-                            r.def.delete_requested_at = Some(now());
+                            r.def.delete_requested_at = Some(self.now().as_secs_f64());
                         }
                         Ok(())
                     },

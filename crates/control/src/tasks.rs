@@ -28,7 +28,7 @@ use crate::error::{ControlError, Result};
 use crate::records::{Reservation, TaskDefRecord, TaskRecord};
 use crate::tags::validate_tags;
 use crate::view::{Usage, ViewData, instance_id_of};
-use crate::{Control, keys, now, paging};
+use crate::{Control, keys, paging};
 
 /// Most tasks one RunTask may start.
 pub const MAX_RUN_COUNT: i32 = 10;
@@ -421,11 +421,12 @@ impl Control {
 
     /// The task record for one placement.
     fn new_task(&self, l: &Launch, instance: Option<(&str, &sched::Instance)>) -> TaskRecord {
-        let id = berth_model::arn::new_id();
+        let now = self.now();
+        let id = berth_model::arn::new_id(now);
         let arn = self.part.task(&l.cluster, &id);
         let td = &l.td.def;
         let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
-        let created = now();
+        let created = now.as_secs_f64();
         let containers: Vec<Container> = td
             .container_definitions
             .as_deref()
@@ -803,7 +804,7 @@ impl Control {
                         return Ok(());
                     }
                     let t = &mut r.task;
-                    let at = now();
+                    let at = self.now().as_secs_f64();
                     t.desired_status = Some("STOPPED".into());
                     t.stop_code = Some(stop_code::USER_INITIATED.into());
                     t.stopped_reason = Some(if reason.is_empty() {
@@ -954,7 +955,7 @@ impl Control {
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;
-                let at = now();
+                let at = self.now().as_secs_f64();
                 let mut changed = false;
                 for c in req.containers.as_deref().unwrap_or_default() {
                     changed |= apply_container_report(

@@ -8,7 +8,7 @@ use berth_model::arn::EcsResource;
 use berth_store::{Compare, Op, Txn};
 
 use crate::records::{AccessKeyRecord, KeyScope};
-use crate::{AccessKey, Control, ControlError, Result, keys, now};
+use crate::{AccessKey, Control, ControlError, Result, keys};
 
 /// The operations a join token may call, as `service:Operation`.
 pub const AGENT_OPERATIONS: &[&str] = &[
@@ -92,7 +92,7 @@ impl Control {
                 "description may be at most 255 characters.",
             ));
         }
-        let created = now();
+        let created = self.now().as_secs_f64();
         let creds = berth_auth::new_access_key();
         let scope = KeyScope {
             cluster: cname,

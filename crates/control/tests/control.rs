@@ -1,5 +1,7 @@
 //! Control-plane logic over the in-memory store (the same paths run over redb in the
-//! end-to-end tests).
+//! end-to-end tests). Tests that wait do so on a paused clock (`start_paused`): the control
+//! plane's clock is tokio's, so hours of retention and credential lifetimes pass in no real
+//! time.
 
 use std::sync::Arc;
 
@@ -18,6 +20,20 @@ fn cfg() -> ControlConfig {
         region: "us-east-1".into(),
         account_id: "000000000000".into(),
         ..Default::default()
+    }
+}
+
+/// [`cfg`] for tests that let hours pass: the fake agents here open no session, and with
+/// ECS's timers their instances would be lost after 72 s and their tasks stopped.
+fn patient_cfg() -> ControlConfig {
+    let day = std::time::Duration::from_secs(86_400);
+    ControlConfig {
+        liveness: berth_control::liveness::Liveness {
+            agent_timeout: day,
+            lost_grace: day,
+            ..Default::default()
+        },
+        ..cfg()
     }
 }
 
@@ -248,10 +264,11 @@ async fn errors_are_typed_and_change_nothing() {
     assert_eq!(store.revision().await.unwrap(), before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn stopped_tasks_are_forgotten_after_retention() {
-    let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let c = setup(store).await;
+    let c = Control::open(patient_cfg(), Arc::new(MemStore::new()))
+        .await
+        .unwrap();
     c.create_cluster(CreateClusterRequest {
         cluster_name: Some("c".into()),
         ..Default::default()
@@ -280,16 +297,31 @@ async fn stopped_tasks_are_forgotten_after_retention() {
     })
     .await
     .unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = c.clock().now().as_secs_f64();
     assert_eq!(
         c.reap_stopped_tasks(now, 3600.0).await.unwrap(),
         0,
         "too recent"
     );
-    assert_eq!(c.reap_stopped_tasks(now + 3601.0, 3600.0).await.unwrap(), 1);
+    let known = async |arn: &str| {
+        c.describe_tasks(berth_model::wire::ecs::DescribeTasksRequest {
+            cluster: Some("c".into()),
+            tasks: Some(vec![arn.to_string()]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .unwrap()
+        .len()
+            == 1
+    };
+    // Housekeeping runs every minute and forgets a STOPPED task an hour after it stopped.
+    // (The sleeps end between its runs.)
+    tokio::time::sleep(std::time::Duration::from_secs(3600 - 30)).await;
+    assert!(known(&t0).await, "kept for an hour");
+    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    assert!(!known(&t0).await, "forgotten after an hour");
     let left = c
         .list_tasks(ListTasksRequest {
             cluster: Some("c".into()),
@@ -346,7 +378,7 @@ async fn with_web_and_instance() -> (Arc<Control>, String) {
     (c, inst)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn agent_feed_carries_placements_and_stops() {
     use std::time::Duration;
     let (c, inst) = with_web_and_instance().await;
@@ -879,21 +911,19 @@ async fn payloads_say_how_to_log_in_to_berths_registry() {
 
 /// Task roles: a task whose definition names a role trusting ECS tasks gets the role's
 /// credentials in its payload; they are a working session of the role; they are renewed
-/// before they expire under the same credentials id; a role that does not trust ECS tasks
-/// is refused at RunTask; a malformed role ARN at registration.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// at half their life (ECS's 6 hours, on a paused clock) under the same credentials id, and
+/// expire at the end of it; a role that does not trust ECS tasks is refused at RunTask; a
+/// malformed role ARN at registration.
+#[tokio::test(start_paused = true)]
 async fn task_roles_get_session_credentials_in_payloads_and_renewals() {
     use berth_control::agent::FeedMessage;
     use berth_control::iam::{NewRole, Principal};
-    let c = Control::open(
-        ControlConfig {
-            task_credentials_ttl: std::time::Duration::from_secs(4),
-            ..cfg()
-        },
-        Arc::new(MemStore::new()),
-    )
-    .await
-    .unwrap();
+    use std::time::Duration;
+    let c = Control::open(patient_cfg(), Arc::new(MemStore::new()))
+        .await
+        .unwrap();
+    let ttl = cfg().task_credentials_ttl;
+    assert_eq!(ttl, Duration::from_secs(6 * 3600));
     let trust = |service: &str| {
         format!(
             r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"Service":"{service}"}},"Action":"sts:AssumeRole"}}]}}"#
@@ -957,6 +987,7 @@ async fn task_roles_get_session_credentials_in_payloads_and_renewals() {
         .unwrap()
         .remove(0);
     let p = payload(&mut feed).await;
+    let issued = c.clock().instant();
     let creds = p.tasks.unwrap()[0].role_credentials.clone().unwrap();
     assert_eq!(creds.role_arn.as_deref(), Some(role.arn.as_str()));
     let akid = creds.access_key_id.clone().unwrap();
@@ -996,28 +1027,51 @@ async fn task_roles_get_session_credentials_in_payloads_and_renewals() {
         &Access::any(),
     )
     .unwrap();
-    // Renewed at half their 4 s life, under the same id.
-    let renewed = loop {
-        let m = tokio::time::timeout(std::time::Duration::from_secs(6), feed.recv())
-            .await
-            .expect("a renewal within 6 s")
-            .unwrap();
-        if let FeedMessage::Credentials(m) = m {
+    // Renewed at half their life (looked at every tenth of it), under the same id; not
+    // before.
+    let next_credentials = async |feed: &mut tokio::sync::mpsc::Receiver<FeedMessage>| loop {
+        if let FeedMessage::Credentials(m) = feed.recv().await.expect("the feed is open") {
             break m;
         }
     };
+    assert!(
+        tokio::time::timeout(
+            ttl / 2 - Duration::from_secs(60),
+            next_credentials(&mut feed)
+        )
+        .await
+        .is_err(),
+        "renewed before half their life"
+    );
+    let renewed = tokio::time::timeout(
+        ttl / 10 + Duration::from_secs(120),
+        next_credentials(&mut feed),
+    )
+    .await
+    .expect("renewed soon after half their life");
+    let at = c.clock().elapsed(issued);
+    assert!(
+        at >= ttl / 2 && at <= ttl / 2 + ttl / 10,
+        "renewed after {at:?}"
+    );
     assert_eq!(renewed.role_type.as_deref(), Some("TaskApplication"));
     assert_eq!(renewed.task_arn, t.task_arn);
     let fresh = renewed.role_credentials.unwrap();
     assert_eq!(fresh.credentials_id, creds.credentials_id);
     assert_ne!(fresh.access_key_id, creds.access_key_id);
-    assert!(
+    let works = |k: &berth_model::wire::acs::IAMRoleCredentials| {
         c.principal(
-            fresh.access_key_id.as_deref().unwrap(),
-            fresh.session_token.as_deref()
+            k.access_key_id.as_deref().unwrap(),
+            k.session_token.as_deref(),
         )
         .is_ok()
-    );
+    };
+    assert!(works(&fresh));
+    assert!(works(&creds), "the first ones still work until they expire");
+    // At the end of their life the first ones expire; the renewed ones live on.
+    tokio::time::sleep_until(issued + ttl + Duration::from_secs(60)).await;
+    assert!(!works(&creds), "expired after {ttl:?}");
+    assert!(works(&fresh));
 }
 
 /// ListRoles pages with an opaque marker and walks every role once, in name order.

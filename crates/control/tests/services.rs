@@ -1,6 +1,8 @@
 //! Services over the in-memory store with the controller running: the API's checks, and the
 //! controller keeping the desired count as a fake agent reports its tasks (the same paths run
-//! with real agents and containers in tests/e2e/test_services.py).
+//! with real agents and containers in tests/e2e/test_services.py). The controller's timers
+//! (health settling, throttling, placement retries) run on a paused clock (`start_paused`):
+//! the control plane reads tokio's clock, so they take no real time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +26,12 @@ fn cfg() -> ControlConfig {
 }
 
 async fn setup() -> Arc<Control> {
-    let c = Control::open(cfg(), Arc::new(MemStore::new()))
-        .await
-        .unwrap();
+    setup_with(cfg()).await
+}
+
+/// Cluster `c` with `web:1` and `web:2` and two instances, on a control plane with `cfg`.
+async fn setup_with(cfg: ControlConfig) -> Arc<Control> {
+    let c = Control::open(cfg, Arc::new(MemStore::new())).await.unwrap();
     c.create_cluster(CreateClusterRequest {
         cluster_name: Some("c".into()),
         ..Default::default()
@@ -151,7 +156,7 @@ async fn stable(c: &Control) -> bool {
     s.deployments.as_ref().map(Vec::len) == Some(1) && s.running_count == s.desired_count && said
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn the_controller_keeps_and_rolls_the_desired_count() {
     let c = setup().await;
     let s = c
@@ -323,10 +328,20 @@ async fn bad_requests_change_nothing() {
     assert_eq!(describe(&c).await.desired_count, Some(1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_service_short_of_room_says_so_once_and_writes_nothing_more() {
     let store = Arc::new(MemStore::new());
-    let c = Control::open(cfg(), store.clone()).await.unwrap();
+    // No agent session here: the instance must not be found away (a write) meanwhile.
+    let hour = Duration::from_secs(3600);
+    let cfg = ControlConfig {
+        liveness: berth_control::liveness::Liveness {
+            agent_timeout: hour,
+            lost_grace: hour,
+            ..Default::default()
+        },
+        ..cfg()
+    };
+    let c = Control::open(cfg, store.clone()).await.unwrap();
     c.create_cluster(CreateClusterRequest {
         cluster_name: Some("c".into()),
         ..Default::default()
@@ -361,9 +376,10 @@ async fn a_service_short_of_room_says_so_once_and_writes_nothing_more() {
     .await
     .unwrap();
     c.create_service(create(Some(2))).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let rev = berth_store::Store::revision(&*store).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A minute: a dozen retries of the placement (every 5 s).
+    tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(
         berth_store::Store::revision(&*store).await.unwrap(),
         rev,
@@ -386,4 +402,159 @@ async fn a_service_short_of_room_says_so_once_and_writes_nothing_more() {
         unplaced[0].contains("insufficient memory available"),
         "{msgs:?}"
     );
+}
+
+/// The fake agent's reports on one task.
+async fn report(c: &Control, task: &str, status: &str) {
+    c.submit_task_state_change(SubmitTaskStateChangeRequest {
+        cluster: Some("c".into()),
+        task: Some(task.to_string()),
+        status: Some(status.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// The last event the service wrote.
+async fn last_event(c: &Control) -> String {
+    describe(c).await.events.unwrap()[0]
+        .message
+        .clone()
+        .unwrap()
+}
+
+/// A task without container health checks counts as healthy once it has run for ECS's 40 s:
+/// the deployment completes then, when the controller's own timer wakes it (nothing else
+/// changes), by the control plane's clock.
+#[tokio::test(start_paused = true)]
+async fn a_deployment_completes_forty_seconds_after_its_tasks_run() {
+    let c = setup_with(ControlConfig::default()).await;
+    assert_eq!(
+        ControlConfig::default().service_task_healthy_after,
+        Duration::from_secs(40)
+    );
+    c.create_service(create(Some(1))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = tasks(&c, "RUNNING").await;
+    assert_eq!(t.len(), 1);
+    report(&c, &t[0], "RUNNING").await;
+    let rollout = async || {
+        describe(&c).await.deployments.unwrap()[0]
+            .rollout_state
+            .clone()
+            .unwrap()
+    };
+    tokio::time::sleep(Duration::from_secs(39)).await;
+    assert_eq!(rollout().await, "IN_PROGRESS");
+    assert!(!stable(&c).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rollout().await, "COMPLETED");
+    assert!(stable(&c).await, "{}", last_event(&c).await);
+}
+
+/// Tasks of a new deployment that keep failing to start: after five in a row the controller
+/// holds launches back, twice as long each time (0.1 s, 0.2 s, … as the clock counts), and at
+/// ten the circuit breaker fails the deployment and rolls back to the last one that
+/// completed.
+#[tokio::test(start_paused = true)]
+async fn failing_tasks_are_throttled_then_the_circuit_breaker_rolls_back() {
+    let c = setup().await;
+    c.create_service(create(Some(1))).await.unwrap();
+    agent_until(&c, "steady", stable).await;
+    let good = tasks(&c, "RUNNING").await;
+    c.update_service(UpdateServiceRequest {
+        cluster: Some("c".into()),
+        service: Some("web".into()),
+        task_definition: Some("web:2".into()),
+        deployment_configuration: Some(berth_model::wire::ecs::DeploymentConfiguration {
+            deployment_circuit_breaker: Some(berth_model::wire::ecs::DeploymentCircuitBreaker {
+                enable: Some(true),
+                rollback: Some(true),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let started = c.clock().now();
+    // The fake agent: every task of web:2 fails to start as soon as it is seen.
+    let mut failed: Vec<String> = Vec::new();
+    for _ in 0..2000 {
+        for t in tasks(&c, "RUNNING").await {
+            if !good.contains(&t) && !failed.contains(&t) {
+                report(&c, &t, "STOPPED").await;
+                failed.push(t);
+            }
+        }
+        let s = describe(&c).await;
+        if s.task_definition
+            .as_deref()
+            .is_some_and(|d| d.ends_with("web:1"))
+            && s.deployments.as_ref().is_some_and(|d| d.len() > 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        failed.len(),
+        10,
+        "the circuit breaker trips at ten failures"
+    );
+    let s = describe(&c).await;
+    let deps = s.deployments.unwrap();
+    assert!(
+        deps[0]
+            .task_definition
+            .as_deref()
+            .unwrap()
+            .ends_with("web:1")
+    );
+    let msgs: Vec<String> = s
+        .events
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect();
+    for said in [
+        "unable to consistently start tasks",
+        "deployment failed: tasks failed to start",
+        "rolling back to",
+    ] {
+        assert!(msgs.iter().any(|m| m.contains(said)), "{said}: {msgs:?}");
+    }
+    // When each failed task was started and stopped, by the control plane's clock.
+    let described = c
+        .describe_tasks(berth_model::wire::ecs::DescribeTasksRequest {
+            cluster: Some("c".into()),
+            tasks: Some(failed.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .unwrap();
+    let mut times: Vec<(f64, f64)> = described
+        .iter()
+        .map(|t| (t.created_at.unwrap(), t.stopped_at.unwrap()))
+        .collect();
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (n, w) in times.windows(2).enumerate() {
+        let failures = n + 1;
+        let gap = w[1].0 - w[0].1;
+        if failures >= 5 {
+            let held = 0.1 * 2f64.powi(failures as i32 - 5);
+            assert!(
+                gap >= held - 0.001,
+                "after {failures} failures: {gap} s < {held} s"
+            );
+        } else {
+            assert!(gap < 0.1, "after {failures} failures: held back {gap} s");
+        }
+    }
+    // 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s held back, at least.
+    let spent = c.clock().now().duration_since(started);
+    assert!(spent >= Duration::from_millis(3100), "{spent:?}");
 }

@@ -140,16 +140,12 @@ impl Partition {
     }
 }
 
-/// A new 32-hex-digit id, as ECS uses for tasks and container instances. The first 12 digits
-/// are the creation time in milliseconds and the other 20 are random (80 bits), so ids made
-/// later sort later: the store appends new tasks at the end of its tree instead of rewriting
-/// pages all over it, and listings come out in creation order.
-pub fn new_id() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-        & 0xffff_ffff_ffff;
+/// A new 32-hex-digit id, as ECS uses for tasks and container instances, made at `at`. The
+/// first 12 digits are that time in milliseconds and the other 20 are random (80 bits), so ids
+/// made later sort later: the store appends new tasks at the end of its tree instead of
+/// rewriting pages all over it, and listings come out in creation order.
+pub fn new_id(at: crate::Timestamp) -> String {
+    let ms = at.as_millis() & 0xffff_ffff_ffff;
     let v = ((ms as u128) << 80) | (random_u128() >> 48);
     let mut s = String::with_capacity(32);
     push_hex(&mut s, &v.to_be_bytes());
@@ -189,16 +185,17 @@ mod tests {
 
     #[test]
     fn ids_are_hex_and_ordered_by_time() {
-        let a = new_id();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        let b = new_id();
+        let t = crate::Timestamp::from_millis(1_700_000_000_000);
+        let a = new_id(t);
+        let b = new_id(t + std::time::Duration::from_millis(1));
+        assert_eq!(&a[..12], &format!("{:012x}", t.as_millis()));
         assert_eq!(a.len(), 32);
         assert!(
             a.chars()
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         );
         assert!(a < b, "{a} !< {b}");
-        assert_ne!(new_id(), new_id());
+        assert_ne!(new_id(t), new_id(t), "the same millisecond still differs");
         let u = new_uuid();
         let parts: Vec<usize> = u.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12]);
@@ -254,8 +251,8 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_hex() {
-        let a = new_id();
-        let b = new_id();
+        let a = new_id(crate::Timestamp::UNIX_EPOCH);
+        let b = new_id(crate::Timestamp::UNIX_EPOCH);
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));

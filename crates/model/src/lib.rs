@@ -6,4 +6,7 @@ pub mod arn;
 pub mod payload;
 pub mod status;
 pub mod taskdef;
+pub mod timestamp;
 pub mod wire;
+
+pub use timestamp::Timestamp;

@@ -237,8 +237,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn cancel(&self, id: &str) -> Result<(), BlobError>;
     /// Delete a stored blob.
     async fn delete(&self, digest: &Digest) -> Result<(), BlobError>;
-    /// Ids of uploads on disk with their age in seconds (for garbage collection).
-    async fn uploads(&self) -> Result<Vec<(String, u64)>, BlobError>;
+    /// Ids of uploads on disk with when each was last written, if known (for garbage
+    /// collection; the caller judges the age by its clock).
+    async fn uploads(&self) -> Result<Vec<(String, Option<berth_clock::Timestamp>)>, BlobError>;
     /// Digests of every stored blob (for garbage collection).
     async fn list(&self) -> Result<Vec<Digest>, BlobError>;
 }
@@ -378,21 +379,21 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn uploads(&self) -> Result<Vec<(String, u64)>, BlobError> {
+    async fn uploads(&self) -> Result<Vec<(String, Option<berth_clock::Timestamp>)>, BlobError> {
         let dir = self.root.join("uploads");
         let mut out = Vec::new();
         let mut rd = tokio::fs::read_dir(&dir)
             .await
             .map_err(io_err("list", &dir))?;
         while let Some(e) = rd.next_entry().await.map_err(io_err("list", &dir))? {
-            let age = e
+            let modified = e
                 .metadata()
                 .await
                 .ok()
                 .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .map_or(0, |d| d.as_secs());
-            out.push((e.file_name().to_string_lossy().into_owned(), age));
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(berth_clock::Timestamp::from_unix_duration);
+            out.push((e.file_name().to_string_lossy().into_owned(), modified));
         }
         Ok(out)
     }

@@ -14,7 +14,6 @@ use crate::error::DistError;
 use crate::manifest::{self, Descriptor};
 use crate::{
     LinkRecord, ManifestRecord, Registry, RepoRecord, TagRecord, UploadRecord, UploadSlot, keys,
-    now,
 };
 
 /// An upload being written: holds the session's lock so its chunks apply in order. Dropping
@@ -49,7 +48,7 @@ impl UploadSession {
 
 impl Drop for UploadSession {
     fn drop(&mut self) {
-        *self.slot.last_used.lock() = tokio::time::Instant::now();
+        self.slot.touch();
     }
 }
 
@@ -132,7 +131,7 @@ impl Registry {
                 keys::link(repo, d.as_str()).as_bytes(),
                 &serde_json::to_vec(&LinkRecord {
                     size,
-                    linked_at: now(),
+                    linked_at: self.now().as_secs_f64(),
                 })
                 .map_err(|e| DistError::internal(e.to_string()))?,
             )
@@ -170,7 +169,7 @@ impl Registry {
         self.repository(repo, true).await?;
         let id = berth_model::arn::new_uuid();
         // Reserve the session (counted from here on) and hold its lock until it exists.
-        let slot = UploadSlot::new(owner);
+        let slot = UploadSlot::new(owner, self.clock);
         let mut guard = slot
             .upload
             .clone()
@@ -196,7 +195,7 @@ impl Registry {
         let created = async {
             let rec = UploadRecord {
                 repo: repo.to_string(),
-                started_at: now(),
+                started_at: self.now().as_secs_f64(),
                 owner: owner.to_string(),
             };
             self.store
@@ -211,7 +210,7 @@ impl Registry {
         match created {
             Ok(upload) => {
                 *guard = Some(upload);
-                *slot.last_used.lock() = tokio::time::Instant::now();
+                slot.touch();
                 Ok(id)
             }
             Err(e) => {
@@ -239,7 +238,7 @@ impl Registry {
             .open_uploads
             .lock()
             .entry(id.to_string())
-            .or_insert_with(|| UploadSlot::new(&rec.owner))
+            .or_insert_with(|| UploadSlot::new(&rec.owner, self.clock))
             .clone();
         let mut guard = slot.upload.clone().lock_owned().await;
         if slot.gone.load(Ordering::SeqCst) {
@@ -256,7 +255,7 @@ impl Registry {
                 }
             }
         }
-        *slot.last_used.lock() = tokio::time::Instant::now();
+        slot.touch();
         Ok(UploadSession {
             guard,
             slot,
@@ -390,7 +389,7 @@ impl Registry {
                 return Err(DistError::manifest_blob_unknown(&m.digest));
             }
         }
-        let at = now();
+        let at = self.now().as_secs_f64();
         let rec = ManifestRecord {
             digest: d.to_string(),
             media_type: parsed.media_type.clone(),

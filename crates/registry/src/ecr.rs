@@ -17,7 +17,7 @@ use berth_store::{Compare, Op, RangeRequest, Txn};
 
 use crate::digest::{self, Digest};
 use crate::error::{DistError, EcrError};
-use crate::{ManifestRecord, Registry, RepoRecord, keys, now, token};
+use crate::{ManifestRecord, Registry, RepoRecord, keys, token};
 
 fn not_found(name: &str, account: &str) -> EcrError {
     EcrError::RepositoryNotFound(format!(
@@ -85,7 +85,7 @@ impl Registry {
             registry_id: Some(self.cfg.account_id.clone()),
             repository_name: Some(name.to_string()),
             repository_uri: Some(self.repo_uri(name)),
-            created_at: Some(now()),
+            created_at: Some(self.now().as_secs_f64()),
             image_tag_mutability: Some(
                 req.and_then(|r| r.image_tag_mutability.clone())
                     .unwrap_or_else(|| "MUTABLE".into()),
@@ -583,7 +583,7 @@ impl Registry {
         for id in req.registry_ids.as_deref().unwrap_or_default() {
             self.check_registry_id(Some(id))?;
         }
-        let expires = now() as i64 + token::TOKEN_TTL_SECS;
+        let expires = self.now().as_secs() + token::TOKEN_TTL_SECS;
         let t = token::issue(&self.token_key, access_key_id, expires);
         Ok(GetAuthorizationTokenResponse {
             authorization_data: Some(vec![AuthorizationData {
@@ -596,13 +596,17 @@ impl Registry {
 
     /// The access key a registry token was issued to, if valid now.
     pub fn verify_token(&self, t: &str) -> Option<String> {
-        token::verify(&self.token_key, t, now() as i64)
+        token::verify(&self.token_key, t, self.now().as_secs())
     }
 
     /// A registry password (the `AWS` user's, as `docker login` takes it) for an access key,
     /// valid for `ttl_secs`: what berth's own node agent pulls with.
     pub fn node_password(&self, access_key_id: &str, ttl_secs: i64) -> String {
-        token::issue(&self.token_key, access_key_id, now() as i64 + ttl_secs)
+        token::issue(
+            &self.token_key,
+            access_key_id,
+            self.now().as_secs() + ttl_secs,
+        )
     }
 
     pub async fn batch_check_layer_availability(

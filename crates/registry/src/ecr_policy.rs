@@ -17,7 +17,7 @@ use berth_model::wire::ecr::{
 
 use crate::error::EcrError;
 use crate::lifecycle::{Expiry, ImageInfo, Policy};
-use crate::{PreviewRecord, Registry, keys, now};
+use crate::{PreviewRecord, Registry, keys};
 use berth_auth::policy::{Policy as AccessPolicy, PolicyKind};
 
 impl Registry {
@@ -34,7 +34,7 @@ impl Registry {
                 pushed_at: m.pushed_at,
             })
             .collect();
-        Ok(policy.evaluate(&images, now()))
+        Ok(policy.evaluate(&images, self.now().as_secs_f64()))
     }
 
     /// Apply `repo`'s lifecycle policy now. Returns how many images were expired.
@@ -52,7 +52,7 @@ impl Registry {
             }
         }
         self.modify_repo(Some(repo), |r| {
-            r.lifecycle_evaluated_at = Some(now());
+            r.lifecycle_evaluated_at = Some(self.now().as_secs_f64());
             Ok(())
         })
         .await?;

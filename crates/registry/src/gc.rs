@@ -23,8 +23,7 @@ use berth_store::{Compare, Op, RangeRequest, Txn};
 
 use crate::digest::Digest;
 use crate::error::DistError;
-use crate::{LinkRecord, ManifestRecord, Registry, UploadSlot, manifest, now};
-use tokio::time::Instant;
+use crate::{LinkRecord, ManifestRecord, Registry, UploadSlot, manifest};
 
 /// What one collection removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,7 +39,7 @@ impl Registry {
     /// links, and uploads idle for more than `upload_idle_secs`.
     pub async fn gc(&self, grace_secs: f64, upload_idle_secs: u64) -> Result<GcReport, DistError> {
         let mut report = GcReport::default();
-        let at = now();
+        let at = self.now().as_secs_f64();
 
         // List links before reading manifests: a manifest committed after this listing
         // re-wrote the links it needs, so deleting them at the listed revision fails.
@@ -151,11 +150,10 @@ impl Registry {
     pub async fn expire_uploads(&self, idle: Duration) -> Result<usize, DistError> {
         let mut removed = 0;
         let expired: Vec<(String, Arc<UploadSlot>)> = {
-            let now = Instant::now();
             self.open_uploads
                 .lock()
                 .iter()
-                .filter(|(_, s)| now.saturating_duration_since(*s.last_used.lock()) >= idle)
+                .filter(|(_, s)| s.idle_for() >= idle)
                 .map(|(id, s)| (id.clone(), s.clone()))
                 .collect()
         };
@@ -164,7 +162,7 @@ impl Registry {
             let Ok(mut guard) = slot.upload.clone().try_lock_owned() else {
                 continue;
             };
-            let idle_for = Instant::now().saturating_duration_since(*slot.last_used.lock());
+            let idle_for = slot.idle_for();
             if slot.gone.load(Ordering::SeqCst) || idle_for < idle {
                 continue;
             }
@@ -178,11 +176,13 @@ impl Registry {
         }
         // Partial files of sessions this process never opened (it restarted). A tombstone slot
         // keeps a request from picking one up while it is being removed.
-        for (id, age) in self.blobs.uploads().await? {
-            if age < idle.as_secs() {
+        let now = self.now();
+        for (id, modified) in self.blobs.uploads().await? {
+            // Unknown age: left alone, as a young one would be.
+            if modified.is_none_or(|m| now.duration_since(m) < idle) {
                 continue;
             }
-            let tomb = UploadSlot::new("");
+            let tomb = UploadSlot::new("", self.clock);
             tomb.gone.store(true, Ordering::SeqCst);
             {
                 let mut open = self.open_uploads.lock();

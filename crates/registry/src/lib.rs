@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_clock::{Clock, Instant};
 use berth_store::Store;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -155,8 +156,9 @@ impl Default for UploadLimits {
 /// [`blob::Upload`] behind a lock so that its chunks apply in order.
 pub(crate) struct UploadSlot {
     pub(crate) owner: String,
-    /// When the last request on it ended (tokio's clock).
-    pub(crate) last_used: Mutex<tokio::time::Instant>,
+    /// When the last request on it ended (by `clock`).
+    pub(crate) last_used: Mutex<Instant>,
+    pub(crate) clock: Clock,
     /// Set (under the upload lock) when the session is finished, cancelled or expired: a
     /// request that waited for the lock must not use it.
     pub(crate) gone: std::sync::atomic::AtomicBool,
@@ -164,13 +166,24 @@ pub(crate) struct UploadSlot {
 }
 
 impl UploadSlot {
-    pub(crate) fn new(owner: &str) -> Arc<UploadSlot> {
+    pub(crate) fn new(owner: &str, clock: Clock) -> Arc<UploadSlot> {
         Arc::new(UploadSlot {
             owner: owner.to_string(),
-            last_used: Mutex::new(tokio::time::Instant::now()),
+            last_used: Mutex::new(clock.instant()),
+            clock,
             gone: std::sync::atomic::AtomicBool::new(false),
             upload: Arc::new(tokio::sync::Mutex::new(None)),
         })
+    }
+
+    /// A request on it ended (or began): its idle time starts again.
+    pub(crate) fn touch(&self) {
+        *self.last_used.lock() = self.clock.instant();
+    }
+
+    /// How long no request has touched it.
+    pub(crate) fn idle_for(&self) -> std::time::Duration {
+        self.clock.elapsed(*self.last_used.lock())
     }
 }
 
@@ -214,29 +227,27 @@ pub struct Registry {
     /// manifest commit instead re-writes the links it relies on in its own transaction; see
     /// [`gc`].)
     pub(crate) gc_lock: tokio::sync::RwLock<()>,
-}
-
-pub(crate) fn now() -> f64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
+    /// Where the registry reads the time (push times, token lifetimes, upload idleness).
+    pub(crate) clock: Clock,
 }
 
 impl Registry {
-    /// Open the registry with blobs under `dir` and the default [`UploadLimits`].
+    /// Open the registry with blobs under `dir`, the default [`UploadLimits`] and the
+    /// machine's clock.
     pub async fn open(
         cfg: RegistryConfig,
         store: Arc<dyn Store>,
         dir: &Path,
     ) -> Result<Arc<Registry>, EcrError> {
-        Self::open_with(cfg, UploadLimits::default(), store, dir).await
+        Self::open_with(cfg, UploadLimits::default(), Clock::system(), store, dir).await
     }
 
-    /// Open the registry with blobs under `dir` and these bounds on upload sessions.
+    /// Open the registry with blobs under `dir`, these bounds on upload sessions, on `clock`
+    /// (the control plane's, when they share a process).
     pub async fn open_with(
         cfg: RegistryConfig,
         upload_limits: UploadLimits,
+        clock: Clock,
         store: Arc<dyn Store>,
         dir: &Path,
     ) -> Result<Arc<Registry>, EcrError> {
@@ -250,7 +261,18 @@ impl Registry {
             upload_limits,
             token_key,
             gc_lock: tokio::sync::RwLock::new(()),
+            clock,
         }))
+    }
+
+    /// The clock the registry runs on.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// The time now, by [`Registry::clock`].
+    pub(crate) fn now(&self) -> berth_clock::Timestamp {
+        self.clock.now()
     }
 
     pub fn config(&self) -> &RegistryConfig {

@@ -16,7 +16,7 @@ use sha2::Sha256;
 use subtle_free::ct_eq;
 
 use crate::error::{DistError, EcrError};
-use crate::{Registry, keys, now};
+use crate::{Registry, keys};
 
 /// How long a token is valid.
 pub const TOKEN_TTL_SECS: i64 = 12 * 3600;
@@ -206,7 +206,7 @@ pub fn verify_claims(key: &[u8], token: &str, now: i64) -> Option<Claims> {
 impl Registry {
     /// What a registry token grants, if it is valid now.
     pub fn verify_claims(&self, t: &str) -> Option<Claims> {
-        verify_claims(&self.token_key, t, now() as i64)
+        verify_claims(&self.token_key, t, self.now().as_secs())
     }
 
     /// The token endpoint (`GET /v2/token?scope=…`): a bearer token for the credential in
@@ -224,7 +224,7 @@ impl Registry {
             )
         };
         let password = from_basic(authorization).ok_or_else(renewal)?;
-        let at = now() as i64;
+        let at = self.now().as_secs();
         let claims = verify_claims(&self.token_key, &password, at)
             .ok_or_else(|| DistError::unauthorized("the token is invalid or has expired"))?;
         if claims.scopes.is_some() {

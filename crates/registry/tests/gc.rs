@@ -1,4 +1,6 @@
-//! Garbage collection over the in-memory store and a temp blob directory.
+//! Garbage collection and lifecycle policies over the in-memory store and a temp blob
+//! directory; the ones that wait do so on a paused clock (`tokio::time::advance` moves the
+//! registry's clock, so days pass in no real time).
 
 use std::sync::Arc;
 
@@ -35,7 +37,7 @@ async fn push_blob(r: &Registry, repo: &str, data: &[u8]) -> Digest {
     d
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unreferenced_blobs_go_young_and_referenced_stay() {
     let dir = tempfile::tempdir().unwrap();
     let r = registry(dir.path()).await;
@@ -54,8 +56,9 @@ async fn unreferenced_blobs_go_young_and_referenced_stay() {
     assert_eq!(rep.blobs_removed, 0);
     assert!(r.blob("app", &orphan).await.is_ok());
 
-    // Past it, only the blob no manifest needs goes.
-    let rep = r.gc(0.0, 86_400).await.unwrap();
+    // Past it (by the registry's clock), only the blob no manifest needs goes.
+    tokio::time::advance(std::time::Duration::from_secs(3601)).await;
+    let rep = r.gc(3600.0, 86_400).await.unwrap();
     assert_eq!((rep.links_removed, rep.blobs_removed), (1, 1));
     assert!(r.blob("app", &orphan).await.is_err());
     assert!(r.blob("app", &layer).await.is_ok());
@@ -72,6 +75,49 @@ async fn unreferenced_blobs_go_young_and_referenced_stay() {
     );
     assert_eq!(rep.blobs_removed, 2);
     assert!(r.blob_store().stat(&layer).await.unwrap().is_none());
+}
+
+/// The maintenance loop applies a lifecycle policy as images age, then collects what the
+/// expired image alone needed once the link grace has passed.
+#[tokio::test(start_paused = true)]
+async fn maintenance_expires_old_images_and_collects_their_blobs() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let r = registry(dir.path()).await;
+    let cfg = push_blob(&r, "app", b"{}").await;
+    let layer = push_blob(&r, "app", b"old layer").await;
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":9}}]}}"#
+    );
+    r.put_manifest("app", "v1", None, manifest.as_bytes())
+        .await
+        .unwrap();
+    r.put_lifecycle_policy(berth_model::wire::ecr::PutLifecyclePolicyRequest {
+        repository_name: Some("app".into()),
+        lifecycle_policy_text: Some(
+            r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":1},"action":{"type":"expire"}}]}"#
+                .into(),
+        ),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(r.manifest("app", "v1").await.is_ok(), "a young image stays");
+    let hour = Duration::from_secs(3600);
+    Registry::spawn_maintenance(&r, hour);
+    // (Half-hours: never at the instant of a run, whose outcome would then be a race.)
+    tokio::time::sleep(hour * 23 + hour / 2).await;
+    assert!(r.manifest("app", "v1").await.is_ok(), "not a day old yet");
+    assert!(r.blob_store().stat(&layer).await.unwrap().is_some());
+    // A day old, and the next hourly run has passed: expired, and its blobs, linked long
+    // before the link grace, collected in the same run.
+    tokio::time::sleep(hour * 2).await;
+    assert!(
+        r.manifest("app", "v1").await.is_err(),
+        "expired after a day"
+    );
+    assert!(r.blob_store().stat(&layer).await.unwrap().is_none());
+    assert!(r.blob_store().stat(&cfg).await.unwrap().is_none());
 }
 
 #[tokio::test]

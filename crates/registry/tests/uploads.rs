@@ -1,9 +1,11 @@
 //! Upload sessions: idle ones hold no thread, are bounded per principal and in total, and
-//! expire. Over the in-memory store and a temp blob directory.
+//! expire. Over the in-memory store and a temp blob directory; expiry on a paused clock
+//! (`tokio::time::advance` moves the registry's clock, so minutes of idleness take none).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_clock::Clock;
 use berth_registry::{Digest, Registry, RegistryConfig, UploadLimits};
 use berth_store::{MemStore, Store};
 use bytes::Bytes;
@@ -24,7 +26,7 @@ async fn registry(
     dir: &std::path::Path,
     limits: UploadLimits,
 ) -> Arc<Registry> {
-    Registry::open_with(config(), limits, store, dir)
+    Registry::open_with(config(), limits, Clock::system(), store, dir)
         .await
         .unwrap()
 }
@@ -144,12 +146,12 @@ async fn upload_limits_answer_toomanyrequests() {
     r.start_upload("app", "bob").await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_upload_expires_but_a_busy_one_stays() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let idle = Duration::from_secs(2);
-    let r = registry(store, dir.path(), limits(10, 10, 2)).await;
+    let idle = Duration::from_secs(300);
+    let r = registry(store, dir.path(), limits(10, 10, 300)).await;
     let idle_id = r.start_upload("app", "p").await.unwrap();
     let mut s = r.open_upload("app", &idle_id).await.unwrap();
     s.write(Bytes::from_static(b"partial")).await.unwrap();
@@ -157,12 +159,13 @@ async fn idle_upload_expires_but_a_busy_one_stays() {
     drop(s);
     let busy_id = r.start_upload("app", "p").await.unwrap();
     let busy = r.open_upload("app", &busy_id).await.unwrap();
+    tokio::time::advance(idle - Duration::from_secs(1)).await;
     assert_eq!(
         r.expire_uploads(idle).await.unwrap(),
         0,
         "not idle long enough"
     );
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(r.expire_uploads(idle).await.unwrap(), 1);
     let e = r.open_upload("app", &idle_id).await.err().unwrap();
     assert_eq!(e.code, "BLOB_UPLOAD_UNKNOWN");
@@ -177,9 +180,35 @@ async fn idle_upload_expires_but_a_busy_one_stays() {
     assert_eq!(files, vec![busy_id.clone()], "the idle one's file is gone");
     // The busy one carries on, and its idle time starts when its request ends.
     drop(busy);
+    tokio::time::advance(idle - Duration::from_secs(1)).await;
     assert_eq!(r.expire_uploads(idle).await.unwrap(), 0);
     let s = r.open_upload("app", &busy_id).await.unwrap();
     r.complete_upload(s, &Digest::of(b"")).await.unwrap();
+}
+
+/// The registry's own expiry loop (a quarter of the idle timeout apart) removes a session
+/// left idle, on its clock: five idle minutes pass in no real time.
+#[tokio::test(start_paused = true)]
+async fn the_expiry_loop_removes_sessions_left_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let r = registry(store, dir.path(), limits(10, 10, 300)).await;
+    Registry::spawn_upload_expiry(&r);
+    let id = r.start_upload("app", "p").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(290)).await;
+    assert!(r.open_upload("app", &id).await.is_ok(), "not idle for long");
+    // Touched again at 290 s: it goes between 300 s and 375 s (one loop period) later.
+    tokio::time::sleep(Duration::from_secs(299)).await;
+    assert!(
+        r.open_upload("app", &id).await.is_ok(),
+        "still not idle for long"
+    );
+    tokio::time::sleep(Duration::from_secs(300 + 75 + 1)).await;
+    assert_eq!(
+        r.open_upload("app", &id).await.err().unwrap().code,
+        "BLOB_UPLOAD_UNKNOWN"
+    );
+    assert!(r.blob_store().uploads().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -207,6 +236,8 @@ async fn sessions_of_an_earlier_process_resume_and_expire() {
         }
     }
     drop(first);
+    // From here on the clock moves only when the test says.
+    tokio::time::pause();
     let second = registry(store, dir.path(), UploadLimits::default()).await;
     // One is picked up again where it was.
     let mut s = second.open_upload("app", &a).await.unwrap();
@@ -216,8 +247,13 @@ async fn sessions_of_an_earlier_process_resume_and_expire() {
         .complete_upload(s, &Digest::of(b"half whole"))
         .await
         .unwrap();
-    // The other, never touched again, goes with its file and record.
-    assert_eq!(second.expire_uploads(Duration::ZERO).await.unwrap(), 1);
+    // The other, never touched again, goes with its file and record once its file is older
+    // than the idle timeout by the registry's clock.
+    let idle = UploadLimits::default().idle_timeout;
+    assert_eq!(second.expire_uploads(idle).await.unwrap(), 0, "young");
+    assert_eq!(second.blob_store().uploads().await.unwrap().len(), 1);
+    tokio::time::advance(idle + Duration::from_secs(1)).await;
+    assert_eq!(second.expire_uploads(idle).await.unwrap(), 1);
     assert!(second.blob_store().uploads().await.unwrap().is_empty());
     assert_eq!(
         second.open_upload("app", &b).await.err().unwrap().code,

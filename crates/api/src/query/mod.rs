@@ -15,7 +15,6 @@ pub mod xml;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -178,13 +177,16 @@ fn xml_response(status: StatusCode, body: String) -> Response {
 
 pub async fn handle(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let started = Instant::now();
+    let clock = state.control.clock();
+    let started = clock.instant();
     let (service, op, ns, result) = pipeline(&state, req).await;
     let code = match &result {
         Ok(_) => "OK".to_string(),
         Err(e) => e.code.clone(),
     };
-    state.metrics.record(service, op, &code, started.elapsed());
+    state
+        .metrics
+        .record(service, op, &code, clock.elapsed(started));
     let mut resp = match result {
         Ok(inner) => {
             let mut x = format!("<{op}Response xmlns=\"{ns}\">");
