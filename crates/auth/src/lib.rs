@@ -475,15 +475,20 @@ pub fn verify(
         )));
     }
     let fmt_now = format_amz_date(now);
+    // A signing time near the ends of the calendar (year 9999) has no time after it: checked
+    // arithmetic, where a time past the end is later than any `now` and one before the start
+    // earlier.
+    let later_than_now = |d: time::Duration| signed_at.checked_sub(d).is_some_and(|t| t > now);
+    let earlier_than_now = |d: time::Duration| signed_at.checked_add(d).is_some_and(|t| t < now);
     if sig.presigned {
         let exp = sig.expires;
-        if now > signed_at + time::Duration::seconds(exp) || signed_at - max_skew > now {
+        if earlier_than_now(time::Duration::seconds(exp)) || later_than_now(max_skew) {
             return Err(AuthError::Expired(format!(
                 "Signature expired: {} is now earlier than {} ({} - {} sec.)",
                 sig.amz_date, fmt_now, fmt_now, exp
             )));
         }
-    } else if signed_at + max_skew < now {
+    } else if earlier_than_now(max_skew) {
         return Err(AuthError::Expired(format!(
             "Signature expired: {} is now earlier than {} ({} - {} min.)",
             sig.amz_date,
@@ -491,7 +496,7 @@ pub fn verify(
             fmt_now,
             max_skew.whole_minutes()
         )));
-    } else if signed_at - max_skew > now {
+    } else if later_than_now(max_skew) {
         return Err(AuthError::Expired(format!(
             "Signature not yet current: {} is still later than {} ({} + {} min.)",
             sig.amz_date,
