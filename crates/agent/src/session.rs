@@ -423,7 +423,8 @@ impl Backend for RemoteBackend {
 /// The message of a `PayloadMessage` or `IAMRoleCredentialsMessage` frame; None (logged) for
 /// one that cannot be read. A credentials message's error says where, never what: its values
 /// are secret.
-fn inbound(mut frame: Value) -> Option<Inbound> {
+#[doc(hidden)]
+pub fn inbound(mut frame: Value) -> Option<Inbound> {
     let kind = frame["type"].as_str().unwrap_or_default().to_string();
     let message = frame["message"].take();
     match kind.as_str() {
