@@ -104,8 +104,8 @@ impl<'a> Parser<'a> {
     fn eat_word(&mut self, w: &str) -> bool {
         self.ws();
         let r = self.rest();
-        if r.len() >= w.len()
-            && r[..w.len()].eq_ignore_ascii_case(w)
+        // `get`: the keyword's length may end inside a multi-byte character of the input.
+        if r.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w))
             && r[w.len()..]
                 .chars()
                 .next()
@@ -560,6 +560,18 @@ mod tests {
             assert!(Expr::parse(bad).is_err(), "{bad:?} should not parse");
         }
         assert!(Expr::parse(&"a".repeat(2001)).is_err());
+        // Found by afl (bench/fuzz.sh cql): a multi-byte character where a keyword or an
+        // operator word might be sliced the input inside that character and panicked.
+        for bad in [
+            "attribute:x =\u{80}0 large.*",
+            "a\u{2000}triBrge == 1",
+            "attribute:x == 1 a\u{e9}d attribute:y == 2",
+            "n\u{f6}t attribute:x exists",
+            "attribute:x e\u{1f600}sts",
+        ] {
+            assert!(Expr::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+        assert!(m("attribute:ecs.instance-type != \u{e9}t\u{e9}"));
     }
 
     #[test]
