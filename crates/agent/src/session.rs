@@ -423,9 +423,15 @@ impl Backend for RemoteBackend {
 /// The message of a `PayloadMessage` or `IAMRoleCredentialsMessage` frame; None (logged) for
 /// one that cannot be read. A credentials message's error says where, never what: its values
 /// are secret.
-fn inbound(mut frame: Value) -> Option<Inbound> {
+#[doc(hidden)]
+pub fn inbound(mut frame: Value) -> Option<Inbound> {
     let kind = frame["type"].as_str().unwrap_or_default().to_string();
-    let message = frame["message"].take();
+    // `get_mut`, not `frame["message"]`: indexing a frame that is not an object (`1`, `[]`)
+    // mutably panics.
+    let message = frame
+        .get_mut("message")
+        .map(Value::take)
+        .unwrap_or_default();
     match kind.as_str() {
         "PayloadMessage" => match serde_json::from_value::<PayloadMessage>(message) {
             Ok(p) => Some(Inbound::Payload(p)),
@@ -556,6 +562,16 @@ mod tests {
         let bad = json!({"type": "IAMRoleCredentialsMessage", "message": {"roleCredentials": 5}});
         assert!(inbound(bad).is_none());
         assert!(inbound(json!({"type": "HeartbeatMessage", "message": {}})).is_none());
+        // Found by afl (bench/fuzz.sh frames): a frame that is not an object panicked.
+        for odd in [
+            json!(1),
+            json!("PayloadMessage"),
+            json!([1]),
+            json!(null),
+            json!(true),
+        ] {
+            assert!(inbound(odd).is_none());
+        }
     }
 
     #[test]

@@ -163,32 +163,10 @@ pub(crate) fn session_token(parts: &Parts) -> Option<String> {
             parts.uri.query().and_then(|q| {
                 q.split('&').find_map(|kv| {
                     let v = kv.strip_prefix("X-Amz-Security-Token=")?;
-                    Some(percent_decode(v))
+                    Some(berth_auth::percent_decode(v, false))
                 })
             })
         })
-}
-
-/// Percent-decoding of a query value (`+` stays `+`, as SigV4 query strings encode spaces as
-/// `%20`).
-pub(crate) fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && i + 3 <= b.len()
-            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The router for every route on the front door.

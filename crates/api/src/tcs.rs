@@ -67,7 +67,8 @@ pub async fn session(
 /// The JSON of a telemetry frame. The ECS agent puts the headers of a signed request (lines
 /// `Name: value`, then a blank line) before the JSON of every frame it sends on this
 /// session; berth's agent sends the JSON alone.
-fn frame_json(text: &str) -> &str {
+#[doc(hidden)]
+pub fn frame_json(text: &str) -> &str {
     if text.trim_start().starts_with('{') {
         return text;
     }

@@ -125,7 +125,12 @@ pub fn uri_encode(s: &str, encode_slash: bool, out: &mut String) {
     }
 }
 
-fn percent_decode(s: &str) -> String {
+/// Percent-decoding, the one berth uses everywhere: `%XX` (two hex digits) is the byte XX,
+/// anything else stays as it is, working on bytes (a `%` before a multi-byte character is no
+/// escape); `+` is a space when `plus_is_space` (HTML forms, `application/x-www-form-urlencoded`)
+/// and itself otherwise (SigV4's query strings encode spaces as `%20`). Bytes that are not
+/// UTF-8 after decoding become U+FFFD.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -138,7 +143,11 @@ fn percent_decode(s: &str) -> String {
             i += 3;
             continue;
         }
-        out.push(bytes[i]);
+        out.push(if plus_is_space && bytes[i] == b'+' {
+            b' '
+        } else {
+            bytes[i]
+        });
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -158,7 +167,7 @@ fn hex_val(b: u8) -> Option<u8> {
 fn canonical_uri(path: &str) -> String {
     let p = if path.is_empty() { "/" } else { path };
     let mut out = String::with_capacity(p.len() + 8);
-    uri_encode(&percent_decode(p), false, &mut out);
+    uri_encode(&percent_decode(p, false), false, &mut out);
     out
 }
 
@@ -172,7 +181,7 @@ fn canonical_query(query: Option<&str>, skip_signature: bool) -> String {
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let dec = |s: &str| percent_decode(&s.replace('+', "%20"));
+            let dec = |s: &str| percent_decode(s, true);
             let mut ek = String::new();
             uri_encode(&dec(k), true, &mut ek);
             let mut ev = String::new();
@@ -361,7 +370,7 @@ fn header_sig<'a>(auth: &'a str, headers: &http::HeaderMap) -> Result<Sig<'a>, A
 fn query_param(q: &str, name: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
+        (k == name).then(|| percent_decode(v, false))
     })
 }
 
@@ -475,15 +484,20 @@ pub fn verify(
         )));
     }
     let fmt_now = format_amz_date(now);
+    // A signing time near the ends of the calendar (year 9999) has no time after it: checked
+    // arithmetic, where a time past the end is later than any `now` and one before the start
+    // earlier.
+    let later_than_now = |d: time::Duration| signed_at.checked_sub(d).is_some_and(|t| t > now);
+    let earlier_than_now = |d: time::Duration| signed_at.checked_add(d).is_some_and(|t| t < now);
     if sig.presigned {
         let exp = sig.expires;
-        if now > signed_at + time::Duration::seconds(exp) || signed_at - max_skew > now {
+        if earlier_than_now(time::Duration::seconds(exp)) || later_than_now(max_skew) {
             return Err(AuthError::Expired(format!(
                 "Signature expired: {} is now earlier than {} ({} - {} sec.)",
                 sig.amz_date, fmt_now, fmt_now, exp
             )));
         }
-    } else if signed_at + max_skew < now {
+    } else if earlier_than_now(max_skew) {
         return Err(AuthError::Expired(format!(
             "Signature expired: {} is now earlier than {} ({} - {} min.)",
             sig.amz_date,
@@ -491,7 +505,7 @@ pub fn verify(
             fmt_now,
             max_skew.whole_minutes()
         )));
-    } else if signed_at - max_skew > now {
+    } else if later_than_now(max_skew) {
         return Err(AuthError::Expired(format!(
             "Signature not yet current: {} is still later than {} ({} + {} min.)",
             sig.amz_date,

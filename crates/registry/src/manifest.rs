@@ -45,9 +45,14 @@ impl Parsed {
     pub fn is_index(&self) -> bool {
         self.media_type == OCI_INDEX || self.media_type == DOCKER_LIST
     }
-    /// Size of the image: config + layers (what ECR reports as imageSizeInBytes).
+    /// Size of the image: config + layers (what ECR reports as imageSizeInBytes). Sizes are
+    /// the pusher's claims, so the sum saturates instead of overflowing.
     pub fn image_size(&self) -> i64 {
-        self.config.as_ref().map_or(0, |c| c.size) + self.layers.iter().map(|l| l.size).sum::<i64>()
+        self.layers
+            .iter()
+            .fold(self.config.as_ref().map_or(0, |c| c.size), |sum, l| {
+                sum.saturating_add(l.size)
+            })
     }
 }
 
@@ -169,5 +174,17 @@ mod tests {
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:12","size":1},"layers":[]}"#;
         assert!(parse(bad_digest.as_bytes(), None).is_err());
         assert!(parse(&vec![b' '; MAX_MANIFEST + 1], None).is_err());
+    }
+
+    /// Found while writing the fuzz targets (a file in fuzz/crashes/ replays it): descriptor sizes
+    /// near i64::MAX overflowed the image size (a panic in debug builds, a negative
+    /// imageSizeInBytes in release ones).
+    #[test]
+    fn image_size_saturates() {
+        let m = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","digest":"{D}","size":{max}}},"layers":[{{"mediaType":"l","digest":"{D}","size":{max}}},{{"mediaType":"l","digest":"{D}","size":1}}]}}"#,
+            max = i64::MAX
+        );
+        assert_eq!(parse(m.as_bytes(), None).unwrap().image_size(), i64::MAX);
     }
 }

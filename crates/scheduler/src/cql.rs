@@ -16,6 +16,9 @@ use crate::Instance;
 
 /// Longest expression ECS accepts.
 pub const MAX_LEN: usize = 2000;
+/// Deepest nesting of parentheses and `not`s the parser follows: it recurses once per level,
+/// and a 2000-character expression of `(` would otherwise overflow a worker thread's stack.
+pub const MAX_DEPTH: usize = 100;
 
 /// Why an expression could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +72,8 @@ pub enum Expr {
 struct Parser<'a> {
     s: &'a str,
     pos: usize,
+    /// Parentheses and `not`s open around the current position.
+    depth: usize,
 }
 
 fn err<T>(pos: usize, message: impl Into<String>) -> Result<T, CqlError> {
@@ -95,16 +100,16 @@ impl<'a> Parser<'a> {
             false
         }
     }
-    /// A keyword followed by a word boundary.
+    /// A keyword followed by a word boundary (whitespace, a parenthesis, a list, the end).
     fn eat_word(&mut self, w: &str) -> bool {
         self.ws();
         let r = self.rest();
-        if r.len() >= w.len()
-            && r[..w.len()].eq_ignore_ascii_case(w)
+        // `get`: the keyword's length may end inside a multi-byte character of the input.
+        if r.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w))
             && r[w.len()..]
                 .chars()
                 .next()
-                .is_none_or(|c| c.is_whitespace() || c == '(' || c == '[')
+                .is_none_or(|c| c.is_whitespace() || "()[".contains(c))
         {
             self.pos += w.len();
             true
@@ -140,20 +145,39 @@ impl<'a> Parser<'a> {
     fn unary(&mut self) -> Result<Expr, CqlError> {
         self.ws();
         if self.eat("(") {
+            self.deeper()?;
             let e = self.expr()?;
+            self.depth -= 1;
             if !self.eat(")") {
                 return err(self.pos, "expected ')'");
             }
             return Ok(e);
         }
-        if self.rest().starts_with('!') && !self.rest().starts_with("!=") {
+        let not = if self.rest().starts_with('!') && !self.rest().starts_with("!=") {
             self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.unary()?)));
-        }
-        if self.eat_word("not") {
-            return Ok(Expr::Not(Box::new(self.unary()?)));
+            true
+        } else {
+            self.eat_word("not")
+        };
+        if not {
+            self.deeper()?;
+            let e = self.unary()?;
+            self.depth -= 1;
+            return Ok(Expr::Not(Box::new(e)));
         }
         self.comparison()
+    }
+
+    /// One more level of nesting, if the limit allows it.
+    fn deeper(&mut self) -> Result<(), CqlError> {
+        if self.depth == MAX_DEPTH {
+            return err(
+                self.pos,
+                format!("expression nests deeper than {MAX_DEPTH} levels"),
+            );
+        }
+        self.depth += 1;
+        Ok(())
     }
 
     fn word(&mut self) -> &'a str {
@@ -318,14 +342,20 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// `2018-06-18`, `2018-06-18T22:28:28Z`, `2018-06-18T22:28:28+00:00` → epoch seconds.
+/// Every part must be in its range (years 0 to 9999), so the arithmetic cannot overflow.
 pub fn parse_date(s: &str) -> Option<i64> {
     let num = |t: &str| t.parse::<i64>().ok();
+    let within = |t: &str, max: i64| num(t).filter(|n| (0..=max).contains(n));
     let (date, time) = match s.split_once('T') {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
     };
     let mut dp = date.split('-');
-    let (y, m, d) = (num(dp.next()?)?, num(dp.next()?)?, num(dp.next()?)?);
+    let (y, m, d) = (
+        within(dp.next()?, 9999)?,
+        num(dp.next()?)?,
+        num(dp.next()?)?,
+    );
     if dp.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
@@ -337,12 +367,16 @@ pub fn parse_date(s: &str) -> Option<i64> {
             let (c, o) = t.split_at(i);
             let sign = if o.starts_with('-') { -1 } else { 1 };
             let (oh, om) = o[1..].split_once(':')?;
-            (c, sign * (num(oh)? * 3600 + num(om)? * 60))
+            (c, sign * (within(oh, 23)? * 3600 + within(om, 59)? * 60))
         } else {
             (t, 0)
         };
         let mut cp = clock.split(':');
-        let (h, mi, se) = (num(cp.next()?)?, num(cp.next()?)?, num(cp.next()?)?);
+        let (h, mi, se) = (
+            within(cp.next()?, 23)?,
+            within(cp.next()?, 59)?,
+            within(cp.next()?, 60)?,
+        );
         secs += h * 3600 + mi * 60 + se - offset;
     }
     Some(secs)
@@ -354,7 +388,11 @@ impl Expr {
         if s.len() > MAX_LEN {
             return err(MAX_LEN, "expression longer than 2000 characters");
         }
-        let mut p = Parser { s, pos: 0 };
+        let mut p = Parser {
+            s,
+            pos: 0,
+            depth: 0,
+        };
         let e = p.expr()?;
         p.ws();
         if p.pos != s.len() {
@@ -499,6 +537,11 @@ mod tests {
             "(runningTasksCount == 9 or runningTasksCount == 1) and agentConnected == true"
         ));
         assert!(m("not runningTasksCount == 9"));
+        // A unary operator right before a closing parenthesis.
+        assert!(m("(attribute:flag exists)"));
+        assert!(m(
+            "(attribute:nope !exists) and (attribute:flag not_exists or agentConnected == true)"
+        ));
     }
 
     #[test]
@@ -517,6 +560,18 @@ mod tests {
             assert!(Expr::parse(bad).is_err(), "{bad:?} should not parse");
         }
         assert!(Expr::parse(&"a".repeat(2001)).is_err());
+        // Found by afl (bench/fuzz.sh cql): a multi-byte character where a keyword or an
+        // operator word might be sliced the input inside that character and panicked.
+        for bad in [
+            "attribute:x =\u{80}0 large.*",
+            "a\u{2000}triBrge == 1",
+            "attribute:x == 1 a\u{e9}d attribute:y == 2",
+            "n\u{f6}t attribute:x exists",
+            "attribute:x e\u{1f600}sts",
+        ] {
+            assert!(Expr::parse(bad).is_err(), "{bad:?} should not parse");
+        }
+        assert!(m("attribute:ecs.instance-type != \u{e9}t\u{e9}"));
     }
 
     #[test]
@@ -525,5 +580,44 @@ mod tests {
         assert_eq!(parse_date("2018-06-18T22:28:28Z"), Some(1_529_360_908));
         assert_eq!(parse_date("2018-06-18T23:28:28+01:00"), Some(1_529_360_908));
         assert_eq!(parse_date("2018-13-01"), None);
+        assert_eq!(parse_date("9999-12-31"), Some(253_402_214_400));
+        // Found while writing the fuzz targets (a file in fuzz/crashes/ replays it): parts this
+        // large overflowed the arithmetic (a panic in debug builds, a wrapped date in release
+        // ones). They are not dates.
+        for bad in [
+            "9223372036854775807-01-01",
+            "10000-01-01",
+            "2018-01-01T9223372036854775807:00:00Z",
+            "2018-01-01T00:00:00+9223372036854775807:00",
+            "2018-01-01T24:00:00Z",
+            "2018-01-01T-1:00:00Z",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+        assert!(!m("registeredAt > 9223372036854775807-01-01"));
+    }
+
+    /// Found while writing the fuzz targets (a file in fuzz/crashes/ replays it): 1000 `(` (or `!`)
+    /// made the parser recurse until the stack overflowed (an abort of the whole server). Nesting
+    /// is refused past MAX_DEPTH, with the position.
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        for (open, close) in [("(", ")"), ("!", ""), ("not ", "")] {
+            let deep = format!(
+                "{}agentConnected exists{}",
+                open.repeat(990.min(1990 / open.len())),
+                close.repeat(990)
+            );
+            let deep = &deep[..deep.len().min(MAX_LEN)];
+            let e = Expr::parse(deep).unwrap_err();
+            assert!(e.message.contains("nests deeper"), "{e}");
+            let ok = format!(
+                "{}agentConnected exists{}",
+                open.repeat(MAX_DEPTH),
+                close.repeat(MAX_DEPTH)
+            );
+            // MAX_DEPTH is even: as many `not`s as parentheses leave the comparison true.
+            assert!(Expr::parse(&ok).unwrap().matches(&inst()), "{open}");
+        }
     }
 }

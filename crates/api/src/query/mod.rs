@@ -46,7 +46,7 @@ pub fn form_pairs(body: &str) -> Vec<(String, String)> {
         .filter(|s| !s.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let dec = |s: &str| crate::percent_decode(&s.replace('+', " "));
+            let dec = |s: &str| berth_auth::percent_decode(s, true);
             (dec(k), dec(v))
         })
         .collect()
