@@ -21,7 +21,7 @@ real clients, and what must hold afterwards.
 
 The kill points come from a seeded random generator; the seed is printed, and
 BERTH_CHAOS_SEED=N replays a run. Every process a test starts is ended by PID in a finally;
-data dirs, mounts, cgroups, the bridge and its iptables rules are removed even on failure.
+data dirs, mounts, cgroups, the bridge and its nf_tables table are removed even on failure.
 Traffic goes only to loopback and to the agent's own container bridge (10.241.0.0/24)."""
 
 import hashlib
@@ -43,7 +43,7 @@ import pytest
 
 from conftest import BERTH, Berth, end_process
 from images import make_layout
-from test_tasks import _cleanup_node, remove_credentials_rules
+from test_tasks import _cleanup_node, remove_node_rules
 
 BRIDGE = "bthchaos0"
 SUBNET = "10.241.0.0/24"
@@ -403,12 +403,7 @@ class Node:
         finally:
             _cleanup_node(self.node_dir, sorted(self.task_ids))
             subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
-            for _ in range(5):
-                r = subprocess.run(["iptables", "-t", "nat", "-D", "POSTROUTING", "-s", SUBNET, "!",
-                                    "-o", BRIDGE, "-j", "MASQUERADE"], capture_output=True)
-                if r.returncode != 0:
-                    break
-            remove_credentials_rules(BRIDGE)
+            remove_node_rules(BRIDGE)
             shutil.rmtree(self.node_dir, ignore_errors=True)
             shutil.rmtree(self.server_dir, ignore_errors=True)
 
