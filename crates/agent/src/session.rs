@@ -71,6 +71,28 @@ pub struct RemoteBackend {
     out: parking_lot::Mutex<Option<mpsc::Sender<String>>>,
     /// Frames for the current telemetry session, if connected.
     telemetry: Arc<parking_lot::Mutex<Option<mpsc::Sender<String>>>>,
+    /// Limits shared with other agents of the same process.
+    limits: Limits,
+}
+
+/// Limits shared by the backends of many agents in one process (simulated nodes): ECS calls
+/// in flight (over one connection pool), and sessions being opened (each borrows a pooled
+/// connection for `DiscoverPollEndpoint`; thousands at once would leave as many idle
+/// connections behind). None: no limit.
+#[derive(Clone, Default)]
+pub struct Limits {
+    pub calls: Option<Arc<tokio::sync::Semaphore>>,
+    pub dials: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A permit of an optional limit.
+async fn permit(
+    s: &Option<Arc<tokio::sync::Semaphore>>,
+) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    match s {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    }
 }
 
 fn be(e: berth_client::ClientError) -> BackendError {
@@ -102,18 +124,32 @@ impl RemoteBackend {
         creds: berth_auth::Credentials,
         trust: TlsTrust,
     ) -> RemoteBackend {
+        let aws = Arc::new(AwsClient::with_trust(
+            endpoint,
+            region,
+            creds.clone(),
+            &trust,
+        ));
+        RemoteBackend::sharing(aws, region, creds, trust, Limits::default())
+    }
+
+    /// A backend over a client (and its connection pool) shared with other agents, within
+    /// shared `limits`.
+    pub fn sharing(
+        aws: Arc<AwsClient>,
+        region: &str,
+        creds: berth_auth::Credentials,
+        trust: TlsTrust,
+        limits: Limits,
+    ) -> RemoteBackend {
         RemoteBackend {
-            aws: Arc::new(AwsClient::with_trust(
-                endpoint,
-                region,
-                creds.clone(),
-                &trust,
-            )),
+            aws,
             trust,
             creds,
             region: region.to_string(),
             out: parking_lot::Mutex::new(None),
             telemetry: Default::default(),
+            limits,
         }
     }
 
@@ -127,6 +163,7 @@ impl RemoteBackend {
             code: "SerializationException".into(),
             message: e.to_string(),
         })?;
+        let _turn = permit(&self.limits.calls).await;
         self.aws.call(ECS, "ecs", op, &v).await.map_err(be)
     }
 
@@ -281,15 +318,18 @@ impl Backend for RemoteBackend {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<mpsc::Receiver<Inbound>, BackendError> {
-        let ws = open_session(
-            &self.aws,
-            &self.trust,
-            &self.creds,
-            &self.region,
-            cluster,
-            instance_arn,
-        )
-        .await?;
+        let ws = {
+            let _turn = permit(&self.limits.dials).await;
+            open_session(
+                &self.aws,
+                &self.trust,
+                &self.creds,
+                &self.region,
+                cluster,
+                instance_arn,
+            )
+            .await?
+        };
         let (mut sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(256);
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
@@ -304,6 +344,7 @@ impl Backend for RemoteBackend {
             cluster.to_string(),
             instance_arn.to_string(),
             self.telemetry.clone(),
+            self.limits.dials.clone(),
             alive_rx,
         ));
         tokio::spawn(async move {
@@ -463,10 +504,15 @@ async fn keep_telemetry(
     cluster: String,
     instance_arn: String,
     slot: Arc<parking_lot::Mutex<Option<mpsc::Sender<String>>>>,
+    dials: Option<Arc<tokio::sync::Semaphore>>,
     mut alive: tokio::sync::watch::Receiver<()>,
 ) {
     loop {
-        match dial(&aws, &trust, &creds, &region, &cluster, &instance_arn, true).await {
+        let dialed = {
+            let _turn = permit(&dials).await;
+            dial(&aws, &trust, &creds, &region, &cluster, &instance_arn, true).await
+        };
+        match dialed {
             Ok(ws) => {
                 let (mut sink, mut stream) = ws.split();
                 let (tx, mut rx) = mpsc::channel::<String>(64);

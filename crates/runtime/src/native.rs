@@ -5,9 +5,9 @@
 //! ([`crate::nsexec`]); task cgroups and usage from `/sys/fs/cgroup` (v1 and v2).
 //!
 //! Requires root (mounts, namespaces, cgroups); [`NativeRuntime::check`] says why not.
-//! Known gap: [`NativeRuntime::exec_pid`] names the container by its init's pid, which a
-//! reused pid could alias once the container has ended; passing a pidfd to `berth nsexec`
-//! would close it.
+//! Known gap: [`NativeRuntime::exec_pid`] names the container to `berth nsexec` by its init's
+//! pid; nsexec holds on to the process it finds, but cannot tell it from a process that reused
+//! the pid after the container ended. Passing the init's start time would close that.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
