@@ -64,8 +64,9 @@ pub(crate) struct Task {
     pub(crate) volumes: Vec<Volume>,
     /// The containers' images, by container name (the images hook fills it).
     pub(crate) images: HashMap<String, PulledImage>,
-    /// Events for the runner (container exits, health verdicts).
-    pub(crate) events: mpsc::Sender<Event>,
+    /// Events for the runner (container exits, health verdicts); boxed, so that the channel
+    /// of an idle task stays small.
+    pub(crate) events: mpsc::Sender<Box<Event>>,
 }
 
 impl Task {
@@ -120,7 +121,6 @@ pub(crate) struct Launch {
     pub(crate) name: String,
     /// Its id in the driver.
     pub(crate) id: String,
-    pub(crate) def: ContainerDefinition,
     pub(crate) image: PulledImage,
     pub(crate) spec: ContainerSpec,
     /// A bridge-mode container's own network endpoint.
@@ -132,7 +132,7 @@ pub(crate) struct Runner {
     t: Task,
     hooks: Vec<Box<dyn Hook>>,
     desired: watch::Receiver<String>,
-    rx: mpsc::Receiver<Event>,
+    rx: mpsc::Receiver<Box<Event>>,
     stopping: bool,
     /// STOPPING still to be reported.
     report_stopping: bool,
@@ -238,7 +238,7 @@ impl Runner {
             st.status = "PENDING".into();
         }
         let volumes = volumes_from_acs(&st.payload);
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(16);
         Runner {
             t: Task {
                 inner,
@@ -258,12 +258,14 @@ impl Runner {
         }
     }
 
+    /// The task's life. Each step is a boxed future, alive only while it runs: what waits
+    /// between steps is small (see the module's tests).
     pub(crate) async fn run(mut self) {
-        if let Err(reason) = self.prepare().await {
+        if let Err(reason) = Box::pin(self.prepare()).await {
             self.fail(reason);
         } else {
             tracing::debug!(elapsed = ?self.began.elapsed(), "task prepared");
-            self.resume_running().await;
+            Box::pin(self.resume_running()).await;
         }
         loop {
             let desired = self.desired.borrow().clone();
@@ -271,7 +273,7 @@ impl Runner {
                 self.begin_stop(None);
             }
             if !self.stopping
-                && let Err(reason) = self.start_ready().await
+                && let Err(reason) = Box::pin(self.start_ready()).await
             {
                 self.fail(reason);
             }
@@ -279,13 +281,13 @@ impl Runner {
                 && self.t.st.status == "PENDING"
                 && self.t.st.containers.iter().all(|c| c.started_at.is_some())
             {
-                self.report_running().await;
+                Box::pin(self.report_running()).await;
             }
             if self.stopping {
-                self.signal_next().await;
+                Box::pin(self.signal_next()).await;
                 if self.report_stopping {
                     self.report_stopping = false;
-                    self.t.report_status("STOPPING").await;
+                    Box::pin(self.t.report_status("STOPPING")).await;
                 }
             }
             if self.t.st.containers.iter().all(|c| c.status == "STOPPED") {
@@ -293,7 +295,7 @@ impl Runner {
             }
             let tick = self.next_deadline();
             tokio::select! {
-                ev = self.rx.recv() => if let Some(ev) = ev { self.on_event(ev).await },
+                ev = self.rx.recv() => if let Some(ev) = ev { Box::pin(self.on_event(*ev)).await },
                 r = self.desired.changed() => if r.is_err() {
                     // The agent is shutting down: leave the containers running.
                     return;
@@ -301,7 +303,7 @@ impl Runner {
                 _ = tokio::time::sleep(tick) => {}
             }
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     /// How long until the next timer (SIGKILL, start timeout) may need attention.
@@ -378,7 +380,8 @@ impl Runner {
                         .exit_of(&c.runtime_id)
                         .await
                         .ok_or_else(|| "the container ended while the agent was away".to_string());
-                    let _ = self.t.events.send(Event::Exited(name.clone(), exit)).await;
+                    let ev = Box::new(Event::Exited(name.clone(), exit));
+                    let _ = self.t.events.send(ev).await;
                 }
             }
         }
@@ -397,11 +400,11 @@ impl Runner {
                 .map(|c| c.name.clone())
                 .collect();
             for name in names {
-                let Some(d) = self.t.def(&name).cloned() else {
+                let Some(d) = self.t.def(&name) else {
                     continue;
                 };
-                if !deps_ready(&self.t.st, &d)? {
-                    let limit = Duration::from_secs(d.start_timeout.unwrap_or(180).max(1) as u64);
+                let limit = Duration::from_secs(d.start_timeout.unwrap_or(180).max(1) as u64);
+                if !deps_ready(&self.t.st, d)? {
                     if self.began.elapsed() > limit {
                         return Err(format!(
                             "DependencyConditionNotMet: container {name} timed out waiting for its dependencies ({}s)",
@@ -410,7 +413,7 @@ impl Runner {
                     }
                     continue;
                 }
-                self.start_container(d).await?;
+                self.start_container(name).await?;
                 started_any = true;
             }
             if !started_any {
@@ -419,16 +422,19 @@ impl Runner {
         }
     }
 
-    /// The container as its definition and image say, before the hooks shape it.
-    fn launch(&self, d: ContainerDefinition) -> Result<Launch, String> {
-        let name = d.name.clone().unwrap_or_default();
+    /// Container `name` as its definition and image say, before the hooks shape it.
+    fn launch(&self, name: String) -> Result<Launch, String> {
+        let d = self
+            .t
+            .def(&name)
+            .ok_or_else(|| format!("CannotStartContainerError: no container {name}"))?;
         let task_id = self.t.id();
         let image =
             self.t.images.get(&name).cloned().ok_or_else(|| {
                 format!("CannotStartContainerError: image of {name} is not ready")
             })?;
         let spec = container_spec(
-            &d,
+            d,
             None,
             &image.config,
             &image.rootfs,
@@ -438,7 +444,6 @@ impl Runner {
         Ok(Launch {
             id: runtime_id(&task_id, &name),
             name,
-            def: d,
             image,
             spec,
             endpoint: None,
@@ -446,9 +451,8 @@ impl Runner {
         })
     }
 
-    async fn start_container(&mut self, d: ContainerDefinition) -> Result<(), String> {
-        let name = d.name.clone().unwrap_or_default();
-        let mut l = match self.launch(d) {
+    async fn start_container(&mut self, name: String) -> Result<(), String> {
+        let mut l = match self.launch(name.clone()) {
             Ok(l) => l,
             Err(reason) => return self.not_started(&name, None, reason).await,
         };
@@ -522,7 +526,7 @@ impl Runner {
         let name = name.to_string();
         tokio::spawn(async move {
             let r = c.wait().await.map_err(|e| e.to_string());
-            let _ = tx.send(Event::Exited(name, r)).await;
+            let _ = tx.send(Box::new(Event::Exited(name, r))).await;
         });
     }
 

@@ -115,7 +115,7 @@ pub struct AgentConfig {
     /// What this node refuses to run (privileged containers, host network, …).
     pub guard: guard::Guard,
     /// How often the running containers' CPU and memory go to the telemetry session (the
-    /// ECS agent's default is 20 s).
+    /// ECS agent's default is 20 s); zero: never.
     pub telemetry_interval: Duration,
     /// The CPU units and memory (MiB) the node registers; None: this machine's.
     pub resources: Option<(i32, i32)>,
@@ -468,10 +468,10 @@ impl Agent {
             tracing::info!(task = %st.arn, status = %st.status, "resuming task");
             inner.spawn_runner(st);
         }
-        let background = vec![
-            tokio::spawn(maintenance(inner.clone())),
-            tokio::spawn(telemetry::report(inner.clone())),
-        ];
+        let mut background = vec![tokio::spawn(maintenance(inner.clone()))];
+        if !inner.cfg.telemetry_interval.is_zero() {
+            background.push(tokio::spawn(telemetry::report(inner.clone())));
+        }
         let me = inner.clone();
         let session = tokio::spawn(async move {
             let cluster = me.cfg.cluster.clone();
@@ -485,9 +485,9 @@ impl Agent {
                                     if std::mem::take(&mut first) {
                                         me.reconcile(&msg);
                                     }
-                                    me.handle_payload(msg).await;
+                                    me.handle_payload(*msg).await;
                                 }
-                                Inbound::Credentials(c) => me.handle_credentials(c).await,
+                                Inbound::Credentials(c) => me.handle_credentials(*c).await,
                             }
                         }
                         tracing::warn!("agent session ended; reconnecting");
@@ -613,8 +613,13 @@ pub fn rotate_logs(
 /// image collection every interval.
 async fn maintenance(inner: Arc<Inner>) {
     let mut last_gc = tokio::time::Instant::now();
-    let mut tick =
-        tokio::time::interval(Duration::from_secs(10).min(inner.cfg.image_cleanup_interval));
+    // Without log files (a simulated node) only collection needs waking up for.
+    let gc = inner.cfg.image_cleanup_interval;
+    let period = match inner.driver.log_dir() {
+        Some(_) => Duration::from_secs(10).min(gc),
+        None => gc,
+    };
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
         if let Some(dir) = inner.driver.log_dir() {

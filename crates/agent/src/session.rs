@@ -7,7 +7,9 @@
 //! back on it.
 //! Beside it, while it lives, the telemetry session (TCS: the same dance on the
 //! `telemetryEndpoint`, query `cluster`/`containerInstance`) carries `PublishMetricsRequest`
-//! and `PublishHealthRequest` (the latter falls back to the ACS session while TCS is down).
+//! and `PublishHealthRequest` (the latter falls back to the ACS session while TCS is down, or
+//! when a backend goes [`RemoteBackend::without_telemetry`]). The backends of many simulated
+//! nodes share one client and its [`Limits`].
 //! See `berth_api::acs` and `berth_api::tcs` for the server side.
 
 use std::sync::Arc;
@@ -73,6 +75,8 @@ pub struct RemoteBackend {
     telemetry: Arc<parking_lot::Mutex<Option<mpsc::Sender<String>>>>,
     /// Limits shared with other agents of the same process.
     limits: Limits,
+    /// Whether a telemetry session goes beside each ACS session.
+    open_telemetry: bool,
 }
 
 /// Limits shared by the backends of many agents in one process (simulated nodes): ECS calls
@@ -150,7 +154,15 @@ impl RemoteBackend {
             out: parking_lot::Mutex::new(None),
             telemetry: Default::default(),
             limits,
+            open_telemetry: true,
         }
+    }
+
+    /// No telemetry session: metrics reports are refused, health goes over the ACS session.
+    /// Simulated nodes run so unless asked (10,000 of them would double the server's sockets).
+    pub fn without_telemetry(mut self) -> RemoteBackend {
+        self.open_telemetry = false;
+        self
     }
 
     /// The ECR password for the control plane's registry (`GetAuthorizationToken`).
@@ -336,17 +348,19 @@ impl Backend for RemoteBackend {
         *self.out.lock() = Some(out_tx.clone());
         // The telemetry session lives as long as this ACS session.
         let (alive, alive_rx) = tokio::sync::watch::channel(());
-        tokio::spawn(keep_telemetry(
-            self.aws.clone(),
-            self.trust.clone(),
-            self.creds.clone(),
-            self.region.clone(),
-            cluster.to_string(),
-            instance_arn.to_string(),
-            self.telemetry.clone(),
-            self.limits.dials.clone(),
-            alive_rx,
-        ));
+        if self.open_telemetry {
+            tokio::spawn(keep_telemetry(
+                self.aws.clone(),
+                self.trust.clone(),
+                self.creds.clone(),
+                self.region.clone(),
+                cluster.to_string(),
+                instance_arn.to_string(),
+                self.telemetry.clone(),
+                self.limits.dials.clone(),
+                alive_rx,
+            ));
+        }
         tokio::spawn(async move {
             while let Some(f) = out_rx.recv().await {
                 if sink.send(Message::Text(f.into())).await.is_err() {
@@ -469,7 +483,7 @@ fn inbound(mut frame: Value) -> Option<Inbound> {
     let message = frame["message"].take();
     match kind.as_str() {
         "PayloadMessage" => match serde_json::from_value::<PayloadMessage>(message) {
-            Ok(p) => Some(Inbound::Payload(p)),
+            Ok(p) => Some(Inbound::Payload(Box::new(p))),
             Err(e) => {
                 tracing::warn!("unreadable payload: {e}");
                 None
@@ -477,7 +491,7 @@ fn inbound(mut frame: Value) -> Option<Inbound> {
         },
         "IAMRoleCredentialsMessage" => {
             match serde_json::from_value::<IAMRoleCredentialsMessage>(message) {
-                Ok(c) => Some(Inbound::Credentials(c)),
+                Ok(c) => Some(Inbound::Credentials(Box::new(c))),
                 Err(e) => {
                     tracing::warn!(
                         "unreadable credentials message (line {}, column {})",

@@ -49,8 +49,10 @@ pub struct SimConfig {
     pub report_concurrency: usize,
     /// SIGTERM → SIGKILL grace of every node.
     pub stop_timeout: Duration,
-    /// How often each node reports its containers' CPU and memory.
-    pub telemetry_interval: Duration,
+    /// How often each node reports its containers' CPU and memory over a telemetry session
+    /// of its own; None: no telemetry sessions, no metrics reports (health goes over the ACS
+    /// session).
+    pub telemetry_interval: Option<Duration>,
     /// Where each node keeps its instance ARN (`root/node-<i>`).
     pub root: PathBuf,
 }
@@ -104,7 +106,7 @@ pub fn node_config(cfg: &SimConfig, i: usize) -> AgentConfig {
         image_cleanup_interval: Duration::from_secs(3600),
         image_minimum_age: Duration::from_secs(3600),
         guard: Default::default(),
-        telemetry_interval: cfg.telemetry_interval,
+        telemetry_interval: cfg.telemetry_interval.unwrap_or_default(),
         resources: Some((cfg.cpu, cfg.memory)),
     }
 }
@@ -131,13 +133,17 @@ pub async fn start(cfg: SimConfig) -> Result<Sim, AgentError> {
     let images: Arc<dyn Images> = Arc::new(FakeImages::default());
     let starts = futures::stream::iter(0..cfg.count)
         .map(|i| {
-            let backend = Arc::new(RemoteBackend::sharing(
+            let mut backend = RemoteBackend::sharing(
                 aws.clone(),
                 &cfg.region,
                 cfg.creds.clone(),
                 cfg.trust.clone(),
                 limits.clone(),
-            ));
+            );
+            if cfg.telemetry_interval.is_none() {
+                backend = backend.without_telemetry();
+            }
+            let backend = Arc::new(backend);
             let parts = NodeParts {
                 driver: driver.clone(),
                 images: images.clone(),
@@ -184,7 +190,7 @@ mod tests {
             start_delay: Duration::ZERO,
             report_concurrency: 4,
             stop_timeout: Duration::from_secs(30),
-            telemetry_interval: Duration::from_secs(20),
+            telemetry_interval: None,
             root: "/nonexistent".into(),
         };
         let zones: Vec<Option<String>> = (0..3).map(|i| node_config(&cfg, i).zone).collect();

@@ -6,9 +6,9 @@
 //! Not fsynced: the file must survive the agent process dying, and
 //! when the machine itself goes down the containers go with it.
 //!
-//! [`StateDir::memory`] keeps the same records in memory instead, for simulated nodes (whose
-//! containers die with the process anyway) and unit tests; clones share the records, so a
-//! test can start a second agent on what the first one left.
+//! [`StateDir::memory`] keeps the same records in memory instead (as the same JSON), for
+//! simulated nodes (whose containers die with the process anyway) and unit tests; clones share
+//! the records, so a test can start a second agent on what the first one left.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -90,7 +90,8 @@ pub struct StateDir {
 #[derive(Debug, Clone)]
 enum Store {
     Dir(PathBuf),
-    Memory(Arc<Mutex<BTreeMap<String, TaskState>>>),
+    /// Task id → the record as it would be written to its file.
+    Memory(Arc<Mutex<BTreeMap<String, Vec<u8>>>>),
 }
 
 impl StateDir {
@@ -127,7 +128,8 @@ impl StateDir {
         let dir = match &self.store {
             Store::Dir(d) => d,
             Store::Memory(m) => {
-                m.lock().insert(t.id().to_string(), t.clone());
+                let bytes = serde_json::to_vec(t)?;
+                m.lock().insert(t.id().to_string(), bytes);
                 return Ok(());
             }
         };
@@ -150,7 +152,7 @@ impl StateDir {
     pub fn load(&self, id: &str) -> Option<TaskState> {
         match &self.store {
             Store::Dir(d) => serde_json::from_slice(&std::fs::read(Self::path(d, id)).ok()?).ok(),
-            Store::Memory(m) => m.lock().get(id).cloned(),
+            Store::Memory(m) => serde_json::from_slice(m.lock().get(id)?).ok(),
         }
     }
 
@@ -172,12 +174,17 @@ impl StateDir {
         out
     }
 
-    /// Look at every task record in turn, without copying those kept in memory.
+    /// Look at every task record in turn.
     pub fn each(&self, mut f: impl FnMut(&TaskState)) {
         let dir = match &self.store {
             Store::Dir(d) => d,
             Store::Memory(m) => {
-                m.lock().values().for_each(f);
+                let records: Vec<Vec<u8>> = m.lock().values().cloned().collect();
+                for r in records {
+                    if let Ok(t) = serde_json::from_slice(&r) {
+                        f(&t);
+                    }
+                }
                 return;
             }
         };

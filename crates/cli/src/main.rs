@@ -135,6 +135,10 @@ struct AgentCmd {
     /// Simulated nodes: ECS calls (registrations, state reports) in flight at once.
     #[arg(long, default_value_t = 64)]
     sim_report_concurrency: usize,
+    /// Simulated nodes: open telemetry sessions and report metrics every
+    /// `--telemetry-interval` (off by default: 10,000 nodes would double the server's sockets).
+    #[arg(long)]
+    sim_telemetry: bool,
     /// A CA (or self-signed) certificate, PEM, to trust for an `https://` server, besides the
     /// system's roots, SSL_CERT_FILE and AWS_CA_BUNDLE.
     #[arg(long, env = "BERTH_CA_FILE")]
@@ -322,7 +326,9 @@ fn run_agent(a: AgentCmd, token_in_argv: bool) -> anyhow::Result<()> {
             start_delay: std::time::Duration::from_millis(a.sim_start_delay_ms),
             report_concurrency: a.sim_report_concurrency,
             stop_timeout: std::time::Duration::from_secs(cfg.container_stop_timeout),
-            telemetry_interval: std::time::Duration::from_secs(cfg.telemetry_interval),
+            telemetry_interval: a
+                .sim_telemetry
+                .then(|| std::time::Duration::from_secs(cfg.telemetry_interval)),
             // This run's own: a restarted simulator registers new instances.
             root: cfg
                 .data_dir

@@ -76,8 +76,8 @@ impl Backend for InProcess {
                         // The local node reconciles from the first payload; manifests are
                         // for the ECS agent.
                         let m = match m {
-                            FeedMessage::Payload(p) => Inbound::Payload(p),
-                            FeedMessage::Credentials(c) => Inbound::Credentials(c),
+                            FeedMessage::Payload(p) => Inbound::Payload(Box::new(p)),
+                            FeedMessage::Credentials(c) => Inbound::Credentials(Box::new(c)),
                             FeedMessage::Manifest(_) => continue,
                         };
                         if tx.send(m).await.is_err() {

@@ -22,7 +22,9 @@ impl Hook for Credentials {
             return Ok(());
         };
         let mode = t.network_mode();
-        let d = &c.def;
+        let Some(d) = t.def(&c.name) else {
+            return Ok(());
+        };
         let disabled = d.disable_networking == Some(true);
         match t.inner.credentials_access.env(&mode, disabled, id) {
             Some((name, value)) => credentials::set_env(&mut c.spec.env, d, name, &value),

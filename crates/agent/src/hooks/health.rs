@@ -35,7 +35,7 @@ impl Hook for Health {
                 let tx = tx.clone();
                 let n = n.clone();
                 async move {
-                    let _ = tx.send(Event::Health(n, status)).await;
+                    let _ = tx.send(Box::new(Event::Health(n, status))).await;
                 }
             })
             .await

@@ -115,7 +115,10 @@ impl Hook for Network {
 
     async fn create(&mut self, t: &mut Task, c: &mut Launch) -> Result<(), String> {
         let mode = t.network_mode();
-        c.spec.network = if c.def.disable_networking == Some(true) {
+        let Some(d) = t.def(&c.name) else {
+            return Ok(());
+        };
+        c.spec.network = if d.disable_networking == Some(true) {
             NetworkNs::New
         } else {
             match mode.as_str() {
@@ -145,7 +148,7 @@ impl Hook for Network {
                 }
             }
         };
-        if c.def.hostname.is_none() {
+        if d.hostname.is_none() {
             c.spec.hostname = match mode.as_str() {
                 "host" => nix::unistd::gethostname()
                     .ok()
@@ -157,7 +160,7 @@ impl Hook for Network {
         // Port bindings: bridge forwards host ports; host publishes the container port.
         let mut bindings = Vec::new();
         let mut forwards = Vec::new();
-        for pm in c.def.port_mappings.as_deref().unwrap_or_default() {
+        for pm in d.port_mappings.as_deref().unwrap_or_default() {
             let cport = pm.container_port.unwrap_or(0);
             let proto = pm.protocol.clone().unwrap_or_else(|| "tcp".into());
             match (mode.as_str(), &c.endpoint, &t.inner.net) {

@@ -65,7 +65,9 @@ fn mounts_of(
 #[async_trait]
 impl Hook for Volumes {
     async fn create(&mut self, t: &mut Task, c: &mut Launch) -> Result<(), String> {
-        c.spec.mounts = mounts_of(t, &c.def, &mut Vec::new())?;
+        if let Some(d) = t.def(&c.name) {
+            c.spec.mounts = mounts_of(t, d, &mut Vec::new())?;
+        }
         Ok(())
     }
 
