@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Scale: one `berth server` (durable redb store on disk), NODES simulated nodes in session
-# (`berth agent --simulate`: real registrations, ACS websockets, heartbeat acks and state
-# reports; containers modelled), TASKS tasks placed with RunTask (count=10, CONC in flight,
-# every task committed to disk before it is acknowledged). Measures:
+# (`berth agent --simulate`: real agents — registration, ACS and telemetry websockets, task
+# runners, state reports — on a fake driver, containers modelled), TASKS tasks placed with
+# RunTask (count=10, CONC in flight, every task committed to disk before it is acknowledged).
+# Measures:
 #   - registration of the nodes, and the server's CPU while they only exchange heartbeats;
 #   - placement throughput (tasks placed and committed per second) and the time to 1M;
 #   - the time until the nodes have reported every task RUNNING;
-#   - the server's resident memory with every node and task;
+#   - the server's resident memory with every node and task, and the simulator's;
 #   - node loss: a node that goes silent (SIGSTOP) → agentConnected false → its tasks
 #     STOPPED, with the default timings (12 s timeout, 60 s grace).
 # Peers: published numbers (Nomad C1M, kube-scheduler CI) — see BENCHMARKS.md.
 # usage: bench/scale.sh [nodes] [tasks] [concurrency] [strategy]
 #   SKIP_LOSS=1: no node-loss run; SKIP_RUNNING=1: stop after placement;
-#   SIM_START_DELAY_MS=N: the nodes report RUNNING N ms after the payload (placement alone).
+#   SIM_START_DELAY_MS=N: modelled containers take N ms to start, so the nodes report RUNNING
+#   that late (placement alone);
+#   BIN=path/to/berth: run that binary (an earlier commit's, say) as server and simulator
+#   instead of building this one (berth-loadgen is still built here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NODES=${1:-10000}
@@ -20,8 +24,12 @@ TASKS=${2:-1000000}
 CONC=${3:-64}
 STRATEGY=${4:-random}
 export RUST_BACKTRACE=0
-cargo build --release -q -p berth -p berth-loadgen
-B=target/release/berth
+cargo build --release -q -p berth-loadgen
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p berth
+  BIN=target/release/berth
+fi
+B=$BIN
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -63,16 +71,16 @@ while [ "$(count_connected)" -lt "$NODES" ]; do sleep 0.5; kill -0 $SIM || { cat
 T1=$(date +%s.%N)
 echo "$NODES simulated nodes registered in $(echo "$T1 - $T0" | bc) s"
 sleep 8 # sessions open
-echo "server RSS with $NODES nodes in session: $(rss_mib $SERVER) MiB"
+echo "server RSS with $NODES nodes in session: $(rss_mib $SERVER) MiB; simulator RSS $(rss_mib $SIM) MiB"
 
-C0=$(cpu_ticks $SERVER); sleep 30; C1=$(cpu_ticks $SERVER)
-echo "heartbeats: $NODES sessions, 5 s interval: server CPU $(echo "scale=1; ($C1 - $C0) * 100 / $HZ / 30" | bc)% of one core over 30 s"
+C0=$(cpu_ticks $SERVER); S0=$(cpu_ticks $SIM); sleep 30; C1=$(cpu_ticks $SERVER); S1=$(cpu_ticks $SIM)
+echo "heartbeats: $NODES sessions, 5 s interval: server CPU $(echo "scale=1; ($C1 - $C0) * 100 / $HZ / 30" | bc)% of one core over 30 s, simulator $(echo "scale=1; ($S1 - $S0) * 100 / $HZ / 30" | bc)%"
 
 T0=$(date +%s.%N)
 loadgen --tasks "$TASKS" --instances 0 --concurrency "$CONC" --cluster scale --strategy "$STRATEGY" --stop false --progress 10
 T1=$(date +%s.%N)
 echo "$TASKS tasks placed and committed in $(echo "$T1 - $T0" | bc) s"
-echo "server RSS $(rss_mib $SERVER) MiB (peak $(hwm_mib $SERVER) MiB)"
+echo "server RSS $(rss_mib $SERVER) MiB (peak $(hwm_mib $SERVER) MiB); simulator RSS $(rss_mib $SIM) MiB"
 running() {
   call describe_clusters '{"clusters": ["scale"]}' | python3 -c 'import json,sys; c=json.load(sys.stdin)["clusters"][0]; print(c["runningTasksCount"])'
 }
@@ -80,7 +88,7 @@ running() {
 while [ "$(running)" -lt "$TASKS" ]; do sleep 1; done
 T2=$(date +%s.%N)
 echo "every task reported RUNNING $(echo "$T2 - $T0" | bc) s after the first RunTask"
-echo "server RSS $(rss_mib $SERVER) MiB (peak $(hwm_mib $SERVER) MiB), store $(du -sh "$WORK/berth/state.redb" | cut -f1)"
+echo "server RSS $(rss_mib $SERVER) MiB (peak $(hwm_mib $SERVER) MiB), store $(du -sh "$WORK/berth/state.redb" | cut -f1); simulator RSS $(rss_mib $SIM) MiB (peak $(hwm_mib $SIM) MiB)"
 
 # Node loss with the default timings.
 [ "${SKIP_LOSS:-}" = 1 ] && exit 0

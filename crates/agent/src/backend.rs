@@ -46,10 +46,11 @@ pub struct TaskNetworkReport {
 /// No `Debug`: credentials messages carry secret keys, which must not reach a log.
 pub enum Inbound {
     /// Tasks to run or stop (ACS `PayloadMessage`); they may carry their roles' credentials.
-    Payload(PayloadMessage),
+    /// (Boxed, as the other: a session's channel of them stays small.)
+    Payload(Box<PayloadMessage>),
     /// Fresh credentials of a task's role (ACS `IAMRoleCredentialsMessage`), sent before the
     /// ones the task holds expire.
-    Credentials(IAMRoleCredentialsMessage),
+    Credentials(Box<IAMRoleCredentialsMessage>),
 }
 
 #[async_trait::async_trait]

@@ -2,13 +2,16 @@
 //! inside the container (`CMD` exec form, `CMD-SHELL` through `/bin/sh -c`) with a `timeout`;
 //! exit 0 is a success. A success makes the container HEALTHY; `retries` consecutive
 //! failures make it UNHEALTHY, except that failures during `startPeriod` do not count (a
-//! success during it still counts). Until the first verdict the status is UNKNOWN.
+//! success during it still counts). Until the first verdict the status is UNKNOWN. The
+//! command runs through the driver's `exec`, with the container's own confinement. Time is
+//! tokio's clock.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::Inner;
+use berth_runtime::Driver;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
@@ -73,10 +76,11 @@ impl Verdicts {
     }
 }
 
-/// Probe until aborted, calling `report` with every status change.
+/// Probe container `runtime_id` (init `pid`) until aborted, calling `report` with every
+/// status change.
 pub(crate) async fn health_loop<F, Fut>(
     hc: HealthCheck,
-    inner: Arc<Inner>,
+    driver: Arc<dyn Driver>,
     runtime_id: String,
     pid: i32,
     report: F,
@@ -88,11 +92,7 @@ pub(crate) async fn health_loop<F, Fut>(
     let mut last: Option<&'static str> = None;
     loop {
         tokio::time::sleep(hc.interval).await;
-        let c = ProbeTarget {
-            pid,
-            runtime_id: &runtime_id,
-        };
-        let ok = match inner.exec_in(&c, &hc.args, hc.timeout).await {
+        let ok = match driver.exec(&runtime_id, pid, &hc.args, hc.timeout).await {
             Ok((code, _)) => code == 0,
             Err(e) => {
                 tracing::debug!(container = %runtime_id, "health check: {e}");
@@ -106,11 +106,6 @@ pub(crate) async fn health_loop<F, Fut>(
             report(s.to_string()).await;
         }
     }
-}
-
-pub(crate) struct ProbeTarget<'a> {
-    pub pid: i32,
-    pub runtime_id: &'a str,
 }
 
 #[cfg(test)]

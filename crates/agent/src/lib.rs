@@ -1,19 +1,31 @@
 //! berth-agent: the node agent — registration of its container instance, the session with the
 //! control plane (ACS payloads in, state changes out, through [`backend::Backend`]), and the
-//! task engine ([`engine`]) that runs the tasks placed on this node with the native runtime.
+//! task runner ([`engine`]) that runs the tasks placed on this node.
+//!
+//! The node's kernel-facing parts are behind seams ([`NodeParts`]): containers behind
+//! `berth_runtime::Driver`, images behind [`images::Images`], the container network behind
+//! [`net::Network`], task records in a [`state::StateDir`]. [`Agent::start`] opens the real
+//! ones (the native driver, the image store, the berth bridge, a state directory);
+//! [`Agent::start_with`] takes any, which is how unit tests run the agent on fakes and how
+//! `berth agent --simulate` runs thousands of real agents in one process.
 //!
 //! - [`container`]: how an ECS container definition and its image's config become the
-//!   runtime's container spec;
-//! - [`engine`]: the per-task state machine; [`health`]: container health checks;
+//!   driver's container spec;
+//! - [`engine`]: the per-task state machine; [`hooks`]: what a task needs besides its
+//!   containers (images, task cgroup, network, volumes, credentials, health);
+//!   [`health`]: container health checks;
 //! - [`state`]: what the agent keeps on disk so that restarting it neither kills nor forgets
 //!   running containers;
-//! - [`net`]: the node's container network as the engine uses it;
+//! - [`images`], [`net`]: the node's images and container network as the runner uses them;
 //! - [`session`]: the ACS session with a control plane across the network, and the telemetry
 //!   session beside it;
 //! - [`telemetry`]: the running containers' CPU and memory, reported every interval;
 //! - [`credentials`]: task role credentials (in memory only) and the endpoint containers
 //!   fetch them from;
-//! - [`sim`]: simulated nodes (real sessions, modelled containers) for scale tests.
+//! - `fake` (tests and the `simulate` feature): a fake image store and network;
+//!   `simulate` (the `simulate` feature): many real agents in one process on the fake driver
+//!   and those fakes, for scale tests. A feature because it brings in `berth-runtime`'s fake
+//!   driver (`test-util`); the `berth` binary enables it.
 //!
 //! On every (re)connect the agent reconciles with the first payload: what the control plane
 //! no longer lists is stopped, what ended unreported is reported, nothing starts twice.
@@ -25,11 +37,16 @@ pub mod backend;
 pub mod container;
 pub mod credentials;
 pub mod engine;
+#[cfg(any(test, feature = "simulate"))]
+pub mod fake;
 pub mod guard;
 pub mod health;
+mod hooks;
+pub mod images;
 pub mod net;
 pub mod session;
-pub mod sim;
+#[cfg(feature = "simulate")]
+pub mod simulate;
 pub mod state;
 pub mod telemetry;
 
@@ -38,19 +55,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_client::{ImageRef, RegistryAuth, RegistryClient};
+use berth_client::RegistryAuth;
 use berth_model::wire::acs::{AckRequest, IAMRoleCredentialsMessage, PayloadMessage};
 use berth_model::wire::ecs::{
     Attribute, RegisterContainerInstanceRequest, Resource, SubmitTaskStateChangeRequest,
     VersionInfo,
 };
-use berth_runtime::native::{NativeRuntime, RuntimeError};
-use berth_runtime::{ImageStore, PullPolicy, PulledImage};
+use berth_runtime::native::NativeRuntime;
+use berth_runtime::{Driver, PullPolicy, RuntimeError};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use backend::{Backend, Inbound};
 use credentials::{CredentialStore, CredentialsEndpoint};
+use images::{Images, NodeImages};
+use net::{Network, NodeNet};
 use state::{StateDir, TaskState};
 
 /// How an agent is set up.
@@ -96,8 +115,23 @@ pub struct AgentConfig {
     /// What this node refuses to run (privileged containers, host network, …).
     pub guard: guard::Guard,
     /// How often the running containers' CPU and memory go to the telemetry session (the
-    /// ECS agent's default is 20 s).
+    /// ECS agent's default is 20 s); zero: never.
     pub telemetry_interval: Duration,
+    /// The CPU units and memory (MiB) the node registers; None: this machine's.
+    pub resources: Option<(i32, i32)>,
+}
+
+/// What a node is made of: its driver, image store, container network and task records.
+/// [`Agent::start`] opens the real ones; tests and simulated nodes bring their own.
+pub struct NodeParts {
+    pub driver: Arc<dyn Driver>,
+    pub images: Arc<dyn Images>,
+    /// The container network; None with `net_error` saying why (None too: not configured).
+    pub net: Option<Arc<dyn Network>>,
+    pub net_error: Option<String>,
+    pub states: StateDir,
+    /// Serve task role credentials to containers (listeners on loopback and the bridge).
+    pub credentials_endpoint: bool,
 }
 
 /// Why an agent could not start.
@@ -116,9 +150,9 @@ pub enum AgentError {
 pub(crate) struct Inner {
     pub(crate) cfg: AgentConfig,
     pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) runtime: NativeRuntime,
-    images: ImageStore,
-    pub(crate) net: Option<net::NodeNet>,
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) images: Arc<dyn Images>,
+    pub(crate) net: Option<Arc<dyn Network>>,
     net_error: Option<String>,
     pub(crate) states: StateDir,
     instance_arn: Mutex<String>,
@@ -127,13 +161,6 @@ pub(crate) struct Inner {
     /// Tasks this agent ran to the end lately (newest last), so that a stale payload never
     /// starts one again.
     finished: Mutex<std::collections::VecDeque<String>>,
-    clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
-    /// A newer password for the local registry than the configured one (tokens expire).
-    registry_auth: Mutex<Option<RegistryAuth>>,
-    /// One pull of an image at a time (the image store unpacks into a per-digest temp dir).
-    pull_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Pulls (shared) against image collection (exclusive).
-    gc_lock: tokio::sync::RwLock<()>,
     /// The roles' credentials of the tasks this agent runs (memory only).
     pub(crate) credentials: Arc<CredentialStore>,
     /// Where containers reach the credentials endpoint.
@@ -144,8 +171,10 @@ pub(crate) struct Inner {
 pub struct Agent {
     inner: Arc<Inner>,
     session: tokio::task::JoinHandle<()>,
+    /// Housekeeping and telemetry, which end with the agent.
+    background: Vec<tokio::task::JoinHandle<()>>,
     /// Stops (and removes its redirect) when the agent goes.
-    _credentials_endpoint: CredentialsEndpoint,
+    _credentials_endpoint: Option<CredentialsEndpoint>,
 }
 
 /// How many ended tasks the agent remembers (see `Inner::finished`).
@@ -185,87 +214,6 @@ impl Inner {
         )
     }
 
-    fn client_for(&self, image: &str) -> Result<Arc<RegistryClient>, String> {
-        let r = ImageRef::parse(image).map_err(|e| e.to_string())?;
-        let local = self.cfg.local_registry.as_ref().filter(|(host, _)| {
-            r.host == *host
-                || (r.host.contains(".dkr.ecr.") && r.host.ends_with(".amazonaws.com"))
-                || r.host == host.replace("127.0.0.1", "localhost")
-        });
-        let (host, auth, is_local) = match local {
-            Some((h, a)) => (
-                h.clone(),
-                self.registry_auth
-                    .lock()
-                    .clone()
-                    .unwrap_or_else(|| a.clone()),
-                true,
-            ),
-            None => (r.host.clone(), RegistryAuth::Anonymous, false),
-        };
-        let tls = self.cfg.local_registry_tls;
-        let mut clients = self.clients.lock();
-        Ok(clients
-            .entry(host.clone())
-            .or_insert_with(|| {
-                let c = match (is_local, tls) {
-                    (true, false) => RegistryClient::insecure(&host, auth),
-                    (true, true) => RegistryClient::with_base(&format!("https://{host}"), auth),
-                    _ => RegistryClient::new(&host, auth),
-                };
-                Arc::new(match &self.cfg.tls_trust {
-                    Some(t) => c.with_trust(t),
-                    None => c,
-                })
-            })
-            .clone())
-    }
-
-    /// Make an image ready (pull policy applied), one pull per image at a time.
-    pub(crate) async fn pull(&self, image: &str) -> Result<PulledImage, String> {
-        let client = self.client_for(image)?;
-        let lock = self
-            .pull_locks
-            .lock()
-            .entry(image.to_string())
-            .or_default()
-            .clone();
-        let _g = lock.lock().await;
-        let _gc = self.gc_lock.read().await;
-        self.images
-            .ensure(&client, &self.rewrite(image), self.cfg.pull_policy)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    /// An image reference with an alias of the local registry's host replaced by its address.
-    fn rewrite(&self, image: &str) -> String {
-        let Some((host, _)) = &self.cfg.local_registry else {
-            return image.to_string();
-        };
-        match image.split_once('/') {
-            Some((h, rest)) if h.contains(".dkr.ecr.") && h.ends_with(".amazonaws.com") => {
-                format!("{host}/{rest}")
-            }
-            _ => image.to_string(),
-        }
-    }
-
-    pub(crate) fn mark_used(&self, img: &PulledImage) {
-        self.images.mark_used(img);
-    }
-
-    pub(crate) async fn exec_in(
-        &self,
-        c: &health::ProbeTarget<'_>,
-        args: &[String],
-        timeout: Duration,
-    ) -> Result<(i32, String), RuntimeError> {
-        self.runtime
-            .exec_pid(c.runtime_id, c.pid, args, timeout)
-            .await
-    }
-
     /// Report a task state change, retrying while the control plane is unavailable; returns
     /// whether it was acknowledged.
     pub(crate) async fn submit_task(&self, req: SubmitTaskStateChangeRequest) -> bool {
@@ -289,6 +237,7 @@ impl Inner {
 
     pub(crate) fn forget(&self, arn: &str) {
         self.tasks.lock().remove(arn);
+        // Again after the credentials hook: a refresh may have come in while the task ended.
         self.credentials.remove_task(arn);
         let mut f = self.finished.lock();
         f.push_back(arn.to_string());
@@ -428,8 +377,8 @@ impl Inner {
 }
 
 impl Agent {
-    /// Open the node's runtime, image store and network, register (or re-register) the
-    /// container instance, pick up the tasks it was running, and start the session.
+    /// Open the node's native driver, image store, network and state directory, then
+    /// [`Self::start_with`] them.
     pub async fn start(cfg: AgentConfig, backend: Arc<dyn Backend>) -> Result<Agent, AgentError> {
         let runtime = NativeRuntime::new(&cfg.root.join("runtime"), &cfg.shim_exe)?;
         if cfg.favor_dynamic_cgroups {
@@ -439,10 +388,10 @@ impl Agent {
                 Err(e) => tracing::warn!("cgroup tuning skipped: {e}"),
             }
         }
-        let images = ImageStore::open(&cfg.root.join("images"))?;
-        let (net, net_error) = match &cfg.network {
-            Some(nc) => match net::NodeNet::open(nc.clone()).await {
-                Ok(n) => (Some(n), None),
+        let images = NodeImages::open(&cfg)?;
+        let (net, net_error): (Option<Arc<dyn Network>>, _) = match &cfg.network {
+            Some(nc) => match NodeNet::open(nc.clone(), &cfg.shim_exe).await {
+                Ok(n) => (Some(Arc::new(n)), None),
                 Err(e) => {
                     tracing::warn!("container networking unavailable: {e}");
                     (None, Some(e))
@@ -450,7 +399,33 @@ impl Agent {
             },
             None => (None, None),
         };
-        let states = StateDir::open(&cfg.root.join("state"))?;
+        let parts = NodeParts {
+            driver: Arc::new(runtime),
+            images: Arc::new(images),
+            net,
+            net_error,
+            states: StateDir::open(&cfg.root.join("state"))?,
+            credentials_endpoint: true,
+        };
+        Self::start_with(cfg, backend, parts).await
+    }
+
+    /// Register (or re-register) the container instance, pick up the tasks the node was
+    /// running, and start the session, on the node `parts`.
+    pub async fn start_with(
+        cfg: AgentConfig,
+        backend: Arc<dyn Backend>,
+        parts: NodeParts,
+    ) -> Result<Agent, AgentError> {
+        std::fs::create_dir_all(&cfg.root)?;
+        let NodeParts {
+            driver,
+            images,
+            net,
+            net_error,
+            states,
+            credentials_endpoint,
+        } = parts;
         // Task roles' credentials: a restarted agent knows its tasks' credential ids (their
         // keys come with the session's first payload).
         let creds = Arc::new(CredentialStore::new());
@@ -460,15 +435,21 @@ impl Agent {
                 creds.expect_task(&st.arn, &st.payload);
             }
         }
-        let endpoint = CredentialsEndpoint::start(
-            creds.clone(),
-            net.as_ref().map(|n| n.bridge()),
-            &cfg.root.join("credentials-endpoint"),
-        )
-        .await;
+        let endpoint = if credentials_endpoint {
+            Some(
+                CredentialsEndpoint::start(
+                    creds.clone(),
+                    net.as_ref().map(|n| n.bridge()),
+                    &cfg.root.join("credentials-endpoint"),
+                )
+                .await,
+            )
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             backend: backend.clone(),
-            runtime,
+            driver,
             images,
             net,
             net_error,
@@ -476,12 +457,8 @@ impl Agent {
             instance_arn: Mutex::new(String::new()),
             tasks: Mutex::new(HashMap::new()),
             finished: Mutex::new(Default::default()),
-            clients: Mutex::new(HashMap::new()),
-            registry_auth: Mutex::new(None),
-            pull_locks: Mutex::new(HashMap::new()),
-            gc_lock: tokio::sync::RwLock::new(()),
             credentials: creds,
-            credentials_access: endpoint.access(),
+            credentials_access: endpoint.as_ref().map(|e| e.access()).unwrap_or_default(),
             cfg,
         });
         let arn = register(&inner).await?;
@@ -491,8 +468,10 @@ impl Agent {
             tracing::info!(task = %st.arn, status = %st.status, "resuming task");
             inner.spawn_runner(st);
         }
-        tokio::spawn(maintenance(inner.clone()));
-        tokio::spawn(telemetry::report(inner.clone()));
+        let mut background = vec![tokio::spawn(maintenance(inner.clone()))];
+        if !inner.cfg.telemetry_interval.is_zero() {
+            background.push(tokio::spawn(telemetry::report(inner.clone())));
+        }
         let me = inner.clone();
         let session = tokio::spawn(async move {
             let cluster = me.cfg.cluster.clone();
@@ -506,31 +485,31 @@ impl Agent {
                                     if std::mem::take(&mut first) {
                                         me.reconcile(&msg);
                                     }
-                                    me.handle_payload(msg).await;
+                                    me.handle_payload(*msg).await;
                                 }
-                                Inbound::Credentials(c) => me.handle_credentials(c).await,
+                                Inbound::Credentials(c) => me.handle_credentials(*c).await,
                             }
                         }
                         tracing::warn!("agent session ended; reconnecting");
                     }
                     Err(e) => tracing::warn!("agent session: {e}; retrying"),
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // With jitter: the nodes of a restarted server do not all come back at once.
+                let jitter = rand::random::<u64>() % 1000;
+                tokio::time::sleep(Duration::from_millis(1000 + jitter)).await;
             }
         });
         Ok(Agent {
             inner,
             session,
+            background,
             _credentials_endpoint: endpoint,
         })
     }
 
     /// Replace the credentials for the control plane's registry (a fresh ECR token).
     pub fn set_registry_auth(&self, auth: RegistryAuth) {
-        *self.inner.registry_auth.lock() = Some(auth);
-        if let Some((host, _)) = &self.inner.cfg.local_registry {
-            self.inner.clients.lock().remove(host);
-        }
+        self.inner.images.set_registry_auth(auth);
     }
 
     pub fn instance_arn(&self) -> String {
@@ -541,7 +520,15 @@ impl Agent {
     /// directory picks them up.
     pub fn shutdown(self) {
         self.session.abort();
+        for b in &self.background {
+            b.abort();
+        }
         self.inner.tasks.lock().clear();
+    }
+
+    /// How many tasks the agent runs now (started and not yet ended).
+    pub fn task_count(&self) -> usize {
+        self.inner.tasks.lock().len()
     }
 
     /// Where the logs of a task's container are kept.
@@ -622,42 +609,43 @@ pub fn rotate_logs(
     rotated
 }
 
-/// The node's housekeeping: log rotation every 10 s, image collection every interval.
+/// The node's housekeeping: log rotation every 10 s (for a driver that writes log files),
+/// image collection every interval.
 async fn maintenance(inner: Arc<Inner>) {
-    let mut last_gc = std::time::Instant::now();
-    let mut tick =
-        tokio::time::interval(Duration::from_secs(10).min(inner.cfg.image_cleanup_interval));
+    let mut last_gc = tokio::time::Instant::now();
+    // Without log files (a simulated node) only collection needs waking up for.
+    let gc = inner.cfg.image_cleanup_interval;
+    let period = match inner.driver.log_dir() {
+        Some(_) => Duration::from_secs(10).min(gc),
+        None => gc,
+    };
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        let live: Vec<String> = inner
-            .states
-            .all()
-            .into_iter()
-            .flat_map(|t| {
-                t.containers
-                    .into_iter()
-                    .filter(|c| c.status != "STOPPED")
-                    .map(|c| c.runtime_id)
-            })
-            .collect();
-        let dir = inner.cfg.root.join("runtime").join("logs");
-        let (max, files, keep) = (
-            inner.cfg.log_max_size,
-            inner.cfg.log_max_files,
-            inner.cfg.log_retention,
-        );
-        let _ =
-            tokio::task::spawn_blocking(move || rotate_logs(&dir, max, files, keep, &live)).await;
+        if let Some(dir) = inner.driver.log_dir() {
+            let mut live: Vec<String> = Vec::new();
+            inner.states.each(|t| {
+                live.extend(
+                    t.containers
+                        .iter()
+                        .filter(|c| c.status != "STOPPED")
+                        .map(|c| c.runtime_id.clone()),
+                )
+            });
+            let (max, files, keep) = (
+                inner.cfg.log_max_size,
+                inner.cfg.log_max_files,
+                inner.cfg.log_retention,
+            );
+            let _ = tokio::task::spawn_blocking(move || rotate_logs(&dir, max, files, keep, &live))
+                .await;
+        }
         if last_gc.elapsed() >= inner.cfg.image_cleanup_interval {
-            last_gc = std::time::Instant::now();
-            let _g = inner.gc_lock.write().await;
-            let me = inner.clone();
-            match tokio::task::spawn_blocking(move || me.images.collect(me.cfg.image_minimum_age))
-                .await
-            {
-                Ok(Ok(n)) if n > 0 => tracing::info!(images = n, "unused images removed"),
-                Ok(Err(e)) => tracing::warn!("image collection: {e}"),
-                _ => {}
+            last_gc = tokio::time::Instant::now();
+            match inner.images.collect(inner.cfg.image_minimum_age).await {
+                Ok(n) if n > 0 => tracing::info!(images = n, "unused images removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("image collection: {e}"),
             }
         }
     }
@@ -669,7 +657,10 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
     let previous = std::fs::read_to_string(&arn_file)
         .ok()
         .map(|s| s.trim().to_string());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+    let (cpu_units, memory_mib) = cfg.resources.unwrap_or_else(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
+        (cpus * 1024, node_memory_mib() as i32)
+    });
     // The credentials endpoint's ports too: a task's fixed host port there would fail.
     let mut ports: Vec<String> = cfg
         .reserved_ports
@@ -683,7 +674,7 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
         ("ecs.os-type".into(), "linux".into()),
         ("ecs.os-family".into(), "LINUX".into()),
         ("ecs.cpu-architecture".into(), cpu_arch().into()),
-        ("berth.runtime".into(), "native".into()),
+        ("berth.runtime".into(), inner.driver.name().into()),
     ];
     attrs.extend(CAPABILITIES.iter().map(|c| (c.to_string(), String::new())));
     if let Some(z) = &cfg.zone {
@@ -702,13 +693,13 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
         Resource {
             name: Some("CPU".into()),
             r#type: Some("INTEGER".into()),
-            integer_value: Some(cpus * 1024),
+            integer_value: Some(cpu_units),
             ..Default::default()
         },
         Resource {
             name: Some("MEMORY".into()),
             r#type: Some("INTEGER".into()),
-            integer_value: Some(node_memory_mib() as i32),
+            integer_value: Some(memory_mib),
             ..Default::default()
         },
         Resource {
@@ -732,7 +723,7 @@ async fn register(inner: &Arc<Inner>) -> Result<String, AgentError> {
         version_info: Some(VersionInfo {
             agent_version: Some(env!("CARGO_PKG_VERSION").into()),
             agent_hash: Some("berth".into()),
-            docker_version: Some("berth-native".into()),
+            docker_version: Some(format!("berth-{}", inner.driver.name())),
         }),
         ..Default::default()
     };

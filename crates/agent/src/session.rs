@@ -7,7 +7,9 @@
 //! back on it.
 //! Beside it, while it lives, the telemetry session (TCS: the same dance on the
 //! `telemetryEndpoint`, query `cluster`/`containerInstance`) carries `PublishMetricsRequest`
-//! and `PublishHealthRequest` (the latter falls back to the ACS session while TCS is down).
+//! and `PublishHealthRequest` (the latter falls back to the ACS session while TCS is down, or
+//! when a backend goes [`RemoteBackend::without_telemetry`]). The backends of many simulated
+//! nodes share one client and its [`Limits`].
 //! See `berth_api::acs` and `berth_api::tcs` for the server side.
 
 use std::sync::Arc;
@@ -71,6 +73,30 @@ pub struct RemoteBackend {
     out: parking_lot::Mutex<Option<mpsc::Sender<String>>>,
     /// Frames for the current telemetry session, if connected.
     telemetry: Arc<parking_lot::Mutex<Option<mpsc::Sender<String>>>>,
+    /// Limits shared with other agents of the same process.
+    limits: Limits,
+    /// Whether a telemetry session goes beside each ACS session.
+    open_telemetry: bool,
+}
+
+/// Limits shared by the backends of many agents in one process (simulated nodes): ECS calls
+/// in flight (over one connection pool), and sessions being opened (each borrows a pooled
+/// connection for `DiscoverPollEndpoint`; thousands at once would leave as many idle
+/// connections behind). None: no limit.
+#[derive(Clone, Default)]
+pub struct Limits {
+    pub calls: Option<Arc<tokio::sync::Semaphore>>,
+    pub dials: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A permit of an optional limit.
+async fn permit(
+    s: &Option<Arc<tokio::sync::Semaphore>>,
+) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    match s {
+        Some(s) => s.acquire().await.ok(),
+        None => None,
+    }
 }
 
 fn be(e: berth_client::ClientError) -> BackendError {
@@ -102,19 +128,41 @@ impl RemoteBackend {
         creds: berth_auth::Credentials,
         trust: TlsTrust,
     ) -> RemoteBackend {
+        let aws = Arc::new(AwsClient::with_trust(
+            endpoint,
+            region,
+            creds.clone(),
+            &trust,
+        ));
+        RemoteBackend::sharing(aws, region, creds, trust, Limits::default())
+    }
+
+    /// A backend over a client (and its connection pool) shared with other agents, within
+    /// shared `limits`.
+    pub fn sharing(
+        aws: Arc<AwsClient>,
+        region: &str,
+        creds: berth_auth::Credentials,
+        trust: TlsTrust,
+        limits: Limits,
+    ) -> RemoteBackend {
         RemoteBackend {
-            aws: Arc::new(AwsClient::with_trust(
-                endpoint,
-                region,
-                creds.clone(),
-                &trust,
-            )),
+            aws,
             trust,
             creds,
             region: region.to_string(),
             out: parking_lot::Mutex::new(None),
             telemetry: Default::default(),
+            limits,
+            open_telemetry: true,
         }
+    }
+
+    /// No telemetry session: metrics reports are refused, health goes over the ACS session.
+    /// Simulated nodes run so unless asked (10,000 of them would double the server's sockets).
+    pub fn without_telemetry(mut self) -> RemoteBackend {
+        self.open_telemetry = false;
+        self
     }
 
     /// The ECR password for the control plane's registry (`GetAuthorizationToken`).
@@ -127,6 +175,7 @@ impl RemoteBackend {
             code: "SerializationException".into(),
             message: e.to_string(),
         })?;
+        let _turn = permit(&self.limits.calls).await;
         self.aws.call(ECS, "ecs", op, &v).await.map_err(be)
     }
 
@@ -281,31 +330,37 @@ impl Backend for RemoteBackend {
         cluster: &str,
         instance_arn: &str,
     ) -> Result<mpsc::Receiver<Inbound>, BackendError> {
-        let ws = open_session(
-            &self.aws,
-            &self.trust,
-            &self.creds,
-            &self.region,
-            cluster,
-            instance_arn,
-        )
-        .await?;
+        let ws = {
+            let _turn = permit(&self.limits.dials).await;
+            open_session(
+                &self.aws,
+                &self.trust,
+                &self.creds,
+                &self.region,
+                cluster,
+                instance_arn,
+            )
+            .await?
+        };
         let (mut sink, mut stream) = ws.split();
         let (tx, rx) = mpsc::channel(256);
         let (out_tx, mut out_rx) = mpsc::channel::<String>(256);
         *self.out.lock() = Some(out_tx.clone());
         // The telemetry session lives as long as this ACS session.
         let (alive, alive_rx) = tokio::sync::watch::channel(());
-        tokio::spawn(keep_telemetry(
-            self.aws.clone(),
-            self.trust.clone(),
-            self.creds.clone(),
-            self.region.clone(),
-            cluster.to_string(),
-            instance_arn.to_string(),
-            self.telemetry.clone(),
-            alive_rx,
-        ));
+        if self.open_telemetry {
+            tokio::spawn(keep_telemetry(
+                self.aws.clone(),
+                self.trust.clone(),
+                self.creds.clone(),
+                self.region.clone(),
+                cluster.to_string(),
+                instance_arn.to_string(),
+                self.telemetry.clone(),
+                self.limits.dials.clone(),
+                alive_rx,
+            ));
+        }
         tokio::spawn(async move {
             while let Some(f) = out_rx.recv().await {
                 if sink.send(Message::Text(f.into())).await.is_err() {
@@ -434,7 +489,7 @@ pub fn inbound(mut frame: Value) -> Option<Inbound> {
         .unwrap_or_default();
     match kind.as_str() {
         "PayloadMessage" => match serde_json::from_value::<PayloadMessage>(message) {
-            Ok(p) => Some(Inbound::Payload(p)),
+            Ok(p) => Some(Inbound::Payload(Box::new(p))),
             Err(e) => {
                 tracing::warn!("unreadable payload: {e}");
                 None
@@ -442,7 +497,7 @@ pub fn inbound(mut frame: Value) -> Option<Inbound> {
         },
         "IAMRoleCredentialsMessage" => {
             match serde_json::from_value::<IAMRoleCredentialsMessage>(message) {
-                Ok(c) => Some(Inbound::Credentials(c)),
+                Ok(c) => Some(Inbound::Credentials(Box::new(c))),
                 Err(e) => {
                     tracing::warn!(
                         "unreadable credentials message (line {}, column {})",
@@ -469,10 +524,15 @@ async fn keep_telemetry(
     cluster: String,
     instance_arn: String,
     slot: Arc<parking_lot::Mutex<Option<mpsc::Sender<String>>>>,
+    dials: Option<Arc<tokio::sync::Semaphore>>,
     mut alive: tokio::sync::watch::Receiver<()>,
 ) {
     loop {
-        match dial(&aws, &trust, &creds, &region, &cluster, &instance_arn, true).await {
+        let dialed = {
+            let _turn = permit(&dials).await;
+            dial(&aws, &trust, &creds, &region, &cluster, &instance_arn, true).await
+        };
+        match dialed {
             Ok(ws) => {
                 let (mut sink, mut stream) = ws.split();
                 let (tx, mut rx) = mpsc::channel::<String>(64);

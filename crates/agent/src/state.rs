@@ -5,13 +5,20 @@
 //! ids: the directory is the owner's alone (0700, its files 0600, tightened when found looser).
 //! Not fsynced: the file must survive the agent process dying, and
 //! when the machine itself goes down the containers go with it.
+//!
+//! [`StateDir::memory`] keeps the same records in memory instead (as the same JSON), for
+//! simulated nodes (whose containers die with the process anyway) and unit tests; clones share
+//! the records, so a test can start a second agent on what the first one left.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use berth_model::wire::acs;
 use berth_model::wire::ecs::NetworkBinding;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 /// The agent's knowledge of one container.
@@ -74,10 +81,17 @@ impl TaskState {
     }
 }
 
-/// The directory of task files.
+/// The directory of task files (or its in-memory stand-in).
 #[derive(Debug, Clone)]
 pub struct StateDir {
-    dir: PathBuf,
+    store: Store,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Dir(PathBuf),
+    /// Task id → the record as it would be written to its file.
+    Memory(Arc<Mutex<BTreeMap<String, Vec<u8>>>>),
 }
 
 impl StateDir {
@@ -95,16 +109,31 @@ impl StateDir {
             }
         }
         Ok(StateDir {
-            dir: dir.to_path_buf(),
+            store: Store::Dir(dir.to_path_buf()),
         })
     }
 
-    fn path(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}.json"))
+    /// Records in memory only (see the module header).
+    pub fn memory() -> StateDir {
+        StateDir {
+            store: Store::Memory(Default::default()),
+        }
+    }
+
+    fn path(dir: &Path, id: &str) -> PathBuf {
+        dir.join(format!("{id}.json"))
     }
 
     pub fn save(&self, t: &TaskState) -> std::io::Result<()> {
-        let p = self.path(t.id());
+        let dir = match &self.store {
+            Store::Dir(d) => d,
+            Store::Memory(m) => {
+                let bytes = serde_json::to_vec(t)?;
+                m.lock().insert(t.id().to_string(), bytes);
+                return Ok(());
+            }
+        };
+        let p = Self::path(dir, t.id());
         let tmp = p.with_extension("json.tmp");
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -121,19 +150,47 @@ impl StateDir {
     }
 
     pub fn load(&self, id: &str) -> Option<TaskState> {
-        serde_json::from_slice(&std::fs::read(self.path(id)).ok()?).ok()
+        match &self.store {
+            Store::Dir(d) => serde_json::from_slice(&std::fs::read(Self::path(d, id)).ok()?).ok(),
+            Store::Memory(m) => serde_json::from_slice(m.lock().get(id)?).ok(),
+        }
     }
 
     pub fn remove(&self, id: &str) {
-        let _ = std::fs::remove_file(self.path(id));
+        match &self.store {
+            Store::Dir(d) => {
+                let _ = std::fs::remove_file(Self::path(d, id));
+            }
+            Store::Memory(m) => {
+                m.lock().remove(id);
+            }
+        }
     }
 
-    /// Every task file (unreadable ones are skipped with a warning).
+    /// Every task record (unreadable files are skipped with a warning).
     pub fn all(&self) -> Vec<TaskState> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return vec![];
-        };
         let mut out = Vec::new();
+        self.each(|t| out.push(t.clone()));
+        out
+    }
+
+    /// Look at every task record in turn.
+    pub fn each(&self, mut f: impl FnMut(&TaskState)) {
+        let dir = match &self.store {
+            Store::Dir(d) => d,
+            Store::Memory(m) => {
+                let records: Vec<Vec<u8>> = m.lock().values().cloned().collect();
+                for r in records {
+                    if let Ok(t) = serde_json::from_slice(&r) {
+                        f(&t);
+                    }
+                }
+                return;
+            }
+        };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.extension().and_then(|x| x.to_str()) != Some("json") {
@@ -143,11 +200,10 @@ impl StateDir {
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             {
-                Ok(t) => out.push(t),
+                Ok(t) => f(&t),
                 Err(e) => tracing::warn!(path = %p.display(), "unreadable task state skipped: {e}"),
             }
         }
-        out
     }
 }
 
@@ -185,6 +241,21 @@ mod tests {
         std::fs::write(d.path().join("junk.json"), b"{").unwrap();
         assert_eq!(s.all(), vec![t]);
         s.remove("abc");
+        assert_eq!(s.load("abc"), None);
+    }
+
+    #[test]
+    fn memory_records_are_shared_by_clones() {
+        let s = StateDir::memory();
+        let t = TaskState {
+            arn: "arn:aws:ecs:us-east-1:0:task/default/abc".into(),
+            ..Default::default()
+        };
+        s.save(&t).unwrap();
+        let other = s.clone();
+        assert_eq!(other.load("abc"), Some(t.clone()));
+        assert_eq!(other.all(), vec![t]);
+        other.remove("abc");
         assert_eq!(s.load("abc"), None);
     }
 

@@ -1,18 +1,18 @@
 //! The node's metrics reports (TCS `PublishMetrics`): every [`AgentConfig::telemetry_interval`]
-//! the CPU and memory each running container used, read from its cgroup, go to the control
-//! plane — over the telemetry session for a remote node, directly for `berth up`'s own.
-//! CPU is the percentage of one CPU used since the previous reading; memory is MiB in use.
+//! the CPU and memory each running container used, as its driver reads them (the native one:
+//! from its cgroup), go to the control plane — over the telemetry session for a remote node,
+//! directly for `berth up`'s own. CPU is the percentage of one CPU used since the previous
+//! reading; memory is MiB in use.
 //!
 //! [`AgentConfig::telemetry_interval`]: crate::AgentConfig::telemetry_interval
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use berth_model::wire::tcs::{
     CWStatsSet, ContainerMetric, MetricsMetadata, PublishMetricsRequest, TaskMetric,
 };
-use berth_runtime::native::NativeRuntime;
+use tokio::time::Instant;
 
 use crate::Inner;
 
@@ -35,6 +35,15 @@ pub fn cpu_percent(prev: (Instant, u64), now: (Instant, u64)) -> f64 {
     now.1.saturating_sub(prev.1) as f64 * 100.0 / wall
 }
 
+/// A running task's containers: name, runtime id, cgroup.
+struct RunningTask {
+    arn: String,
+    cluster_arn: String,
+    family: Option<String>,
+    version: Option<String>,
+    containers: Vec<(String, String, String)>,
+}
+
 pub(crate) async fn report(inner: Arc<Inner>) {
     let mut tick = tokio::time::interval(inner.cfg.telemetry_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -43,24 +52,43 @@ pub(crate) async fn report(inner: Arc<Inner>) {
     loop {
         tick.tick().await;
         let mut seen: HashMap<String, (Instant, u64)> = HashMap::new();
-        let mut tasks = Vec::new();
-        for st in inner.states.all() {
+        // What runs, read first (the records are not held while the driver answers).
+        let mut running: Vec<RunningTask> = Vec::new();
+        inner.states.each(|st| {
             if st.status != "RUNNING" {
-                continue;
+                return;
             }
+            let containers: Vec<(String, String, String)> = st
+                .containers
+                .iter()
+                .filter(|c| c.status == "RUNNING")
+                .map(|c| {
+                    let rel = format!("/berth/{}/{}", st.id(), c.name);
+                    (c.name.clone(), c.runtime_id.clone(), rel)
+                })
+                .collect();
+            if !containers.is_empty() {
+                running.push(RunningTask {
+                    arn: st.arn.clone(),
+                    cluster_arn: st.cluster_arn.clone(),
+                    family: st.payload.family.clone(),
+                    version: st.payload.version.clone(),
+                    containers,
+                });
+            }
+        });
+        let mut tasks = Vec::new();
+        for t in running {
             let mut containers = Vec::new();
-            for c in st.containers.iter().filter(|c| c.status == "RUNNING") {
-                let rel = format!("/berth/{}/{}", st.id(), c.name);
-                let Some(s) = NativeRuntime::cgroup_stats(&rel) else {
+            for (name, rid, rel) in t.containers {
+                let Some(s) = inner.driver.stats(&rid, &rel).await else {
                     continue;
                 };
                 let at = Instant::now();
-                let cpu = prev
-                    .get(&c.runtime_id)
-                    .map(|p| cpu_percent(*p, (at, s.cpu_ns)));
-                seen.insert(c.runtime_id.clone(), (at, s.cpu_ns));
+                let cpu = prev.get(&rid).map(|p| cpu_percent(*p, (at, s.cpu_ns)));
+                seen.insert(rid, (at, s.cpu_ns));
                 containers.push(ContainerMetric {
-                    container_name: Some(c.name.clone()),
+                    container_name: Some(name),
                     // The first reading of a container has nothing to compare with.
                     cpu_stats_set: cpu.map(one),
                     memory_stats_set: Some(one(s.memory_bytes as f64 / (1024.0 * 1024.0))),
@@ -71,10 +99,10 @@ pub(crate) async fn report(inner: Arc<Inner>) {
                 continue;
             }
             tasks.push(TaskMetric {
-                task_arn: Some(st.arn.clone()),
-                cluster_arn: Some(st.cluster_arn.clone()),
-                task_definition_family: st.payload.family.clone(),
-                task_definition_version: st.payload.version.clone(),
+                task_arn: Some(t.arn),
+                cluster_arn: Some(t.cluster_arn),
+                task_definition_family: t.family,
+                task_definition_version: t.version,
                 container_metrics: Some(containers),
                 ..Default::default()
             });

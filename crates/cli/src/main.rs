@@ -113,8 +113,9 @@ struct AgentCmd {
     /// The cluster to join.
     #[arg(long, env = "BERTH_CLUSTER", default_value = "default")]
     cluster: String,
-    /// Run this many simulated nodes instead of a real one: real sessions, registrations and
-    /// state reports, containers modelled (for scale tests; no root needed).
+    /// Run this many simulated nodes instead of a real one: real agents (registration,
+    /// sessions, task runners, state reports) in one process on a fake driver, containers
+    /// modelled (for scale tests; no root needed).
     #[arg(long, env = "BERTH_SIMULATE")]
     simulate: Option<usize>,
     /// Simulated nodes: CPU units each.
@@ -129,12 +130,16 @@ struct AgentCmd {
     /// Simulated nodes: `ecs.instance-type` values, given round-robin.
     #[arg(long, value_delimiter = ',')]
     sim_instance_types: Vec<String>,
-    /// Simulated nodes: milliseconds from a task's payload to its RUNNING report.
+    /// Simulated nodes: milliseconds a modelled container takes to start.
     #[arg(long, default_value_t = 0)]
     sim_start_delay_ms: u64,
-    /// Simulated nodes: state reports in flight at once.
+    /// Simulated nodes: ECS calls (registrations, state reports) in flight at once.
     #[arg(long, default_value_t = 64)]
     sim_report_concurrency: usize,
+    /// Simulated nodes: open telemetry sessions and report metrics every
+    /// `--telemetry-interval` (off by default: 10,000 nodes would double the server's sockets).
+    #[arg(long)]
+    sim_telemetry: bool,
     /// A CA (or self-signed) certificate, PEM, to trust for an `https://` server, besides the
     /// system's roots, SSL_CERT_FILE and AWS_CA_BUNDLE.
     #[arg(long, env = "BERTH_CA_FILE")]
@@ -310,10 +315,11 @@ fn run_agent(a: AgentCmd, token_in_argv: bool, clock: berth_clock::Clock) -> any
     })
     .context("loading the trusted TLS certificates")?;
     if let Some(n) = a.simulate {
-        let sim = berth_agent::sim::SimConfig {
+        let sim = berth_agent::simulate::SimConfig {
             endpoint: a.server.trim_end_matches('/').to_string(),
             region: cfg.region.clone(),
             creds,
+            trust,
             cluster: a.cluster,
             count: n,
             cpu: a.sim_cpu,
@@ -322,7 +328,15 @@ fn run_agent(a: AgentCmd, token_in_argv: bool, clock: berth_clock::Clock) -> any
             instance_types: a.sim_instance_types,
             start_delay: std::time::Duration::from_millis(a.sim_start_delay_ms),
             report_concurrency: a.sim_report_concurrency,
-            trust,
+            stop_timeout: std::time::Duration::from_secs(cfg.container_stop_timeout),
+            telemetry_interval: a
+                .sim_telemetry
+                .then(|| std::time::Duration::from_secs(cfg.telemetry_interval)),
+            // This run's own: a restarted simulator registers new instances.
+            root: cfg
+                .data_dir
+                .join("simulated")
+                .join(berth_model::arn::new_uuid()),
         };
         return rt.block_on(node::run_simulated(sim, clock));
     }

@@ -76,8 +76,8 @@ impl Backend for InProcess {
                         // The local node reconciles from the first payload; manifests are
                         // for the ECS agent.
                         let m = match m {
-                            FeedMessage::Payload(p) => Inbound::Payload(p),
-                            FeedMessage::Credentials(c) => Inbound::Credentials(c),
+                            FeedMessage::Payload(p) => Inbound::Payload(Box::new(p)),
+                            FeedMessage::Credentials(c) => Inbound::Credentials(Box::new(c)),
                             FeedMessage::Manifest(_) => continue,
                         };
                         if tx.send(m).await.is_err() {
@@ -236,6 +236,7 @@ pub fn agent_config(
         image_minimum_age: std::time::Duration::from_secs(cfg.image_minimum_cleanup_age),
         telemetry_interval: std::time::Duration::from_secs(cfg.telemetry_interval),
         guard: cfg.guard.clone(),
+        resources: None,
     }
 }
 
@@ -369,17 +370,31 @@ pub async fn run_agent(
     Ok(())
 }
 
-/// `berth agent --simulate N`: simulated nodes until SIGINT/SIGTERM, with a line of
-/// counters every 10 s.
+/// `berth agent --simulate N`: simulated nodes (real agents on a fake driver) until
+/// SIGINT/SIGTERM, with a line of counters every 10 s.
 pub async fn run_simulated(
-    cfg: berth_agent::sim::SimConfig,
+    cfg: berth_agent::simulate::SimConfig,
     clock: berth_clock::Clock,
 ) -> anyhow::Result<()> {
-    use std::sync::atomic::Ordering::Relaxed;
+    // Every node's data (its instance ARN) is the owner's alone, as a real node's; it lasts
+    // as long as this run.
+    let root = cfg.root.clone();
+    crate::create_private_dir(&root)?;
+    let r = simulate(cfg, clock).await;
+    if let Err(e) = std::fs::remove_dir_all(&root) {
+        tracing::warn!("removing {}: {e}", root.display());
+    }
+    r
+}
+
+async fn simulate(
+    cfg: berth_agent::simulate::SimConfig,
+    clock: berth_clock::Clock,
+) -> anyhow::Result<()> {
     let started = clock.instant();
     let (n, cluster, server) = (cfg.count, cfg.cluster.clone(), cfg.endpoint.clone());
     let sim = tokio::select! {
-        s = berth_agent::sim::start(cfg) => s.map_err(|e| anyhow::anyhow!("simulated nodes: {e}"))?,
+        s = berth_agent::simulate::start(cfg) => s.map_err(|e| anyhow::anyhow!("simulated nodes: {e}"))?,
         _ = crate::shutdown_signal() => return Ok(()),
     };
     tracing::info!(
@@ -387,18 +402,14 @@ pub async fn run_simulated(
         registered_in_ms = clock.elapsed(started).as_millis() as u64,
         "simulated nodes registered"
     );
-    let stats = sim.stats.clone();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
     let shutdown = crate::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = tick.tick() => tracing::info!(
-                connected = stats.connected.load(Relaxed),
-                running = stats.running.load(Relaxed),
-                payloads = stats.payloads.load(Relaxed),
-                reports = stats.reports.load(Relaxed),
-                report_errors = stats.report_errors.load(Relaxed),
+                nodes = sim.agents.len(),
+                tasks = sim.tasks(),
                 "simulated nodes"
             ),
             _ = &mut shutdown => break,

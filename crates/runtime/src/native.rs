@@ -1,8 +1,13 @@
-//! The native runtime driver: containers from an image's root filesystem (overlay: the image
-//! read-only below, a per-container upper layer), started by a `berth shim` process per
-//! container (see [`crate::shim`]), stopped with a signal, then SIGKILL after a timeout.
+//! The native driver ([`Driver`] for [`NativeRuntime`]): containers from an image's root
+//! filesystem (overlay: the image read-only below, a per-container upper layer), started by a
+//! `berth shim` process per container (see [`crate::shim`]), stopped with a signal, then
+//! SIGKILL after a timeout; commands inside a running container through `berth nsexec`
+//! ([`crate::nsexec`]); task cgroups and usage from `/sys/fs/cgroup` (v1 and v2).
 //!
 //! Requires root (mounts, namespaces, cgroups); [`NativeRuntime::check`] says why not.
+//! Known gap: [`NativeRuntime::exec_pid`] names the container to `berth nsexec` by its init's
+//! pid; nsexec holds on to the process it finds, but cannot tell it from a process that reused
+//! the pid after the container ended. Passing the init's start time would close that.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,28 +15,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+pub use crate::driver::{CgroupStats, Container, Exit, RuntimeError};
+use crate::driver::{Driver, Signal};
 use crate::spec::{self, ContainerSpec};
-
-/// How a container ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-    /// Killed by the kernel for exceeding its memory limit (ECS reports
-    /// "OutOfMemoryError: Container killed due to memory usage").
-    OutOfMemory,
-}
-
-impl Exit {
-    /// The exit code as Docker and ECS report it (128 + signal for a signal).
-    pub fn code(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
-            Exit::OutOfMemory => 137,
-        }
-    }
-}
 
 /// How the shim's report or exit file reads.
 fn exit_from(v: &serde_json::Value) -> Option<Exit> {
@@ -44,19 +30,23 @@ fn exit_from(v: &serde_json::Value) -> Option<Exit> {
     v["signal"].as_i64().map(|s| Exit::Signal(s as i32))
 }
 
-/// Why the runtime could not do something.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("the native runtime needs root: {0}")]
-    NotRoot(String),
-    #[error("container {id}: {message}")]
-    Container { id: String, message: String },
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+/// How a container ended, from the exit file its shim left in the bundle (None: none left).
+fn exit_file(bundle: &Path) -> Option<Exit> {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("exit.json")).ok()?).ok()?;
+    exit_from(&v)
+}
+
+/// The end of a container learned from the shim's report (`report`: its last line), or,
+/// when the shim said nothing, from its exit file.
+fn ended(id: &str, bundle: &Path, report: serde_json::Value) -> Result<Exit, RuntimeError> {
+    if let Some(e) = exit_from(&report) {
+        return Ok(e);
+    }
+    exit_file(bundle).ok_or_else(|| RuntimeError::Container {
+        id: id.to_string(),
+        message: format!("ended without an exit status: {report}"),
+    })
 }
 
 fn io_err<'a>(
@@ -68,29 +58,6 @@ fn io_err<'a>(
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A started container.
-pub struct Container {
-    pub id: String,
-    /// The container's init process (host pid namespace).
-    pub pid: i32,
-    /// The `berth shim` process that reaps it.
-    pub shim_pid: i32,
-    waiter: Waiter,
-}
-
-/// How the end of a container is learned.
-enum Waiter {
-    /// Started by this process: the shim reports on a pipe.
-    Pipe {
-        lines: Box<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
-        shim: Box<tokio::process::Child>,
-    },
-    /// Re-attached after a restart: the shim's pidfd becomes readable when it exits, then
-    /// its exit file says how the container ended.
-    Pidfd(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
-    Done,
 }
 
 /// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
@@ -280,15 +247,18 @@ impl NativeRuntime {
         let pid = v["pid"]
             .as_i64()
             .ok_or_else(|| err(format!("shim said {first:?}")))? as i32;
-        Ok(Container {
-            id: id.to_string(),
-            pid,
-            shim_pid: child.id().map_or(-1, |p| p as i32),
-            waiter: Waiter::Pipe {
-                lines: Box::new(lines),
-                shim: Box::new(child),
-            },
-        })
+        let shim_pid = child.id().map_or(-1, |p| p as i32);
+        // The shim reports the end on its pipe; its exit file says it if the pipe does not.
+        let (cid, mut shim) = (id.to_string(), child);
+        let exit = Box::pin(async move {
+            let line = lines.next_line().await.ok().flatten();
+            let _ = shim.wait().await;
+            let report = line
+                .and_then(|l| serde_json::from_str(&l).ok())
+                .unwrap_or_default();
+            ended(&cid, &bundle, report)
+        });
+        Ok(Container::new(id, pid, shim_pid, exit))
     }
 
     /// Find a container started before this process restarted: `Ok(Some)` if its shim still
@@ -321,12 +291,13 @@ impl NativeRuntime {
             id: id.into(),
             message: format!("watching shim {shim_pid}: {e}"),
         })?;
-        Ok(Some(Container {
-            id: id.to_string(),
-            pid,
-            shim_pid,
-            waiter: Waiter::Pidfd(fd),
-        }))
+        // The shim's pidfd becomes readable when it exits; its exit file says how it ended.
+        let (cid, bundle) = (id.to_string(), self.bundle(id));
+        let exit = Box::pin(async move {
+            let _ = fd.readable().await;
+            ended(&cid, &bundle, serde_json::Value::Null)
+        });
+        Ok(Some(Container::new(id, pid, shim_pid, exit)))
     }
 
     /// The pids (container init, shim) of a container whose start was under way when the
@@ -359,9 +330,7 @@ impl NativeRuntime {
 
     /// How a container ended, from the exit file its shim left (None: it left none).
     pub fn exit_of(&self, id: &str) -> Option<Exit> {
-        let p = self.bundle(id).join("exit.json");
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-        exit_from(&v)
+        exit_file(&self.bundle(id))
     }
 
     /// Run `args` inside a running container (its namespaces and root, its user and
@@ -422,30 +391,7 @@ impl NativeRuntime {
 
     /// Wait for the container to end.
     pub async fn wait(&self, c: &mut Container) -> Result<Exit, RuntimeError> {
-        let v: serde_json::Value = match std::mem::replace(&mut c.waiter, Waiter::Done) {
-            Waiter::Pipe {
-                mut lines,
-                mut shim,
-            } => {
-                let line = lines.next_line().await.ok().flatten();
-                let _ = shim.wait().await;
-                line.and_then(|l| serde_json::from_str(&l).ok())
-                    .unwrap_or_default()
-            }
-            Waiter::Pidfd(fd) => {
-                let _ = fd.readable().await;
-                serde_json::Value::Null
-            }
-            Waiter::Done => serde_json::Value::Null,
-        };
-        if let Some(e) = exit_from(&v) {
-            return Ok(e);
-        }
-        // The shim is gone without a word (or we were not listening): its exit file says.
-        self.exit_of(&c.id).ok_or_else(|| RuntimeError::Container {
-            id: c.id.clone(),
-            message: format!("ended without an exit status: {v}"),
-        })
+        c.wait().await
     }
 
     /// SIGTERM, then SIGKILL after `timeout`; returns how it ended.
@@ -578,13 +524,76 @@ impl NativeRuntime {
     }
 }
 
-/// A cgroup's usage, as [`NativeRuntime::cgroup_stats`] reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CgroupStats {
-    /// CPU time used since the cgroup was made, nanoseconds.
-    pub cpu_ns: u64,
-    /// Memory in use now, bytes.
-    pub memory_bytes: u64,
+#[async_trait::async_trait]
+impl Driver for NativeRuntime {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+
+    async fn start(
+        &self,
+        id: &str,
+        image_rootfs: &Path,
+        spec: &ContainerSpec,
+    ) -> Result<Container, RuntimeError> {
+        NativeRuntime::start(self, id, image_rootfs, spec).await
+    }
+
+    async fn attach(
+        &self,
+        id: &str,
+        pid: i32,
+        shim_pid: i32,
+    ) -> Result<Option<Container>, RuntimeError> {
+        NativeRuntime::attach(self, id, pid, shim_pid)
+    }
+
+    async fn exit_of(&self, id: &str) -> Option<Exit> {
+        NativeRuntime::exit_of(self, id)
+    }
+
+    async fn started_pids(&self, id: &str, patience: Duration) -> Option<(i32, i32)> {
+        NativeRuntime::started_pids(self, id, patience).await
+    }
+
+    async fn signal(&self, _id: &str, pid: i32, signal: Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        pid: i32,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String), RuntimeError> {
+        self.exec_pid(id, pid, args, timeout).await
+    }
+
+    async fn stats(&self, _id: &str, cgroup: &str) -> Option<CgroupStats> {
+        NativeRuntime::cgroup_stats(cgroup)
+    }
+
+    async fn task_cgroup(
+        &self,
+        rel: &str,
+        cpu_vcpus: Option<f64>,
+        memory_mib: Option<i64>,
+    ) -> Result<(), RuntimeError> {
+        NativeRuntime::task_cgroup(self, rel, cpu_vcpus, memory_mib)
+    }
+
+    async fn remove_task_cgroup(&self, rel: &str) {
+        self.remove_cgroup(rel)
+    }
+
+    async fn cleanup(&self, id: &str) {
+        NativeRuntime::cleanup(self, id)
+    }
+
+    fn log_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join("logs"))
+    }
 }
 
 #[cfg(test)]
