@@ -6,12 +6,18 @@
 #     (a dockerd started here with its own data root), each until the command returns with the
 #     container started, network none and their default bridge.
 # Needs root. usage: bench/taskstart.sh [runs]
+#   BIN=path/to/berth: measure that binary (an earlier commit's, say) instead of building this
+#   one (berth-loadgen is still built here); SKIP_PEERS=1: berth only; MODES="none bridge".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-100}
 PEER_RUNS=${PEER_RUNS:-30}
 [ "$(id -u)" -eq 0 ] || { echo "bench/taskstart.sh needs root (it starts containers)" >&2; exit 1; }
-cargo build --release -q -p berth -p berth-loadgen
+cargo build --release -q -p berth-loadgen
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p berth
+  BIN=target/release/berth
+fi
 WORK=$(mktemp -d /tmp/berth-taskstart.XXXXXX)
 BRIDGE=bthbench0
 SUBNET=10.216.0.0/24
@@ -25,11 +31,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/berth up --listen 127.0.0.1:0 --data-dir "$WORK/berth" --log warn \
+"$BIN" up --listen 127.0.0.1:0 --data-dir "$WORK/berth" --log warn \
   --local-node true --bridge-name "$BRIDGE" --bridge-subnet "$SUBNET" \
   --image-pull-behavior prefer-cached --registry-create-on-push true & PIDS+=($!)
 for _ in $(seq 200); do [ -f "$WORK/berth/endpoint.json" ] && break; sleep 0.05; done
-eval "$(target/release/berth env --data-dir "$WORK/berth")"
+eval "$("$BIN" env --data-dir "$WORK/berth")"
 HOST=${AWS_ENDPOINT_URL#http://}
 
 # The image: static busybox with its applets.
@@ -37,14 +43,16 @@ ROOTFS="$WORK/rootfs"
 mkdir -p "$ROOTFS/bin" "$ROOTFS/tmp"
 cp /bin/busybox "$ROOTFS/bin/busybox"
 for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$ROOTFS/bin/$a"; done
-target/release/berth push "$ROOTFS" "$HOST/bench:1" --data-dir "$WORK/berth" >/dev/null
+"$BIN" push "$ROOTFS" "$HOST/bench:1" --data-dir "$WORK/berth" >/dev/null
 
 for mode in ${MODES:-none bridge awsvpc}; do
   target/release/berth-loadgen task-start --image "$HOST/bench:1" --network-mode "$mode" --runs "$RUNS"
 done
 
+[ "${SKIP_PEERS:-}" = 1 ] && exit 0
+
 # Peers get the same image as an OCI layout.
-target/release/berth pull "$HOST/bench:1" "$WORK/layout" --data-dir "$WORK/berth" >/dev/null
+"$BIN" pull "$HOST/bench:1" "$WORK/layout" --data-dir "$WORK/berth" >/dev/null
 skopeo copy -q "oci:$WORK/layout" "docker-archive:$WORK/image.tar:bench:1" >/dev/null
 CMD=(/bin/sh -c "trap 'exit 0' TERM; while true; do sleep 1; done")
 measure() { # label, then the command that starts one detached container and prints its id

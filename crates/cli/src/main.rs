@@ -153,6 +153,10 @@ struct AgentCmd {
 struct NsexecCmd {
     #[arg(long)]
     pid: i32,
+    /// The init's start time (clock ticks after boot) the runtime noted: any other process
+    /// under that pid is refused.
+    #[arg(long)]
+    start_time: Option<u64>,
     #[arg(last = true)]
     args: Vec<String>,
 }
@@ -197,7 +201,9 @@ fn main() -> anyhow::Result<()> {
                 log: a.log,
             }))
         }
-        Cmd::Nsexec(a) => std::process::exit(berth_runtime::nsexec::run(a.pid, &a.args)),
+        Cmd::Nsexec(a) => {
+            std::process::exit(berth_runtime::nsexec::run(a.pid, a.start_time, &a.args))
+        }
         Cmd::PortForward(a) => {
             let proto = match a.proto.as_str() {
                 "udp" => berth_runtime::net::Proto::Udp,

@@ -357,10 +357,27 @@ impl NativeRuntime {
             id: id.to_string(),
             message: m,
         };
-        let child = Command::new(&self.shim_exe)
-            .arg("nsexec")
-            .arg("--pid")
-            .arg(pid.to_string())
+        // The init's start time from the shim's record of the start: nsexec refuses any other
+        // process that has the pid now. A container that ended runs nothing more.
+        let bundle = self.bundle(id);
+        if bundle.join("exit.json").exists() {
+            return Err(err("the container has ended".into()));
+        }
+        let record = std::fs::read(bundle.join("started.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        if let Some(r) = &record
+            && r["pid"].as_i64() != Some(i64::from(pid))
+        {
+            return Err(err(format!("process {pid} is not the container's init")));
+        }
+        let start_time = record.and_then(|v| v["start_time"].as_u64());
+        let mut cmd = Command::new(&self.shim_exe);
+        cmd.arg("nsexec").arg("--pid").arg(pid.to_string());
+        if let Some(t) = start_time {
+            cmd.arg("--start-time").arg(t.to_string());
+        }
+        let child = cmd
             .arg("--")
             .args(args)
             .stdin(std::process::Stdio::null())

@@ -1,4 +1,4 @@
-//! `berth nsexec --pid P -- cmd…`: run a command inside a running container (health checks,
+//! `berth nsexec --pid P [--start-time T] -- cmd…`: run a command inside a running container (health checks,
 //! `CMD-SHELL`, later `execute-command`) with exactly the confinement of the container's init
 //! process P, as `runc exec` gives it: P's namespaces, cgroups, root directory and
 //! environment; its uid, gids and supplementary groups; its five capability sets (bounding,
@@ -8,8 +8,9 @@
 //! A short-lived, single-threaded process of the same binary (namespace changes must not
 //! happen inside the tokio process). It makes itself non-dumpable (no container process may
 //! ptrace or read it while it is still privileged), opens a pidfd for P and notes P's start
-//! time, reads what it will apply from `/proc/P` ([`Confinement`]), checks that P is still the
-//! same process, moves into P's cgroups, joins P's namespaces — all at once with
+//! time — which must be `T`, the start time the runtime noted when it started the container,
+//! so a pid reused by another process after the container ended is refused — reads what it
+//! will apply from `/proc/P` ([`Confinement`]), checks that P is still the same process, moves into P's cgroups, joins P's namespaces — all at once with
 //! `setns(pidfd)` (Linux 5.8+), else one by one from `/proc/P/ns/*` after checking the start
 //! time again — and takes P's root. It then forks (the child is inside the pid namespace);
 //! the child takes on the confinement ([`confine`]), checks it, and execs the command.
@@ -44,6 +45,11 @@ pub enum NsexecError {
     /// The process ended, or its pid now names another process.
     #[error("container process {0} has gone (or its pid names another process now)")]
     Gone(i32),
+    /// The pid names a process that started at another time than the container's init.
+    #[error(
+        "process {pid} is not the container's init (it started at tick {found}, the container's init at {expected}): the container has ended"
+    )]
+    NotInit { pid: i32, found: u64, expected: u64 },
     /// The pid names a process in berth's own mount namespace: not a container.
     #[error("process {0} is not in a container (it shares berth's mount namespace)")]
     NotContainer(i32),
@@ -327,7 +333,7 @@ pub fn cgroup_dirs(
 }
 
 /// A process's start time (clock ticks after boot, field 22 of `/proc/P/stat`).
-fn start_time(pid: i32) -> Result<u64, NsexecError> {
+pub(crate) fn start_time(pid: i32) -> Result<u64, NsexecError> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).map_err(|_| NsexecError::Gone(pid))?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
@@ -720,9 +726,18 @@ struct Target {
     environ: Vec<CString>,
 }
 
-fn inspect(pid: i32) -> Result<Target, NsexecError> {
+fn inspect(pid: i32, expected_start: Option<u64>) -> Result<Target, NsexecError> {
     let pidfd = pidfd_open(pid)?;
     let start = start_time(pid)?;
+    if let Some(expected) = expected_start
+        && expected != start
+    {
+        return Err(NsexecError::NotInit {
+            pid,
+            found: start,
+            expected,
+        });
+    }
     let proc = |what: &str| format!("/proc/{pid}/{what}");
     let status = read(proc("status"))?;
     let mut confinement = parse_status(&status).map_err(|what| NsexecError::Parse {
@@ -807,10 +822,11 @@ fn enter(pid: i32, t: &Target) -> Result<(), NsexecError> {
     nix::unistd::chdir("/").map_err(NsexecError::Root)
 }
 
-/// Run the command; returns this process's exit code (the command's, or 126/127 as a
-/// shell would for "cannot run" / "not found"; 126 when the container's confinement could
-/// not be taken on).
-pub fn run(pid: i32, args: &[String]) -> i32 {
+/// Run the command in the container whose init is `pid` (started at `start_time`, clock
+/// ticks after boot, when the runtime knows it); returns this process's exit code (the
+/// command's, or 126/127 as a shell would for "cannot run" / "not found"; 126 when the
+/// container's confinement could not be taken on).
+pub fn run(pid: i32, start_time: Option<u64>, args: &[String]) -> i32 {
     if args.is_empty() {
         eprintln!("nsexec: no command");
         return 126;
@@ -824,7 +840,7 @@ pub fn run(pid: i32, args: &[String]) -> i32 {
     if let Err(e) = prctl("PR_SET_DUMPABLE", libc::PR_SET_DUMPABLE, 0) {
         return refuse(e);
     }
-    let target = match inspect(pid) {
+    let target = match inspect(pid, start_time) {
         Ok(t) => t,
         Err(e) => return refuse(e),
     };
@@ -1060,6 +1076,45 @@ mod tests {
                 waitpid(child, None).unwrap() == WaitStatus::Exited(child, 0)
             }
         }
+    }
+
+    /// A pid whose start time is not the one the runtime noted for the container's init is
+    /// refused before anything is read or joined: a pid reused after the container ended.
+    #[test]
+    fn a_reused_pid_is_not_the_container() {
+        if !is_root() || !Path::new("/bin/busybox").exists() {
+            return;
+        }
+        let mut sleeper = std::process::Command::new("/bin/busybox")
+            .args(["unshare", "-u", "-m", "/bin/busybox", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id() as i32;
+        let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok();
+        for _ in 0..500 {
+            if ns(&pid.to_string()) != ns("self") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let start = start_time(pid).unwrap();
+        let other = inspect(pid, Some(start + 7)).err();
+        let same = inspect(pid, Some(start)).err();
+        let unknown = inspect(pid, None).err();
+        let refused = run(
+            pid,
+            Some(start + 7),
+            &["/bin/busybox".into(), "true".into()],
+        );
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        assert!(
+            matches!(other, Some(NsexecError::NotInit { expected, .. }) if expected == start + 7),
+            "{other:?}"
+        );
+        assert!(same.is_none(), "{same:?}");
+        assert!(unknown.is_none(), "{unknown:?}");
+        assert_eq!(refused, 126);
     }
 
     /// The fallback for kernels without setns(pidfd): the namespaces of /proc/P/ns are

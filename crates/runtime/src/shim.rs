@@ -3,8 +3,8 @@
 //! reports on its standard output: `{"pid":N}` once started, then `{"exit_code":C}` or
 //! `{"signal":S}` when it ends (also written to `<bundle>/exit.json`, so a restarted agent can
 //! learn how a container ended while it was away). The start is recorded in
-//! `<bundle>/started.json` (`{"pid":N,"shim_pid":M}`) too, for an agent that died before it
-//! read the report. The container's stdout and stderr go to
+//! `<bundle>/started.json` (`{"pid":N,"shim_pid":M,"start_time":T}`) too, for an agent that
+//! died before it read the report, and for health checks to name the init by its start time. The container's stdout and stderr go to
 //! the log file. libcontainer forks and changes namespaces: it must never run inside the
 //! multi-threaded tokio process, which is why this process exists.
 
@@ -113,7 +113,11 @@ pub fn run(a: &ShimArgs) -> i32 {
     // The durable record of the start, written before the report: an agent that dies
     // before it has read and saved the report re-attaches by this record (see
     // `NativeRuntime::started_pids`) instead of taking the running container for ended.
-    let record = serde_json::json!({"pid": pid, "shim_pid": std::process::id()});
+    // The init's start time goes with it: health checks name the container to `berth nsexec`
+    // by pid and start time, so a pid reused once the container has ended is refused.
+    let start_time = crate::nsexec::start_time(pid).ok();
+    let record =
+        serde_json::json!({"pid": pid, "shim_pid": std::process::id(), "start_time": start_time});
     let tmp = a.bundle.join("started.json.tmp");
     if std::fs::write(&tmp, record.to_string()).is_ok() {
         let _ = std::fs::rename(&tmp, a.bundle.join("started.json"));

@@ -45,7 +45,8 @@ fn main() {
                 .iter()
                 .position(|a| a == "--")
                 .map_or(&[][..], |i| &args[i + 1..]);
-            std::process::exit(berth_runtime::nsexec::run(pid, cmd))
+            let start = flag(&args, "--start-time").parse().ok();
+            std::process::exit(berth_runtime::nsexec::run(pid, start, cmd))
         }
         _ => {}
     }
@@ -381,9 +382,33 @@ async fn commands_in_containers_get_the_containers_confinement() {
         );
     }
 
-    let failures = std::mem::take(&mut check.failures);
+    // Another process under a container's name is not the container: nothing runs.
+    let r = g.rt.exec_pid(
+        &root.id,
+        std::process::id() as i32,
+        &args,
+        Duration::from_secs(10),
+    );
+    check.expect(
+        r.await
+            .is_err_and(|e| e.to_string().contains("not the container's init")),
+        "a pid that is not the container's init was not refused".into(),
+    );
+
     for mut c in [root, user, admin] {
         let _ = g.rt.stop(&mut c, Duration::from_millis(200)).await;
+        // Once it has ended nothing runs in it, even if its pid comes back.
+        let after =
+            g.rt.exec_pid(&c.id, c.pid, &args, Duration::from_secs(10))
+                .await;
+        check.expect(
+            match &after {
+                Err(e) => e.to_string().contains("has ended"),
+                Ok((code, _)) => *code == 126,
+            },
+            format!("{}: exec after the end → {after:?}", c.id),
+        );
     }
+    let failures = std::mem::take(&mut check.failures);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
