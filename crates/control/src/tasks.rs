@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use berth_model::arn::EcsResource;
-use berth_model::status::{self, stop_code};
+use berth_model::status::{ContainerStatus, TaskStatus, stop_code};
 use berth_model::taskdef::{self, Requirements};
 use berth_model::wire::ecs::{
     Attachment, Container, ContainerInstance, ContainerOverride, DescribeTasksRequest,
@@ -945,9 +945,9 @@ impl Control {
             .to_string();
         let new_status = req.status.clone();
         if let Some(s) = &new_status
-            && status::task_rank(s).is_none()
+            && let Err(e) = s.parse::<TaskStatus>()
         {
-            return Err(ControlError::invalid(format!("Invalid task status: {s}")));
+            return Err(ControlError::invalid(e.to_string()));
         }
         self.modify(
             &keys::task(&cname, &id),
@@ -980,7 +980,11 @@ impl Control {
                 }
                 if let Some(s) = &new_status {
                     let cur = t.last_status.clone().unwrap_or_else(|| "PENDING".into());
-                    if s != &cur && status::task_can_move(&cur, s) {
+                    let moves = match (cur.parse::<TaskStatus>(), s.parse::<TaskStatus>()) {
+                        (Ok(a), Ok(b)) => a.can_move_to(b),
+                        _ => false,
+                    };
+                    if s != &cur && moves {
                         t.last_status = Some(s.clone());
                         changed = true;
                         match s.as_str() {
@@ -1119,7 +1123,9 @@ fn apply_container_report(
     let before = c.clone();
     if let Some(s) = status_s {
         let cur = c.last_status.clone().unwrap_or_else(|| "PENDING".into());
-        if status::container_can_move(&cur, s) {
+        if let (Ok(a), Ok(b)) = (cur.parse::<ContainerStatus>(), s.parse::<ContainerStatus>())
+            && a.can_move_to(b)
+        {
             c.last_status = Some(s.to_string());
         }
     }

@@ -72,17 +72,14 @@ pub struct TaskSummary {
 /// A status as a static string (statuses are a small closed set; anything else is kept as
 /// "UNKNOWN", which no filter asks for).
 fn static_status(s: Option<&str>, default: &'static str) -> &'static str {
-    let known = berth_model::status::TASK_STATUSES
+    let known = berth_model::status::TaskStatus::ALL
         .iter()
-        .chain(berth_model::wire::ecs::LAUNCH_TYPE_VALUES);
+        .map(|s| s.as_str())
+        .chain(berth_model::wire::ecs::LAUNCH_TYPE_VALUES.iter().copied());
     match s {
         None => default,
         Some("DELETED") => "DELETED",
-        Some(v) => known
-            .into_iter()
-            .find(|a| **a == v)
-            .copied()
-            .unwrap_or("UNKNOWN"),
+        Some(v) => known.into_iter().find(|a| *a == v).unwrap_or("UNKNOWN"),
     }
 }
 
