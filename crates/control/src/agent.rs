@@ -14,6 +14,7 @@
 //! stopped while it was away. berth's agents reconcile from the first payload and ignore it.
 
 use berth_model::payload::task_to_acs;
+use berth_model::status::{DesiredStatus, HealthStatus, TaskStatus};
 use berth_model::wire::acs::{
     IAMRoleCredentialsMessage, PayloadMessage, TaskIdentifier, TaskManifestMessage,
     TaskStopVerificationAck, TaskStopVerificationMessage,
@@ -243,7 +244,7 @@ impl Control {
                 Some(TaskIdentifier {
                     task_arn: Some(e.summary.arn.clone()),
                     task_cluster_arn: Some(cluster_arn.to_string()),
-                    desired_status: Some(e.summary.desired_status.to_string()),
+                    desired_status: Some(e.summary.desired_status.into()),
                 })
             })
             .collect();
@@ -274,10 +275,9 @@ impl Control {
             d.unfinished
                 .get(&(cname.to_string(), inst.to_string()))
                 .is_some_and(|s| s.contains(id))
-                && d.tasks
-                    .get(cname)
-                    .and_then(|m| m.get(id))
-                    .is_some_and(|e| e.summary.arn == arn && e.summary.desired_status == "RUNNING")
+                && d.tasks.get(cname).and_then(|m| m.get(id)).is_some_and(|e| {
+                    e.summary.arn == arn && e.summary.desired_status == DesiredStatus::Running
+                })
         };
         let stop_tasks = req
             .stop_candidates
@@ -287,7 +287,7 @@ impl Control {
             .map(|c| TaskIdentifier {
                 task_arn: c.task_arn.clone(),
                 task_cluster_arn: c.task_cluster_arn.clone(),
-                desired_status: Some("STOPPED".into()),
+                desired_status: Some(DesiredStatus::Stopped.into()),
             })
             .collect();
         TaskStopVerificationAck {
@@ -306,7 +306,7 @@ impl Control {
         let t = &rec.task;
         let arn = t.task_arn.clone()?;
         let desired = t.desired_status.clone().unwrap_or_default();
-        let finished = t.last_status.as_deref() == Some("STOPPED");
+        let finished = TaskStatus::of(t.last_status.as_deref()) == Some(TaskStatus::Stopped);
         if finished {
             sent.remove(&arn);
             return None;
@@ -315,7 +315,7 @@ impl Control {
             return None;
         }
         let td = self.task_def_of(t)?;
-        let running = desired != "STOPPED";
+        let running = DesiredStatus::of(Some(&desired)) != Some(DesiredStatus::Stopped);
         sent.insert(arn, desired);
         let mut task = task_to_acs(t, &td);
         self.add_registry_auth(&mut task);
@@ -420,8 +420,8 @@ impl Control {
             return vec![];
         };
         let t = &rec.task;
-        if t.desired_status.as_deref() == Some("STOPPED")
-            || t.last_status.as_deref() == Some("STOPPED")
+        if DesiredStatus::of(t.desired_status.as_deref()) == Some(DesiredStatus::Stopped)
+            || TaskStatus::of(t.last_status.as_deref()) == Some(TaskStatus::Stopped)
         {
             return vec![];
         }
@@ -539,23 +539,17 @@ impl Control {
                                 changed = true;
                             }
                         }
-                        let statuses: Vec<&str> = t
-                            .containers
-                            .as_deref()
-                            .unwrap_or_default()
-                            .iter()
-                            .filter_map(|c| c.health_status.as_deref())
-                            .collect();
-                        let task_health = if statuses.is_empty() {
-                            "UNKNOWN"
-                        } else if statuses.contains(&"UNHEALTHY") {
-                            "UNHEALTHY"
-                        } else if statuses.iter().all(|s| *s == "HEALTHY") {
-                            "HEALTHY"
-                        } else {
-                            "UNKNOWN"
-                        };
-                        if t.health_status.as_deref() != Some(task_health) {
+                        // What a container reports is checked on the way in (the wire
+                        // shape's enum); anything else counts as not known.
+                        let task_health = HealthStatus::of_task(
+                            t.containers
+                                .as_deref()
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|c| c.health_status.as_deref())
+                                .map(|h| h.parse().unwrap_or(HealthStatus::Unknown)),
+                        );
+                        if HealthStatus::of(t.health_status.as_deref()) != Some(task_health) {
                             t.health_status = Some(task_health.into());
                             changed = true;
                         }

@@ -271,7 +271,7 @@ impl Control {
                 let live_tasks = d
                     .tasks
                     .get(&name)
-                    .is_some_and(|m| m.values().any(|t| t.summary.last_status != "STOPPED"));
+                    .is_some_and(|m| m.values().any(|t| t.summary.last_status.is_unfinished()));
                 if live_tasks {
                     return Err(ControlError::ClusterContainsTasks);
                 }

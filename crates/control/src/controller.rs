@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Weak;
 use std::time::Duration;
 
-use berth_model::status::stop_code;
+use berth_model::status::{DesiredStatus, stop_code};
 use berth_model::wire::ecs::{Failure, Service};
 use berth_scheduler as sched;
 use berth_store::{Compare, Op, Txn};
@@ -37,7 +37,7 @@ pub(crate) fn task_state(id: &str, s: &TaskSummary) -> TaskState {
     TaskState {
         id: id.to_string(),
         deployment: s.started_by.clone(),
-        live: s.desired_status == "RUNNING" && !matches!(s.last_status, "STOPPED" | "DELETED"),
+        live: s.desired_status == DesiredStatus::Running && s.last_status.is_unfinished(),
         last: s.last_status,
         instance: s.instance_id.clone(),
         health: s.health,
@@ -413,7 +413,7 @@ impl Control {
 /// Ask a task to stop on the service scheduler's behalf.
 fn stop_by_scheduler(r: &mut TaskRecord, reason: &str, at: f64) {
     let t = &mut r.task;
-    t.desired_status = Some("STOPPED".into());
+    t.desired_status = Some(DesiredStatus::Stopped.into());
     t.stop_code = Some(stop_code::SERVICE_SCHEDULER_INITIATED.into());
     t.stopped_reason = Some(reason.chars().take(255).collect());
     t.stopping_at.get_or_insert(at);

@@ -5,6 +5,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
+use berth_model::status::TaskStatus;
 use berth_store::{Compare, Op, Txn};
 
 use crate::{Control, Result, keys};
@@ -27,7 +28,7 @@ impl Control {
                 .flat_map(|(cluster, m)| {
                     m.iter().filter_map(move |(id, e)| {
                         let t = &e.summary;
-                        let old = t.last_status == "STOPPED"
+                        let old = t.last_status == TaskStatus::Stopped
                             && t.stopped_at.is_some_and(|s| s + retention < at);
                         old.then(|| (keys::task(cluster, id), e.rev))
                     })

@@ -27,7 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use berth_clock::{Clock, Instant};
-use berth_model::status::stop_code;
+use berth_model::status::{DesiredStatus, TaskStatus, stop_code};
 use berth_model::wire::ecs::VersionInfo;
 
 use crate::view::instance_id_of;
@@ -319,11 +319,11 @@ impl Control {
                 || ControlError::invalid("The referenced task was not found."),
                 |r| {
                     let t = &mut r.task;
-                    if t.last_status.as_deref() == Some("STOPPED") {
+                    if TaskStatus::of(t.last_status.as_deref()) == Some(TaskStatus::Stopped) {
                         return Ok(());
                     }
                     let at = self.now().as_secs_f64();
-                    t.desired_status = Some("STOPPED".into());
+                    t.desired_status = Some(DesiredStatus::Stopped.into());
                     t.stop_code = Some(stop_code::TERMINATION_NOTICE.into());
                     t.stopped_reason = Some(reason.clone());
                     t.stopping_at.get_or_insert(at);
@@ -489,7 +489,7 @@ mod tests {
         let task = |c: &Control| {
             let d = c.view.data.read();
             let e = d.tasks["default"].values().next().unwrap();
-            (e.summary.desired_status, e.record().task.stop_code)
+            (e.summary.desired_status.as_str(), e.record().task.stop_code)
         };
         // An agent that keeps talking stays connected however long it lives.
         for _ in 0..24 {

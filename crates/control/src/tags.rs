@@ -2,13 +2,14 @@
 //! task definitions, tasks, container instances), and the tag rules ECS enforces.
 
 use berth_model::arn::EcsResource;
+use berth_model::status::ServiceStatus;
 use berth_model::wire::ecs::{
     ListTagsForResourceRequest, ListTagsForResourceResponse, Tag, TagResourceRequest,
     TagResourceResponse, UntagResourceRequest, UntagResourceResponse,
 };
 
 use crate::error::{ControlError, Result};
-use crate::{Control, keys};
+use crate::{Control, keys, rollout};
 
 pub const MAX_TAGS: usize = 50;
 
@@ -120,7 +121,10 @@ impl Control {
                         d.services
                             .get(&cluster)?
                             .get(&name)
-                            .filter(|e| e.value.service.status.as_deref() != Some("INACTIVE"))
+                            .filter(|e| {
+                                rollout::service_status(&e.value.service)
+                                    != Some(ServiceStatus::Inactive)
+                            })
                             .cloned()
                     },
                     not_found,
@@ -214,7 +218,9 @@ impl Control {
                 .services
                 .get(&cluster)
                 .and_then(|m| m.get(&name))
-                .filter(|e| e.value.service.status.as_deref() != Some("INACTIVE"))
+                .filter(|e| {
+                    rollout::service_status(&e.value.service) != Some(ServiceStatus::Inactive)
+                })
                 .ok_or_else(not_found)?
                 .value
                 .service

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use berth_model::arn::EcsResource;
-use berth_model::status::{ContainerStatus, TaskStatus, stop_code};
+use berth_model::status::{
+    ContainerStatus, DesiredStatus, HealthStatus, TaskStatus, UnknownStatus, stop_code,
+};
 use berth_model::taskdef::{self, Requirements};
 use berth_model::wire::ecs::{
     Attachment, Container, ContainerInstance, ContainerOverride, DescribeTasksRequest,
@@ -292,6 +294,11 @@ pub(crate) fn check_network(td: &TaskDefinition, n: Option<&NetworkConfiguration
     }
 }
 
+/// A status ECS does not have, refused as ECS refuses a bad parameter.
+fn invalid_status(e: UnknownStatus) -> ControlError {
+    ControlError::invalid(e.to_string())
+}
+
 /// Every attempt lost the race for its instances to another server's placements.
 fn placement_contended() -> ControlError {
     ControlError::Server(
@@ -449,7 +456,7 @@ impl Control {
                     task_arn: Some(arn.clone()),
                     name: c.name.clone(),
                     image: c.image.clone(),
-                    last_status: Some("PENDING".into()),
+                    last_status: Some(ContainerStatus::Pending.into()),
                     network_interfaces: Some(vec![]),
                     network_bindings: Some(vec![]),
                     cpu: Some(co.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0).to_string()),
@@ -461,7 +468,10 @@ impl Control {
                         .and_then(|o| o.memory_reservation)
                         .or(c.memory_reservation)
                         .map(|m| m.to_string()),
-                    health_status: c.health_check.as_ref().map(|_| "UNKNOWN".to_string()),
+                    health_status: c
+                        .health_check
+                        .as_ref()
+                        .map(|_| HealthStatus::Unknown.into()),
                     ..Default::default()
                 }
             })
@@ -509,8 +519,15 @@ impl Control {
             task_definition_arn: td.task_definition_arn.clone(),
             container_instance_arn: instance.map(|(arn, _)| arn.to_string()),
             overrides: Some(overrides),
-            last_status: Some(if awsvpc { "PROVISIONING" } else { "PENDING" }.into()),
-            desired_status: Some("RUNNING".into()),
+            last_status: Some(
+                if awsvpc {
+                    TaskStatus::Provisioning
+                } else {
+                    TaskStatus::Pending
+                }
+                .into(),
+            ),
+            desired_status: Some(DesiredStatus::Running.into()),
             cpu: l.overrides.cpu.clone().or(td.cpu.clone()),
             memory: l.overrides.memory.clone().or(td.memory.clone()),
             containers: Some(containers),
@@ -525,7 +542,7 @@ impl Control {
             enable_execute_command: Some(l.enable_execute_command),
             connectivity: instance.map(|_| "CONNECTED".to_string()),
             connectivity_at: instance.map(|_| created),
-            health_status: Some("UNKNOWN".into()),
+            health_status: Some(HealthStatus::Unknown.into()),
             ..Default::default()
         };
         TaskRecord {
@@ -800,12 +817,14 @@ impl Control {
                 |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
                 || ControlError::invalid("The referenced task was not found."),
                 |r| {
-                    if r.task.desired_status.as_deref() == Some("STOPPED") {
+                    if DesiredStatus::of(r.task.desired_status.as_deref())
+                        == Some(DesiredStatus::Stopped)
+                    {
                         return Ok(());
                     }
                     let t = &mut r.task;
                     let at = self.now().as_secs_f64();
-                    t.desired_status = Some("STOPPED".into());
+                    t.desired_status = Some(DesiredStatus::Stopped.into());
                     t.stop_code = Some(stop_code::USER_INITIATED.into());
                     t.stopped_reason = Some(if reason.is_empty() {
                         "Task stopped by user".into()
@@ -880,7 +899,10 @@ impl Control {
                 "family and serviceName cannot both be specified.",
             ));
         }
-        let desired = req.desired_status.as_deref().unwrap_or("RUNNING");
+        let desired = match req.desired_status.as_deref() {
+            None => DesiredStatus::Running,
+            Some(s) => s.parse().map_err(invalid_status)?,
+        };
         let d = self.view.data.read();
         if !d.clusters.contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
@@ -943,12 +965,19 @@ impl Control {
         let id = task_id_of(self, &cname, &given)
             .ok_or_else(|| ControlError::invalid("The referenced task was not found."))?
             .to_string();
-        let new_status = req.status.clone();
-        if let Some(s) = &new_status
-            && let Err(e) = s.parse::<TaskStatus>()
-        {
-            return Err(ControlError::invalid(e.to_string()));
-        }
+        // Statuses are read at the edge: a report with one ECS does not have changes nothing.
+        let new_status: Option<TaskStatus> = req
+            .status
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid_status)?;
+        let reported = req.containers.as_deref().unwrap_or_default();
+        let container_statuses: Vec<Option<ContainerStatus>> = reported
+            .iter()
+            .map(|c| c.status.as_deref().map(str::parse).transpose())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(invalid_status)?;
         self.modify(
             &keys::task(&cname, &id),
             |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
@@ -957,11 +986,11 @@ impl Control {
                 let t = &mut r.task;
                 let at = self.now().as_secs_f64();
                 let mut changed = false;
-                for c in req.containers.as_deref().unwrap_or_default() {
+                for (c, status) in reported.iter().zip(&container_statuses) {
                     changed |= apply_container_report(
                         t,
                         c.container_name.as_deref(),
-                        c.status.as_deref(),
+                        *status,
                         c.exit_code,
                         c.reason.as_deref(),
                         c.runtime_id.as_deref(),
@@ -978,52 +1007,8 @@ impl Control {
                 if let Some(p) = req.execution_stopped_at {
                     t.execution_stopped_at.get_or_insert(p);
                 }
-                if let Some(s) = &new_status {
-                    let cur = t.last_status.clone().unwrap_or_else(|| "PENDING".into());
-                    let moves = match (cur.parse::<TaskStatus>(), s.parse::<TaskStatus>()) {
-                        (Ok(a), Ok(b)) => a.can_move_to(b),
-                        _ => false,
-                    };
-                    if s != &cur && moves {
-                        t.last_status = Some(s.clone());
-                        changed = true;
-                        match s.as_str() {
-                            "RUNNING" => {
-                                t.started_at.get_or_insert(at);
-                            }
-                            "STOPPING" => {
-                                t.stopping_at.get_or_insert(at);
-                            }
-                            "STOPPED" => {
-                                if t.stop_code.is_none() {
-                                    // A task that never ran failed to start (image pull,
-                                    // container creation); one that ran lost an essential
-                                    // container.
-                                    t.stop_code = Some(
-                                        if t.started_at.is_none() {
-                                            stop_code::TASK_FAILED_TO_START
-                                        } else {
-                                            stop_code::ESSENTIAL_CONTAINER_EXITED
-                                        }
-                                        .into(),
-                                    );
-                                }
-                                if t.stopped_reason.is_none() {
-                                    // The ECS agent sends an empty reason when it has none.
-                                    t.stopped_reason = Some(
-                                        req.reason
-                                            .clone()
-                                            .filter(|r| !r.is_empty())
-                                            .unwrap_or_else(|| {
-                                                "Essential container in task exited".into()
-                                            }),
-                                    );
-                                }
-                                finish(t, at);
-                            }
-                            _ => {}
-                        }
-                    }
+                if let Some(to) = new_status {
+                    changed |= apply_task_status(t, to, req.reason.as_deref(), at);
                 }
                 if changed {
                     t.version = Some(t.version.unwrap_or(0) + 1);
@@ -1047,6 +1032,12 @@ impl Control {
         let id = task_id_of(self, &cname, &given)
             .ok_or_else(|| ControlError::invalid("The referenced task was not found."))?
             .to_string();
+        let status: Option<ContainerStatus> = req
+            .status
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid_status)?;
         self.modify(
             &keys::task(&cname, &id),
             |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
@@ -1068,7 +1059,7 @@ impl Control {
                 if apply_container_report(
                     t,
                     req.container_name.as_deref(),
-                    req.status.as_deref(),
+                    status,
                     req.exit_code,
                     req.reason.as_deref(),
                     req.runtime_id.as_deref(),
@@ -1090,16 +1081,67 @@ impl Control {
 /// Mark a task STOPPED now (and its containers that never reported). A stopped task is
 /// also desired STOPPED, as ECS shows it (and lists it).
 pub(crate) fn finish(t: &mut Task, at: f64) {
-    t.last_status = Some("STOPPED".into());
-    t.desired_status = Some("STOPPED".into());
+    t.last_status = Some(TaskStatus::Stopped.into());
+    t.desired_status = Some(DesiredStatus::Stopped.into());
     t.stopped_at.get_or_insert(at);
     t.execution_stopped_at.get_or_insert(at);
     t.connectivity = None;
     if let Some(cs) = t.containers.as_mut() {
         for c in cs {
-            c.last_status = Some("STOPPED".into());
+            c.last_status = Some(ContainerStatus::Stopped.into());
         }
     }
+}
+
+/// Move a task to the status its agent reported, if that is forward; returns whether it
+/// moved. A record whose status cannot be read (none can: every writer checks it) is not
+/// moved.
+fn apply_task_status(t: &mut Task, to: TaskStatus, reason: Option<&str>, at: f64) -> bool {
+    let cur = match t.last_status.as_deref() {
+        None => TaskStatus::Pending,
+        Some(s) => match s.parse::<TaskStatus>() {
+            Ok(cur) => cur,
+            Err(_) => return false,
+        },
+    };
+    if to == cur || !cur.can_move_to(to) {
+        return false;
+    }
+    t.last_status = Some(to.into());
+    match to {
+        TaskStatus::Running => {
+            t.started_at.get_or_insert(at);
+        }
+        TaskStatus::Stopping => {
+            t.stopping_at.get_or_insert(at);
+        }
+        TaskStatus::Stopped => {
+            if t.stop_code.is_none() {
+                // A task that never ran failed to start (image pull, container creation);
+                // one that ran lost an essential container.
+                t.stop_code = Some(
+                    if t.started_at.is_none() {
+                        stop_code::TASK_FAILED_TO_START
+                    } else {
+                        stop_code::ESSENTIAL_CONTAINER_EXITED
+                    }
+                    .into(),
+                );
+            }
+            if t.stopped_reason.is_none() {
+                // The ECS agent sends an empty reason when it has none.
+                t.stopped_reason = Some(
+                    reason
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or("Essential container in task exited")
+                        .to_string(),
+                );
+            }
+            finish(t, at);
+        }
+        _ => {}
+    }
+    true
 }
 
 /// Fold one container report into the task; returns whether anything changed.
@@ -1107,7 +1149,7 @@ pub(crate) fn finish(t: &mut Task, at: f64) {
 fn apply_container_report(
     t: &mut Task,
     name: Option<&str>,
-    status_s: Option<&str>,
+    status: Option<ContainerStatus>,
     exit_code: Option<i32>,
     reason: Option<&str>,
     runtime_id: Option<&str>,
@@ -1121,12 +1163,13 @@ fn apply_container_report(
         return false;
     };
     let before = c.clone();
-    if let Some(s) = status_s {
-        let cur = c.last_status.clone().unwrap_or_else(|| "PENDING".into());
-        if let (Ok(a), Ok(b)) = (cur.parse::<ContainerStatus>(), s.parse::<ContainerStatus>())
-            && a.can_move_to(b)
-        {
-            c.last_status = Some(s.to_string());
+    if let Some(s) = status {
+        let cur = match c.last_status.as_deref() {
+            None => Some(ContainerStatus::Pending),
+            Some(v) => v.parse().ok(),
+        };
+        if cur.is_some_and(|cur| cur.can_move_to(s)) {
+            c.last_status = Some(s.into());
         }
     }
     if exit_code.is_some() {

@@ -21,7 +21,7 @@ use crate::records::{
     AccessKeyRecord, FamilyRecord, ManagedPolicyRecord, RoleRecord, ServiceRecord, TaskDefRecord,
     TaskRecord,
 };
-use berth_model::status::stop_code;
+use berth_model::status::{DesiredStatus, HealthStatus, TaskStatus, stop_code};
 
 /// One object and the store revision that last wrote it.
 #[derive(Debug)]
@@ -49,11 +49,11 @@ pub struct TaskEntry {
 }
 
 /// What the view reads of a task without decoding it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TaskSummary {
     pub arn: String,
-    pub last_status: &'static str,
-    pub desired_status: &'static str,
+    pub last_status: TaskStatus,
+    pub desired_status: DesiredStatus,
     pub launch_type: &'static str,
     pub instance_id: Option<String>,
     pub task_definition_arn: Option<String>,
@@ -61,25 +61,44 @@ pub struct TaskSummary {
     pub group: Option<String>,
     pub stopped_at: Option<f64>,
     pub started_at: Option<f64>,
-    /// `HEALTHY`, `UNHEALTHY` or `UNKNOWN`.
-    pub health: &'static str,
+    pub health: HealthStatus,
     /// Stopped for a reason that counts against a deployment: it failed to start, an
     /// essential container exited, or it failed its health checks.
     pub failed: bool,
     pub reserved: crate::records::Reservation,
 }
 
-/// A status as a static string (statuses are a small closed set; anything else is kept as
+/// A launch type as a static string (a small closed set; anything else is kept as
 /// "UNKNOWN", which no filter asks for).
-fn static_status(s: Option<&str>, default: &'static str) -> &'static str {
-    let known = berth_model::status::TaskStatus::ALL
-        .iter()
-        .map(|s| s.as_str())
-        .chain(berth_model::wire::ecs::LAUNCH_TYPE_VALUES.iter().copied());
+fn static_launch_type(s: Option<&str>) -> &'static str {
     match s {
-        None => default,
-        Some("DELETED") => "DELETED",
-        Some(v) => known.into_iter().find(|a| *a == v).unwrap_or("UNKNOWN"),
+        None => "EC2",
+        Some(v) => berth_model::wire::ecs::LAUNCH_TYPE_VALUES
+            .iter()
+            .find(|a| **a == v)
+            .copied()
+            .unwrap_or("UNKNOWN"),
+    }
+}
+
+/// A task's last status as the view reads it. Every writer checks it, so a stored record
+/// holds one of ECS's values; absent reads as PROVISIONING, ECS's `DELETED` as STOPPED, and
+/// anything else as a task still winding down (holding its resources, neither pending nor
+/// running), as earlier builds read it.
+fn read_last_status(s: Option<&str>) -> TaskStatus {
+    match s {
+        None => TaskStatus::Provisioning,
+        Some("DELETED") => TaskStatus::Stopped,
+        Some(v) => v.parse().unwrap_or(TaskStatus::Stopping),
+    }
+}
+
+/// A task's desired status as the view reads it: absent reads as RUNNING; a value no writer
+/// sets as STOPPED (nothing runs a task whose desire cannot be read).
+fn read_desired_status(s: Option<&str>) -> DesiredStatus {
+    match s {
+        None => DesiredStatus::Running,
+        Some(v) => v.parse().unwrap_or(DesiredStatus::Stopped),
     }
 }
 
@@ -88,9 +107,9 @@ impl TaskSummary {
         let t = &r.task;
         TaskSummary {
             arn: t.task_arn.clone().unwrap_or_default(),
-            last_status: static_status(t.last_status.as_deref(), "PROVISIONING"),
-            desired_status: static_status(t.desired_status.as_deref(), "RUNNING"),
-            launch_type: static_status(t.launch_type.as_deref(), "EC2"),
+            last_status: read_last_status(t.last_status.as_deref()),
+            desired_status: read_desired_status(t.desired_status.as_deref()),
+            launch_type: static_launch_type(t.launch_type.as_deref()),
             instance_id: t
                 .container_instance_arn
                 .as_deref()
@@ -101,12 +120,8 @@ impl TaskSummary {
             group: t.group.clone(),
             stopped_at: t.stopped_at,
             started_at: t.started_at,
-            health: match t.health_status.as_deref() {
-                Some("HEALTHY") => "HEALTHY",
-                Some("UNHEALTHY") => "UNHEALTHY",
-                _ => "UNKNOWN",
-            },
-            failed: t.last_status.as_deref() == Some("STOPPED")
+            health: HealthStatus::of(t.health_status.as_deref()).unwrap_or(HealthStatus::Unknown),
+            failed: TaskStatus::of(t.last_status.as_deref()) == Some(TaskStatus::Stopped)
                 && (matches!(
                     t.stop_code.as_deref(),
                     Some(stop_code::TASK_FAILED_TO_START | stop_code::ESSENTIAL_CONTAINER_EXITED)
@@ -357,11 +372,11 @@ enum Phase {
     Stopped,
 }
 
-fn phase(last_status: Option<&str>) -> Phase {
-    match last_status.unwrap_or("PROVISIONING") {
-        "PROVISIONING" | "PENDING" | "ACTIVATING" => Phase::Pending,
-        "RUNNING" => Phase::Running,
-        "STOPPED" | "DELETED" => Phase::Stopped,
+fn phase(s: TaskStatus) -> Phase {
+    match s {
+        s if s.is_pending() => Phase::Pending,
+        TaskStatus::Running => Phase::Running,
+        TaskStatus::Stopped => Phase::Stopped,
         _ => Phase::Other,
     }
 }
@@ -373,7 +388,7 @@ pub fn instance_id_of(arn: &str) -> Option<&str> {
 
 impl ViewData {
     fn task_contribution(&mut self, cluster: &str, t: &TaskSummary, sign: i64) {
-        let ph = phase(Some(t.last_status));
+        let ph = phase(t.last_status);
         let li = launch_index(Some(t.launch_type));
         let counts = self.counts.entry(cluster.to_string()).or_default();
         match ph {
@@ -686,7 +701,7 @@ impl ViewData {
             return;
         };
         let key = (cluster.to_string(), inst);
-        let open = new_summary.is_some_and(|n| phase(Some(n.last_status)) != Phase::Stopped);
+        let open = new_summary.is_some_and(|n| phase(n.last_status) != Phase::Stopped);
         if open {
             self.unfinished
                 .entry(key.clone())
@@ -892,7 +907,7 @@ impl<'a> Footprint<'a> {
 fn footprint(t: Option<&TaskSummary>) -> Option<Footprint<'_>> {
     let t = t?;
     t.instance_id.as_ref()?;
-    let counted = match phase(Some(t.last_status)) {
+    let counted = match phase(t.last_status) {
         Phase::Stopped => return None,
         Phase::Pending | Phase::Running => true,
         Phase::Other => false,
