@@ -62,7 +62,7 @@ impl Control {
                 .view
                 .data
                 .read()
-                .instances
+                .instances()
                 .get(&cname)
                 .is_some_and(|m| m.contains_key(id));
             if !known {
@@ -90,13 +90,13 @@ impl Control {
         };
         let id = instance_id_of(instance).unwrap_or_default();
         let d = self.view.data.read();
-        if !d.clusters.contains_key(cname) {
+        if !d.clusters().contains_key(cname) {
             return Err((
                 "InvalidClusterException",
                 format!("Cluster {cname} not found."),
             ));
         }
-        match d.instances.get(cname).and_then(|m| m.get(id)) {
+        match d.instances().get(cname).and_then(|m| m.get(id)) {
             None => Err((
                 "InvalidInstanceException",
                 format!("Container instance {instance} is not registered in cluster {cname}."),
@@ -235,12 +235,12 @@ impl Control {
     ) -> TaskManifestMessage {
         let d = self.view.data.read();
         let tasks = d
-            .unfinished
+            .unfinished()
             .get(&(cluster.to_string(), inst.to_string()))
             .into_iter()
             .flatten()
             .filter_map(|id| {
-                let e = d.tasks.get(cluster)?.get(id)?;
+                let e = d.tasks().get(cluster)?.get(id)?;
                 Some(TaskIdentifier {
                     task_arn: Some(e.summary.arn.clone()),
                     task_cluster_arn: Some(cluster_arn.to_string()),
@@ -272,12 +272,15 @@ impl Control {
         let d = self.view.data.read();
         let wanted = |arn: &str| {
             let id = arn.rsplit('/').next().unwrap_or_default();
-            d.unfinished
+            d.unfinished()
                 .get(&(cname.to_string(), inst.to_string()))
                 .is_some_and(|s| s.contains(id))
-                && d.tasks.get(cname).and_then(|m| m.get(id)).is_some_and(|e| {
-                    e.summary.arn == arn && e.summary.desired_status == DesiredStatus::Running
-                })
+                && d.tasks()
+                    .get(cname)
+                    .and_then(|m| m.get(id))
+                    .is_some_and(|e| {
+                        e.summary.arn == arn && e.summary.desired_status == DesiredStatus::Running
+                    })
         };
         let stop_tasks = req
             .stop_candidates
@@ -340,12 +343,12 @@ impl Control {
             .split_once(':')?;
         let rev: i32 = rev.parse().ok()?;
         let d = self.view.data.read();
-        Some(d.task_defs.get(family)?.get(&rev)?.value.def.clone())
+        Some(d.task_defs().get(family)?.get(&rev)?.value.def.clone())
     }
 
     fn task_record(&self, cluster: &str, id: &str) -> Option<TaskRecord> {
         let d = self.view.data.read();
-        Some(d.tasks.get(cluster)?.get(id)?.record())
+        Some(d.tasks().get(cluster)?.get(id)?.record())
     }
 
     /// The roles a task runs with: its task role and execution role (an override wins).
@@ -511,7 +514,7 @@ impl Control {
                         .view
                         .data
                         .read()
-                        .tasks
+                        .tasks()
                         .get(&cname)
                         .and_then(|m| m.get(&id))
                         .is_some_and(|e| e.summary.instance_id.as_deref() == Some(fi.as_str()));
@@ -523,7 +526,7 @@ impl Control {
             let r = self
                 .modify(
                     &keys::task(&cname, &id),
-                    |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
+                    |d| d.tasks().get(&cname)?.get(&id).map(|e| e.entry()),
                     || ControlError::invalid("The referenced task was not found."),
                     |r| {
                         let t = &mut r.task;
@@ -583,7 +586,7 @@ impl Control {
             .view
             .data
             .read()
-            .tasks
+            .tasks()
             .get(&cname)
             .and_then(|m| m.get(id))
             .is_some_and(|e| e.summary.instance_id.as_deref() == Some(inst));
@@ -607,7 +610,7 @@ impl Control {
         let id = task_arn.rsplit('/').next().unwrap_or_default().to_string();
         self.modify(
             &keys::task(&cname, &id),
-            |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
+            |d| d.tasks().get(&cname)?.get(&id).map(|e| e.entry()),
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;

@@ -23,7 +23,7 @@ impl Control {
     pub async fn reap_stopped_tasks(&self, at: f64, retention: f64) -> Result<usize> {
         let victims: Vec<(String, i64)> = {
             let d = self.view.data.read();
-            d.tasks
+            d.tasks()
                 .iter()
                 .flat_map(|(cluster, m)| {
                     m.iter().filter_map(move |(id, e)| {

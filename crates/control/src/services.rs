@@ -146,7 +146,7 @@ impl Control {
         service: Option<&str>,
     ) -> Result<(String, String)> {
         let cname = self.cluster_name_of(cluster)?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
+        if !self.view.data.read().clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let name = self
@@ -196,7 +196,7 @@ impl Control {
         name: &str,
     ) -> impl Fn(&ViewData) -> Option<Entry<ServiceRecord>> {
         let (cluster, name) = (cluster.to_string(), name.to_string());
-        move |d: &ViewData| d.services.get(&cluster)?.get(&name).cloned()
+        move |d: &ViewData| d.services().get(&cluster)?.get(&name).cloned()
     }
 
     pub async fn create_service(&self, req: CreateServiceRequest) -> Result<CreateServiceResponse> {
@@ -566,7 +566,7 @@ impl Control {
         let list = paging::batch(req.services.as_ref(), 10, "services")?;
         let with_tags = paging::includes(req.include.as_deref(), "TAGS");
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let mut services = Vec::new();
@@ -575,7 +575,7 @@ impl Control {
             let hit = self
                 .service_name_of(&cname, s)
                 .ok()
-                .and_then(|n| d.services.get(&cname)?.get(n));
+                .and_then(|n| d.services().get(&cname)?.get(n));
             match hit {
                 Some(e) => services.push(self.service_view(&d, &cname, &e.value, with_tags)),
                 None => failures.push(Failure {
@@ -600,11 +600,11 @@ impl Control {
         let limit = paging::max_results(req.max_results, 10, 100)?;
         let after = paging::decode(req.next_token.as_deref())?;
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let empty = BTreeMap::new();
-        let m = d.services.get(&cname).unwrap_or(&empty);
+        let m = d.services().get(&cname).unwrap_or(&empty);
         let (arns, next) = paging::page(
             m.iter()
                 .filter(|(_, e)| {
@@ -636,7 +636,7 @@ impl Control {
 
     /// ACTIVE or DRAINING services of a cluster.
     pub(crate) fn active_services(d: &ViewData, cluster: &str) -> i32 {
-        d.services
+        d.services()
             .get(cluster)
             .map(|m| {
                 m.values()

@@ -18,7 +18,7 @@ impl Control {
         self.view
             .data
             .read()
-            .roles
+            .roles()
             .get(&name.to_ascii_lowercase())
             .map(|e| e.value.clone())
     }
@@ -133,7 +133,7 @@ impl Control {
         let prefix = path_prefix.unwrap_or("/");
         let d = self.view.data.read();
         let roles = d
-            .roles
+            .roles()
             .iter()
             .filter(|(_, e)| e.value.path.starts_with(prefix))
             .map(|(k, e)| (k.clone(), (*e.value).clone()));
@@ -149,7 +149,7 @@ impl Control {
         let lname = name.to_ascii_lowercase();
         self.modify(
             &keys::role(name),
-            |d| d.roles.get(&lname).cloned(),
+            |d| d.roles().get(&lname).cloned(),
             || no_such_role(name),
             f,
         )
@@ -163,7 +163,7 @@ impl Control {
             .view
             .data
             .read()
-            .roles
+            .roles()
             .get(&name.to_ascii_lowercase())
             .cloned()
             .ok_or_else(|| no_such_role(name))?;

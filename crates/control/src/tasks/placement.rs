@@ -62,7 +62,7 @@ impl Control {
     ) -> sched::Instance {
         let empty = Usage::default();
         let u = d
-            .usage
+            .usage()
             .get(&(cluster.to_string(), id.to_string()))
             .unwrap_or(&empty);
         crate::view::sched_instance(id, ci, u)
@@ -98,15 +98,15 @@ impl Control {
     ) -> Planned {
         let treq = l.sched_requirements();
         let mut d = self.view.data.write();
-        let mut empty = crate::view::SchedCluster::default();
-        let sc = d.sched.get_mut(&l.cluster).unwrap_or(&mut empty);
         let spread: Vec<_> = strategies
             .iter()
             .filter_map(|s| match s {
-                sched::PlacementStrategy::Spread(f) => Some(sc.spread_values(f)),
+                sched::PlacementStrategy::Spread(f) => Some(d.spread_values(&l.cluster, f)),
                 _ => None,
             })
             .collect();
+        let empty = crate::view::SchedCluster::default();
+        let sc = d.sched().get(&l.cluster).unwrap_or(&empty);
         let known: Vec<&sched::SpreadValues> = spread.iter().map(|v| &**v).collect();
         let instances = &sc.instances;
         let mut rng = rand::rng();
@@ -175,7 +175,7 @@ impl Control {
     pub(crate) fn plan_on_instances(&self, l: &Launch, targets: &[String]) -> Planned {
         let mut d = self.view.data.write();
         let empty = crate::view::SchedCluster::default();
-        let sc = d.sched.get(&l.cluster).unwrap_or(&empty);
+        let sc = d.sched().get(&l.cluster).unwrap_or(&empty);
         let mut placed_ids = Vec::new();
         let mut records = Vec::new();
         let mut failures = Vec::new();

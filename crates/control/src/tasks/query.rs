@@ -26,13 +26,13 @@ impl Control {
         }
         let with_tags = paging::includes(req.include.as_deref(), "TAGS");
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let mut tasks = Vec::new();
         let mut failures = Vec::new();
         for s in &list {
-            let hit = task_id_of(self, &cname, s).and_then(|id| d.tasks.get(&cname)?.get(id));
+            let hit = task_id_of(self, &cname, s).and_then(|id| d.tasks().get(&cname)?.get(id));
             match hit {
                 Some(e) => {
                     let mut t = e.record().task;
@@ -71,7 +71,7 @@ impl Control {
             Some(s) => s.parse().map_err(invalid_status)?,
         };
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let inst_id = req
@@ -88,7 +88,7 @@ impl Control {
             format!("service:{name}")
         });
         let empty = BTreeMap::new();
-        let m = d.tasks.get(&cname).unwrap_or(&empty);
+        let m = d.tasks().get(&cname).unwrap_or(&empty);
         let (arns, next) = paging::page(
             m.iter()
                 .filter(|(_, e)| {

@@ -136,7 +136,7 @@ impl Control {
             .map_err(invalid_status)?;
         self.modify(
             &keys::task(&cname, &id),
-            |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
+            |d| d.tasks().get(&cname)?.get(&id).map(|e| e.entry()),
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;
@@ -196,7 +196,7 @@ impl Control {
             .map_err(invalid_status)?;
         self.modify(
             &keys::task(&cname, &id),
-            |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
+            |d| d.tasks().get(&cname)?.get(&id).map(|e| e.entry()),
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;

@@ -10,7 +10,7 @@ use crate::{Control, keys};
 impl Control {
     pub async fn stop_task(&self, req: StopTaskRequest) -> Result<StopTaskResponse> {
         let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
+        if !self.view.data.read().clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let given = req.task.clone().unwrap_or_default();
@@ -26,7 +26,7 @@ impl Control {
         let rec = self
             .modify(
                 &keys::task(&cname, &id),
-                |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
+                |d| d.tasks().get(&cname)?.get(&id).map(|e| e.entry()),
                 || ControlError::invalid("The referenced task was not found."),
                 |r| {
                     if DesiredStatus::of(r.task.desired_status.as_deref())
