@@ -238,7 +238,9 @@ fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 of `data` under `key` (any length): the one MAC berth signs and seals with —
+/// SigV4 keys and signatures, role-session tokens, registry tokens.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length; new_from_slice cannot fail for it.
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     m.update(data);
@@ -263,10 +265,10 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8; 32
     {
         return *k;
     }
-    let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
-    let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, service.as_bytes());
-    let k = hmac(&k_service, b"aws4_request");
+    let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+    let k_region = hmac_sha256(&k_date, region.as_bytes());
+    let k_service = hmac_sha256(&k_region, service.as_bytes());
+    let k = hmac_sha256(&k_service, b"aws4_request");
     if let Ok(mut g) = KEY_CACHE.lock() {
         let m = g.get_or_insert_with(HashMap::new);
         if m.len() > 1024 {
@@ -559,7 +561,7 @@ pub fn verify(
             sig.amz_date,
             sha256_hex(canonical.as_bytes())
         );
-        let expected = hex::encode(hmac(&key, string_to_sign.as_bytes()));
+        let expected = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
         bool::from(expected.as_bytes().ct_eq(sig.signature.as_bytes()))
     };
     if !payload_hashes.iter().any(|h| matches(h)) {
@@ -617,7 +619,7 @@ pub fn sign(
         sha256_hex(canonical.as_bytes())
     );
     let key = signing_key(&creds.secret_access_key, date, region, service);
-    let signature = hex::encode(hmac(&key, sts.as_bytes()));
+    let signature = hex::encode(hmac_sha256(&key, sts.as_bytes()));
     headers.insert(
         http::header::AUTHORIZATION,
         hv(&format!(

@@ -11,13 +11,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::Credentials;
-
-type HmacSha256 = Hmac<Sha256>;
 
 const VERSION: &str = "b1";
 
@@ -54,13 +50,14 @@ impl SessionError {
     }
 }
 
+/// The MAC of `parts`, each followed by a zero byte (so no two lists of parts read alike).
 fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    let mut data = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for p in parts {
-        m.update(p);
-        m.update(&[0]);
+        data.extend_from_slice(p);
+        data.push(0);
     }
-    m.finalize().into_bytes().into()
+    crate::hmac_sha256(key, &data)
 }
 
 /// Whether an access key id is a session's (temporary credentials start with `ASIA`).

@@ -376,7 +376,7 @@ fn presign(
     let key = signing_key(SECRET, date, "us-east-1", "sts");
     format!(
         "{q}&X-Amz-Signature={}",
-        hex::encode(hmac(&key, sts.as_bytes()))
+        hex::encode(hmac_sha256(&key, sts.as_bytes()))
     )
 }
 
@@ -713,4 +713,17 @@ fn signing_times_at_the_end_of_the_calendar_are_judged_not_panicked_on() {
     let e = check_presigned("GET", &q, &host_only(), b"", t0()).unwrap_err();
     assert_eq!(e.code(), "InvalidSignatureException", "{e}");
     assert!(check_presigned("GET", &q, &host_only(), b"", end).is_ok());
+}
+
+/// The one HMAC-SHA256 every signer uses gives RFC 4231's answers (test cases 1 and 2).
+#[test]
+fn hmac_sha256_matches_rfc_4231() {
+    assert_eq!(
+        hex::encode(crate::hmac_sha256(&[0x0b; 20], b"Hi There")),
+        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
+    );
+    assert_eq!(
+        hex::encode(crate::hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
 }

@@ -14,6 +14,7 @@
 //! stopped while it was away. berth's agents reconcile from the first payload and ignore it.
 
 use berth_model::payload::task_to_acs;
+use berth_model::status::{DesiredStatus, HealthStatus, TaskStatus};
 use berth_model::wire::acs::{
     IAMRoleCredentialsMessage, PayloadMessage, TaskIdentifier, TaskManifestMessage,
     TaskStopVerificationAck, TaskStopVerificationMessage,
@@ -61,7 +62,7 @@ impl Control {
                 .view
                 .data
                 .read()
-                .instances
+                .instances()
                 .get(&cname)
                 .is_some_and(|m| m.contains_key(id));
             if !known {
@@ -89,13 +90,13 @@ impl Control {
         };
         let id = instance_id_of(instance).unwrap_or_default();
         let d = self.view.data.read();
-        if !d.clusters.contains_key(cname) {
+        if !d.clusters().contains_key(cname) {
             return Err((
                 "InvalidClusterException",
                 format!("Cluster {cname} not found."),
             ));
         }
-        match d.instances.get(cname).and_then(|m| m.get(id)) {
+        match d.instances().get(cname).and_then(|m| m.get(id)) {
             None => Err((
                 "InvalidInstanceException",
                 format!("Container instance {instance} is not registered in cluster {cname}."),
@@ -234,16 +235,16 @@ impl Control {
     ) -> TaskManifestMessage {
         let d = self.view.data.read();
         let tasks = d
-            .unfinished
+            .unfinished()
             .get(&(cluster.to_string(), inst.to_string()))
             .into_iter()
             .flatten()
             .filter_map(|id| {
-                let e = d.tasks.get(cluster)?.get(id)?;
+                let e = d.tasks().get(cluster)?.get(id)?;
                 Some(TaskIdentifier {
                     task_arn: Some(e.summary.arn.clone()),
                     task_cluster_arn: Some(cluster_arn.to_string()),
-                    desired_status: Some(e.summary.desired_status.to_string()),
+                    desired_status: Some(e.summary.desired_status.into()),
                 })
             })
             .collect();
@@ -271,13 +272,15 @@ impl Control {
         let d = self.view.data.read();
         let wanted = |arn: &str| {
             let id = arn.rsplit('/').next().unwrap_or_default();
-            d.unfinished
+            d.unfinished()
                 .get(&(cname.to_string(), inst.to_string()))
                 .is_some_and(|s| s.contains(id))
-                && d.tasks
+                && d.tasks()
                     .get(cname)
                     .and_then(|m| m.get(id))
-                    .is_some_and(|e| e.summary.arn == arn && e.summary.desired_status == "RUNNING")
+                    .is_some_and(|e| {
+                        e.summary.arn == arn && e.summary.desired_status == DesiredStatus::Running
+                    })
         };
         let stop_tasks = req
             .stop_candidates
@@ -287,7 +290,7 @@ impl Control {
             .map(|c| TaskIdentifier {
                 task_arn: c.task_arn.clone(),
                 task_cluster_arn: c.task_cluster_arn.clone(),
-                desired_status: Some("STOPPED".into()),
+                desired_status: Some(DesiredStatus::Stopped.into()),
             })
             .collect();
         TaskStopVerificationAck {
@@ -306,7 +309,7 @@ impl Control {
         let t = &rec.task;
         let arn = t.task_arn.clone()?;
         let desired = t.desired_status.clone().unwrap_or_default();
-        let finished = t.last_status.as_deref() == Some("STOPPED");
+        let finished = TaskStatus::of(t.last_status.as_deref()) == Some(TaskStatus::Stopped);
         if finished {
             sent.remove(&arn);
             return None;
@@ -315,7 +318,7 @@ impl Control {
             return None;
         }
         let td = self.task_def_of(t)?;
-        let running = desired != "STOPPED";
+        let running = DesiredStatus::of(Some(&desired)) != Some(DesiredStatus::Stopped);
         sent.insert(arn, desired);
         let mut task = task_to_acs(t, &td);
         self.add_registry_auth(&mut task);
@@ -340,12 +343,12 @@ impl Control {
             .split_once(':')?;
         let rev: i32 = rev.parse().ok()?;
         let d = self.view.data.read();
-        Some(d.task_defs.get(family)?.get(&rev)?.value.def.clone())
+        Some(d.task_defs().get(family)?.get(&rev)?.value.def.clone())
     }
 
     fn task_record(&self, cluster: &str, id: &str) -> Option<TaskRecord> {
         let d = self.view.data.read();
-        Some(d.tasks.get(cluster)?.get(id)?.record())
+        Some(d.tasks().get(cluster)?.get(id)?.record())
     }
 
     /// The roles a task runs with: its task role and execution role (an override wins).
@@ -420,8 +423,8 @@ impl Control {
             return vec![];
         };
         let t = &rec.task;
-        if t.desired_status.as_deref() == Some("STOPPED")
-            || t.last_status.as_deref() == Some("STOPPED")
+        if DesiredStatus::of(t.desired_status.as_deref()) == Some(DesiredStatus::Stopped)
+            || TaskStatus::of(t.last_status.as_deref()) == Some(TaskStatus::Stopped)
         {
             return vec![];
         }
@@ -511,7 +514,7 @@ impl Control {
                         .view
                         .data
                         .read()
-                        .tasks
+                        .tasks()
                         .get(&cname)
                         .and_then(|m| m.get(&id))
                         .is_some_and(|e| e.summary.instance_id.as_deref() == Some(fi.as_str()));
@@ -523,7 +526,7 @@ impl Control {
             let r = self
                 .modify(
                     &keys::task(&cname, &id),
-                    |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
+                    |d| d.tasks().get(&cname)?.get(&id).map(|e| e.entry()),
                     || ControlError::invalid("The referenced task was not found."),
                     |r| {
                         let t = &mut r.task;
@@ -539,23 +542,17 @@ impl Control {
                                 changed = true;
                             }
                         }
-                        let statuses: Vec<&str> = t
-                            .containers
-                            .as_deref()
-                            .unwrap_or_default()
-                            .iter()
-                            .filter_map(|c| c.health_status.as_deref())
-                            .collect();
-                        let task_health = if statuses.is_empty() {
-                            "UNKNOWN"
-                        } else if statuses.contains(&"UNHEALTHY") {
-                            "UNHEALTHY"
-                        } else if statuses.iter().all(|s| *s == "HEALTHY") {
-                            "HEALTHY"
-                        } else {
-                            "UNKNOWN"
-                        };
-                        if t.health_status.as_deref() != Some(task_health) {
+                        // What a container reports is checked on the way in (the wire
+                        // shape's enum); anything else counts as not known.
+                        let task_health = HealthStatus::of_task(
+                            t.containers
+                                .as_deref()
+                                .unwrap_or_default()
+                                .iter()
+                                .filter_map(|c| c.health_status.as_deref())
+                                .map(|h| h.parse().unwrap_or(HealthStatus::Unknown)),
+                        );
+                        if HealthStatus::of(t.health_status.as_deref()) != Some(task_health) {
                             t.health_status = Some(task_health.into());
                             changed = true;
                         }
@@ -589,7 +586,7 @@ impl Control {
             .view
             .data
             .read()
-            .tasks
+            .tasks()
             .get(&cname)
             .and_then(|m| m.get(id))
             .is_some_and(|e| e.summary.instance_id.as_deref() == Some(inst));
@@ -613,7 +610,7 @@ impl Control {
         let id = task_arn.rsplit('/').next().unwrap_or_default().to_string();
         self.modify(
             &keys::task(&cname, &id),
-            |d| d.tasks.get(&cname)?.get(&id).map(|e| e.entry()),
+            |d| d.tasks().get(&cname)?.get(&id).map(|e| e.entry()),
             || ControlError::invalid("The referenced task was not found."),
             |r| {
                 let t = &mut r.task;

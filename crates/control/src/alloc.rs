@@ -69,12 +69,12 @@ impl Claims {
                 continue;
             }
             let key = (cluster.to_string(), id.clone());
-            let expect = match d.alloc_chains.get(&key) {
+            let expect = match d.alloc_chains_mut().get(&key) {
                 Some(prev) => Expect::After(prev.subscribe()),
-                None => Expect::Seen(d.alloc_revs.get(&key).copied().unwrap_or(0)),
+                None => Expect::Seen(d.alloc_rev(&key)),
             };
             let turn = Arc::new(watch::channel(None).0);
-            d.alloc_chains.insert(key, turn.clone());
+            d.alloc_chains_mut().insert(key, turn.clone());
             claims.push(Claim {
                 cluster: cluster.to_string(),
                 id: id.clone(),
@@ -133,11 +133,11 @@ impl Claims {
 /// holds its outcome).
 fn release(d: &mut ViewData, c: &Claim) {
     let key = (c.cluster.clone(), c.id.clone());
-    if d.alloc_chains
+    if d.alloc_chains_mut()
         .get(&key)
         .is_some_and(|t| Arc::ptr_eq(t, &c.turn))
     {
-        d.alloc_chains.remove(&key);
+        d.alloc_chains_mut().remove(&key);
     }
 }
 

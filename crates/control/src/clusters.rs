@@ -73,14 +73,14 @@ impl Control {
     /// `default`, which is created on first use as ECS does.
     pub(crate) async fn active_cluster(&self, cluster: Option<&str>) -> Result<Entry<Cluster>> {
         let name = self.cluster_name_of(cluster)?;
-        if let Some(e) = self.view.data.read().clusters.get(name)
+        if let Some(e) = self.view.data.read().clusters().get(name)
             && e.value.status.as_deref() == Some("ACTIVE")
         {
             return Ok(e.clone());
         }
         if name == DEFAULT_CLUSTER {
             self.create_cluster(CreateClusterRequest::default()).await?;
-            if let Some(e) = self.view.data.read().clusters.get(name) {
+            if let Some(e) = self.view.data.read().clusters().get(name) {
                 return Ok(e.clone());
             }
         }
@@ -97,7 +97,7 @@ impl Control {
         validate_settings(req.settings.as_deref().unwrap_or_default())?;
         let key = keys::cluster(&name);
         loop {
-            let existing = self.view.data.read().clusters.get(&name).cloned();
+            let existing = self.view.data.read().clusters().get(&name).cloned();
             // CreateCluster is idempotent: an ACTIVE cluster of that name is returned as is.
             if let Some(e) = &existing
                 && e.value.status.as_deref() == Some("ACTIVE")
@@ -140,7 +140,7 @@ impl Control {
                 failure: vec![],
             };
             if self.commit(txn).await?.succeeded {
-                let stored = self.view.data.read().clusters.get(&name).cloned();
+                let stored = self.view.data.read().clusters().get(&name).cloned();
                 let c = stored.map(|e| e.value).unwrap_or_else(|| Arc::new(cluster));
                 return Ok(CreateClusterResponse {
                     cluster: Some(self.present_cluster(&c, &[])),
@@ -155,7 +155,7 @@ impl Control {
         let mut out = c.clone();
         let name = c.cluster_name.as_deref().unwrap_or_default();
         let d = self.view.data.read();
-        let counts = d.counts.get(name).cloned().unwrap_or_default();
+        let counts = d.counts().get(name).cloned().unwrap_or_default();
         out.registered_container_instances_count = Some(counts.instances as i32);
         out.running_tasks_count = Some(counts.running.iter().sum::<i64>() as i32);
         out.pending_tasks_count = Some(counts.pending.iter().sum::<i64>() as i32);
@@ -212,7 +212,7 @@ impl Control {
             let found = self
                 .part
                 .cluster_name(n)
-                .and_then(|name| self.view.data.read().clusters.get(name).cloned());
+                .and_then(|name| self.view.data.read().clusters().get(name).cloned());
             match found {
                 Some(e) => clusters.push(self.present_cluster(&e.value, &include)),
                 None => failures.push(Failure {
@@ -237,7 +237,7 @@ impl Control {
         let after = paging::decode(req.next_token.as_deref())?;
         let d = self.view.data.read();
         let (arns, next) = paging::page(
-            d.clusters
+            d.clusters()
                 .iter()
                 .filter(|(_, e)| e.value.status.as_deref() == Some("ACTIVE"))
                 .map(|(k, e)| (k.clone(), e.value.cluster_arn.clone().unwrap_or_default())),
@@ -256,7 +256,7 @@ impl Control {
             let e = {
                 let d = self.view.data.read();
                 let e = d
-                    .clusters
+                    .clusters()
                     .get(&name)
                     .filter(|e| e.value.status.as_deref() == Some("ACTIVE"))
                     .cloned()
@@ -264,14 +264,14 @@ impl Control {
                 if Control::active_services(&d, &name) > 0 {
                     return Err(ControlError::ClusterContainsServices);
                 }
-                let counts = d.counts.get(&name).cloned().unwrap_or_default();
+                let counts = d.counts().get(&name).cloned().unwrap_or_default();
                 if counts.instances > 0 {
                     return Err(ControlError::ClusterContainsContainerInstances);
                 }
                 let live_tasks = d
-                    .tasks
+                    .tasks()
                     .get(&name)
-                    .is_some_and(|m| m.values().any(|t| t.summary.last_status != "STOPPED"));
+                    .is_some_and(|m| m.values().any(|t| t.summary.last_status.is_unfinished()));
                 if live_tasks {
                     return Err(ControlError::ClusterContainsTasks);
                 }
@@ -305,7 +305,7 @@ impl Control {
                 .view
                 .data
                 .read()
-                .clusters
+                .clusters()
                 .get(&name)
                 .filter(|e| e.value.status.as_deref() == Some("ACTIVE"))
                 .cloned()

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Weak;
 use std::time::Duration;
 
-use berth_model::status::stop_code;
+use berth_model::status::{DesiredStatus, stop_code};
 use berth_model::wire::ecs::{Failure, Service};
 use berth_scheduler as sched;
 use berth_store::{Compare, Op, Txn};
@@ -37,7 +37,7 @@ pub(crate) fn task_state(id: &str, s: &TaskSummary) -> TaskState {
     TaskState {
         id: id.to_string(),
         deployment: s.started_by.clone(),
-        live: s.desired_status == "RUNNING" && !matches!(s.last_status, "STOPPED" | "DELETED"),
+        live: s.desired_status == DesiredStatus::Running && s.last_status.is_unfinished(),
         last: s.last_status,
         instance: s.instance_id.clone(),
         health: s.health,
@@ -50,12 +50,12 @@ pub(crate) fn task_state(id: &str, s: &TaskSummary) -> TaskState {
 /// The tasks of one service, from the view.
 pub(crate) fn service_tasks(d: &ViewData, cluster: &str, name: &str) -> Vec<TaskState> {
     let Some(ids) = d
-        .service_tasks
+        .service_tasks()
         .get(&(cluster.to_string(), name.to_string()))
     else {
         return vec![];
     };
-    let Some(m) = d.tasks.get(cluster) else {
+    let Some(m) = d.tasks().get(cluster) else {
         return vec![];
     };
     ids.iter()
@@ -69,7 +69,7 @@ pub(crate) fn daemon_instances(
     cluster: &str,
     constraints: &[sched::PlacementConstraint],
 ) -> Vec<String> {
-    let Some(sc) = d.sched.get(cluster) else {
+    let Some(sc) = d.sched().get(cluster) else {
         return vec![];
     };
     let mut v: Vec<String> = sc
@@ -140,7 +140,7 @@ impl Control {
     /// Start the service controller; it ends with the control plane.
     pub(crate) fn spawn_services(weak: Weak<Control>) {
         tokio::spawn(async move {
-            let Some(notify) = weak.upgrade().map(|c| c.view.data.read().changed.clone()) else {
+            let Some(notify) = weak.upgrade().map(|c| c.view.data.read().changed().clone()) else {
                 return;
             };
             // (when, service): looks promised for later.
@@ -148,9 +148,8 @@ impl Control {
             loop {
                 let Some(c) = weak.upgrade() else { return };
                 let at_ms = c.now().as_millis();
-                let mut batch: HashSet<Key> = std::mem::take(&mut c.view.data.write().dirty)
-                    .into_iter()
-                    .collect();
+                let mut batch: HashSet<Key> =
+                    c.view.data.write().take_dirty().into_iter().collect();
                 while let Some(first) = timers.first().cloned() {
                     if first.0 > at_ms {
                         break;
@@ -212,13 +211,13 @@ impl Control {
         // Gather.
         let (entry, tasks, draining, daemon, hc, primary_td) = {
             let d = self.view.data.read();
-            let Some(entry) = d.services.get(cluster).and_then(|m| m.get(name)).cloned() else {
+            let Some(entry) = d.services().get(cluster).and_then(|m| m.get(name)).cloned() else {
                 return Ok(Some(None));
             };
             let svc = &entry.value.service;
             let tasks = service_tasks(&d, cluster, name);
             let draining: HashSet<String> = d
-                .instances
+                .instances()
                 .get(cluster)
                 .into_iter()
                 .flatten()
@@ -352,7 +351,7 @@ impl Control {
         // Stops.
         if !dec.stop.is_empty() {
             let d = self.view.data.read();
-            let m = d.tasks.get(cluster);
+            let m = d.tasks().get(cluster);
             let mut ids = Vec::new();
             for (id, reason) in &dec.stop {
                 let Some(e) = m.and_then(|m| m.get(id)) else {
@@ -413,7 +412,7 @@ impl Control {
 /// Ask a task to stop on the service scheduler's behalf.
 fn stop_by_scheduler(r: &mut TaskRecord, reason: &str, at: f64) {
     let t = &mut r.task;
-    t.desired_status = Some("STOPPED".into());
+    t.desired_status = Some(DesiredStatus::Stopped.into());
     t.stop_code = Some(stop_code::SERVICE_SCHEDULER_INITIATED.into());
     t.stopped_reason = Some(reason.chars().take(255).collect());
     t.stopping_at.get_or_insert(at);

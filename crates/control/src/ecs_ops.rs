@@ -52,7 +52,7 @@ impl Control {
             .next()
             .unwrap_or_default();
         let d = self.view.data.read();
-        d.tasks
+        d.tasks()
             .get(&name)
             .and_then(|m| m.get(id))
             .and_then(|t| t.summary.instance_id.clone())

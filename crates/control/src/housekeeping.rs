@@ -5,6 +5,7 @@
 use std::sync::Weak;
 use std::time::Duration;
 
+use berth_model::status::TaskStatus;
 use berth_store::{Compare, Op, Txn};
 
 use crate::{Control, Result, keys};
@@ -22,12 +23,12 @@ impl Control {
     pub async fn reap_stopped_tasks(&self, at: f64, retention: f64) -> Result<usize> {
         let victims: Vec<(String, i64)> = {
             let d = self.view.data.read();
-            d.tasks
+            d.tasks()
                 .iter()
                 .flat_map(|(cluster, m)| {
                     m.iter().filter_map(move |(id, e)| {
                         let t = &e.summary;
-                        let old = t.last_status == "STOPPED"
+                        let old = t.last_status == TaskStatus::Stopped
                             && t.stopped_at.is_some_and(|s| s + retention < at);
                         old.then(|| (keys::task(cluster, id), e.rev))
                     })

@@ -104,7 +104,7 @@ impl Control {
         let rest = arn.strip_prefix(&format!("arn:aws:iam::{}:policy/", self.part.account_id))?;
         let name = rest.rsplit('/').next()?;
         let d = self.view.data.read();
-        let e = d.policies.get(&name.to_ascii_lowercase())?;
+        let e = d.policies().get(&name.to_ascii_lowercase())?;
         (e.value.arn == arn).then(|| e.value.clone())
     }
 
@@ -112,7 +112,7 @@ impl Control {
         self.view
             .data
             .read()
-            .roles
+            .roles()
             .values()
             .filter(|r| r.value.attached.iter().any(|a| a == arn))
             .count()
@@ -212,7 +212,7 @@ impl Control {
         }
         if scope != "AWS" {
             let d = self.view.data.read();
-            all.extend(d.policies.values().map(|e| (*e.value).clone()));
+            all.extend(d.policies().values().map(|e| (*e.value).clone()));
         }
         all.sort_by_key(|p| p.policy_name.to_ascii_lowercase());
         let items = all

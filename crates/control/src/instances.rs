@@ -131,7 +131,7 @@ impl Control {
     ) -> ContainerInstance {
         let mut out = ci.clone();
         let u = d
-            .usage
+            .usage()
             .get(&(cluster.to_string(), id.to_string()))
             .cloned()
             .unwrap_or_default();
@@ -205,7 +205,7 @@ impl Control {
                         .view
                         .data
                         .read()
-                        .instances
+                        .instances()
                         .get(&cname)
                         .and_then(|m| m.get(id))
                         .cloned();
@@ -275,8 +275,8 @@ impl Control {
             }
             let key = keys::instance(&cname, &id);
             let mut success = vec![Op::put(key.clone(), serde_json::to_vec(&ci)?)];
-            let owned =
-                (self.view.data.read().instance_owners).contains_key(&(cname.clone(), id.clone()));
+            let owned = (self.view.data.read().instance_owners())
+                .contains_key(&(cname.clone(), id.clone()));
             if let Some(o) = owner
                 && !owned
             {
@@ -307,7 +307,7 @@ impl Control {
         req: DeregisterContainerInstanceRequest,
     ) -> Result<DeregisterContainerInstanceResponse> {
         let cname = self.cluster_name_of(req.cluster.as_deref())?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
+        if !self.view.data.read().clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let given = req.container_instance.clone().unwrap_or_default();
@@ -320,7 +320,7 @@ impl Control {
             .modify(
                 &keys::instance(&cname, &id),
                 |d| {
-                    d.instances
+                    d.instances()
                         .get(&cname)?
                         .get(&id)
                         .filter(|e| e.value.status.as_deref() != Some("INACTIVE"))
@@ -334,7 +334,7 @@ impl Control {
                 |ci| {
                     let busy = {
                         let d = self.view.data.read();
-                        d.usage
+                        d.usage()
                             .get(&(cname.clone(), id.clone()))
                             .is_some_and(|u| u.running + u.pending > 0)
                     };
@@ -364,7 +364,7 @@ impl Control {
         let list = paging::batch(req.container_instances.as_ref(), 100, "containerInstances")?;
         let include_tags = paging::includes(req.include.as_deref(), "TAGS");
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let mut found = Vec::new();
@@ -372,7 +372,7 @@ impl Control {
         for s in &list {
             let hit = self
                 .instance_id(&cname, s)
-                .and_then(|id| Some((id, d.instances.get(&cname)?.get(id)?)));
+                .and_then(|id| Some((id, d.instances().get(&cname)?.get(id)?)));
             match hit {
                 Some((id, e)) => {
                     found.push(self.present_instance(&d, &cname, id, &e.value, include_tags))
@@ -409,12 +409,12 @@ impl Control {
             _ => None,
         };
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let status = req.status.as_deref();
         let empty = BTreeMap::new();
-        let m = d.instances.get(&cname).unwrap_or(&empty);
+        let m = d.instances().get(&cname).unwrap_or(&empty);
         let (arns, next) = paging::page(
             m.iter()
                 .filter(|(_, e)| match status {
@@ -459,7 +459,7 @@ impl Control {
                 "containerInstances must contain between 1 and 10 elements.",
             ));
         }
-        if !self.view.data.read().clusters.contains_key(&cname) {
+        if !self.view.data.read().clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let mut out = Vec::new();
@@ -473,7 +473,7 @@ impl Control {
                 .modify(
                     &keys::instance(&cname, &id),
                     |d| {
-                        d.instances
+                        d.instances()
                             .get(&cname)?
                             .get(&id)
                             .filter(|e| e.value.status.as_deref() != Some("INACTIVE"))
@@ -524,7 +524,7 @@ impl Control {
             .view
             .data
             .read()
-            .instances
+            .instances()
             .get(cname)
             .is_some_and(|m| m.contains_key(id));
         if !exists {
@@ -544,7 +544,7 @@ impl Control {
         check_values: bool,
     ) -> Result<(String, BTreeMap<String, Vec<Attribute>>)> {
         let cname = self.cluster_name_of(cluster)?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
+        if !self.view.data.read().clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         if attrs.is_empty() || attrs.len() > 10 {
@@ -570,7 +570,7 @@ impl Control {
         for (id, list) in &per_target {
             self.modify(
                 &keys::instance(&cname, id),
-                |d| d.instances.get(&cname)?.get(id).cloned(),
+                |d| d.instances().get(&cname)?.get(id).cloned(),
                 || ControlError::invalid("The target does not exist."),
                 |ci| {
                     let mut cur = ci.attributes.take().unwrap_or_default();
@@ -614,7 +614,7 @@ impl Control {
         for (id, list) in &per_target {
             self.modify(
                 &keys::instance(&cname, id),
-                |d| d.instances.get(&cname)?.get(id).cloned(),
+                |d| d.instances().get(&cname)?.get(id).cloned(),
                 || ControlError::invalid("The target does not exist."),
                 |ci| {
                     let mut cur = ci.attributes.take().unwrap_or_default();
@@ -648,11 +648,11 @@ impl Control {
         let limit = paging::max_results(req.max_results, 100, 100)?;
         let after = paging::decode(req.next_token.as_deref())?;
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let empty = BTreeMap::new();
-        let m = d.instances.get(&cname).unwrap_or(&empty);
+        let m = d.instances().get(&cname).unwrap_or(&empty);
         let mut items = Vec::new();
         for (id, e) in m {
             if e.value.status.as_deref() == Some("INACTIVE") {

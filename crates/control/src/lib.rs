@@ -234,7 +234,7 @@ impl Control {
     /// The root access key; created (and stored) on first start.
     pub async fn ensure_root_key(&self) -> Result<AccessKey> {
         loop {
-            if let Some(k) = self.view.data.read().access_keys.values().find(|k| {
+            if let Some(k) = self.view.data.read().access_keys().values().find(|k| {
                 k.value.user_name == "root" && k.value.status == "Active" && k.value.scope.is_none()
             }) {
                 return Ok(AccessKey {
@@ -261,7 +261,7 @@ impl Control {
     /// The IAM principal ARN of an access key (`…:root` or `…:user/<name>`).
     pub fn principal_arn(&self, access_key_id: &str) -> Option<String> {
         let d = self.view.data.read();
-        let k = d.access_keys.get(access_key_id)?;
+        let k = d.access_keys().get(access_key_id)?;
         let acct = &self.part.account_id;
         Some(if k.value.user_name == "root" {
             format!("arn:aws:iam::{acct}:root")
@@ -277,7 +277,7 @@ impl berth_auth::SecretLookup for Control {
             return Some(self.session_secret(access_key_id));
         }
         let d = self.view.data.read();
-        let k = d.access_keys.get(access_key_id)?;
+        let k = d.access_keys().get(access_key_id)?;
         Control::key_usable(&k.value, self.now().as_secs_f64())
             .then(|| k.value.secret_access_key.clone())
     }

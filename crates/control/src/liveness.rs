@@ -27,7 +27,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use berth_clock::{Clock, Instant};
-use berth_model::status::stop_code;
+use berth_model::status::{DesiredStatus, TaskStatus, stop_code};
 use berth_model::wire::ecs::VersionInfo;
 
 use crate::view::instance_id_of;
@@ -199,7 +199,7 @@ impl Control {
     ) -> Result<()> {
         let (already, new_version) = {
             let d = self.view.data.read();
-            let Some(e) = d.instances.get(cluster).and_then(|m| m.get(id)) else {
+            let Some(e) = d.instances().get(cluster).and_then(|m| m.get(id)) else {
                 return Err(ControlError::invalid(format!(
                     "Container instance {id} is not registered in cluster {cluster}."
                 )));
@@ -214,7 +214,7 @@ impl Control {
         }
         self.modify(
             &keys::instance(cluster, id),
-            |d| d.instances.get(cluster)?.get(id).cloned(),
+            |d| d.instances().get(cluster)?.get(id).cloned(),
             || ControlError::invalid("The referenced container instance was not found."),
             |ci| {
                 ci.agent_connected = Some(up);
@@ -246,7 +246,7 @@ impl Control {
         {
             let d = self.view.data.read();
             let presence = self.presence.lock();
-            for (cluster, m) in &d.instances {
+            for (cluster, m) in d.instances() {
                 for (id, e) in m {
                     let ci = &e.value;
                     if ci.status.as_deref() == Some("INACTIVE") {
@@ -265,7 +265,7 @@ impl Control {
                         work.push((cluster.clone(), id.clone(), Verdict::Disconnected));
                     } else if !connected && fresh && in_session {
                         work.push((cluster.clone(), id.clone(), Verdict::Connected));
-                    } else if !connected && d.unfinished.contains_key(&key) {
+                    } else if !connected && d.unfinished().contains_key(&key) {
                         let since = p
                             .map(|p| p.disconnected_at.load(Ordering::Relaxed))
                             .filter(|v| *v > 0)
@@ -301,7 +301,7 @@ impl Control {
             .view
             .data
             .read()
-            .unfinished
+            .unfinished()
             .get(&(cluster.to_string(), id.to_string()))
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
@@ -315,15 +315,15 @@ impl Control {
         let stops = ids.iter().zip(&task_keys).map(|(tid, key)| {
             self.modify(
                 key,
-                |d| d.tasks.get(cluster)?.get(tid.as_str()).map(|e| e.entry()),
+                |d| d.tasks().get(cluster)?.get(tid.as_str()).map(|e| e.entry()),
                 || ControlError::invalid("The referenced task was not found."),
                 |r| {
                     let t = &mut r.task;
-                    if t.last_status.as_deref() == Some("STOPPED") {
+                    if TaskStatus::of(t.last_status.as_deref()) == Some(TaskStatus::Stopped) {
                         return Ok(());
                     }
                     let at = self.now().as_secs_f64();
-                    t.desired_status = Some("STOPPED".into());
+                    t.desired_status = Some(DesiredStatus::Stopped.into());
                     t.stop_code = Some(stop_code::TERMINATION_NOTICE.into());
                     t.stopped_reason = Some(reason.clone());
                     t.stopping_at.get_or_insert(at);
@@ -449,7 +449,7 @@ mod tests {
 
     fn the_instance(c: &Control) -> (String, Option<bool>, Option<VersionInfo>) {
         let d = c.view.data.read();
-        let e = d.instances["default"].values().next().unwrap();
+        let e = d.instances()["default"].values().next().unwrap();
         (
             e.value.container_instance_arn.clone().unwrap(),
             e.value.agent_connected,
@@ -488,8 +488,8 @@ mod tests {
         assert_eq!(placed(&c).await, Ok(()));
         let task = |c: &Control| {
             let d = c.view.data.read();
-            let e = d.tasks["default"].values().next().unwrap();
-            (e.summary.desired_status, e.record().task.stop_code)
+            let e = d.tasks()["default"].values().next().unwrap();
+            (e.summary.desired_status.as_str(), e.record().task.stop_code)
         };
         // An agent that keeps talking stays connected however long it lives.
         for _ in 0..24 {

@@ -24,6 +24,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use berth_model::status::{
+    DeploymentStatus, HealthStatus, RolloutState, ServiceStatus, TaskStatus,
+};
 use berth_model::wire::ecs::{Deployment, Service, ServiceEvent};
 
 use crate::records::ServiceControl;
@@ -44,9 +47,9 @@ pub struct TaskState {
     pub deployment: Option<String>,
     /// Its desired status is RUNNING (nobody asked it to stop).
     pub live: bool,
-    pub last: &'static str,
+    pub last: TaskStatus,
     pub instance: Option<String>,
-    pub health: &'static str,
+    pub health: HealthStatus,
     pub started_at: Option<f64>,
     pub stopped_at: Option<f64>,
     /// Stopped for a reason that counts against its deployment.
@@ -56,7 +59,7 @@ pub struct TaskState {
 impl TaskState {
     /// Not STOPPED yet (it may still hold resources and serve).
     pub fn unfinished(&self) -> bool {
-        self.last != "STOPPED" && self.last != "DELETED"
+        self.last.is_unfinished()
     }
 }
 
@@ -151,6 +154,11 @@ pub fn percents(svc: &Service) -> (i64, i64) {
     (min as i64, max as i64)
 }
 
+/// A service's status (`None`: absent or not one ECS has).
+pub fn service_status(svc: &Service) -> Option<ServiceStatus> {
+    ServiceStatus::of(svc.status.as_deref())
+}
+
 pub fn is_daemon(svc: &Service) -> bool {
     svc.scheduling_strategy.as_deref() == Some("DAEMON")
 }
@@ -163,7 +171,9 @@ pub fn failure_threshold(desired: i64) -> usize {
 /// The latest start of a task that is running or stopped without failing.
 fn last_success<'a>(tasks: impl Iterator<Item = &'a TaskState>) -> Option<f64> {
     tasks
-        .filter(|t| (t.unfinished() && t.last == "RUNNING") || (!t.unfinished() && !t.failed))
+        .filter(|t| {
+            (t.unfinished() && t.last == TaskStatus::Running) || (!t.unfinished() && !t.failed)
+        })
         .filter_map(|t| t.started_at)
         .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))))
 }
@@ -201,10 +211,8 @@ pub fn fill_counts(svc: &mut Service, tasks: &[TaskState], daemon_desired: Optio
         svc.desired_count = Some(n);
     }
     let desired = svc.desired_count.unwrap_or(0);
-    let pending = |t: &TaskState| {
-        t.unfinished() && matches!(t.last, "PROVISIONING" | "PENDING" | "ACTIVATING")
-    };
-    let running = |t: &TaskState| t.unfinished() && t.last == "RUNNING";
+    let pending = |t: &TaskState| t.unfinished() && t.last.is_pending();
+    let running = |t: &TaskState| t.unfinished() && t.last == TaskStatus::Running;
     svc.running_count = Some(tasks.iter().filter(|t| running(t)).count() as i32);
     svc.pending_count = Some(tasks.iter().filter(|t| pending(t)).count() as i32);
     for d in svc.deployments.iter_mut().flatten() {
@@ -215,12 +223,22 @@ pub fn fill_counts(svc: &mut Service, tasks: &[TaskState], daemon_desired: Optio
         d.running_count = Some(mine.iter().filter(|t| running(t)).count() as i32);
         d.pending_count = Some(mine.iter().filter(|t| pending(t)).count() as i32);
         d.failed_tasks = Some(mine.iter().filter(|t| t.failed).count() as i32);
-        d.desired_count = Some(if d.status.as_deref() == Some("PRIMARY") {
+        d.desired_count = Some(if is_primary_deployment(d) {
             desired
         } else {
             mine.iter().filter(|t| t.live).count() as i32
         });
     }
+}
+
+/// Whether a deployment is its service's PRIMARY one.
+fn is_primary_deployment(d: &Deployment) -> bool {
+    DeploymentStatus::of(d.status.as_deref()) == Some(DeploymentStatus::Primary)
+}
+
+/// A deployment's rollout state (`None`: it has none).
+fn rollout_state(d: &Deployment) -> Option<RolloutState> {
+    RolloutState::of(d.rollout_state.as_deref())
 }
 
 /// Decide what to do for one service. See the module docs for the rules.
@@ -230,10 +248,15 @@ pub fn decide(i: &Inputs) -> Decision {
         ctl: i.ctl.clone(),
         ..Default::default()
     };
-    let status = i.service.status.clone().unwrap_or_else(|| "ACTIVE".into());
-    if status == "INACTIVE" {
-        return d;
-    }
+    // A status no writer sets leaves the service alone, as INACTIVE does.
+    let status = match i.service.status.as_deref() {
+        None => ServiceStatus::Active,
+        Some(s) => match s.parse() {
+            Ok(ServiceStatus::Inactive) | Err(_) => return d,
+            Ok(s) => s,
+        },
+    };
+    let active = status == ServiceStatus::Active;
     let name = i.service.service_name.clone().unwrap_or_default();
     let svc = &mut d.service;
     let mut deps = svc.deployments.take().unwrap_or_default();
@@ -256,9 +279,9 @@ pub fn decide(i: &Inputs) -> Decision {
     // decision looks again when it will have.
     let settled = |t: &TaskState| t.started_at.is_some_and(|s| s + i.healthy_after <= i.now);
     let healthy = |t: &TaskState| {
-        t.last == "RUNNING"
+        t.last == TaskStatus::Running
             && if checked(t) {
-                t.health == "HEALTHY"
+                t.health == HealthStatus::Healthy
             } else {
                 settled(t)
             }
@@ -272,7 +295,7 @@ pub fn decide(i: &Inputs) -> Decision {
     // Failed health checks (after the grace period).
     let mut sick: HashSet<&str> = HashSet::new();
     for t in i.tasks.iter().filter(|t| t.live) {
-        if t.last == "RUNNING" && t.health == "UNHEALTHY" {
+        if t.last == TaskStatus::Running && t.health == HealthStatus::Unhealthy {
             let since = t.started_at.unwrap_or(i.now);
             if since + grace <= i.now {
                 stop.push((t.id.clone(), format!("{HEALTH_CHECK_FAILED}.")));
@@ -292,7 +315,7 @@ pub fn decide(i: &Inputs) -> Decision {
         .filter(|t| t.live && !sick.contains(t.id.as_str()))
         .collect();
     for t in &live {
-        if t.last == "RUNNING"
+        if t.last == TaskStatus::Running
             && !checked(t)
             && !settled(t)
             && let Some(s) = t.started_at
@@ -301,7 +324,7 @@ pub fn decide(i: &Inputs) -> Decision {
         }
     }
     let scale_reason = format!("Scaling activity initiated by (deployment {primary_id})");
-    let primary_failed = deps[0].rollout_state.as_deref() == Some("FAILED");
+    let primary_failed = rollout_state(&deps[0]) == Some(RolloutState::Failed);
     // Failures count against the deployment that started them: a new deployment (an update,
     // a rollback) starts unthrottled.
     let failing = throttled_until(i.tasks.iter().filter(|t| is_primary(t)));
@@ -313,15 +336,11 @@ pub fn decide(i: &Inputs) -> Decision {
 
     if daemon {
         let eligible: HashSet<&str> = i.daemon_instances.iter().map(String::as_str).collect();
-        desired = if status == "ACTIVE" {
-            eligible.len() as i64
-        } else {
-            0
-        };
+        desired = if active { eligible.len() as i64 } else { 0 };
         let mut has_primary: HashSet<&str> = HashSet::new();
         for t in &live {
             let inst = t.instance.as_deref();
-            let keep = status == "ACTIVE"
+            let keep = active
                 && is_primary(t)
                 && inst.is_some_and(|x| eligible.contains(x))
                 && inst.is_some_and(|x| has_primary.insert(x));
@@ -329,7 +348,7 @@ pub fn decide(i: &Inputs) -> Decision {
                 stop.push((t.id.clone(), scale_reason.clone()));
             }
         }
-        if status == "ACTIVE" && !primary_failed {
+        if active && !primary_failed {
             for x in i.daemon_instances {
                 let busy = i
                     .tasks
@@ -355,7 +374,7 @@ pub fn decide(i: &Inputs) -> Decision {
         steady_now =
             launch_on.is_empty() && stop.is_empty() && good == desired && unfinished == desired;
     } else {
-        desired = if status == "ACTIVE" {
+        desired = if active {
             i64::from(i.service.desired_count.unwrap_or(0))
         } else {
             0
@@ -369,8 +388,8 @@ pub fn decide(i: &Inputs) -> Decision {
         // Scale in: the least useful first (not healthy, not running, then the newest).
         if keep.len() as i64 > desired {
             keep.sort_by(|a, b| {
-                (healthy(a), a.last == "RUNNING")
-                    .cmp(&(healthy(b), b.last == "RUNNING"))
+                (healthy(a), a.last == TaskStatus::Running)
+                    .cmp(&(healthy(b), b.last == TaskStatus::Running))
                     .then(
                         b.started_at
                             .unwrap_or(f64::MAX)
@@ -389,10 +408,7 @@ pub fn decide(i: &Inputs) -> Decision {
             .iter()
             .filter(|t| {
                 (!t.live || sick.contains(t.id.as_str()))
-                    && matches!(
-                        t.last,
-                        "PROVISIONING" | "PENDING" | "ACTIVATING" | "RUNNING"
-                    )
+                    && (t.last.is_pending() || t.last == TaskStatus::Running)
             })
             .count();
         let total = (keep.len() + others.len() + winding_down) as i64;
@@ -468,16 +484,16 @@ pub fn decide(i: &Inputs) -> Decision {
         .deployment_configuration
         .as_ref()
         .and_then(|c| c.deployment_circuit_breaker.as_ref());
-    let in_progress = deps[0].rollout_state.as_deref() == Some("IN_PROGRESS");
+    let in_progress = rollout_state(&deps[0]) == Some(RolloutState::InProgress);
     if let Some(cb) = cb
         && cb.enable == Some(true)
         && in_progress
-        && status == "ACTIVE"
+        && active
     {
         let (streak, _) = failure_streak(i.tasks.iter().filter(|t| is_primary(t)));
         if streak >= failure_threshold(desired) {
             let now = i.now;
-            deps[0].rollout_state = Some("FAILED".into());
+            deps[0].rollout_state = Some(RolloutState::Failed.into());
             deps[0].rollout_state_reason =
                 Some("ECS deployment circuit breaker: tasks failed to start.".into());
             deps[0].updated_at = Some(now);
@@ -491,14 +507,14 @@ pub fn decide(i: &Inputs) -> Decision {
                 let mut back = prev;
                 let id = new_deployment_id();
                 back.id = Some(id.clone());
-                back.status = Some("PRIMARY".into());
+                back.status = Some(DeploymentStatus::Primary.into());
                 back.created_at = Some(now);
                 back.updated_at = Some(now);
-                back.rollout_state = Some("IN_PROGRESS".into());
+                back.rollout_state = Some(RolloutState::InProgress.into());
                 back.rollout_state_reason = Some(format!(
                     "ECS deployment circuit breaker: rolling back to deploymentId {prev_id}."
                 ));
-                deps[0].status = Some("ACTIVE".into());
+                deps[0].status = Some(DeploymentStatus::Active.into());
                 svc.task_definition = back.task_definition.clone();
                 deps.insert(0, back);
                 events.push(format!(
@@ -516,8 +532,8 @@ pub fn decide(i: &Inputs) -> Decision {
 
     // Completion and steady state.
     if steady_now && deps.len() == 1 && !changed {
-        if deps[0].rollout_state.as_deref() == Some("IN_PROGRESS") {
-            deps[0].rollout_state = Some("COMPLETED".into());
+        if rollout_state(&deps[0]) == Some(RolloutState::InProgress) {
+            deps[0].rollout_state = Some(RolloutState::Completed.into());
             deps[0].rollout_state_reason = Some(format!("ECS deployment {primary_id} completed."));
             deps[0].updated_at = Some(i.now);
             events.push(format!(
@@ -539,14 +555,17 @@ pub fn decide(i: &Inputs) -> Decision {
     }
 
     // A deleted service becomes INACTIVE once its last task has stopped.
-    if status == "DRAINING" && !i.tasks.iter().any(|t| t.unfinished()) {
-        svc.status = Some("INACTIVE".into());
+    if status == ServiceStatus::Draining && !i.tasks.iter().any(|t| t.unfinished()) {
+        svc.status = Some(ServiceStatus::Inactive.into());
         for x in deps.iter_mut() {
-            x.status = Some(if x.id.as_deref() == Some(primary_id.as_str()) {
-                "PRIMARY".into()
-            } else {
-                "INACTIVE".into()
-            });
+            x.status = Some(
+                if x.id.as_deref() == Some(primary_id.as_str()) {
+                    DeploymentStatus::Primary
+                } else {
+                    DeploymentStatus::Inactive
+                }
+                .into(),
+            );
         }
     }
     if daemon {
@@ -576,7 +595,7 @@ pub fn new_deployment(svc: &Service, now: f64) -> Deployment {
     Deployment {
         rollout_state_reason: Some(format!("ECS deployment {id} in progress.")),
         id: Some(id),
-        status: Some("PRIMARY".into()),
+        status: Some(DeploymentStatus::Primary.into()),
         task_definition: svc.task_definition.clone(),
         created_at: Some(now),
         updated_at: Some(now),
@@ -584,7 +603,7 @@ pub fn new_deployment(svc: &Service, now: f64) -> Deployment {
         capacity_provider_strategy: svc.capacity_provider_strategy.clone(),
         platform_version: svc.platform_version.clone(),
         network_configuration: svc.network_configuration.clone(),
-        rollout_state: Some("IN_PROGRESS".into()),
+        rollout_state: Some(RolloutState::InProgress.into()),
         ..Default::default()
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use berth_model::arn::EcsResource;
+use berth_model::status::{DeploymentStatus, ServiceStatus};
 use berth_model::wire::ecs::{
     CreateServiceRequest, CreateServiceResponse, DeleteServiceRequest, DeleteServiceResponse,
     DeploymentCircuitBreaker, DeploymentConfiguration, DeploymentController,
@@ -145,7 +146,7 @@ impl Control {
         service: Option<&str>,
     ) -> Result<(String, String)> {
         let cname = self.cluster_name_of(cluster)?.to_string();
-        if !self.view.data.read().clusters.contains_key(&cname) {
+        if !self.view.data.read().clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let name = self
@@ -165,22 +166,23 @@ impl Control {
         let mut s = rec.service.clone();
         let name = s.service_name.clone().unwrap_or_default();
         let tasks = service_tasks(d, cluster, &name);
-        let daemon_desired = (rollout::is_daemon(&s) && s.status.as_deref() == Some("ACTIVE"))
-            .then(|| {
-                let cons = s
-                    .task_definition
-                    .as_deref()
-                    .and_then(|a| self.find_task_def(d, a).ok())
-                    .and_then(|td| {
-                        crate::tasks::check_constraints(
-                            s.placement_constraints.as_deref().unwrap_or_default(),
-                            &td.value.def,
-                        )
-                        .ok()
-                    })
-                    .unwrap_or_default();
-                daemon_instances(d, cluster, &cons).len() as i32
-            });
+        let daemon_desired = (rollout::is_daemon(&s)
+            && rollout::service_status(&s) == Some(ServiceStatus::Active))
+        .then(|| {
+            let cons = s
+                .task_definition
+                .as_deref()
+                .and_then(|a| self.find_task_def(d, a).ok())
+                .and_then(|td| {
+                    crate::tasks::check_constraints(
+                        s.placement_constraints.as_deref().unwrap_or_default(),
+                        &td.value.def,
+                    )
+                    .ok()
+                })
+                .unwrap_or_default();
+            daemon_instances(d, cluster, &cons).len() as i32
+        });
         rollout::fill_counts(&mut s, &tasks, daemon_desired);
         if !with_tags {
             s.tags = None;
@@ -194,7 +196,7 @@ impl Control {
         name: &str,
     ) -> impl Fn(&ViewData) -> Option<Entry<ServiceRecord>> {
         let (cluster, name) = (cluster.to_string(), name.to_string());
-        move |d: &ViewData| d.services.get(&cluster)?.get(&name).cloned()
+        move |d: &ViewData| d.services().get(&cluster)?.get(&name).cloned()
     }
 
     pub async fn create_service(&self, req: CreateServiceRequest) -> Result<CreateServiceResponse> {
@@ -303,7 +305,7 @@ impl Control {
             cluster_arn: Some(self.part.cluster(&cluster)),
             load_balancers: Some(vec![]),
             service_registries: Some(vec![]),
-            status: Some("ACTIVE".into()),
+            status: Some(ServiceStatus::Active.into()),
             desired_count: Some(desired),
             running_count: Some(0),
             pending_count: Some(0),
@@ -339,7 +341,9 @@ impl Control {
         let existing = self.service_entry(&cluster, &name)(&self.view.data.read());
         let compare = match existing {
             None => Compare::missing(key.clone()),
-            Some(e) if e.value.service.status.as_deref() == Some("INACTIVE") => {
+            Some(e)
+                if rollout::service_status(&e.value.service) == Some(ServiceStatus::Inactive) =>
+            {
                 Compare::mod_revision_is(key.clone(), e.rev)
             }
             Some(_) => {
@@ -401,7 +405,7 @@ impl Control {
                 || ControlError::ServiceNotFound,
                 |r| {
                     let s = &mut r.service;
-                    if s.status.as_deref() != Some("ACTIVE") {
+                    if rollout::service_status(s) != Some(ServiceStatus::Active) {
                         return Err(ControlError::ServiceNotActive);
                     }
                     let daemon = rollout::is_daemon(s);
@@ -505,7 +509,7 @@ impl Control {
                         let dep = rollout::new_deployment(s, at);
                         let deps = s.deployments.get_or_insert_with(Vec::new);
                         for old in deps.iter_mut() {
-                            old.status = Some("ACTIVE".into());
+                            old.status = Some(DeploymentStatus::Active.into());
                             old.updated_at = Some(at);
                         }
                         deps.insert(0, dep);
@@ -531,9 +535,9 @@ impl Control {
                 || ControlError::ServiceNotFound,
                 |r| {
                     let s = &mut r.service;
-                    match s.status.as_deref() {
-                        Some("ACTIVE") => {}
-                        Some("DRAINING") => return Ok(()),
+                    match rollout::service_status(s) {
+                        Some(ServiceStatus::Active) => {}
+                        Some(ServiceStatus::Draining) => return Ok(()),
                         _ => return Err(ControlError::ServiceNotActive),
                     }
                     if !rollout::is_daemon(s) && s.desired_count.unwrap_or(0) > 0 && !force {
@@ -541,7 +545,7 @@ impl Control {
                             "The service cannot be stopped while it is scaled above 0.",
                         ));
                     }
-                    s.status = Some("DRAINING".into());
+                    s.status = Some(ServiceStatus::Draining.into());
                     s.desired_count = Some(0);
                     r.ctl.steady = false;
                     Ok(())
@@ -562,7 +566,7 @@ impl Control {
         let list = paging::batch(req.services.as_ref(), 10, "services")?;
         let with_tags = paging::includes(req.include.as_deref(), "TAGS");
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let mut services = Vec::new();
@@ -571,7 +575,7 @@ impl Control {
             let hit = self
                 .service_name_of(&cname, s)
                 .ok()
-                .and_then(|n| d.services.get(&cname)?.get(n));
+                .and_then(|n| d.services().get(&cname)?.get(n));
             match hit {
                 Some(e) => services.push(self.service_view(&d, &cname, &e.value, with_tags)),
                 None => failures.push(Failure {
@@ -596,16 +600,16 @@ impl Control {
         let limit = paging::max_results(req.max_results, 10, 100)?;
         let after = paging::decode(req.next_token.as_deref())?;
         let d = self.view.data.read();
-        if !d.clusters.contains_key(&cname) {
+        if !d.clusters().contains_key(&cname) {
             return Err(ControlError::ClusterNotFound);
         }
         let empty = BTreeMap::new();
-        let m = d.services.get(&cname).unwrap_or(&empty);
+        let m = d.services().get(&cname).unwrap_or(&empty);
         let (arns, next) = paging::page(
             m.iter()
                 .filter(|(_, e)| {
                     let s = &e.value.service;
-                    s.status.as_deref() != Some("INACTIVE")
+                    rollout::service_status(s) != Some(ServiceStatus::Inactive)
                         && req
                             .launch_type
                             .as_ref()
@@ -632,11 +636,13 @@ impl Control {
 
     /// ACTIVE or DRAINING services of a cluster.
     pub(crate) fn active_services(d: &ViewData, cluster: &str) -> i32 {
-        d.services
+        d.services()
             .get(cluster)
             .map(|m| {
                 m.values()
-                    .filter(|e| e.value.service.status.as_deref() != Some("INACTIVE"))
+                    .filter(|e| {
+                        rollout::service_status(&e.value.service) != Some(ServiceStatus::Inactive)
+                    })
                     .count() as i32
             })
             .unwrap_or(0)

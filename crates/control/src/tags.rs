@@ -2,13 +2,14 @@
 //! task definitions, tasks, container instances), and the tag rules ECS enforces.
 
 use berth_model::arn::EcsResource;
+use berth_model::status::ServiceStatus;
 use berth_model::wire::ecs::{
     ListTagsForResourceRequest, ListTagsForResourceResponse, Tag, TagResourceRequest,
     TagResourceResponse, UntagResourceRequest, UntagResourceResponse,
 };
 
 use crate::error::{ControlError, Result};
-use crate::{Control, keys};
+use crate::{Control, keys, rollout};
 
 pub const MAX_TAGS: usize = 50;
 
@@ -75,7 +76,7 @@ impl Control {
                 self.modify(
                     &keys::cluster(&name),
                     |d| {
-                        d.clusters
+                        d.clusters()
                             .get(&name)
                             .filter(|e| e.value.status.as_deref() == Some("ACTIVE"))
                             .cloned()
@@ -93,7 +94,7 @@ impl Control {
             EcsResource::TaskDefinition { family, revision } => {
                 self.modify(
                     &keys::task_def(&family, revision),
-                    |d| d.task_defs.get(&family)?.get(&revision).cloned(),
+                    |d| d.task_defs().get(&family)?.get(&revision).cloned(),
                     not_found,
                     |r| f(&mut r.tags),
                 )
@@ -102,7 +103,7 @@ impl Control {
             EcsResource::Task { cluster, id } => {
                 self.modify(
                     &keys::task(&cluster, &id),
-                    |d| d.tasks.get(&cluster)?.get(&id).map(|e| e.entry()),
+                    |d| d.tasks().get(&cluster)?.get(&id).map(|e| e.entry()),
                     not_found,
                     |r| {
                         let mut t = r.task.tags.take().unwrap_or_default();
@@ -117,10 +118,13 @@ impl Control {
                 self.modify(
                     &keys::service(&cluster, &name),
                     |d| {
-                        d.services
+                        d.services()
                             .get(&cluster)?
                             .get(&name)
-                            .filter(|e| e.value.service.status.as_deref() != Some("INACTIVE"))
+                            .filter(|e| {
+                                rollout::service_status(&e.value.service)
+                                    != Some(ServiceStatus::Inactive)
+                            })
                             .cloned()
                     },
                     not_found,
@@ -136,7 +140,7 @@ impl Control {
             EcsResource::ContainerInstance { cluster, id } => {
                 self.modify(
                     &keys::instance(&cluster, &id),
-                    |d| d.instances.get(&cluster)?.get(&id).cloned(),
+                    |d| d.instances().get(&cluster)?.get(&id).cloned(),
                     not_found,
                     |ci| {
                         let mut t = ci.tags.take().unwrap_or_default();
@@ -177,7 +181,7 @@ impl Control {
         let d = self.view.data.read();
         let tags = match self.resource_of(req.resource_arn.as_deref())? {
             EcsResource::Cluster { name } => d
-                .clusters
+                .clusters()
                 .get(&name)
                 .filter(|e| e.value.status.as_deref() == Some("ACTIVE"))
                 .ok_or(ControlError::ClusterNotFound)?
@@ -185,7 +189,7 @@ impl Control {
                 .tags
                 .clone(),
             EcsResource::TaskDefinition { family, revision } => Some(
-                d.task_defs
+                d.task_defs()
                     .get(&family)
                     .and_then(|m| m.get(&revision))
                     .ok_or_else(not_found)?
@@ -194,7 +198,7 @@ impl Control {
                     .clone(),
             ),
             EcsResource::Task { cluster, id } => {
-                d.tasks
+                d.tasks()
                     .get(&cluster)
                     .and_then(|m| m.get(&id))
                     .ok_or_else(not_found)?
@@ -203,7 +207,7 @@ impl Control {
                     .tags
             }
             EcsResource::ContainerInstance { cluster, id } => d
-                .instances
+                .instances()
                 .get(&cluster)
                 .and_then(|m| m.get(&id))
                 .ok_or_else(not_found)?
@@ -211,10 +215,12 @@ impl Control {
                 .tags
                 .clone(),
             EcsResource::Service { cluster, name } => d
-                .services
+                .services()
                 .get(&cluster)
                 .and_then(|m| m.get(&name))
-                .filter(|e| e.value.service.status.as_deref() != Some("INACTIVE"))
+                .filter(|e| {
+                    rollout::service_status(&e.value.service) != Some(ServiceStatus::Inactive)
+                })
                 .ok_or_else(not_found)?
                 .value
                 .service

@@ -57,7 +57,7 @@ impl Control {
     pub(crate) fn find_task_def(&self, d: &ViewData, s: &str) -> Result<Entry<TaskDefRecord>> {
         match self.parse_td_ref(s)? {
             TdRef::Family(f) => d
-                .task_defs
+                .task_defs()
                 .get(&f)
                 .and_then(|m| {
                     m.values()
@@ -67,7 +67,7 @@ impl Control {
                 .cloned()
                 .ok_or_else(unable),
             TdRef::Revision(f, r) => d
-                .task_defs
+                .task_defs()
                 .get(&f)
                 .and_then(|m| m.get(&r))
                 .cloned()
@@ -94,7 +94,7 @@ impl Control {
         let family = body.family.clone().unwrap_or_default();
         let fkey = keys::family(&family);
         loop {
-            let cur = self.view.data.read().families.get(&family).cloned();
+            let cur = self.view.data.read().families().get(&family).cloned();
             let revision = cur.as_ref().map_or(0, |e| e.value.last_revision) + 1;
             let mut def: TaskDefinition = body.clone();
             def.task_definition_arn = Some(self.part.task_definition(&family, revision));
@@ -158,8 +158,8 @@ impl Control {
         let mut items: Vec<(String, String)> = Vec::new();
         let families: Box<dyn Iterator<Item = (&String, _)>> = match req.family_prefix.as_deref() {
             // ECS's familyPrefix here is the full family name.
-            Some(f) => Box::new(d.task_defs.get_key_value(f).into_iter()),
-            None => Box::new(d.task_defs.iter()),
+            Some(f) => Box::new(d.task_defs().get_key_value(f).into_iter()),
+            None => Box::new(d.task_defs().iter()),
         };
         for (fam, revs) in families {
             for (rev, e) in revs {
@@ -192,7 +192,7 @@ impl Control {
         let prefix = req.family_prefix.as_deref().unwrap_or("");
         let d = self.view.data.read();
         let (families, next) = paging::page(
-            d.task_defs
+            d.task_defs()
                 .iter()
                 .filter(|(f, _)| f.starts_with(prefix))
                 .filter(|(_, revs)| {
@@ -234,7 +234,7 @@ impl Control {
         let rec = self
             .modify(
                 &keys::task_def(&family, rev),
-                |d| d.task_defs.get(&family)?.get(&rev).cloned(),
+                |d| d.task_defs().get(&family)?.get(&rev).cloned(),
                 unable,
                 |r| {
                     if r.def.status.as_deref() == Some("ACTIVE") {
@@ -278,7 +278,7 @@ impl Control {
             let r = self
                 .modify(
                     &keys::task_def(&family, rev),
-                    |d| d.task_defs.get(&family)?.get(&rev).cloned(),
+                    |d| d.task_defs().get(&family)?.get(&rev).cloned(),
                     unable,
                     |r| {
                         if r.def.status.as_deref() == Some("ACTIVE") {

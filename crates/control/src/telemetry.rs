@@ -74,7 +74,7 @@ impl Control {
         let mut now: HashSet<Labels> = HashSet::new();
         {
             let d = self.view.data.read();
-            let tasks = d.tasks.get(&cname);
+            let tasks = d.tasks().get(&cname);
             for tm in req.task_metrics.iter().flatten() {
                 let Some(id) = tm.task_arn.as_deref().and_then(|a| a.rsplit('/').next()) else {
                     continue;

@@ -127,7 +127,7 @@ impl Control {
         self.view
             .data
             .read()
-            .access_keys
+            .access_keys()
             .values()
             .filter_map(|e| Some(info(&e.value, e.value.scope.as_ref()?)))
             .collect()
@@ -137,7 +137,7 @@ impl Control {
     pub async fn revoke_join_token(&self, access_key_id: &str) -> Result<()> {
         let rev = {
             let d = self.view.data.read();
-            match d.access_keys.get(access_key_id) {
+            match d.access_keys().get(access_key_id) {
                 Some(e) if e.value.scope.is_some() => e.rev,
                 _ => {
                     return Err(ControlError::ResourceNotFound(format!(
@@ -168,7 +168,7 @@ impl Control {
         instances: &[String],
     ) -> Result<()> {
         let d = self.view.data.read();
-        let Some(k) = d.access_keys.get(access_key_id) else {
+        let Some(k) = d.access_keys().get(access_key_id) else {
             return Err(ControlError::AccessDenied("Unknown access key.".into()));
         };
         let Some(scope) = &k.value.scope else {
@@ -206,7 +206,7 @@ impl Control {
         for arn in instances {
             let owner = match self.part.parse_ecs(arn) {
                 Some(EcsResource::ContainerInstance { cluster, id }) => {
-                    d.instance_owners.get(&(cluster, id))
+                    d.instance_owners().get(&(cluster, id))
                 }
                 _ => None,
             };

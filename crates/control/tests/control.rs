@@ -1265,3 +1265,88 @@ async fn two_servers_placing_at_once_never_oversell_an_instance() {
         .unwrap();
     assert_eq!(cpu, 0);
 }
+
+/// An agent's report with a status ECS does not have is refused with ECS's error and changes
+/// nothing: a bad task status, and a bad container status alone or inside a task report
+/// (which would otherwise still move the task on).
+#[tokio::test]
+async fn reports_with_unknown_statuses_are_refused_and_change_nothing() {
+    use berth_model::wire::ecs::{
+        ContainerStateChange, DescribeTasksRequest, SubmitContainerStateChangeRequest,
+        SubmitTaskStateChangeRequest,
+    };
+    let (c, _inst) = with_web_and_instance().await;
+    let arn = c
+        .run_task(RunTaskRequest {
+            task_definition: Some("web".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .tasks
+        .unwrap()[0]
+        .task_arn
+        .clone()
+        .unwrap();
+    let state = |c: Arc<Control>, arn: String| async move {
+        let t = c
+            .describe_tasks(DescribeTasksRequest {
+                tasks: Some(vec![arn]),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .tasks
+            .unwrap()
+            .remove(0);
+        let cs = t.containers.unwrap();
+        (t.last_status, t.version, cs[0].last_status.clone())
+    };
+    let before = state(c.clone(), arn.clone()).await;
+    let invalid = |e: ControlError, what: &str| {
+        assert!(
+            matches!(&e, ControlError::InvalidParameter(m) if m == what),
+            "{e:?}"
+        );
+    };
+    let e = c
+        .submit_task_state_change(SubmitTaskStateChangeRequest {
+            task: Some(arn.clone()),
+            status: Some("BOGUS".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    invalid(e, "Invalid task status: BOGUS");
+    let e = c
+        .submit_task_state_change(SubmitTaskStateChangeRequest {
+            task: Some(arn.clone()),
+            status: Some("RUNNING".into()),
+            containers: Some(vec![ContainerStateChange {
+                container_name: Some("a".into()),
+                status: Some("CREATED".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    invalid(e, "Invalid container status: CREATED");
+    let e = c
+        .submit_container_state_change(SubmitContainerStateChangeRequest {
+            task: Some(arn.clone()),
+            container_name: Some("a".into()),
+            status: Some("running".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    invalid(e, "Invalid container status: running");
+    assert_eq!(state(c.clone(), arn.clone()).await, before);
+    // A good report still moves it on.
+    report(&c, &arn, "RUNNING").await;
+    assert_eq!(
+        state(c.clone(), arn.clone()).await.0.as_deref(),
+        Some("RUNNING")
+    );
+}

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use berth_control::records::ServiceControl;
 use berth_control::rollout::{Decision, Inputs, TaskState, decide, new_deployment};
+use berth_model::status::{HealthStatus, TaskStatus};
 use berth_model::wire::ecs::{DeploymentCircuitBreaker, DeploymentConfiguration, Service};
 
 const NOW: f64 = 1_000_000.0;
@@ -53,9 +54,9 @@ fn task(id: &str, dep: &str, last: &'static str, inst: &str) -> TaskState {
         id: id.into(),
         deployment: Some(dep.into()),
         live: true,
-        last,
+        last: last.parse().unwrap(),
         instance: Some(inst.into()),
-        health: "UNKNOWN",
+        health: HealthStatus::Unknown,
         started_at: (last == "RUNNING").then_some(NOW - 10.0),
         stopped_at: None,
         failed: false,
@@ -67,9 +68,9 @@ fn failed(id: &str, dep: &str, at: f64) -> TaskState {
         id: id.into(),
         deployment: Some(dep.into()),
         live: false,
-        last: "STOPPED",
+        last: TaskStatus::Stopped,
         instance: Some("i1".into()),
-        health: "UNKNOWN",
+        health: HealthStatus::Unknown,
         started_at: None,
         stopped_at: Some(at),
         failed: true,
@@ -194,7 +195,7 @@ fn a_health_checked_task_counts_only_when_healthy() {
     let tasks = vec![task("o0", &old, "RUNNING", "i1"), n.clone()];
     // RUNNING but not yet HEALTHY: the old one stays.
     assert!(w.decide(&s, &tasks).stop.is_empty());
-    n.health = "HEALTHY";
+    n.health = HealthStatus::Healthy;
     let tasks = vec![task("o0", &old, "RUNNING", "i1"), n];
     assert_eq!(stopped_ids(&w.decide(&s, &tasks)), vec!["o0"]);
 }
@@ -246,7 +247,7 @@ fn unhealthy_tasks_are_stopped_after_the_grace_period() {
     let mut w = World::new();
     w.hc.insert(dep.clone(), true);
     let mut t = task("a", &dep, "RUNNING", "i1");
-    t.health = "UNHEALTHY";
+    t.health = HealthStatus::Unhealthy;
     t.started_at = Some(NOW - 10.0);
     let d = w.decide(&s, std::slice::from_ref(&t));
     assert!(d.stop.is_empty());
@@ -484,7 +485,7 @@ fn tasks_asked_to_stop_count_against_max_percent_until_they_have() {
     o.live = false;
     let d = World::new().decide(&s, std::slice::from_ref(&o));
     assert_eq!(d.launch, 0);
-    o.last = "STOPPED";
+    o.last = TaskStatus::Stopped;
     let d = World::new().decide(&s, &[o]);
     assert_eq!(d.launch, 1);
 }

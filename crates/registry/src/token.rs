@@ -11,8 +11,6 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use berth_store::Store;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use subtle_free::ct_eq;
 
 use crate::error::{DistError, EcrError};
@@ -40,10 +38,7 @@ pub async fn load_or_create_key(store: &dyn Store) -> Result<Vec<u8>, EcrError> 
 }
 
 fn mac(key: &[u8], payload: &str) -> String {
-    // HMAC takes keys of any length.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    m.update(payload.as_bytes());
-    hex::encode(m.finalize().into_bytes())
+    hex::encode(berth_auth::hmac_sha256(key, payload.as_bytes()))
 }
 
 /// A token for `access_key_id`, valid until `expires_at` (epoch seconds).
