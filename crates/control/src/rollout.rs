@@ -241,7 +241,11 @@ fn rollout_state(d: &Deployment) -> Option<RolloutState> {
     RolloutState::of(d.rollout_state.as_deref())
 }
 
-/// Decide what to do for one service. See the module docs for the rules.
+/// Decide what to do for one service, in phases (see the module docs for the rules): tasks
+/// whose health checks failed; then the tasks to start and stop (DAEMON or REPLICA); the
+/// throttling note; deployments that are done with; the circuit breaker; completion and
+/// steady state; the end of a deleted service. Each phase reads the [`Look`] and adds to the
+/// [`Plan`].
 pub fn decide(i: &Inputs) -> Decision {
     let mut d = Decision {
         service: i.service.clone(),
@@ -256,140 +260,257 @@ pub fn decide(i: &Inputs) -> Decision {
             Ok(s) => s,
         },
     };
-    let active = status == ServiceStatus::Active;
-    let name = i.service.service_name.clone().unwrap_or_default();
-    let svc = &mut d.service;
-    let mut deps = svc.deployments.take().unwrap_or_default();
+    let mut deps = d.service.deployments.take().unwrap_or_default();
     if deps.is_empty() {
-        svc.deployments = Some(deps);
+        d.service.deployments = Some(deps);
         return d;
     }
-    let primary_id = deps[0].id.clone().unwrap_or_default();
-    let daemon = is_daemon(i.service);
-    let (minp, maxp) = percents(i.service);
-    let grace = i.service.health_check_grace_period_seconds.unwrap_or(0) as f64;
-    let checked = |t: &TaskState| {
-        t.deployment
-            .as_ref()
-            .and_then(|x| i.health_checked.get(x))
-            .copied()
-            .unwrap_or(false)
-    };
-    // A task without health checks is trusted once it has run a while; until then the
-    // decision looks again when it will have.
-    let settled = |t: &TaskState| t.started_at.is_some_and(|s| s + i.healthy_after <= i.now);
-    let healthy = |t: &TaskState| {
-        t.last == TaskStatus::Running
-            && if checked(t) {
-                t.health == HealthStatus::Healthy
-            } else {
-                settled(t)
-            }
-    };
-    let is_primary = |t: &TaskState| t.deployment.as_deref() == Some(primary_id.as_str());
-    let mut events: Vec<String> = Vec::new();
-    let mut stop: Vec<(String, String)> = Vec::new();
-    let mut wake: Option<f64> = None;
-    let mut wake_at = |at: f64| wake = Some(wake.map_or(at, |w: f64| w.min(at)));
+    let look = Look::new(i, status, deps[0].id.clone().unwrap_or_default());
+    let mut plan = Plan::default();
 
-    // Failed health checks (after the grace period).
-    let mut sick: HashSet<&str> = HashSet::new();
-    for t in i.tasks.iter().filter(|t| t.live) {
-        if t.last == TaskStatus::Running && t.health == HealthStatus::Unhealthy {
-            let since = t.started_at.unwrap_or(i.now);
-            if since + grace <= i.now {
-                stop.push((t.id.clone(), format!("{HEALTH_CHECK_FAILED}.")));
-                events.push(format!(
-                    "(service {name}) (task {}) failed container health checks.",
-                    t.id
-                ));
-                sick.insert(t.id.as_str());
-            } else {
-                wake_at(since + grace);
-            }
-        }
-    }
+    let sick = look.failed_health_checks(&mut plan);
     let live: Vec<&TaskState> = i
         .tasks
         .iter()
         .filter(|t| t.live && !sick.contains(t.id.as_str()))
         .collect();
-    for t in &live {
-        if t.last == TaskStatus::Running
-            && !checked(t)
-            && !settled(t)
-            && let Some(s) = t.started_at
-        {
-            wake_at(s + i.healthy_after);
-        }
-    }
-    let scale_reason = format!("Scaling activity initiated by (deployment {primary_id})");
+    look.wake_when_settled(&live, &mut plan);
     let primary_failed = rollout_state(&deps[0]) == Some(RolloutState::Failed);
     // Failures count against the deployment that started them: a new deployment (an update,
     // a rollback) starts unthrottled.
-    let failing = throttled_until(i.tasks.iter().filter(|t| is_primary(t)));
+    let failing = throttled_until(i.tasks.iter().filter(|t| look.is_primary(t)));
     let throttle = failing.filter(|u| *u > i.now);
-    let mut launch = 0usize;
-    let mut launch_on: Vec<String> = Vec::new();
-    let desired: i64;
-    let steady_now: bool;
+    let (desired, steady_now) = if look.daemon {
+        look.daemon_tasks(&live, primary_failed, throttle, &mut plan)
+    } else {
+        look.replica_tasks(&live, &sick, primary_failed, throttle, &mut plan)
+    };
+    look.note_throttling(failing.is_some(), &mut d.ctl, &mut plan);
+    let mut changed = look.drop_finished_deployments(&mut deps);
+    changed |= look.circuit_breaker(desired, &mut deps, &mut d, &mut plan);
+    look.settle(steady_now, changed, &mut deps, &mut d.ctl, &mut plan);
+    look.end_if_deleted(&mut deps, &mut d.service);
 
-    if daemon {
+    let svc = &mut d.service;
+    if look.daemon {
+        svc.desired_count = Some(desired as i32);
+    }
+    svc.deployments = Some(deps);
+    for e in plan.events {
+        if e.contains("was unable to stop or start tasks") {
+            push_event_once(svc, i.now, e);
+        } else {
+            push_event(svc, i.now, e);
+        }
+    }
+    d.changed = d.service != *i.service || d.ctl != *i.ctl;
+    d.launch = plan.launch;
+    d.launch_on = plan.launch_on;
+    d.stop = plan.stop;
+    if let Some(w) = plan.wake {
+        d.wake(w);
+    }
+    d
+}
+
+/// What one decision reads: the inputs and what follows from them alone.
+struct Look<'a> {
+    i: &'a Inputs<'a>,
+    status: ServiceStatus,
+    active: bool,
+    daemon: bool,
+    name: String,
+    primary_id: String,
+    /// `healthCheckGracePeriodSeconds`.
+    grace: f64,
+    scale_reason: String,
+}
+
+/// What the phases decide, gathered as they go.
+#[derive(Default)]
+struct Plan {
+    events: Vec<String>,
+    stop: Vec<(String, String)>,
+    wake: Option<f64>,
+    launch: usize,
+    launch_on: Vec<String>,
+}
+
+impl Plan {
+    fn wake_at(&mut self, at: f64) {
+        self.wake = Some(self.wake.map_or(at, |w: f64| w.min(at)));
+    }
+
+    fn stopping(&self) -> HashSet<&str> {
+        self.stop.iter().map(|(id, _)| id.as_str()).collect()
+    }
+}
+
+impl<'a> Look<'a> {
+    fn new(i: &'a Inputs<'a>, status: ServiceStatus, primary_id: String) -> Look<'a> {
+        Look {
+            i,
+            status,
+            active: status == ServiceStatus::Active,
+            daemon: is_daemon(i.service),
+            name: i.service.service_name.clone().unwrap_or_default(),
+            grace: i.service.health_check_grace_period_seconds.unwrap_or(0) as f64,
+            scale_reason: format!("Scaling activity initiated by (deployment {primary_id})"),
+            primary_id,
+        }
+    }
+
+    /// Whether the task's task definition has container health checks.
+    fn checked(&self, t: &TaskState) -> bool {
+        t.deployment
+            .as_ref()
+            .and_then(|x| self.i.health_checked.get(x))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// A task without health checks is trusted once it has run a while.
+    fn settled(&self, t: &TaskState) -> bool {
+        t.started_at
+            .is_some_and(|s| s + self.i.healthy_after <= self.i.now)
+    }
+
+    fn healthy(&self, t: &TaskState) -> bool {
+        t.last == TaskStatus::Running
+            && if self.checked(t) {
+                t.health == HealthStatus::Healthy
+            } else {
+                self.settled(t)
+            }
+    }
+
+    fn is_primary(&self, t: &TaskState) -> bool {
+        t.deployment.as_deref() == Some(self.primary_id.as_str())
+    }
+
+    /// RUNNING tasks whose health checks failed after the grace period: stopped (their ids
+    /// returned). Within the grace period, look again when it ends.
+    fn failed_health_checks(&self, plan: &mut Plan) -> HashSet<&'a str> {
+        let i = self.i;
+        let mut sick = HashSet::new();
+        for t in i.tasks.iter().filter(|t| t.live) {
+            if t.last == TaskStatus::Running && t.health == HealthStatus::Unhealthy {
+                let since = t.started_at.unwrap_or(i.now);
+                if since + self.grace <= i.now {
+                    plan.stop
+                        .push((t.id.clone(), format!("{HEALTH_CHECK_FAILED}.")));
+                    plan.events.push(format!(
+                        "(service {}) (task {}) failed container health checks.",
+                        self.name, t.id
+                    ));
+                    sick.insert(t.id.as_str());
+                } else {
+                    plan.wake_at(since + self.grace);
+                }
+            }
+        }
+        sick
+    }
+
+    /// Look again when a task without health checks will count as healthy.
+    fn wake_when_settled(&self, live: &[&TaskState], plan: &mut Plan) {
+        for t in live {
+            if t.last == TaskStatus::Running
+                && !self.checked(t)
+                && !self.settled(t)
+                && let Some(s) = t.started_at
+            {
+                plan.wake_at(s + self.i.healthy_after);
+            }
+        }
+    }
+
+    /// DAEMON: one PRIMARY task on each eligible instance, nothing elsewhere. The desired
+    /// count and whether the service is steady now.
+    fn daemon_tasks(
+        &self,
+        live: &[&TaskState],
+        primary_failed: bool,
+        throttle: Option<f64>,
+        plan: &mut Plan,
+    ) -> (i64, bool) {
+        let i = self.i;
         let eligible: HashSet<&str> = i.daemon_instances.iter().map(String::as_str).collect();
-        desired = if active { eligible.len() as i64 } else { 0 };
+        let desired = if self.active {
+            eligible.len() as i64
+        } else {
+            0
+        };
         let mut has_primary: HashSet<&str> = HashSet::new();
-        for t in &live {
+        for t in live {
             let inst = t.instance.as_deref();
-            let keep = active
-                && is_primary(t)
+            let keep = self.active
+                && self.is_primary(t)
                 && inst.is_some_and(|x| eligible.contains(x))
                 && inst.is_some_and(|x| has_primary.insert(x));
             if !keep {
-                stop.push((t.id.clone(), scale_reason.clone()));
+                plan.stop.push((t.id.clone(), self.scale_reason.clone()));
             }
         }
-        if active && !primary_failed {
+        if self.active && !primary_failed {
             for x in i.daemon_instances {
                 let busy = i
                     .tasks
                     .iter()
                     .any(|t| t.unfinished() && t.instance.as_deref() == Some(x.as_str()));
                 if !busy {
-                    launch_on.push(x.clone());
+                    plan.launch_on.push(x.clone());
                 }
             }
         }
-        if !launch_on.is_empty()
+        if !plan.launch_on.is_empty()
             && let Some(u) = throttle
         {
-            launch_on.clear();
-            wake_at(u);
+            plan.launch_on.clear();
+            plan.wake_at(u);
         }
-        let stopping: HashSet<&str> = stop.iter().map(|(id, _)| id.as_str()).collect();
+        let stopping = plan.stopping();
         let good = live
             .iter()
-            .filter(|t| !stopping.contains(t.id.as_str()) && is_primary(t) && healthy(t))
+            .filter(|t| !stopping.contains(t.id.as_str()) && self.is_primary(t) && self.healthy(t))
             .count() as i64;
         let unfinished = i.tasks.iter().filter(|t| t.unfinished()).count() as i64;
-        steady_now =
-            launch_on.is_empty() && stop.is_empty() && good == desired && unfinished == desired;
-    } else {
-        desired = if active {
+        let steady = plan.launch_on.is_empty()
+            && plan.stop.is_empty()
+            && good == desired
+            && unfinished == desired;
+        (desired, steady)
+    }
+
+    /// REPLICA: scale the PRIMARY deployment to the desired count within `maximumPercent`;
+    /// stop older deployments' tasks and those on DRAINING instances while
+    /// `minimumHealthyPercent` holds. The desired count and whether the service is steady now.
+    fn replica_tasks(
+        &self,
+        live: &[&TaskState],
+        sick: &HashSet<&str>,
+        primary_failed: bool,
+        throttle: Option<f64>,
+        plan: &mut Plan,
+    ) -> (i64, bool) {
+        let i = self.i;
+        let desired = if self.active {
             i64::from(i.service.desired_count.unwrap_or(0))
         } else {
             0
         };
+        let (minp, maxp) = percents(i.service);
         let on_draining =
             |t: &TaskState| t.instance.as_ref().is_some_and(|x| i.draining.contains(x));
         let (mut keep, mut others): (Vec<&TaskState>, Vec<&TaskState>) = live
             .iter()
             .copied()
-            .partition(|t| is_primary(t) && !on_draining(t));
+            .partition(|t| self.is_primary(t) && !on_draining(t));
         // Scale in: the least useful first (not healthy, not running, then the newest).
         if keep.len() as i64 > desired {
             keep.sort_by(|a, b| {
-                (healthy(a), a.last == TaskStatus::Running)
-                    .cmp(&(healthy(b), b.last == TaskStatus::Running))
+                (self.healthy(a), a.last == TaskStatus::Running)
+                    .cmp(&(self.healthy(b), b.last == TaskStatus::Running))
                     .then(
                         b.started_at
                             .unwrap_or(f64::MAX)
@@ -398,7 +519,7 @@ pub fn decide(i: &Inputs) -> Decision {
             });
             let extra = keep.len() - desired as usize;
             for t in keep.drain(..extra) {
-                stop.push((t.id.clone(), scale_reason.clone()));
+                plan.stop.push((t.id.clone(), self.scale_reason.clone()));
             }
         }
         // maximumPercent bounds the tasks RUNNING or PENDING, as ECS counts them: those
@@ -415,28 +536,28 @@ pub fn decide(i: &Inputs) -> Decision {
         let max_total = desired * maxp / 100;
         let room = (max_total - total).max(0);
         let want = (desired - keep.len() as i64).max(0);
-        launch = if primary_failed { 0 } else { want.min(room) } as usize;
-        if launch > 0
+        plan.launch = if primary_failed { 0 } else { want.min(room) } as usize;
+        if plan.launch > 0
             && let Some(u) = throttle
         {
-            launch = 0;
-            wake_at(u);
+            plan.launch = 0;
+            plan.wake_at(u);
         }
         // Older deployments and draining instances: stop while enough healthy ones stay.
         let min_healthy = (desired * minp + 99) / 100;
         let mut healthy_total = keep
             .iter()
             .chain(others.iter())
-            .filter(|t| healthy(t))
+            .filter(|t| self.healthy(t))
             .count() as i64;
-        others.sort_by_key(|t| healthy(t));
+        others.sort_by_key(|t| self.healthy(t));
         let mut stopped_other = false;
         for t in &others {
-            if !healthy(t) {
-                stop.push((t.id.clone(), scale_reason.clone()));
+            if !self.healthy(t) {
+                plan.stop.push((t.id.clone(), self.scale_reason.clone()));
                 stopped_other = true;
             } else if healthy_total > min_healthy {
-                stop.push((t.id.clone(), scale_reason.clone()));
+                plan.stop.push((t.id.clone(), self.scale_reason.clone()));
                 healthy_total -= 1;
                 stopped_other = true;
             }
@@ -444,122 +565,159 @@ pub fn decide(i: &Inputs) -> Decision {
         if want > 0 && room == 0 && !stopped_other && !others.is_empty() && !primary_failed {
             let in_flight = i.tasks.iter().any(|t| !t.live && t.unfinished());
             if !in_flight {
-                events.push(format!(
-                    "(service {name}) was unable to stop or start tasks during a deployment because of the service deployment configuration. Update the minimumHealthyPercent or maximumPercent value and try again."
+                plan.events.push(format!(
+                    "(service {}) was unable to stop or start tasks during a deployment because of the service deployment configuration. Update the minimumHealthyPercent or maximumPercent value and try again.",
+                    self.name
                 ));
             }
         }
-        let stopping: HashSet<&str> = stop.iter().map(|(id, _)| id.as_str()).collect();
+        let stopping = plan.stopping();
         let good = keep
             .iter()
-            .filter(|t| !stopping.contains(t.id.as_str()) && healthy(t))
+            .filter(|t| !stopping.contains(t.id.as_str()) && self.healthy(t))
             .count() as i64;
         let unfinished = i.tasks.iter().filter(|t| t.unfinished()).count() as i64;
-        steady_now = launch == 0 && stop.is_empty() && good == desired && unfinished == desired;
+        let steady =
+            plan.launch == 0 && plan.stop.is_empty() && good == desired && unfinished == desired;
+        (desired, steady)
     }
 
-    // Throttling: say so once per episode (until a task runs again).
-    if failing.is_some() && !d.ctl.throttled {
-        d.ctl.throttled = true;
-        events.push(format!(
-            "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+    /// Throttling: say so once per episode (until a task runs again).
+    fn note_throttling(&self, failing: bool, ctl: &mut ServiceControl, plan: &mut Plan) {
+        if failing && !ctl.throttled {
+            ctl.throttled = true;
+            plan.events.push(format!(
+                "(service {}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.",
+                self.name
+            ));
+        } else if !failing && ctl.throttled {
+            ctl.throttled = false;
+        }
+    }
+
+    /// Older deployments leave the list once none of their tasks is left; whether any left.
+    fn drop_finished_deployments(&self, deps: &mut Vec<Deployment>) -> bool {
+        let before = deps.len();
+        deps.retain(|x| {
+            x.id.as_deref() == Some(self.primary_id.as_str())
+                || self
+                    .i
+                    .tasks
+                    .iter()
+                    .any(|t| t.unfinished() && t.deployment.is_some() && t.deployment == x.id)
+        });
+        deps.len() != before
+    }
+
+    /// The circuit breaker: enough PRIMARY tasks failed in a row fail the deployment, and
+    /// with rollback bring the last completed one back as a new PRIMARY. Whether it tripped
+    /// (then the launches and stops decided so far, but health-check stops, are dropped: the
+    /// next look starts from the new state).
+    fn circuit_breaker(
+        &self,
+        desired: i64,
+        deps: &mut Vec<Deployment>,
+        d: &mut Decision,
+        plan: &mut Plan,
+    ) -> bool {
+        let i = self.i;
+        let cb = i
+            .service
+            .deployment_configuration
+            .as_ref()
+            .and_then(|c| c.deployment_circuit_breaker.as_ref());
+        let Some(cb) = cb else { return false };
+        let in_progress = rollout_state(&deps[0]) == Some(RolloutState::InProgress);
+        if cb.enable != Some(true) || !in_progress || !self.active {
+            return false;
+        }
+        let (streak, _) = failure_streak(i.tasks.iter().filter(|t| self.is_primary(t)));
+        if streak < failure_threshold(desired) {
+            return false;
+        }
+        let (name, primary_id, now) = (&self.name, &self.primary_id, i.now);
+        deps[0].rollout_state = Some(RolloutState::Failed.into());
+        deps[0].rollout_state_reason =
+            Some("ECS deployment circuit breaker: tasks failed to start.".into());
+        deps[0].updated_at = Some(now);
+        plan.events.push(format!(
+            "(service {name}) (deployment {primary_id}) deployment failed: tasks failed to start."
         ));
-    } else if failing.is_none() && d.ctl.throttled {
-        d.ctl.throttled = false;
-    }
-
-    // Older deployments leave the list once none of their tasks is left.
-    let before = deps.len();
-    deps.retain(|x| {
-        x.id.as_deref() == Some(primary_id.as_str())
-            || i.tasks
-                .iter()
-                .any(|t| t.unfinished() && t.deployment.is_some() && t.deployment == x.id)
-    });
-    let mut changed = deps.len() != before;
-
-    // The circuit breaker.
-    let cb = i
-        .service
-        .deployment_configuration
-        .as_ref()
-        .and_then(|c| c.deployment_circuit_breaker.as_ref());
-    let in_progress = rollout_state(&deps[0]) == Some(RolloutState::InProgress);
-    if let Some(cb) = cb
-        && cb.enable == Some(true)
-        && in_progress
-        && active
-    {
-        let (streak, _) = failure_streak(i.tasks.iter().filter(|t| is_primary(t)));
-        if streak >= failure_threshold(desired) {
-            let now = i.now;
-            deps[0].rollout_state = Some(RolloutState::Failed.into());
-            deps[0].rollout_state_reason =
-                Some("ECS deployment circuit breaker: tasks failed to start.".into());
-            deps[0].updated_at = Some(now);
-            events.push(format!(
-                "(service {name}) (deployment {primary_id}) deployment failed: tasks failed to start."
+        if cb.rollback == Some(true)
+            && let Some(prev) = d.ctl.last_completed.clone()
+        {
+            let prev_id = prev.id.clone().unwrap_or_default();
+            let mut back = prev;
+            let id = new_deployment_id();
+            back.id = Some(id.clone());
+            back.status = Some(DeploymentStatus::Primary.into());
+            back.created_at = Some(now);
+            back.updated_at = Some(now);
+            back.rollout_state = Some(RolloutState::InProgress.into());
+            back.rollout_state_reason = Some(format!(
+                "ECS deployment circuit breaker: rolling back to deploymentId {prev_id}."
             ));
-            if cb.rollback == Some(true)
-                && let Some(prev) = d.ctl.last_completed.clone()
-            {
-                let prev_id = prev.id.clone().unwrap_or_default();
-                let mut back = prev;
-                let id = new_deployment_id();
-                back.id = Some(id.clone());
-                back.status = Some(DeploymentStatus::Primary.into());
-                back.created_at = Some(now);
-                back.updated_at = Some(now);
-                back.rollout_state = Some(RolloutState::InProgress.into());
-                back.rollout_state_reason = Some(format!(
-                    "ECS deployment circuit breaker: rolling back to deploymentId {prev_id}."
-                ));
-                deps[0].status = Some(DeploymentStatus::Active.into());
-                svc.task_definition = back.task_definition.clone();
-                deps.insert(0, back);
-                events.push(format!(
-                    "(service {name}) (deployment {id}) deployment rolling back to (deployment {prev_id})."
-                ));
-            }
-            d.ctl.steady = false;
-            // Start afresh from the new state on the next look.
-            launch = 0;
-            launch_on.clear();
-            stop.retain(|(_, r)| r.starts_with(HEALTH_CHECK_FAILED));
-            changed = true;
-        }
-    }
-
-    // Completion and steady state.
-    if steady_now && deps.len() == 1 && !changed {
-        if rollout_state(&deps[0]) == Some(RolloutState::InProgress) {
-            deps[0].rollout_state = Some(RolloutState::Completed.into());
-            deps[0].rollout_state_reason = Some(format!("ECS deployment {primary_id} completed."));
-            deps[0].updated_at = Some(i.now);
-            events.push(format!(
-                "(service {name}) (deployment {primary_id}) deployment completed."
+            deps[0].status = Some(DeploymentStatus::Active.into());
+            d.service.task_definition = back.task_definition.clone();
+            deps.insert(0, back);
+            plan.events.push(format!(
+                "(service {name}) (deployment {id}) deployment rolling back to (deployment {prev_id})."
             ));
-            let mut done = deps[0].clone();
-            done.running_count = None;
-            done.pending_count = None;
-            done.failed_tasks = None;
-            done.desired_count = None;
-            d.ctl.last_completed = Some(done);
         }
-        if !d.ctl.steady {
-            d.ctl.steady = true;
-            events.push(format!("(service {name}) has reached a steady state."));
-        }
-    } else if d.ctl.steady && !(steady_now && deps.len() == 1) {
         d.ctl.steady = false;
+        plan.launch = 0;
+        plan.launch_on.clear();
+        plan.stop
+            .retain(|(_, r)| r.starts_with(HEALTH_CHECK_FAILED));
+        true
     }
 
-    // A deleted service becomes INACTIVE once its last task has stopped.
-    if status == ServiceStatus::Draining && !i.tasks.iter().any(|t| t.unfinished()) {
+    /// Completion and steady state: a lone deployment that is steady completes (and is
+    /// remembered for rollbacks); the service says once that it reached a steady state.
+    fn settle(
+        &self,
+        steady_now: bool,
+        changed: bool,
+        deps: &mut [Deployment],
+        ctl: &mut ServiceControl,
+        plan: &mut Plan,
+    ) {
+        let (name, primary_id) = (&self.name, &self.primary_id);
+        if steady_now && deps.len() == 1 && !changed {
+            if rollout_state(&deps[0]) == Some(RolloutState::InProgress) {
+                deps[0].rollout_state = Some(RolloutState::Completed.into());
+                deps[0].rollout_state_reason =
+                    Some(format!("ECS deployment {primary_id} completed."));
+                deps[0].updated_at = Some(self.i.now);
+                plan.events.push(format!(
+                    "(service {name}) (deployment {primary_id}) deployment completed."
+                ));
+                let mut done = deps[0].clone();
+                done.running_count = None;
+                done.pending_count = None;
+                done.failed_tasks = None;
+                done.desired_count = None;
+                ctl.last_completed = Some(done);
+            }
+            if !ctl.steady {
+                ctl.steady = true;
+                plan.events
+                    .push(format!("(service {name}) has reached a steady state."));
+            }
+        } else if ctl.steady && !(steady_now && deps.len() == 1) {
+            ctl.steady = false;
+        }
+    }
+
+    /// A deleted (DRAINING) service becomes INACTIVE once its last task has stopped.
+    fn end_if_deleted(&self, deps: &mut [Deployment], svc: &mut Service) {
+        if self.status != ServiceStatus::Draining || self.i.tasks.iter().any(|t| t.unfinished()) {
+            return;
+        }
         svc.status = Some(ServiceStatus::Inactive.into());
         for x in deps.iter_mut() {
             x.status = Some(
-                if x.id.as_deref() == Some(primary_id.as_str()) {
+                if x.id.as_deref() == Some(self.primary_id.as_str()) {
                     DeploymentStatus::Primary
                 } else {
                     DeploymentStatus::Inactive
@@ -568,25 +726,6 @@ pub fn decide(i: &Inputs) -> Decision {
             );
         }
     }
-    if daemon {
-        svc.desired_count = Some(desired as i32);
-    }
-    svc.deployments = Some(deps);
-    for e in events {
-        if e.contains("was unable to stop or start tasks") {
-            push_event_once(svc, i.now, e);
-        } else {
-            push_event(svc, i.now, e);
-        }
-    }
-    d.changed = d.service != *i.service || d.ctl != *i.ctl;
-    d.launch = launch;
-    d.launch_on = launch_on;
-    d.stop = stop;
-    if let Some(w) = wake {
-        d.wake(w);
-    }
-    d
 }
 
 /// A stored deployment for a new rollout of `svc`'s current configuration.
