@@ -11,35 +11,27 @@ use berth_model::wire::ecs::{
 use crate::error::{ControlError, Result};
 use crate::{Control, keys, rollout};
 
-pub const MAX_TAGS: usize = 50;
+pub use berth_model::tags::MAX_TAGS;
+use berth_model::tags::TagRule;
 
-/// ECS's tag rules: at most 50, keys 1–128 and values 0–256 characters, no `aws:` prefix.
+/// ECS's tag rules ([`berth_model::tags`]) in ECS's words.
 pub fn validate_tags(tags: &[Tag]) -> Result<()> {
-    if tags.len() > MAX_TAGS {
-        return Err(ControlError::invalid(format!(
-            "The number of tags exceeds the limit of {MAX_TAGS}."
-        )));
-    }
-    for t in tags {
-        let k = t.key.as_deref().unwrap_or_default();
-        let v = t.value.as_deref().unwrap_or_default();
-        if k.is_empty() || k.chars().count() > 128 {
-            return Err(ControlError::invalid(
-                "Tag keys must be between 1 and 128 characters.",
-            ));
-        }
-        if v.chars().count() > 256 {
-            return Err(ControlError::invalid(
-                "Tag values must be between 0 and 256 characters.",
-            ));
-        }
-        if k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(ControlError::invalid(
-                "Tag keys may not start with the reserved prefix 'aws:'.",
-            ));
-        }
-    }
-    Ok(())
+    let pairs = tags.iter().map(|t| {
+        (
+            t.key.as_deref().unwrap_or_default(),
+            t.value.as_deref().unwrap_or_default(),
+        )
+    });
+    berth_model::tags::check(pairs).map_err(|rule| {
+        ControlError::invalid(match rule {
+            TagRule::TooMany => format!("The number of tags exceeds the limit of {MAX_TAGS}."),
+            TagRule::KeyLength(_) => "Tag keys must be between 1 and 128 characters.".into(),
+            TagRule::ValueLength(_) => "Tag values must be between 0 and 256 characters.".into(),
+            TagRule::ReservedPrefix(_) => {
+                "Tag keys may not start with the reserved prefix 'aws:'.".into()
+            }
+        })
+    })
 }
 
 /// Merge `new` into `cur` (same key → new value), keeping the limit.

@@ -5,6 +5,7 @@
 pub mod arn;
 pub mod payload;
 pub mod status;
+pub mod tags;
 pub mod taskdef;
 pub mod timestamp;
 pub mod wire;

@@ -25,26 +25,24 @@ fn not_found(name: &str, account: &str) -> EcrError {
     ))
 }
 
+/// The tag rules ([`berth_model::tags`]) in ECR's words.
 fn check_tags(tags: &[Tag]) -> Result<(), EcrError> {
-    if tags.len() > 50 {
-        return Err(EcrError::InvalidTagParameter(
-            "A repository can have at most 50 tags.".into(),
-        ));
-    }
-    for t in tags {
-        let k = t.key.as_deref().unwrap_or_default();
-        if k.is_empty() || k.len() > 128 || k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(EcrError::InvalidTagParameter(format!(
-                "Invalid tag key '{k}': 1-128 characters, not starting with 'aws:'."
-            )));
-        }
-        if t.value.as_deref().unwrap_or_default().len() > 256 {
-            return Err(EcrError::InvalidTagParameter(
-                "Tag values are at most 256 characters.".into(),
-            ));
-        }
-    }
-    Ok(())
+    use berth_model::tags::TagRule;
+    let pairs = tags.iter().map(|t| {
+        (
+            t.key.as_deref().unwrap_or_default(),
+            t.value.as_deref().unwrap_or_default(),
+        )
+    });
+    berth_model::tags::check(pairs).map_err(|rule| {
+        EcrError::InvalidTagParameter(match rule {
+            TagRule::TooMany => "A repository can have at most 50 tags.".into(),
+            TagRule::KeyLength(k) | TagRule::ReservedPrefix(k) => {
+                format!("Invalid tag key '{k}': 1-128 characters, not starting with 'aws:'.")
+            }
+            TagRule::ValueLength(_) => "Tag values are at most 256 characters.".into(),
+        })
+    })
 }
 
 fn map_dist(e: DistError) -> EcrError {
