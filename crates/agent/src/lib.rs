@@ -119,6 +119,10 @@ pub struct AgentConfig {
     pub telemetry_interval: Duration,
     /// The CPU units and memory (MiB) the node registers; None: this machine's.
     pub resources: Option<(i32, i32)>,
+    /// The process's one clock: every time the agent reports (pulls, starts, exits, health,
+    /// metrics) and every age it measures (health start periods, CPU use, log and image ages)
+    /// is this clock's.
+    pub clock: berth_clock::Clock,
 }
 
 /// What a node is made of: its driver, image store, container network and task records.
@@ -205,6 +209,11 @@ impl Inner {
 
     pub(crate) fn volume_dir(&self, task_id: &str, volume: &str) -> PathBuf {
         self.task_dir(task_id).join("volumes").join(volume)
+    }
+
+    /// The wall time now as ECS timestamps carry it: epoch seconds, millisecond precision.
+    pub(crate) fn now(&self) -> f64 {
+        self.cfg.clock.now().as_secs_f64()
     }
 
     pub(crate) fn no_network_reason(&self) -> String {
@@ -552,16 +561,26 @@ pub const CAPABILITIES: [&str; 5] = [
 
 /// Rotate container logs that grew too big (copy to `.1`, shifting older copies, then
 /// truncate: the shim appends, so writing continues at the new end); remove logs of ended
-/// containers past retention. Returns how many files were rotated.
+/// containers whose last write is more than `retention` before `now` (the wall time: it is
+/// compared with the files' modification times). Returns how many files were rotated.
 pub fn rotate_logs(
     dir: &Path,
     max_size: u64,
     max_files: u32,
     retention: Duration,
     live: &[String],
+    now: berth_clock::Timestamp,
 ) -> usize {
     let mut rotated = 0;
-    let now = std::time::SystemTime::now();
+    // Whether a file was last written more than `retention` before `now`.
+    let expired = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .is_some_and(|t| {
+                now.duration_since(berth_clock::Timestamp::from_unix_duration(t)) > retention
+            })
+    };
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
@@ -569,9 +588,7 @@ pub fn rotate_logs(
             // A rotated copy: goes with its container's retention.
             if let Some((base, _)) = name.rsplit_once(".log.")
                 && !live.iter().any(|l| l == base)
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > retention)
+                && e.metadata().is_ok_and(|m| expired(&m))
             {
                 let _ = std::fs::remove_file(&p);
             }
@@ -579,10 +596,7 @@ pub fn rotate_logs(
         };
         let Ok(meta) = e.metadata() else { continue };
         if !live.iter().any(|l| l == id) {
-            if meta
-                .modified()
-                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > retention)
-            {
+            if expired(&meta) {
                 let _ = std::fs::remove_file(&p);
             }
             continue;
@@ -612,7 +626,8 @@ pub fn rotate_logs(
 /// The node's housekeeping: log rotation every 10 s (for a driver that writes log files),
 /// image collection every interval.
 async fn maintenance(inner: Arc<Inner>) {
-    let mut last_gc = tokio::time::Instant::now();
+    let clock = inner.cfg.clock;
+    let mut last_gc = clock.instant();
     // Without log files (a simulated node) only collection needs waking up for.
     let gc = inner.cfg.image_cleanup_interval;
     let period = match inner.driver.log_dir() {
@@ -637,11 +652,14 @@ async fn maintenance(inner: Arc<Inner>) {
                 inner.cfg.log_max_files,
                 inner.cfg.log_retention,
             );
-            let _ = tokio::task::spawn_blocking(move || rotate_logs(&dir, max, files, keep, &live))
-                .await;
+            let now = clock.now();
+            let _ = tokio::task::spawn_blocking(move || {
+                rotate_logs(&dir, max, files, keep, &live, now)
+            })
+            .await;
         }
-        if last_gc.elapsed() >= inner.cfg.image_cleanup_interval {
-            last_gc = tokio::time::Instant::now();
+        if clock.elapsed(last_gc) >= inner.cfg.image_cleanup_interval {
+            last_gc = clock.instant();
             match inner.images.collect(inner.cfg.image_minimum_age).await {
                 Ok(n) if n > 0 => tracing::info!(images = n, "unused images removed"),
                 Ok(_) => {}
@@ -764,32 +782,36 @@ mod tests {
         std::fs::write(&p, vec![b'x'; 100]).unwrap();
         std::fs::write(d.path().join("t-old.log"), b"gone").unwrap();
         let live = vec!["t-c".to_string()];
+        // The time given, not the machine's, is what log ages are measured against.
+        let written = std::fs::metadata(d.path().join("t-old.log"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let now = berth_clock::Timestamp::from_unix_duration(written);
+        let hour = Duration::from_secs(3600);
         // Under the limit: nothing; over it: copied to .1 and truncated.
-        assert_eq!(
-            rotate_logs(d.path(), 200, 3, Duration::from_secs(3600), &live),
-            0
-        );
-        assert_eq!(
-            rotate_logs(d.path(), 50, 3, Duration::from_secs(3600), &live),
-            1
-        );
+        assert_eq!(rotate_logs(d.path(), 200, 3, hour, &live, now), 0);
+        assert_eq!(rotate_logs(d.path(), 50, 3, hour, &live, now), 1);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
         assert_eq!(
             std::fs::read(d.path().join("t-c.log.1")).unwrap().len(),
             100
         );
         std::fs::write(&p, vec![b'y'; 60]).unwrap();
-        rotate_logs(d.path(), 50, 3, Duration::from_secs(3600), &live);
+        rotate_logs(d.path(), 50, 3, hour, &live, now);
         assert_eq!(std::fs::read(d.path().join("t-c.log.2")).unwrap()[0], b'x');
         assert_eq!(std::fs::read(d.path().join("t-c.log.1")).unwrap()[0], b'y');
         std::fs::write(&p, vec![b'z'; 60]).unwrap();
-        rotate_logs(d.path(), 50, 3, Duration::from_secs(3600), &live);
+        rotate_logs(d.path(), 50, 3, hour, &live, now);
         // At most 3 files: the oldest copy is replaced.
         assert_eq!(std::fs::read(d.path().join("t-c.log.2")).unwrap()[0], b'y');
         assert!(!d.path().join("t-c.log.3").exists());
         // An ended container's log stays until retention passes.
+        rotate_logs(d.path(), 50, 3, hour, &live, now + hour / 2);
         assert!(d.path().join("t-old.log").exists());
-        rotate_logs(d.path(), 50, 3, Duration::ZERO, &live);
+        rotate_logs(d.path(), 50, 3, hour, &live, now + hour * 2);
         assert!(!d.path().join("t-old.log").exists());
         assert!(p.exists(), "a live container's log is never removed");
     }
