@@ -512,6 +512,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a resolution that blocks on a FIFO or device would take real time"
+    )]
     fn user_database_never_leaves_the_rootfs() {
         for (how, open) in OPENERS {
             let (_t, root, host) = escape_setup();

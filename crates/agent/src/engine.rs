@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_clock::Instant;
 use berth_model::payload::{container_from_acs, volumes_from_acs};
 use berth_model::wire::ecs::{
     ContainerDefinition, ContainerStateChange, NetworkBinding, SubmitContainerStateChangeRequest,
@@ -31,7 +32,6 @@ use berth_runtime::PulledImage;
 use berth_runtime::driver::{Container, Exit, Signal};
 use berth_runtime::spec::ContainerSpec;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
 use crate::Inner;
 use crate::container::container_spec;
@@ -41,14 +41,6 @@ use crate::state::{ContainerState, TaskState};
 
 #[cfg(test)]
 mod tests;
-
-/// Seconds since the epoch (millisecond precision), as ECS timestamps.
-pub fn now() -> f64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_millis() as f64) / 1000.0
-}
 
 /// How long a restarted agent waits for a shim still starting a container it did not record.
 const START_PATIENCE: Duration = Duration::from_secs(30);
@@ -242,6 +234,7 @@ impl Runner {
         }
         let volumes = volumes_from_acs(&st.payload);
         let (tx, rx) = mpsc::channel(16);
+        let began = inner.cfg.clock.instant();
         Runner {
             t: Task {
                 inner,
@@ -257,7 +250,7 @@ impl Runner {
             stopping: false,
             report_stopping: false,
             kill_at: HashMap::new(),
-            began: Instant::now(),
+            began,
         }
     }
 
@@ -267,7 +260,7 @@ impl Runner {
         if let Err(reason) = Box::pin(self.prepare()).await {
             self.fail(reason);
         } else {
-            tracing::debug!(elapsed = ?self.began.elapsed(), "task prepared");
+            tracing::debug!(elapsed = ?self.elapsed(), "task prepared");
             Box::pin(self.resume_running()).await;
         }
         loop {
@@ -309,9 +302,14 @@ impl Runner {
         Box::pin(self.finish()).await;
     }
 
+    /// How long the runner has been at it.
+    fn elapsed(&self) -> Duration {
+        self.t.inner.cfg.clock.elapsed(self.began)
+    }
+
     /// How long until the next timer (SIGKILL, start timeout) may need attention.
     fn next_deadline(&self) -> Duration {
-        let now = Instant::now();
+        let now = self.t.inner.cfg.clock.instant();
         let kill = self
             .kill_at
             .values()
@@ -384,7 +382,7 @@ impl Runner {
                         cs.status = "RUNNING".into();
                         cs.pid = c.pid;
                         cs.shim_pid = c.shim_pid;
-                        cs.started_at.get_or_insert_with(now);
+                        cs.started_at.get_or_insert_with(|| self.t.inner.now());
                     }
                     self.t.save();
                     self.watch_container(&name, container);
@@ -422,7 +420,7 @@ impl Runner {
                 };
                 let limit = Duration::from_secs(d.start_timeout.unwrap_or(180).max(1) as u64);
                 if !deps_ready(&self.t.st, d)? {
-                    if self.began.elapsed() > limit {
+                    if self.elapsed() > limit {
                         return Err(format!(
                             "DependencyConditionNotMet: container {name} timed out waiting for its dependencies ({}s)",
                             limit.as_secs()
@@ -487,7 +485,7 @@ impl Runner {
             c.bindings = l.bindings.clone();
         }
         self.t.save();
-        tracing::debug!(elapsed = ?self.began.elapsed(), container = %name, "starting");
+        tracing::debug!(elapsed = ?self.elapsed(), container = %name, "starting");
         let driver = self.t.inner.driver.clone();
         let container = match driver.start(&l.id, &l.image.rootfs, &l.spec).await {
             Ok(c) => c,
@@ -497,18 +495,19 @@ impl Runner {
             }
         };
         let pid = container.pid;
+        let now = self.t.inner.now();
         if let Some(c) = self.t.st.container_mut(&name) {
             c.status = "RUNNING".into();
             c.pid = pid;
             c.shim_pid = container.shim_pid;
-            c.started_at = Some(now());
+            c.started_at = Some(now);
         }
         for h in self.hooks.iter_mut() {
             h.running(&mut self.t, &name, pid, false).await;
         }
         self.t.save();
         self.watch_container(&name, container);
-        tracing::info!(container = %name, pid, elapsed = ?self.began.elapsed(), "container started");
+        tracing::info!(container = %name, pid, elapsed = ?self.elapsed(), "container started");
         if self.t.st.status == "RUNNING" {
             self.report_container(&name).await;
         }
@@ -560,13 +559,14 @@ impl Runner {
                     h.exited(&mut self.t, &name).await;
                 }
                 self.kill_at.remove(&name);
+                let now = self.t.inner.now();
                 if let Some(c) = self.t.st.container_mut(&name) {
                     c.status = "STOPPED".into();
                     c.exit_code = code;
                     if reason.is_some() {
                         c.reason = reason;
                     }
-                    c.finished_at = Some(now());
+                    c.finished_at = Some(now);
                     c.endpoint = None;
                 }
                 self.t.save();
@@ -604,6 +604,7 @@ impl Runner {
 
     async fn publish_health(&self) {
         let st = &self.t.st;
+        let now = self.t.inner.now();
         let containers = st
             .containers
             .iter()
@@ -611,7 +612,7 @@ impl Runner {
             .map(|c| ContainerHealth {
                 container_name: Some(c.name.clone()),
                 health_status: c.health.clone(),
-                status_since: Some(now()),
+                status_since: Some(now),
                 ..Default::default()
             })
             .collect();
@@ -623,7 +624,7 @@ impl Runner {
                 task_definition_version: st.payload.version.clone(),
                 containers: Some(containers),
             }]),
-            timestamp: Some(now()),
+            timestamp: Some(now),
             ..Default::default()
         };
         if let Err(e) = self.t.inner.backend.publish_health(req).await {
@@ -662,7 +663,7 @@ impl Runner {
     /// those whose stop timeout has passed.
     async fn signal_next(&mut self) {
         let running = self.live_containers();
-        let now = Instant::now();
+        let now = self.t.inner.cfg.clock.instant();
         let driver = self.t.inner.driver.clone();
         for name in &running {
             let Some(c) = self.t.st.container(name) else {
@@ -734,7 +735,7 @@ impl Runner {
             ..Default::default()
         };
         self.t.inner.submit_task(req).await;
-        tracing::debug!(elapsed = ?self.began.elapsed(), "RUNNING reported");
+        tracing::debug!(elapsed = ?self.elapsed(), "RUNNING reported");
     }
 
     async fn report_container(&self, name: &str) {
@@ -785,7 +786,7 @@ impl Runner {
             containers: Some(self.changes()),
             pull_started_at: st.pull_started_at,
             pull_stopped_at: st.pull_stopped_at,
-            execution_stopped_at: Some(now()),
+            execution_stopped_at: Some(self.t.inner.now()),
             ..Default::default()
         };
         if self.t.inner.submit_task(req).await {

@@ -4,14 +4,14 @@
 //! failures make it UNHEALTHY, except that failures during `startPeriod` do not count (a
 //! success during it still counts). Until the first verdict the status is UNKNOWN. The
 //! command runs through the driver's `exec`, with the container's own confinement. Time is
-//! tokio's clock.
+//! the agent's clock (`berth_clock`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_clock::{Clock, Instant};
 use berth_runtime::Driver;
-use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
@@ -77,9 +77,10 @@ impl Verdicts {
 }
 
 /// Probe container `runtime_id` (init `pid`) until aborted, calling `report` with every
-/// status change.
+/// status change. The start period runs from now on `clock`.
 pub(crate) async fn health_loop<F, Fut>(
     hc: HealthCheck,
+    clock: Clock,
     driver: Arc<dyn Driver>,
     runtime_id: String,
     pid: i32,
@@ -88,7 +89,7 @@ pub(crate) async fn health_loop<F, Fut>(
     F: Fn(String) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut v = Verdicts::new(Instant::now());
+    let mut v = Verdicts::new(clock.instant());
     let mut last: Option<&'static str> = None;
     loop {
         tokio::time::sleep(hc.interval).await;
@@ -99,7 +100,7 @@ pub(crate) async fn health_loop<F, Fut>(
                 false
             }
         };
-        if let Some(s) = v.record(&hc, ok, Instant::now())
+        if let Some(s) = v.record(&hc, ok, clock.instant())
             && last != Some(s)
         {
             last = Some(s);
@@ -138,7 +139,7 @@ mod tests {
     #[test]
     fn start_period_and_retries() {
         let h = HealthCheck::from_ecs(&hc(&["CMD", "x"])).unwrap();
-        let t0 = Instant::now();
+        let t0 = Clock::system().instant();
         let mut v = Verdicts::new(t0);
         // failures inside the start period do not count
         assert_eq!(v.record(&h, false, t0 + Duration::from_secs(5)), None);

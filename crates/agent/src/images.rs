@@ -129,7 +129,8 @@ impl Images for NodeImages {
     async fn collect(&self, min_age: Duration) -> Result<usize, String> {
         let _g = self.gc_lock.write().await;
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.collect(min_age))
+        let now = self.cfg.clock.now();
+        tokio::task::spawn_blocking(move || store.collect(min_age, now))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())

@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use berth_client::{AwsClient, TlsTrust};
+use berth_clock::{Clock, Instant};
 use berth_model::wire::acs::{
     AckRequest, IAMRoleCredentialsAckRequest, IAMRoleCredentialsMessage, PayloadMessage,
 };
@@ -39,12 +40,12 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// the ECS agent's 90 s until two heartbeats have shown the interval.
 #[derive(Debug, Default)]
 struct SilenceDeadline {
-    last: Option<std::time::Instant>,
+    last: Option<Instant>,
     interval: Option<std::time::Duration>,
 }
 
 impl SilenceDeadline {
-    fn heartbeat(&mut self, at: std::time::Instant) {
+    fn heartbeat(&mut self, at: Instant) {
         if let Some(prev) = self.last {
             self.interval = Some(at - prev);
         }
@@ -77,6 +78,8 @@ pub struct RemoteBackend {
     limits: Limits,
     /// Whether a telemetry session goes beside each ACS session.
     open_telemetry: bool,
+    /// The agent's clock (heartbeat intervals).
+    clock: Clock,
 }
 
 /// Limits shared by the backends of many agents in one process (simulated nodes): ECS calls
@@ -127,6 +130,7 @@ impl RemoteBackend {
         region: &str,
         creds: berth_auth::Credentials,
         trust: TlsTrust,
+        clock: Clock,
     ) -> RemoteBackend {
         let aws = Arc::new(AwsClient::with_trust(
             endpoint,
@@ -134,7 +138,7 @@ impl RemoteBackend {
             creds.clone(),
             &trust,
         ));
-        RemoteBackend::sharing(aws, region, creds, trust, Limits::default())
+        RemoteBackend::sharing(aws, region, creds, trust, Limits::default(), clock)
     }
 
     /// A backend over a client (and its connection pool) shared with other agents, within
@@ -145,6 +149,7 @@ impl RemoteBackend {
         creds: berth_auth::Credentials,
         trust: TlsTrust,
         limits: Limits,
+        clock: Clock,
     ) -> RemoteBackend {
         RemoteBackend {
             aws,
@@ -155,6 +160,7 @@ impl RemoteBackend {
             telemetry: Default::default(),
             limits,
             open_telemetry: true,
+            clock,
         }
     }
 
@@ -269,6 +275,14 @@ async fn dial(
         "host",
         http::HeaderValue::from_str(&host).map_err(|e| bad(e.to_string()))?,
     );
+    // Not the agent's clock: that one's wall time is read once, at start, and an agent
+    // started at boot before the machine's time was set would sign with the wrong time for
+    // as long as it runs.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a client signs with its machine's wall time, which the server checks"
+    )]
+    let signed_at = time::OffsetDateTime::now_utc();
     berth_auth::sign(
         "GET",
         &path,
@@ -278,7 +292,7 @@ async fn dial(
         creds,
         region,
         "ecs",
-        time::OffsetDateTime::now_utc(),
+        signed_at,
     );
     let mut req = format!("{scheme}://{host}{path}?{query}")
         .into_client_request()
@@ -368,6 +382,7 @@ impl Backend for RemoteBackend {
                 }
             }
         });
+        let clock = self.clock;
         tokio::spawn(async move {
             let _alive = alive;
             let mut silence = SilenceDeadline::default();
@@ -398,7 +413,7 @@ impl Backend for RemoteBackend {
                         }
                     }
                     "HeartbeatMessage" => {
-                        silence.heartbeat(std::time::Instant::now());
+                        silence.heartbeat(clock.instant());
                         let ack = json!({"type": "HeartbeatAckRequest",
                                          "message": {"messageId": v["message"]["messageId"]}});
                         let _ = out_tx.try_send(ack.to_string());
@@ -580,14 +595,15 @@ pub fn remote(
     region: &str,
     creds: berth_auth::Credentials,
     trust: TlsTrust,
+    clock: Clock,
 ) -> Arc<RemoteBackend> {
-    Arc::new(RemoteBackend::new(endpoint, region, creds, trust))
+    Arc::new(RemoteBackend::new(endpoint, region, creds, trust, clock))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[test]
     fn payload_and_credentials_frames_are_read() {
@@ -638,7 +654,7 @@ mod tests {
     fn silence_deadline_follows_the_heartbeat_interval() {
         let mut d = SilenceDeadline::default();
         assert_eq!(d.deadline(), Duration::from_secs(90));
-        let t = Instant::now();
+        let t = Clock::system().instant();
         d.heartbeat(t);
         assert_eq!(d.deadline(), Duration::from_secs(90));
         d.heartbeat(t + Duration::from_secs(5));

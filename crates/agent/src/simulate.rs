@@ -80,8 +80,8 @@ impl Sim {
 /// Sessions opened at once, over all nodes.
 const DIALS: usize = 64;
 
-/// Node `i`'s configuration.
-pub fn node_config(cfg: &SimConfig, i: usize) -> AgentConfig {
+/// Node `i`'s configuration, on `clock` (the one every node of the process shares).
+pub fn node_config(cfg: &SimConfig, i: usize, clock: berth_clock::Clock) -> AgentConfig {
     let pick = |v: &[String]| (!v.is_empty()).then(|| v[i % v.len()].clone());
     AgentConfig {
         cluster: cfg.cluster.clone(),
@@ -108,11 +108,13 @@ pub fn node_config(cfg: &SimConfig, i: usize) -> AgentConfig {
         guard: Default::default(),
         telemetry_interval: cfg.telemetry_interval.unwrap_or_default(),
         resources: Some((cfg.cpu, cfg.memory)),
+        clock,
     }
 }
 
-/// Start `cfg.count` agents (registered with bounded concurrency) and keep them in session.
-pub async fn start(cfg: SimConfig) -> Result<Sim, AgentError> {
+/// Start `cfg.count` agents (registered with bounded concurrency) and keep them in session,
+/// all on `clock`.
+pub async fn start(cfg: SimConfig, clock: berth_clock::Clock) -> Result<Sim, AgentError> {
     let aws = Arc::new(AwsClient::with_trust(
         &cfg.endpoint,
         &cfg.region,
@@ -125,10 +127,13 @@ pub async fn start(cfg: SimConfig) -> Result<Sim, AgentError> {
         ))),
         dials: Some(Arc::new(tokio::sync::Semaphore::new(DIALS))),
     };
-    let fake = FakeDriver::new(Behaviour {
-        start_delay: cfg.start_delay,
-        ..Default::default()
-    });
+    let fake = FakeDriver::new(
+        clock,
+        Behaviour {
+            start_delay: cfg.start_delay,
+            ..Default::default()
+        },
+    );
     let driver: Arc<dyn Driver> = Arc::new(fake.clone());
     let images: Arc<dyn Images> = Arc::new(FakeImages::default());
     let starts = futures::stream::iter(0..cfg.count)
@@ -139,6 +144,7 @@ pub async fn start(cfg: SimConfig) -> Result<Sim, AgentError> {
                 cfg.creds.clone(),
                 cfg.trust.clone(),
                 limits.clone(),
+                clock,
             );
             if cfg.telemetry_interval.is_none() {
                 backend = backend.without_telemetry();
@@ -152,7 +158,7 @@ pub async fn start(cfg: SimConfig) -> Result<Sim, AgentError> {
                 states: StateDir::memory(),
                 credentials_endpoint: false,
             };
-            Agent::start_with(node_config(&cfg, i), backend, parts)
+            Agent::start_with(node_config(&cfg, i, clock), backend, parts)
         })
         .buffer_unordered(cfg.report_concurrency.max(1));
     futures::pin_mut!(starts);
@@ -193,14 +199,15 @@ mod tests {
             telemetry_interval: None,
             root: "/nonexistent".into(),
         };
-        let zones: Vec<Option<String>> = (0..3).map(|i| node_config(&cfg, i).zone).collect();
+        let clock = berth_clock::Clock::system();
+        let zones: Vec<Option<String>> = (0..3).map(|i| node_config(&cfg, i, clock).zone).collect();
         assert_eq!(
             zones,
             [Some("a".into()), Some("b".into()), Some("a".into())]
         );
-        let n = node_config(&cfg, 2);
+        let n = node_config(&cfg, 2, clock);
         assert_eq!(n.attributes, [("ecs.instance-type".into(), "large".into())]);
         assert_eq!(n.resources, Some((4096, 8192)));
-        assert_ne!(node_config(&cfg, 0).root, n.root);
+        assert_ne!(node_config(&cfg, 0, clock).root, n.root);
     }
 }

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use berth_clock::Instant;
 use berth_model::wire::tcs::{
     CWStatsSet, ContainerMetric, MetricsMetadata, PublishMetricsRequest, TaskMetric,
 };
-use tokio::time::Instant;
 
 use crate::Inner;
 
@@ -45,6 +45,7 @@ struct RunningTask {
 }
 
 pub(crate) async fn report(inner: Arc<Inner>) {
+    let clock = inner.cfg.clock;
     let mut tick = tokio::time::interval(inner.cfg.telemetry_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Runtime id → the previous CPU reading.
@@ -84,7 +85,7 @@ pub(crate) async fn report(inner: Arc<Inner>) {
                 let Some(s) = inner.driver.stats(&rid, &rel).await else {
                     continue;
                 };
-                let at = Instant::now();
+                let at = clock.instant();
                 let cpu = prev.get(&rid).map(|p| cpu_percent(*p, (at, s.cpu_ns)));
                 seen.insert(rid, (at, s.cpu_ns));
                 containers.push(ContainerMetric {
@@ -119,7 +120,7 @@ pub(crate) async fn report(inner: Arc<Inner>) {
             }),
             instance_metrics: None,
             task_metrics: Some(tasks),
-            timestamp: Some(crate::engine::now()),
+            timestamp: Some(inner.now()),
         };
         if let Err(e) = inner.backend.publish_metrics(req).await {
             tracing::debug!("metrics report not sent: {e}");
@@ -134,7 +135,7 @@ mod tests {
 
     #[test]
     fn cpu_percent_is_cpu_time_over_wall_time() {
-        let t = Instant::now();
+        let t = berth_clock::Clock::system().instant();
         let p = cpu_percent((t, 0), (t + Duration::from_secs(2), 1_000_000_000));
         assert!((p - 50.0).abs() < 1e-9);
         assert_eq!(cpu_percent((t, 5), (t, 10)), 0.0);

@@ -346,7 +346,9 @@ fn run_agent(a: AgentCmd, token_in_argv: bool, clock: berth_clock::Clock) -> any
         };
         return rt.block_on(node::run_simulated(sim, clock));
     }
-    rt.block_on(node::run_agent(cfg, a.server, a.cluster, creds, trust))
+    rt.block_on(node::run_agent(
+        cfg, a.server, a.cluster, creds, trust, clock,
+    ))
 }
 
 /// Thousands of agent sessions need as many sockets: lift the limit on open files — as root

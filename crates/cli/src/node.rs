@@ -177,6 +177,7 @@ pub async fn start(
         }
     };
     let registry_tls = tls_trust.is_some();
+    // The control plane's clock: one per process.
     let mut agent_cfg = agent_config(
         cfg,
         "default",
@@ -184,6 +185,7 @@ pub async fn start(
         registry_password,
         registry_tls,
         tls_trust,
+        control.clock(),
     );
     agent_cfg.shim_exe = exe;
     match Agent::start(agent_cfg, Arc::new(InProcess { control })).await {
@@ -198,8 +200,9 @@ pub async fn start(
     }
 }
 
-/// The node settings of `cfg` as an agent's configuration. The registry at `registry_host`
-/// speaks HTTPS when `registry_tls`; `tls_trust` is what the agent's registry clients trust.
+/// The node settings of `cfg` as an agent's configuration, on the process's `clock`. The
+/// registry at `registry_host` speaks HTTPS when `registry_tls`; `tls_trust` is what the
+/// agent's registry clients trust.
 pub fn agent_config(
     cfg: &Config,
     cluster: &str,
@@ -207,6 +210,7 @@ pub fn agent_config(
     registry_password: String,
     registry_tls: bool,
     tls_trust: Option<berth_client::TlsTrust>,
+    clock: berth_clock::Clock,
 ) -> AgentConfig {
     let root = cfg.data_dir.join("node");
     AgentConfig {
@@ -237,6 +241,7 @@ pub fn agent_config(
         telemetry_interval: std::time::Duration::from_secs(cfg.telemetry_interval),
         guard: cfg.guard.clone(),
         resources: None,
+        clock,
     }
 }
 
@@ -295,6 +300,7 @@ pub async fn run_agent(
     cluster: String,
     creds: berth_auth::Credentials,
     trust: berth_client::TlsTrust,
+    clock: berth_clock::Clock,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     berth_runtime::native::NativeRuntime::check()?;
@@ -304,7 +310,7 @@ pub async fn run_agent(
         .map_or(server.as_str(), |(_, h)| h)
         .to_string();
     let tls = server.starts_with("https://");
-    let backend = berth_agent::session::remote(&server, &cfg.region, creds, trust.clone());
+    let backend = berth_agent::session::remote(&server, &cfg.region, creds, trust.clone(), clock);
     // The server may be out of reach for a while (restarting, the network not up yet at
     // boot): keep trying, as the ECS agent does, while the containers of a previous run keep
     // running. A refusal (a bad or revoked token) ends the agent.
@@ -332,7 +338,7 @@ pub async fn run_agent(
     // Task states (environment, credential ids) and logs live here: the owner's alone.
     crate::create_private_dir(&cfg.data_dir)?;
     let agent = Agent::start(
-        agent_config(&cfg, &cluster, &host, password, tls, Some(trust)),
+        agent_config(&cfg, &cluster, &host, password, tls, Some(trust), clock),
         backend.clone(),
     )
     .await
@@ -394,7 +400,7 @@ async fn simulate(
     let started = clock.instant();
     let (n, cluster, server) = (cfg.count, cfg.cluster.clone(), cfg.endpoint.clone());
     let sim = tokio::select! {
-        s = berth_agent::simulate::start(cfg) => s.map_err(|e| anyhow::anyhow!("simulated nodes: {e}"))?,
+        s = berth_agent::simulate::start(cfg, clock) => s.map_err(|e| anyhow::anyhow!("simulated nodes: {e}"))?,
         _ = crate::shutdown_signal() => return Ok(()),
     };
     tracing::info!(

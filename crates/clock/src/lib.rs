@@ -1,9 +1,10 @@
 //! berth-clock: berth's one source of time. A [`Clock`] is tokio's clock plus an epoch: the
 //! machine's wall-clock time is read once, when the clock is made, and from then on the clock
 //! advances with `tokio::time::Instant`. Every part that needs the time (the control plane, the
-//! registry, the front door; the agent next) is handed a clock and asks it — nothing else in
-//! berth reads `SystemTime`, `Instant` or `OffsetDateTime::now_utc` (clippy's
-//! `disallowed-methods` in `clippy.toml` holds the line; this crate is the one exception).
+//! registry, the front door, the agent and its drivers) is handed a clock and asks it — nothing
+//! else in berth reads `SystemTime`, `Instant` or `OffsetDateTime::now_utc` (clippy's
+//! `disallowed-methods` in `clippy.toml` holds the line; this crate is the one exception, and
+//! the few places that truly need the machine's time say why with an `allow`).
 //!
 //! Why tokio's clock: under `#[tokio::test(start_paused = true)]` it stands still until the
 //! test advances it (`tokio::time::advance`, or a sleep the runtime skips through when it is

@@ -4,10 +4,11 @@
 //! A container runs from `start` until it exits by itself ([`Behaviour::exit_after`]), is
 //! signalled (SIGTERM ends it with [`Behaviour::on_term`] unless it ignores SIGTERM; SIGKILL
 //! always ends it), or a test ends it ([`FakeDriver::exit`]). What a container does is
-//! scripted by rules, matched by container name or image ([`Match`]); time is tokio's clock,
-//! so tests run on a paused clock. With [`FakeDriver::recording`] every call is recorded
-//! (with its time) for tests to assert the order of starts, signals and cleanups; simulated
-//! nodes leave it off, so memory stays bounded by the containers that exist.
+//! scripted by rules, matched by container name or image ([`Match`]); time is the clock it is
+//! given (`berth_clock`, tokio's clock), so tests run on a paused clock. With
+//! [`FakeDriver::recording`] every call is recorded (with its time) for tests to assert the
+//! order of starts, signals and cleanups; simulated nodes leave it off, so memory stays bounded
+//! by the containers that exist.
 //!
 //! Must not: touch the host (no processes, mounts, cgroups or files).
 
@@ -16,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_clock::{Clock, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::driver::{CgroupStats, Container, Driver, Exit, RuntimeError, Signal};
 use crate::spec::ContainerSpec;
@@ -133,8 +134,8 @@ struct Modelled {
     ended: watch::Sender<Option<Exit>>,
 }
 
-#[derive(Default)]
 struct State {
+    clock: Clock,
     rules: Vec<(Match, Behaviour)>,
     containers: HashMap<String, Modelled>,
     next_pid: i32,
@@ -145,7 +146,7 @@ struct State {
 impl State {
     fn record(&mut self, c: Call) {
         if let Some(calls) = &mut self.calls {
-            calls.push((Instant::now(), c));
+            calls.push((self.clock.instant(), c));
         }
     }
 
@@ -167,19 +168,18 @@ pub struct FakeDriver {
     default: Arc<Behaviour>,
 }
 
-impl Default for FakeDriver {
-    fn default() -> FakeDriver {
-        FakeDriver::new(Behaviour::default())
-    }
-}
-
 impl FakeDriver {
-    /// Containers behave as `default` unless a rule says otherwise.
-    pub fn new(default: Behaviour) -> FakeDriver {
+    /// Containers behave as `default` unless a rule says otherwise; their times (calls, CPU
+    /// use) are `clock`'s.
+    pub fn new(clock: Clock, default: Behaviour) -> FakeDriver {
         FakeDriver {
             state: Arc::new(Mutex::new(State {
+                clock,
+                rules: Vec::new(),
+                containers: HashMap::new(),
                 next_pid: 1000,
-                ..Default::default()
+                calls: None,
+                task_cgroup_error: None,
             })),
             default: Arc::new(default),
         }
@@ -308,12 +308,13 @@ impl Driver for FakeDriver {
         st.next_pid += 1;
         let pid = st.next_pid;
         let (tx, rx) = watch::channel(None);
+        let started = st.clock.instant();
         st.containers.insert(
             id.to_string(),
             Modelled {
                 pid,
                 rootfs: image_rootfs.to_path_buf(),
-                started: Instant::now(),
+                started,
                 ended: tx,
             },
         );
@@ -445,7 +446,7 @@ impl Driver for FakeDriver {
         }
         let b = st.behaviour(id, &c.rootfs, &self.default);
         Some(CgroupStats {
-            cpu_ns: c.started.elapsed().as_nanos() as u64 / 2,
+            cpu_ns: st.clock.elapsed(c.started).as_nanos() as u64 / 2,
             memory_bytes: b.memory_bytes,
         })
     }
@@ -509,7 +510,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn scripted_containers_start_exit_and_answer_signals() {
-        let d = FakeDriver::default().recording();
+        let clock = Clock::starting_at(berth_clock::Timestamp::from_secs(1_000));
+        let d = FakeDriver::new(clock, Behaviour::default()).recording();
         d.script(
             Match::Name("job".into()),
             Behaviour {
@@ -531,10 +533,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        let t0 = Instant::now();
+        let t0 = clock.instant();
         let mut job = d.start("t1-job", Path::new("img"), &spec()).await.unwrap();
         assert_eq!(job.wait().await.unwrap(), Exit::Code(1));
-        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+        assert_eq!(clock.elapsed(t0), Duration::from_secs(2));
         assert!(job.wait().await.is_err(), "waited for once");
         let e = d
             .start("t1-x", Path::new("broken:1"), &spec())
@@ -553,12 +555,12 @@ mod tests {
             .start("t1-stubborn", Path::new("img"), &spec())
             .await
             .unwrap();
-        let t1 = Instant::now();
+        let t1 = clock.instant();
         assert_eq!(
             d.stop(&mut s, Duration::from_secs(5)).await.unwrap(),
             Exit::Signal(9)
         );
-        assert_eq!(t1.elapsed(), Duration::from_secs(5));
+        assert_eq!(clock.elapsed(t1), Duration::from_secs(5));
         // Re-attach: only to a running container with the same pid.
         let r = d.start("t2-app", Path::new("img"), &spec()).await.unwrap();
         assert!(d.attach("t2-app", r.pid + 1, 0).await.unwrap().is_none());
@@ -574,7 +576,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn exec_follows_the_current_script() {
-        let d = FakeDriver::default();
+        let clock = Clock::system();
+        let d = FakeDriver::new(clock, Behaviour::default());
         let c = d.start("t-web", Path::new("img"), &spec()).await.unwrap();
         let args = vec!["check".to_string()];
         let t = Duration::from_secs(1);
@@ -594,10 +597,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        let t0 = Instant::now();
+        let t0 = clock.instant();
         assert!(d.exec("t-web", c.pid, &args, t).await.is_err());
-        assert_eq!(t0.elapsed(), t);
-        assert!(d.stats("t-web", "").await.is_some());
+        assert_eq!(clock.elapsed(t0), t);
+        // Half a core for as long as the clock says it has run.
+        tokio::time::advance(Duration::from_secs(9)).await;
+        let s = d.stats("t-web", "").await.unwrap();
+        assert_eq!(s.cpu_ns, 5_000_000_000);
         d.exit("t-web", Exit::Code(0));
         assert!(d.exec("t-web", c.pid, &args, t).await.is_err());
         assert!(d.stats("t-web", "").await.is_none());

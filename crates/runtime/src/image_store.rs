@@ -315,12 +315,16 @@ impl ImageStore {
     }
 
     /// Remove images no container uses (no overlay mount has them as its lower layer) and
-    /// that were last used (or pulled) more than `min_age` ago, their references, and the
-    /// blobs no remaining image needs. Returns how many images were removed.
-    pub fn collect(&self, min_age: std::time::Duration) -> Result<usize, ImageError> {
+    /// that were last used (or pulled) more than `min_age` before `now` (the wall time: it is
+    /// compared with the files' modification times), their references, and the blobs no
+    /// remaining image needs. Returns how many images were removed.
+    pub fn collect(
+        &self,
+        min_age: std::time::Duration,
+        now: berth_clock::Timestamp,
+    ) -> Result<usize, ImageError> {
         let images = self.root.join("images");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let now = std::time::SystemTime::now();
         let mut removed = Vec::new();
         let mut kept_blobs: std::collections::HashSet<String> = Default::default();
         let mut complete = true;
@@ -335,8 +339,10 @@ impl ImageStore {
             let last = std::fs::metadata(dir.join("used"))
                 .or_else(|_| std::fs::metadata(&dir))
                 .and_then(|m| m.modified())
-                .unwrap_or(now);
-            let old = now.duration_since(last).unwrap_or_default() >= min_age;
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(now, berth_clock::Timestamp::from_unix_duration);
+            let old = now.duration_since(last) >= min_age;
             if !in_use && old {
                 let trash = self
                     .root
@@ -401,4 +407,40 @@ impl ImageStore {
 fn is_digest_hex(name: &std::ffi::OsStr) -> bool {
     name.to_str()
         .is_some_and(|n| Digest::parse(&format!("sha256:{n}")).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_clock::Timestamp;
+    use std::time::Duration;
+
+    /// An image is collected once it has gone unused for `min_age` before the `now` the
+    /// caller's clock gives, measured from its files' times (not the machine's clock).
+    #[test]
+    fn collection_ages_images_against_the_time_it_is_given() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(d.path()).unwrap();
+        let hex = "ab".repeat(32);
+        let img = d.path().join("images").join(&hex);
+        std::fs::create_dir_all(img.join("rootfs")).unwrap();
+        std::fs::write(img.join("blobs.json"), b"[]").unwrap();
+        store.mark_used(&PulledImage {
+            manifest_digest: format!("sha256:{hex}"),
+            rootfs: img.join("rootfs"),
+            config: serde_json::Value::Null,
+        });
+        let used = std::fs::metadata(img.join("used"))
+            .unwrap()
+            .modified()
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let used = Timestamp::from_unix_duration(used);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(store.collect(hour, used + hour / 2).unwrap(), 0);
+        assert!(img.exists(), "used half an hour before");
+        assert_eq!(store.collect(hour, used + hour * 2).unwrap(), 1);
+        assert!(!img.exists(), "unused for two hours");
+    }
 }

@@ -312,20 +312,19 @@ impl NativeRuntime {
                 serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
             Some((v["pid"].as_i64()? as i32, v["shim_pid"].as_i64()? as i32))
         };
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            if let Some(p) = read() {
-                return Some(p);
+        let wait = async {
+            loop {
+                if let Some(p) = read() {
+                    return Some(p);
+                }
+                if !shim_running(id) {
+                    // It may have written the record just before it ended.
+                    return read();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if !shim_running(id) {
-                // It may have written the record just before it ended.
-                return read();
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        };
+        tokio::time::timeout(patience, wait).await.unwrap_or(None)
     }
 
     /// How a container ended, from the exit file its shim left (None: it left none).
@@ -631,6 +630,10 @@ mod tests {
     /// also while the shim is still starting it; with neither a shim nor a record (or a shim
     /// that ended without one) there is none, at once.
     #[tokio::test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "waits on real processes, in real time"
+    )]
     async fn a_start_the_agent_did_not_record_is_found_by_the_shims_record() {
         if NativeRuntime::check().is_err() {
             eprintln!("skipping: /proc of other users' processes needs root here");

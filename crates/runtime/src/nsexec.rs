@@ -1121,6 +1121,10 @@ mod tests {
     /// joined when P is still the process that was inspected, and refused when its start
     /// time differs (a recycled pid).
     #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "waits on a real process, in real time"
+    )]
     fn namespaces_join_by_proc_files_only_for_the_same_process() {
         if !is_root() || !Path::new("/bin/busybox").exists() {
             return;

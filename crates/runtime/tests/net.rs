@@ -12,6 +12,11 @@
 //! the test's own namespaces (a request for `169.254.170.2` is refused on the node, and a
 //! table of the test's own drops it in case berth's guard did not).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "waits on the real kernel and measures it, in real time"
+)]
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;

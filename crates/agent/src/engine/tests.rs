@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use berth_clock::{Clock, Timestamp};
 use berth_model::payload::container_to_acs;
 use berth_model::wire::acs::{self, AckRequest, IAMRoleCredentialsAckRequest};
 use berth_model::wire::ecs::{
@@ -166,7 +167,11 @@ fn stopped(mut t: acs::Task) -> acs::Task {
     t
 }
 
-fn config(root: &std::path::Path) -> AgentConfig {
+/// The wall time a test node's clock starts at (2001-09-09T01:46:40Z: far from today, so a
+/// time read from the machine's clock would show).
+const START: Timestamp = Timestamp::from_secs(1_000_000_000);
+
+fn config(root: &std::path::Path, clock: Clock) -> AgentConfig {
     AgentConfig {
         cluster: "test".into(),
         root: root.to_path_buf(),
@@ -189,6 +194,7 @@ fn config(root: &std::path::Path) -> AgentConfig {
         guard: Default::default(),
         telemetry_interval: Duration::from_secs(20),
         resources: Some((4096, 8192)),
+        clock,
     }
 }
 
@@ -200,6 +206,7 @@ struct Node {
     net: Option<FakeNetwork>,
     states: StateDir,
     cfg: AgentConfig,
+    clock: Clock,
     t0: Instant,
     _dir: tempfile::TempDir,
 }
@@ -212,18 +219,20 @@ impl Node {
     /// A node whose configuration (and network) `f` may change first.
     async fn with(f: impl FnOnce(&mut AgentConfig, &mut Option<FakeNetwork>)) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = config(dir.path());
+        let clock = Clock::starting_at(START);
+        let mut cfg = config(dir.path(), clock);
         let mut net = Some(FakeNetwork::default());
         f(&mut cfg, &mut net);
         let mut n = Node {
             agent: None,
             cp: Arc::new(Recorder::default()),
-            driver: FakeDriver::default().recording(),
+            driver: FakeDriver::new(clock, Behaviour::default()).recording(),
             images: FakeImages::default().recording(),
             net,
             states: StateDir::memory(),
             cfg,
-            t0: Instant::now(),
+            clock,
+            t0: clock.instant(),
             _dir: dir,
         };
         n.start().await;
@@ -291,7 +300,7 @@ impl Node {
     /// Wait (an hour at most, on the paused clock) for task `id` to be reported `status`.
     async fn until(&self, id: &str, status: &str) -> SubmitTaskStateChangeRequest {
         let arn = arn(id);
-        let deadline = Instant::now() + Duration::from_secs(3600);
+        let deadline = self.clock.instant() + Duration::from_secs(3600);
         loop {
             let found = self
                 .cp
@@ -306,7 +315,7 @@ impl Node {
                 return r;
             }
             assert!(
-                Instant::now() < deadline,
+                self.clock.instant() < deadline,
                 "task {id} was never reported {status}: {:?}",
                 self.statuses(id)
             );
@@ -766,6 +775,40 @@ async fn health_transitions_are_published() {
             .as_deref(),
         Some("HEALTHY")
     );
+}
+
+/// The times the agent reports are its clock's, not the machine's: on a clock that reads
+/// START, a task sent 90 s in whose image takes 5 s to pull reports its pull as START+90 to
+/// START+95, its container as started at START+95, its first health verdict (a check every
+/// 10 s) at START+105, and its end when it is stopped at START+155.
+#[tokio::test(start_paused = true)]
+async fn reported_times_follow_the_agents_clock() {
+    let at = |s: u64| Some(START + secs(s));
+    let reported = |t: Option<f64>| t.map(Timestamp::from_secs_f64);
+    let n = Node::new().await;
+    n.images.delay("img/app", secs(5));
+    n.idle(secs(90)).await;
+    let t = task("t1", "none", &[checked(def("app"), 10, 1, 0)]);
+    n.send(vec![t.clone()]).await;
+    let r = n.until("t1", "RUNNING").await;
+    assert_eq!(reported(r.pull_started_at), at(90));
+    assert_eq!(reported(r.pull_stopped_at), at(95));
+    let saved = n.states.load("t1").unwrap();
+    assert_eq!(reported(saved.container("app").unwrap().started_at), at(95));
+
+    n.idle(secs(15)).await;
+    let h = n.cp.health.lock()[0].clone();
+    assert_eq!(reported(h.timestamp), at(105));
+    let c = &h.tasks.as_ref().unwrap()[0].containers.as_ref().unwrap()[0];
+    assert_eq!(c.health_status.as_deref(), Some("HEALTHY"));
+    assert_eq!(reported(c.status_since), at(105));
+
+    // (From the node's start: `until` returns on its own polling tick.)
+    tokio::time::sleep_until(n.t0 + secs(155)).await;
+    n.send(vec![stopped(t)]).await;
+    let r = n.until("t1", "STOPPED").await;
+    assert_eq!(reported(r.execution_stopped_at), at(155));
+    assert_eq!(reported(r.pull_started_at), at(90), "kept from the start");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1326,17 +1369,22 @@ fn dependency_conditions() {
 #[tokio::test]
 async fn an_idle_runner_is_small() {
     let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::system();
     let parts = NodeParts {
-        driver: Arc::new(FakeDriver::default()),
+        driver: Arc::new(FakeDriver::new(clock, Behaviour::default())),
         images: Arc::new(FakeImages::default()),
         net: None,
         net_error: None,
         states: StateDir::memory(),
         credentials_endpoint: false,
     };
-    let agent = Agent::start_with(config(dir.path()), Arc::new(Recorder::default()), parts)
-        .await
-        .unwrap();
+    let agent = Agent::start_with(
+        config(dir.path(), clock),
+        Arc::new(Recorder::default()),
+        parts,
+    )
+    .await
+    .unwrap();
     let st = TaskState {
         arn: arn("x"),
         payload: task("x", "bridge", &[def("a")]),

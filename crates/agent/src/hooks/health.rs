@@ -29,9 +29,10 @@ impl Hook for Health {
         };
         let tx = t.events.clone();
         let driver = t.inner.driver.clone();
+        let clock = t.inner.cfg.clock;
         let n = name.to_string();
         let h = tokio::spawn(async move {
-            health_loop(hc, driver, rid, pid, move |status| {
+            health_loop(hc, clock, driver, rid, pid, move |status| {
                 let tx = tx.clone();
                 let n = n.clone();
                 async move {

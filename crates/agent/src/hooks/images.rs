@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::Hook;
-use crate::engine::{Launch, Task, now};
+use crate::engine::{Launch, Task};
 
 pub(crate) struct Images;
 
@@ -16,7 +16,7 @@ impl Hook for Images {
             return Ok(());
         }
         if t.st.pull_started_at.is_none() {
-            t.st.pull_started_at = Some(now());
+            t.st.pull_started_at = Some(t.inner.now());
         }
         let wanted: Vec<(String, String)> = t
             .defs
@@ -54,7 +54,7 @@ impl Hook for Images {
             }
         }
         if t.st.pull_stopped_at.is_none() {
-            t.st.pull_stopped_at = Some(now());
+            t.st.pull_stopped_at = Some(t.inner.now());
         }
         t.save();
         match failure {
