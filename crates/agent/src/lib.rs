@@ -61,6 +61,7 @@ mod config;
 mod maintenance;
 mod payload;
 mod register;
+mod task;
 
 pub(crate) use agent::Inner;
 pub use agent::{Agent, AgentError};

@@ -14,7 +14,7 @@ use berth_model::wire::ecs::{
 };
 use berth_model::wire::tcs::PublishMetricsRequest;
 use berth_runtime::fake::{Behaviour, Call, FakeDriver, Match};
-use berth_runtime::spec::NetworkNs;
+use berth_runtime::spec::{ContainerSpec, NetworkNs};
 use parking_lot::Mutex;
 
 use super::*;

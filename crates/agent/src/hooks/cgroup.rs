@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::Hook;
-use crate::engine::Task;
+use crate::task::Task;
 
 pub(crate) struct TaskCgroup;
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use super::Hook;
 use crate::credentials;
-use crate::engine::{Launch, Task};
+use crate::task::{Launch, Task};
 
 pub(crate) struct Credentials;
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 
 use super::Hook;
-use crate::engine::{Event, Task};
 use crate::health::{HealthCheck, health_loop};
+use crate::task::{Event, Task};
 
 #[derive(Default)]
 pub(crate) struct Health {

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::Hook;
-use crate::engine::{Launch, Task};
+use crate::task::{Launch, Task};
 
 pub(crate) struct Images;
 

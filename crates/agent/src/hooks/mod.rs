@@ -21,7 +21,7 @@
 
 use async_trait::async_trait;
 
-use crate::engine::{Launch, Task};
+use crate::task::{Launch, Task};
 
 pub(crate) mod cgroup;
 pub(crate) mod credentials;

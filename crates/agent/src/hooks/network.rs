@@ -14,8 +14,8 @@ use berth_runtime::spec::NetworkNs;
 
 use super::Hook;
 use crate::backend::TaskNetworkReport;
-use crate::engine::{Launch, Task};
 use crate::net::{Endpoint, PortForward};
+use crate::task::{Launch, Task};
 
 #[derive(Default)]
 pub(crate) struct Network {

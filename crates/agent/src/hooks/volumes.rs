@@ -9,7 +9,7 @@ use berth_model::wire::ecs::ContainerDefinition;
 use berth_runtime::spec::BindMount;
 
 use super::Hook;
-use crate::engine::{Launch, Task};
+use crate::task::{Launch, Task};
 
 pub(crate) struct Volumes;
 

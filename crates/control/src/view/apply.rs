@@ -9,35 +9,16 @@ use berth_model::wire::ecs::ContainerInstance;
 use berth_store::{Event, EventKind, Revision};
 
 use super::plan::{Footprint, footprint};
+use super::task::{Phase, phase};
 use super::{Entry, TaskEntry, TaskSummary, ViewData};
 use crate::keys::{self, Key};
 use crate::records::TaskRecord;
-use berth_model::status::TaskStatus;
 
 pub(super) fn launch_index(lt: Option<&str>) -> usize {
     match lt {
         Some("FARGATE") => 1,
         Some("EXTERNAL") => 2,
         _ => 0,
-    }
-}
-
-/// Whether a task status counts as pending, running or neither.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Phase {
-    Pending,
-    Running,
-    /// Neither pending nor running, but still holding its resources (stopping).
-    Other,
-    Stopped,
-}
-
-pub(super) fn phase(s: TaskStatus) -> Phase {
-    match s {
-        s if s.is_pending() => Phase::Pending,
-        TaskStatus::Running => Phase::Running,
-        TaskStatus::Stopped => Phase::Stopped,
-        _ => Phase::Other,
     }
 }
 

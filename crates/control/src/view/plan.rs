@@ -9,7 +9,7 @@ use std::sync::Arc;
 use berth_model::wire::ecs::ContainerInstance;
 use berth_store::Revision;
 
-use super::apply::{Phase, phase};
+use super::task::{Phase, phase};
 use super::{TaskSummary, Usage, View, ViewData};
 
 /// The outcome a placement plan leaves for the next plan of this server on the same instance:

@@ -134,3 +134,22 @@ impl TaskEntry {
         }
     }
 }
+
+/// Whether a task status counts as pending, running or neither.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Pending,
+    Running,
+    /// Neither pending nor running, but still holding its resources (stopping).
+    Other,
+    Stopped,
+}
+
+pub(super) fn phase(s: TaskStatus) -> Phase {
+    match s {
+        s if s.is_pending() => Phase::Pending,
+        TaskStatus::Running => Phase::Running,
+        TaskStatus::Stopped => Phase::Stopped,
+        _ => Phase::Other,
+    }
+}
