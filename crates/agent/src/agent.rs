@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_client::RegistryAuth;
+use berth_model::status::TaskStatus;
 use berth_model::wire::ecs::SubmitTaskStateChangeRequest;
 use berth_runtime::native::NativeRuntime;
 use berth_runtime::{Driver, RuntimeError};
@@ -192,7 +193,7 @@ impl Agent {
         let creds = Arc::new(CredentialStore::new());
         let saved = states.all();
         for st in &saved {
-            if st.status != "STOPPED" {
+            if st.status != Some(TaskStatus::Stopped) {
                 creds.expect_task(&st.arn, &st.payload);
             }
         }
@@ -226,7 +227,7 @@ impl Agent {
         *inner.instance_arn.lock() = arn.clone();
         // Tasks from before a restart: runners re-attach to their containers.
         for st in saved {
-            tracing::info!(task = %st.arn, status = %st.status, "resuming task");
+            tracing::info!(task = %st.arn, status = ?st.status, "resuming task");
             inner.spawn_runner(st);
         }
         let mut background = vec![tokio::spawn(maintenance::maintenance(inner.clone()))];

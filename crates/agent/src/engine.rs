@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use berth_clock::Instant;
 use berth_model::payload::{container_from_acs, volumes_from_acs};
+use berth_model::status::{NodeContainerStatus, TaskStatus};
 use berth_model::wire::ecs::{
     ContainerDefinition, ContainerStateChange, SubmitContainerStateChangeRequest,
     SubmitTaskStateChangeRequest,
@@ -68,7 +69,7 @@ pub fn deps_ready(st: &TaskState, d: &ContainerDefinition) -> Result<bool, Strin
                 "container {name} depends on unknown container {dn}"
             ));
         };
-        let stopped = c.status == "STOPPED";
+        let stopped = c.status == NodeContainerStatus::Stopped;
         let ok = match cond {
             "START" => c.started_at.is_some(),
             "COMPLETE" => stopped,
@@ -107,11 +108,7 @@ pub fn deps_ready(st: &TaskState, d: &ContainerDefinition) -> Result<bool, Strin
 /// A container's status as reported: only the steady states (RUNNING, STOPPED) cross the
 /// boundary, as with the ECS agent.
 fn reported_status(c: &ContainerState) -> &'static str {
-    if c.status == "STOPPED" {
-        "STOPPED"
-    } else {
-        "RUNNING"
-    }
+    c.status.reported().as_str()
 }
 
 /// The runtime id of a task's container.
@@ -142,15 +139,15 @@ impl Runner {
                 .iter()
                 .map(|d| ContainerState {
                     name: d.name.clone().unwrap_or_default(),
-                    status: "NONE".into(),
+                    status: NodeContainerStatus::None,
                     runtime_id: runtime_id(st.id(), d.name.as_deref().unwrap_or_default()),
                     health: d.health_check.as_ref().map(|_| "UNKNOWN".into()),
                     ..Default::default()
                 })
                 .collect();
         }
-        if st.status.is_empty() {
-            st.status = "PENDING".into();
+        if st.status.is_none() {
+            st.status = Some(TaskStatus::Pending);
         }
         let volumes = volumes_from_acs(&st.payload);
         let (tx, rx) = mpsc::channel(16);
@@ -194,7 +191,7 @@ impl Runner {
                 self.fail(reason);
             }
             if !self.stopping
-                && self.t.st.status == "PENDING"
+                && self.t.st.status == Some(TaskStatus::Pending)
                 && self.t.st.containers.iter().all(|c| c.started_at.is_some())
             {
                 Box::pin(self.report_running()).await;
@@ -206,7 +203,13 @@ impl Runner {
                     Box::pin(self.t.report_status("STOPPING")).await;
                 }
             }
-            if self.t.st.containers.iter().all(|c| c.status == "STOPPED") {
+            if self
+                .t
+                .st
+                .containers
+                .iter()
+                .all(|c| c.status == NodeContainerStatus::Stopped)
+            {
                 break;
             }
             let tick = self.next_deadline();
@@ -235,13 +238,7 @@ impl Runner {
             .values()
             .map(|t| t.saturating_duration_since(now))
             .min();
-        let waiting = !self.stopping
-            && self
-                .t
-                .st
-                .containers
-                .iter()
-                .any(|c| c.status == "NONE" || c.status == "PULLED");
+        let waiting = !self.stopping && self.t.st.containers.iter().any(|c| c.status.not_started());
         let base = if waiting {
             Duration::from_millis(500)
         } else {
@@ -271,7 +268,7 @@ impl Runner {
             .st
             .containers
             .iter()
-            .filter(|c| c.status == "RUNNING" || c.status == "CREATED")
+            .filter(|c| c.status.live())
             .map(|c| c.name.clone())
             .collect()
     }
@@ -282,7 +279,7 @@ impl Runner {
         let driver = self.t.inner.driver.clone();
         for name in names {
             let mut c = self.t.st.container(&name).cloned().unwrap_or_default();
-            if c.status == "CREATED" && c.shim_pid <= 0 {
+            if c.status == NodeContainerStatus::Created && c.shim_pid <= 0 {
                 // The agent before this one died while starting it, before it saved the pids:
                 // the driver's own record has them (else the container would run on,
                 // unwatched, while its task is reported STOPPED).
@@ -296,10 +293,10 @@ impl Runner {
             match driver.attach(&c.runtime_id, c.pid, c.shim_pid).await {
                 Ok(Some(container)) => {
                     tracing::info!(container = %name, pid = c.pid, "re-attached to a running container");
-                    if c.status == "CREATED"
+                    if c.status == NodeContainerStatus::Created
                         && let Some(cs) = self.t.st.container_mut(&name)
                     {
-                        cs.status = "RUNNING".into();
+                        cs.status = NodeContainerStatus::Running;
                         cs.pid = c.pid;
                         cs.shim_pid = c.shim_pid;
                         cs.started_at.get_or_insert_with(|| self.t.inner.now());
@@ -331,7 +328,7 @@ impl Runner {
                 .st
                 .containers
                 .iter()
-                .filter(|c| c.status == "PULLED")
+                .filter(|c| c.status == NodeContainerStatus::Pulled)
                 .map(|c| c.name.clone())
                 .collect();
             for name in names {
@@ -397,7 +394,7 @@ impl Runner {
             }
         }
         if let Some(c) = self.t.st.container_mut(&name) {
-            c.status = "CREATED".into();
+            c.status = NodeContainerStatus::Created;
             c.endpoint = l
                 .endpoint
                 .as_ref()
@@ -417,7 +414,7 @@ impl Runner {
         let pid = container.pid;
         let now = self.t.inner.now();
         if let Some(c) = self.t.st.container_mut(&name) {
-            c.status = "RUNNING".into();
+            c.status = NodeContainerStatus::Running;
             c.pid = pid;
             c.shim_pid = container.shim_pid;
             c.started_at = Some(now);
@@ -428,7 +425,7 @@ impl Runner {
         self.t.save();
         self.watch_container(&name, container);
         tracing::info!(container = %name, pid, elapsed = ?self.elapsed(), "container started");
-        if self.t.st.status == "RUNNING" {
+        if self.t.st.status == Some(TaskStatus::Running) {
             self.report_container(&name).await;
         }
         Ok(())
@@ -448,7 +445,7 @@ impl Runner {
             }
         }
         if let Some(c) = self.t.st.container_mut(name) {
-            c.status = "PULLED".into();
+            c.status = NodeContainerStatus::Pulled;
             c.endpoint = None;
             c.bindings.clear();
             c.reason = Some(reason.clone());
@@ -481,7 +478,7 @@ impl Runner {
                 self.kill_at.remove(&name);
                 let now = self.t.inner.now();
                 if let Some(c) = self.t.st.container_mut(&name) {
-                    c.status = "STOPPED".into();
+                    c.status = NodeContainerStatus::Stopped;
                     c.exit_code = code;
                     if reason.is_some() {
                         c.reason = reason;
@@ -498,7 +495,7 @@ impl Runner {
                 if !self.stopping {
                     if essential {
                         self.begin_stop(Some("Essential container in task exited".into()));
-                    } else if self.t.st.status == "RUNNING" {
+                    } else if self.t.st.status == Some(TaskStatus::Running) {
                         self.report_container(&name).await;
                     }
                 }
@@ -572,8 +569,8 @@ impl Runner {
         self.report_stopping = self.t.st.containers.iter().any(|c| c.started_at.is_some());
         // Containers that never started are done.
         for c in &mut self.t.st.containers {
-            if c.status == "NONE" || c.status == "PULLED" {
-                c.status = "STOPPED".into();
+            if c.status.not_started() {
+                c.status = NodeContainerStatus::Stopped;
             }
         }
         self.t.save();
@@ -642,7 +639,7 @@ impl Runner {
     }
 
     async fn report_running(&mut self) {
-        self.t.st.status = "RUNNING".into();
+        self.t.st.status = Some(TaskStatus::Running);
         self.t.save();
         let st = &self.t.st;
         let req = SubmitTaskStateChangeRequest {
@@ -695,7 +692,7 @@ impl Runner {
             driver.cleanup(&c.runtime_id).await;
         }
         let id = self.t.id();
-        self.t.st.status = "STOPPED".into();
+        self.t.st.status = Some(TaskStatus::Stopped);
         self.t.save();
         let st = &self.t.st;
         let req = SubmitTaskStateChangeRequest {

@@ -6,6 +6,7 @@
 //! Must not: touch a running container's current log file other than to truncate it after
 //! copying.
 
+use berth_model::status::NodeContainerStatus;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,7 @@ pub(crate) async fn maintenance(inner: Arc<Inner>) {
                 live.extend(
                     t.containers
                         .iter()
-                        .filter(|c| c.status != "STOPPED")
+                        .filter(|c| c.status != NodeContainerStatus::Stopped)
                         .map(|c| c.runtime_id.clone()),
                 )
             });

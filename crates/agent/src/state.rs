@@ -16,6 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use berth_model::status::{NodeContainerStatus, TaskStatus};
 use berth_model::wire::acs;
 use berth_model::wire::ecs::NetworkBinding;
 use parking_lot::Mutex;
@@ -25,8 +26,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ContainerState {
     pub name: String,
-    /// NONE, PULLED, CREATED (being started), RUNNING, STOPPED — the ECS agent's names.
-    pub status: String,
+    /// Its steps on this node (NONE, PULLED, CREATED while being started, RUNNING, STOPPED).
+    pub status: NodeContainerStatus,
     pub runtime_id: String,
     pub pid: i32,
     pub shim_pid: i32,
@@ -55,8 +56,10 @@ pub struct TaskState {
     /// their ids are kept ([`crate::credentials::scrub`]).
     pub payload: acs::Task,
     pub desired: String,
-    /// PENDING, RUNNING, STOPPED as reported to the control plane.
-    pub status: String,
+    /// PENDING, RUNNING, STOPPED as reported to the control plane; None before the first
+    /// report (records of earlier builds wrote `""`).
+    #[serde(deserialize_with = "task_status")]
+    pub status: Option<TaskStatus>,
     pub pull_started_at: Option<f64>,
     pub pull_stopped_at: Option<f64>,
     pub stopping_reason: Option<String>,
@@ -65,6 +68,14 @@ pub struct TaskState {
     pub containers: Vec<ContainerState>,
     /// Whether the final STOPPED report was acknowledged.
     pub stopped_reported: bool,
+}
+
+/// A task status as records hold it: absent, `""` (earlier builds) or an ECS status.
+fn task_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<TaskStatus>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 impl TaskState {
@@ -242,6 +253,33 @@ mod tests {
         assert_eq!(s.all(), vec![t]);
         s.remove("abc");
         assert_eq!(s.load("abc"), None);
+    }
+
+    #[test]
+    fn records_of_earlier_builds_read_with_typed_statuses() {
+        // Earlier builds wrote statuses as free strings, "" before the first report.
+        let old = |task: &str, container: &str| {
+            serde_json::json!({
+                "arn": "arn:aws:ecs:us-east-1:0:task/default/abc", "cluster_arn": "c",
+                "payload": {}, "desired": "RUNNING", "status": task,
+                "pull_started_at": null, "pull_stopped_at": null, "stopping_reason": null,
+                "endpoint": null, "stopped_reported": false,
+                "containers": [{"name": "web", "status": container, "runtime_id": "abc-web",
+                    "pid": 7, "shim_pid": 8, "image_digest": null, "exit_code": null,
+                    "reason": null, "health": null, "started_at": null, "finished_at": null,
+                    "bindings": [], "endpoint": null}]
+            })
+        };
+        let t: TaskState = serde_json::from_value(old("", "NONE")).unwrap();
+        assert_eq!(t.status, None);
+        assert_eq!(t.containers[0].status, NodeContainerStatus::None);
+        let t: TaskState = serde_json::from_value(old("RUNNING", "CREATED")).unwrap();
+        assert_eq!(t.status, Some(TaskStatus::Running));
+        assert_eq!(t.containers[0].status, NodeContainerStatus::Created);
+        // What this build writes reads back the same.
+        let back: TaskState = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert!(serde_json::from_value::<TaskState>(old("BOGUS", "RUNNING")).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use berth_model::status::NodeContainerStatus;
 use berth_model::wire::ecs::{
     ContainerDefinition, NetworkBinding, SubmitTaskStateChangeRequest, Volume,
 };
@@ -63,7 +64,10 @@ impl Task {
     /// Whether some container has yet to end (so the task needs its images, cgroup and
     /// network).
     pub(crate) fn unfinished(&self) -> bool {
-        self.st.containers.iter().any(|c| c.status != "STOPPED")
+        self.st
+            .containers
+            .iter()
+            .any(|c| c.status != NodeContainerStatus::Stopped)
     }
 
     /// The cgroup (relative to the hierarchy's root) the task's containers live under.

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use berth_clock::Instant;
+use berth_model::status::{NodeContainerStatus, TaskStatus};
 use berth_model::wire::tcs::{
     CWStatsSet, ContainerMetric, MetricsMetadata, PublishMetricsRequest, TaskMetric,
 };
@@ -56,13 +57,13 @@ pub(crate) async fn report(inner: Arc<Inner>) {
         // What runs, read first (the records are not held while the driver answers).
         let mut running: Vec<RunningTask> = Vec::new();
         inner.states.each(|st| {
-            if st.status != "RUNNING" {
+            if st.status != Some(TaskStatus::Running) {
                 return;
             }
             let containers: Vec<(String, String, String)> = st
                 .containers
                 .iter()
-                .filter(|c| c.status == "RUNNING")
+                .filter(|c| c.status == NodeContainerStatus::Running)
                 .map(|c| {
                     let rel = format!("/berth/{}/{}", st.id(), c.name);
                     (c.name.clone(), c.runtime_id.clone(), rel)

@@ -271,7 +271,7 @@ pub async fn stop(agent: Agent, cfg: &Config) {
     let unfinished: Vec<String> = states
         .all()
         .into_iter()
-        .filter(|t| t.status != "STOPPED")
+        .filter(|t| t.status != Some(berth_model::status::TaskStatus::Stopped))
         .map(|t| t.arn)
         .collect();
     let bridge = &cfg.bridge_name;

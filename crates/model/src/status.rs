@@ -161,6 +161,55 @@ impl ContainerStatus {
 }
 
 status_enum! {
+    /// A container's steps on its node, as the agent keeps them (the ECS agent's names): not
+    /// started (NONE), image ready (PULLED), being started (CREATED), RUNNING, STOPPED. Only
+    /// [`NodeContainerStatus::reported`] leaves the node.
+    NodeContainerStatus, "node container status" {
+        None = "NONE",
+        Pulled = "PULLED",
+        Created = "CREATED",
+        Running = "RUNNING",
+        Stopped = "STOPPED",
+    }
+}
+
+impl NodeContainerStatus {
+    /// Forward only; staying is allowed.
+    pub fn can_move_to(self, to: NodeContainerStatus) -> bool {
+        to >= self
+    }
+
+    /// What the node reports for it: STOPPED once it has ended, RUNNING otherwise (the ECS
+    /// agent reports only these two; a container is PENDING until its first report).
+    pub fn reported(self) -> ContainerStatus {
+        match self {
+            NodeContainerStatus::Stopped => ContainerStatus::Stopped,
+            _ => ContainerStatus::Running,
+        }
+    }
+
+    /// Not started yet (its image may be ready).
+    pub fn not_started(self) -> bool {
+        self <= NodeContainerStatus::Pulled
+    }
+
+    /// Started (or being started) and not ended.
+    pub fn live(self) -> bool {
+        matches!(
+            self,
+            NodeContainerStatus::Created | NodeContainerStatus::Running
+        )
+    }
+}
+
+impl Default for NodeContainerStatus {
+    /// A container the node has not done anything with yet.
+    fn default() -> Self {
+        NodeContainerStatus::None
+    }
+}
+
+status_enum! {
     /// A container's or a task's `healthStatus` (botocore's `HealthStatus`).
     HealthStatus, "health status" {
         Healthy = "HEALTHY",
@@ -309,6 +358,25 @@ mod tests {
         round_trips(ServiceStatus::ALL);
         round_trips(DeploymentStatus::ALL);
         round_trips(RolloutState::ALL);
+        round_trips(NodeContainerStatus::ALL);
+    }
+
+    #[test]
+    fn a_nodes_container_steps_and_what_leaves_the_node() {
+        use NodeContainerStatus as N;
+        assert_eq!(N::default(), N::None);
+        assert!(N::None.can_move_to(N::Pulled) && N::Created.can_move_to(N::Running));
+        assert!(!N::Stopped.can_move_to(N::Running) && !N::Running.can_move_to(N::Created));
+        let reported: Vec<_> = N::ALL.iter().map(|n| n.reported()).collect();
+        use ContainerStatus as C;
+        assert_eq!(
+            reported,
+            [C::Running, C::Running, C::Running, C::Running, C::Stopped]
+        );
+        let not_started: Vec<_> = N::ALL.iter().filter(|n| n.not_started()).collect();
+        assert_eq!(not_started, [&N::None, &N::Pulled]);
+        let live: Vec<_> = N::ALL.iter().filter(|n| n.live()).collect();
+        assert_eq!(live, [&N::Created, &N::Running]);
     }
 
     #[test]

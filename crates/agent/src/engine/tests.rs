@@ -889,7 +889,7 @@ async fn a_container_whose_start_the_agent_did_not_record_is_found_again() {
     n.agent.take().unwrap().shutdown();
     let mut st = n.states.load("t1").unwrap();
     let c = st.container_mut("app").unwrap();
-    (c.status, c.pid, c.shim_pid, c.started_at) = ("CREATED".into(), 0, 0, None);
+    (c.status, c.pid, c.shim_pid, c.started_at) = (NodeContainerStatus::Created, 0, 0, None);
     n.states.save(&st).unwrap();
     *n.cp.feed.lock() = None;
     n.start().await;
@@ -1325,7 +1325,7 @@ fn state(status: &str, started: bool, exit: Option<i32>, health: Option<&str>) -
     TaskState {
         containers: vec![ContainerState {
             name: "db".into(),
-            status: status.into(),
+            status: status.parse().unwrap(),
             started_at: started.then_some(1.0),
             exit_code: exit,
             health: health.map(str::to_string),

@@ -3,6 +3,7 @@
 //! `CannotPullContainerError`.
 
 use async_trait::async_trait;
+use berth_model::status::NodeContainerStatus;
 
 use super::Hook;
 use crate::task::{Launch, Task};
@@ -37,8 +38,8 @@ impl Hook for Images {
                 Ok(img) => {
                     if let Some(c) = t.st.container_mut(name) {
                         c.image_digest = Some(img.manifest_digest.clone());
-                        if c.status == "NONE" {
-                            c.status = "PULLED".into();
+                        if c.status == NodeContainerStatus::None {
+                            c.status = NodeContainerStatus::Pulled;
                         }
                     }
                     t.images.insert(name.clone(), img);
