@@ -310,8 +310,10 @@ def test_awsvpc_containers_share_localhost_and_an_address(node):
 def test_essential_exit_stops_the_task_with_exit_codes(node):
     image = node.push_busybox("job")
     arn = node.run("job", [
+        # It ends after a second, so that "side" has set its trap by then (under load a shell
+        # that has not yet run `trap` ignores SIGTERM as PID 1, and gets SIGKILL: 137).
         {"name": "main", "image": image, "memory": 32, "essential": True,
-         "command": ["/bin/sh", "-c", "echo working; exit 3"]},
+         "command": ["/bin/sh", "-c", "sleep 1; echo working; exit 3"]},
         # PID 1 of a container gets SIGTERM only if it handles it: this one does.
         {"name": "side", "image": image, "memory": 32, "essential": False,
          "command": ["/bin/sh", "-c", "trap 'exit 143' TERM; while true; do sleep 0.1; done"]},
