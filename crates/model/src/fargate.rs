@@ -46,15 +46,19 @@ pub fn size_error(cpu: i64, mem: i64) -> String {
     )
 }
 
-/// Why `td` cannot run on Fargate, or `Ok` when it can.
-pub fn check_definition(td: &TaskDefinition) -> Result<(), String> {
-    if td.network_mode.as_deref() != Some("awsvpc") {
+/// The task-level rules (network mode, a task size), which ECS checks before the containers.
+pub fn check_task_level(
+    network_mode: Option<&str>,
+    cpu: Option<&str>,
+    memory: Option<&str>,
+) -> Result<(), String> {
+    if network_mode != Some("awsvpc") {
         return Err("Fargate only supports network mode 'awsvpc'.".into());
     }
-    let Some(cpu) = td.cpu.as_deref() else {
+    let Some(cpu) = cpu else {
         return Err("Fargate requires that 'cpu' be defined at the task level.".into());
     };
-    let Some(memory) = td.memory.as_deref() else {
+    let Some(memory) = memory else {
         return Err("Fargate requires that 'memory' be defined at the task level.".into());
     };
     let (c, m) = (
@@ -64,6 +68,16 @@ pub fn check_definition(td: &TaskDefinition) -> Result<(), String> {
     if !size_ok(c, m) {
         return Err(size_error(c, m));
     }
+    Ok(())
+}
+
+/// Why `td` cannot run on Fargate, or `Ok` when it can.
+pub fn check_definition(td: &TaskDefinition) -> Result<(), String> {
+    check_task_level(
+        td.network_mode.as_deref(),
+        td.cpu.as_deref(),
+        td.memory.as_deref(),
+    )?;
     for v in td.volumes.as_deref().unwrap_or_default() {
         if v.host.as_ref().is_some_and(|h| h.source_path.is_some()) {
             return Err("Fargate compatible task definitions do not support sourcePath".into());

@@ -531,6 +531,12 @@ pub fn normalize(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition, 
     if let Some(size) = req.ephemeral_storage.as_ref().and_then(|e| e.size_in_gi_b) {
         crate::fargate::check_ephemeral(size).map_err(TaskDefError)?;
     }
+    if fargate {
+        // Task-level rules first, as ECS orders them; the rest once the body is normalised.
+        let (c, m) = (cpu.map(|c| c.to_string()), memory.map(|m| m.to_string()));
+        crate::fargate::check_task_level(Some(mode), c.as_deref(), m.as_deref())
+            .map_err(TaskDefError)?;
+    }
 
     let mut volume_names = BTreeSet::new();
     for v in req.volumes.as_deref().unwrap_or_default() {
@@ -800,6 +806,16 @@ mod tests {
         r.requires_compatibilities = Some(vec!["FARGATE".into()]);
         let e = normalize(&r).unwrap_err();
         assert!(e.0.contains("do not support privileged"), "{e}");
+        // Task-level rules come before the containers' (no container memory either).
+        let mut r = req(vec![ContainerDefinition {
+            memory: None,
+            ..container("a")
+        }]);
+        r.requires_compatibilities = Some(vec!["FARGATE".into()]);
+        r.network_mode = Some("awsvpc".into());
+        r.cpu = Some("256".into());
+        let e = normalize(&r).unwrap_err();
+        assert!(e.0.contains("'memory' be defined at the task level"), "{e}");
         // Ephemeral storage out of range is refused for every definition.
         let mut r = req(vec![container("a")]);
         r.ephemeral_storage = Some(crate::wire::ecs::EphemeralStorage {
