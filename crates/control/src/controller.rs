@@ -4,7 +4,8 @@
 //! — no polling. Each look gathers the service's picture from the view, decides, and commits
 //! the new tasks, the stops and the service record in one transaction guarded by the
 //! revisions it read: a concurrent UpdateService or task report makes it look again, never
-//! act twice.
+//! act twice. A Fargate service's new tasks are not placed on instances: they are created
+//! PROVISIONING, each with the capacity provider its strategy gives it ([`crate::fargate`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Weak;
