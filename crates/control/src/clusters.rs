@@ -1,15 +1,16 @@
 //! Cluster operations: CreateCluster, DescribeClusters, ListClusters, DeleteCluster,
-//! UpdateCluster, UpdateClusterSettings, PutClusterCapacityProviders — and the implicit
+//! UpdateCluster, UpdateClusterSettings, PutClusterCapacityProviders (ECS's built-in
+//! `FARGATE` and `FARGATE_SPOT` providers, see [`crate::fargate`]) — and the implicit
 //! `default` cluster, which exists as soon as something asks for it by default.
 
 use std::sync::Arc;
 
 use berth_model::wire::ecs::{
-    Cluster, ClusterSetting, CreateClusterRequest, CreateClusterResponse, DeleteClusterRequest,
-    DeleteClusterResponse, DescribeClustersRequest, DescribeClustersResponse, Failure,
-    KeyValuePair, ListClustersRequest, ListClustersResponse, PutClusterCapacityProvidersRequest,
-    PutClusterCapacityProvidersResponse, UpdateClusterRequest, UpdateClusterResponse,
-    UpdateClusterSettingsRequest, UpdateClusterSettingsResponse,
+    CapacityProviderStrategyItem, Cluster, ClusterSetting, CreateClusterRequest,
+    CreateClusterResponse, DeleteClusterRequest, DeleteClusterResponse, DescribeClustersRequest,
+    DescribeClustersResponse, Failure, KeyValuePair, ListClustersRequest, ListClustersResponse,
+    PutClusterCapacityProvidersRequest, PutClusterCapacityProvidersResponse, UpdateClusterRequest,
+    UpdateClusterResponse, UpdateClusterSettingsRequest, UpdateClusterSettingsResponse,
 };
 use berth_store::{Compare, Op, Txn};
 
@@ -95,6 +96,12 @@ impl Control {
         validate_cluster_name(&name)?;
         validate_tags(req.tags.as_deref().unwrap_or_default())?;
         validate_settings(req.settings.as_deref().unwrap_or_default())?;
+        check_capacity(
+            req.capacity_providers.as_deref().unwrap_or_default(),
+            req.default_capacity_provider_strategy
+                .as_deref()
+                .unwrap_or_default(),
+        )?;
         let key = keys::cluster(&name);
         loop {
             let existing = self.view.data.read().clusters().get(&name).cloned();
@@ -377,14 +384,12 @@ impl Control {
             .default_capacity_provider_strategy
             .clone()
             .unwrap_or_default();
-        for item in &strategy {
-            let p = item.capacity_provider.as_deref().unwrap_or_default();
-            if !providers.iter().any(|x| x == p) {
-                return Err(ControlError::invalid(format!(
-                    "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again. Capacity provider: {p}"
-                )));
-            }
+        if req.capacity_providers.is_none() || req.default_capacity_provider_strategy.is_none() {
+            return Err(ControlError::invalid(
+                "capacityProviders and defaultCapacityProviderStrategy are required.",
+            ));
         }
+        check_capacity(&providers, &strategy)?;
         let c = self
             .modify_cluster(req.cluster.as_deref(), |c| {
                 c.capacity_providers = Some(providers.clone());
@@ -396,6 +401,12 @@ impl Control {
             cluster: Some(self.present_cluster(&c, &[])),
         })
     }
+}
+
+/// A cluster's capacity providers (ECS's built-in ones) and default strategy over them.
+fn check_capacity(providers: &[String], strategy: &[CapacityProviderStrategyItem]) -> Result<()> {
+    berth_model::fargate::check_providers(providers).map_err(ControlError::invalid)?;
+    berth_model::fargate::check_strategy(strategy, providers, false).map_err(ControlError::invalid)
 }
 
 fn merge_settings(c: &mut Cluster, new: &[ClusterSetting]) {

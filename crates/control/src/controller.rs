@@ -4,7 +4,8 @@
 //! — no polling. Each look gathers the service's picture from the view, decides, and commits
 //! the new tasks, the stops and the service record in one transaction guarded by the
 //! revisions it read: a concurrent UpdateService or task report makes it look again, never
-//! act twice.
+//! act twice. A Fargate service's new tasks are not placed on instances: they are created
+//! PROVISIONING, each with the capacity provider its strategy gives it ([`crate::fargate`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Weak;
@@ -304,7 +305,28 @@ impl Control {
                 Some("TASK_DEFINITION") => td.tags.clone(),
                 _ => vec![],
             };
-            let p = if dec.launch_on.is_empty() {
+            let strategy = svc.capacity_provider_strategy.clone().unwrap_or_default();
+            let fargate = l.launch_type == "FARGATE" || !strategy.is_empty();
+            let p = if fargate {
+                // Fargate tasks are not placed on container instances: they are created
+                // PROVISIONING, each with the provider the strategy gives it after the
+                // service's live tasks, and wait for platform capacity.
+                l.launch_type = "FARGATE".into();
+                l.platform_version =
+                    berth_model::fargate::platform_version(svc.platform_version.as_deref())
+                        .ok()
+                        .map(str::to_string);
+                let providers = if strategy.is_empty() {
+                    vec![]
+                } else {
+                    let existing = self.live_tasks_by_provider(cluster, &tasks);
+                    crate::fargate::providers_for(&strategy, &existing, dec.launch)
+                };
+                let records: Vec<TaskRecord> = (0..dec.launch)
+                    .map(|i| self.new_fargate_task(&l, providers.get(i).map(String::as_str)))
+                    .collect();
+                self.plan_unplaced(&l, records)
+            } else if dec.launch_on.is_empty() {
                 let strategies = service_strategies(&svc)?;
                 let constraints = crate::tasks::check_constraints(
                     svc.placement_constraints.as_deref().unwrap_or_default(),
@@ -406,6 +428,30 @@ impl Control {
         }
         drop(planned);
         Ok(resp.succeeded.then_some(wake))
+    }
+}
+
+impl Control {
+    /// How many of a service's live tasks each capacity provider has.
+    fn live_tasks_by_provider(
+        &self,
+        cluster: &str,
+        tasks: &[TaskState],
+    ) -> std::collections::HashMap<String, usize> {
+        let d = self.view.data.read();
+        let mut out = std::collections::HashMap::new();
+        let Some(m) = d.tasks().get(cluster) else {
+            return out;
+        };
+        for t in tasks.iter().filter(|t| t.live) {
+            if let Some(p) = m
+                .get(&t.id)
+                .and_then(|e| e.record().task.capacity_provider_name)
+            {
+                *out.entry(p).or_insert(0) += 1;
+            }
+        }
+        out
     }
 }
 

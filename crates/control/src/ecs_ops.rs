@@ -171,6 +171,8 @@ ecs_command!(UpdateClusterSettingsRequest => UpdateClusterSettingsResponse,
 ecs_command!(PutClusterCapacityProvidersRequest => PutClusterCapacityProvidersResponse,
     "PutClusterCapacityProviders", put_cluster_capacity_providers,
     |r, c| c.on_cluster(&r.cluster));
+ecs_command!(DescribeCapacityProvidersRequest => DescribeCapacityProvidersResponse,
+    "DescribeCapacityProviders", describe_capacity_providers, |_r, _c| Access::any());
 
 impl Command<Control> for RegisterTaskDefinitionRequest {
     type Output = RegisterTaskDefinitionResponse;
@@ -359,6 +361,7 @@ crate::operation_table! {
         UpdateCluster => UpdateClusterRequest,
         UpdateClusterSettings => UpdateClusterSettingsRequest,
         PutClusterCapacityProviders => PutClusterCapacityProvidersRequest,
+        DescribeCapacityProviders => DescribeCapacityProvidersRequest,
         RegisterTaskDefinition => RegisterTaskDefinitionRequest,
         DescribeTaskDefinition => DescribeTaskDefinitionRequest,
         ListTaskDefinitions => ListTaskDefinitionsRequest,

@@ -23,6 +23,7 @@ pub mod command;
 pub mod controller;
 pub mod ecs_ops;
 pub mod error;
+pub mod fargate;
 pub mod housekeeping;
 pub mod iam;
 pub mod iam_managed;

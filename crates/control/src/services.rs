@@ -1,6 +1,7 @@
 //! Service operations: CreateService, UpdateService, DeleteService, DescribeServices,
 //! ListServices. They store what the user asked for (a new deployment when the task
-//! definition, placement, network or `forceNewDeployment` asks for one); the service
+//! definition, placement, network, capacity provider strategy, platform version or
+//! `forceNewDeployment` asks for one; Fargate's rules checked by [`crate::fargate`]); the service
 //! controller ([`crate::controller`]) does the rest. Counts are filled from the service's
 //! tasks when a service is returned.
 
@@ -93,22 +94,16 @@ fn check_propagate(p: Option<&str>) -> Result<()> {
     }
 }
 
-/// What CreateService and UpdateService refuse for now (load balancers, service registries,
-/// capacity providers) and a negative grace period.
+/// What CreateService and UpdateService refuse for now (load balancers, service registries)
+/// and a negative grace period.
 fn check_not_yet(
     load_balancers: Option<&[berth_model::wire::ecs::LoadBalancer]>,
     registries: Option<&[berth_model::wire::ecs::ServiceRegistry]>,
-    capacity: Option<&[berth_model::wire::ecs::CapacityProviderStrategyItem]>,
     grace: Option<i32>,
 ) -> Result<()> {
     if load_balancers.is_some_and(|l| !l.is_empty()) || registries.is_some_and(|l| !l.is_empty()) {
         return Err(ControlError::invalid(
             "Load balancers and service registries are not supported by berth yet.",
-        ));
-    }
-    if capacity.is_some_and(|c| !c.is_empty()) {
-        return Err(ControlError::invalid(
-            "Capacity provider strategies are not supported by berth yet; use launchType.",
         ));
     }
     if grace.is_some_and(|g| g < 0) {
@@ -267,24 +262,42 @@ impl Control {
             &td.def,
         )?;
         crate::tasks::check_network(&td.def, req.network_configuration.as_ref())?;
-        let launch_type = req.launch_type.clone().unwrap_or_else(|| "EC2".into());
-        match launch_type.as_str() {
-            "EC2" | "EXTERNAL" => {}
-            "FARGATE" => {
+        let resolved = crate::fargate::resolve(
+            &cl.value,
+            req.launch_type.as_deref(),
+            req.capacity_provider_strategy.as_deref(),
+        )?;
+        crate::fargate::check_assign_public_ip(req.network_configuration.as_ref())?;
+        let platform_version = if resolved.is_fargate() {
+            if daemon {
                 return Err(ControlError::invalid(
-                    "FARGATE capacity is not available in this berth installation yet.",
+                    "The daemon scheduling strategy is not supported with FARGATE launch type.",
                 ));
             }
-            other => {
-                return Err(ControlError::invalid(format!(
-                    "Invalid launchType: {other}."
-                )));
-            }
-        }
+            crate::fargate::check_launch(
+                &td.def,
+                (None, None),
+                req.network_configuration.as_ref(),
+                req.placement_constraints.as_deref().unwrap_or_default(),
+                req.placement_strategy.as_deref().unwrap_or_default(),
+                req.platform_version.as_deref(),
+            )?;
+            Some(
+                req.platform_version
+                    .clone()
+                    .unwrap_or_else(|| "LATEST".into()),
+            )
+        } else {
+            crate::fargate::check_no_platform_version(req.platform_version.as_deref())?;
+            None
+        };
+        // A strategy given (or the cluster's default) is what the service keeps; a launch
+        // type otherwise.
+        let by_strategy = !resolved.strategy.is_empty();
+        let launch_type = (!by_strategy).then(|| resolved.launch_type.clone());
         check_not_yet(
             req.load_balancers.as_deref(),
             req.service_registries.as_deref(),
-            req.capacity_provider_strategy.as_deref(),
             req.health_check_grace_period_seconds,
         )?;
         if let Some(dc) = &req.deployment_controller
@@ -309,7 +322,12 @@ impl Control {
             desired_count: Some(desired),
             running_count: Some(0),
             pending_count: Some(0),
-            launch_type: Some(launch_type),
+            launch_type,
+            capacity_provider_strategy: by_strategy.then(|| resolved.strategy.clone()),
+            platform_version: platform_version.clone(),
+            platform_family: platform_version
+                .as_ref()
+                .map(|_| berth_model::fargate::PLATFORM_FAMILY.to_string()),
             task_definition: td.def.task_definition_arn.clone(),
             deployment_configuration: Some(cfg),
             events: Some(vec![]),
@@ -394,9 +412,23 @@ impl Control {
         check_not_yet(
             req.load_balancers.as_deref(),
             req.service_registries.as_deref(),
-            req.capacity_provider_strategy.as_deref(),
             req.health_check_grace_period_seconds,
         )?;
+        crate::fargate::check_assign_public_ip(req.network_configuration.as_ref())?;
+        let cluster_rec = self
+            .view
+            .data
+            .read()
+            .clusters()
+            .get(&cname)
+            .map(|e| e.value.clone())
+            .ok_or(ControlError::ClusterNotFound)?;
+        let new_strategy = match req.capacity_provider_strategy.as_deref() {
+            Some(s) if !s.is_empty() => {
+                Some(crate::fargate::resolve(&cluster_rec, None, Some(s))?.strategy)
+            }
+            _ => None,
+        };
         let key = keys::service(&cname, &name);
         let rec = self
             .modify(
@@ -475,6 +507,31 @@ impl Control {
                         s.network_configuration = Some(n.clone());
                         redeploy = true;
                     }
+                    // A new strategy moves the service onto it (from a launch type too), in a
+                    // new deployment, as on ECS.
+                    if let Some(st) = &new_strategy
+                        && s.capacity_provider_strategy.as_ref() != Some(st)
+                    {
+                        s.capacity_provider_strategy = Some(st.clone());
+                        s.launch_type = None;
+                        redeploy = true;
+                    }
+                    let fargate = s.launch_type.as_deref() == Some("FARGATE")
+                        || s.capacity_provider_strategy.as_ref().is_some_and(|c| !c.is_empty());
+                    if let Some(v) = &req.platform_version
+                        && s.platform_version.as_ref() != Some(v)
+                    {
+                        if !fargate {
+                            crate::fargate::check_no_platform_version(Some(v))?;
+                        }
+                        s.platform_version = Some(v.clone());
+                        redeploy = true;
+                    }
+                    if fargate {
+                        s.platform_version.get_or_insert_with(|| "LATEST".into());
+                        s.platform_family =
+                            Some(berth_model::fargate::PLATFORM_FAMILY.to_string());
+                    }
                     if let Some(g) = req.health_check_grace_period_seconds {
                         s.health_check_grace_period_seconds = Some(g);
                     }
@@ -505,6 +562,16 @@ impl Control {
                             &td,
                         )?;
                         crate::tasks::check_network(&td, s.network_configuration.as_ref())?;
+                        if fargate {
+                            crate::fargate::check_launch(
+                                &td,
+                                (None, None),
+                                s.network_configuration.as_ref(),
+                                s.placement_constraints.as_deref().unwrap_or_default(),
+                                s.placement_strategy.as_deref().unwrap_or_default(),
+                                s.platform_version.as_deref(),
+                            )?;
+                        }
                         let at = self.now().as_secs_f64();
                         let dep = rollout::new_deployment(s, at);
                         let deps = s.deployments.get_or_insert_with(Vec::new);

@@ -167,6 +167,7 @@ fn fixtures(w: &World) -> BTreeMap<&'static str, (Value, String)> {
                 cluster.clone(),
             ),
         ),
+        ("DescribeCapacityProviders", (json!({}), any.clone())),
         (
             "RegisterTaskDefinition",
             (

@@ -3,6 +3,7 @@
 //! (callers pass the time in); ids come from a random source. Everything else depends on it.
 
 pub mod arn;
+pub mod fargate;
 pub mod payload;
 pub mod status;
 pub mod tags;

@@ -78,19 +78,9 @@ pub fn parse_memory_mib(s: &str) -> Option<i64> {
     (v > 0).then_some(v)
 }
 
-/// Whether (cpu units, memory MiB) is a Fargate task size.
+/// Whether (cpu units, memory MiB) is a Fargate task size (see [`crate::fargate::size_ok`]).
 pub fn fargate_size_ok(cpu: i64, mem: i64) -> bool {
-    let gib = 1024;
-    match cpu {
-        256 => [512, 1024, 2048].contains(&mem),
-        512 => (gib..=4 * gib).contains(&mem) && mem % gib == 0,
-        1024 => (2 * gib..=8 * gib).contains(&mem) && mem % gib == 0,
-        2048 => (4 * gib..=16 * gib).contains(&mem) && mem % gib == 0,
-        4096 => (8 * gib..=30 * gib).contains(&mem) && mem % gib == 0,
-        8192 => (16 * gib..=60 * gib).contains(&mem) && mem % (4 * gib) == 0,
-        16384 => (32 * gib..=120 * gib).contains(&mem) && mem % (8 * gib) == 0,
-        _ => false,
-    }
+    crate::fargate::size_ok(cpu, mem)
 }
 
 /// What one task of a definition reserves on a container instance.
@@ -538,21 +528,14 @@ pub fn normalize(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition, 
     {
         return err("Invalid 'memory' setting for task. The minimum is 6 MiB.");
     }
+    if let Some(size) = req.ephemeral_storage.as_ref().and_then(|e| e.size_in_gi_b) {
+        crate::fargate::check_ephemeral(size).map_err(TaskDefError)?;
+    }
     if fargate {
-        if mode != "awsvpc" {
-            return err("Fargate only supports network mode 'awsvpc'.");
-        }
-        let (Some(c), Some(m)) = (cpu, memory) else {
-            return err("Fargate requires that 'cpu' and 'memory' be defined at the task level.");
-        };
-        if !fargate_size_ok(c, m) {
-            return err(format!(
-                "No Fargate configuration exists for given values: {c} CPU, {m} memory. See the Amazon ECS documentation for the valid combinations."
-            ));
-        }
-        if containers.iter().any(|c| c.privileged == Some(true)) {
-            return err("Fargate does not support privileged containers.");
-        }
+        // Task-level rules first, as ECS orders them; the rest once the body is normalised.
+        let (c, m) = (cpu.map(|c| c.to_string()), memory.map(|m| m.to_string()));
+        crate::fargate::check_task_level(Some(mode), c.as_deref(), m.as_deref())
+            .map_err(TaskDefError)?;
     }
 
     let mut volume_names = BTreeSet::new();
@@ -573,9 +556,6 @@ pub fn normalize(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition, 
             return err(format!(
                 "Invalid host sourcePath '{p}' for volume '{n}'. It must be an absolute path."
             ));
-        }
-        if fargate && v.host.as_ref().is_some_and(|h| h.source_path.is_some()) {
-            return err("Fargate does not support host volumes with a sourcePath.");
         }
         // Network file systems and EBS attachments need storage berth does not have: refuse
         // them here rather than run the task on an empty scratch directory.
@@ -681,14 +661,8 @@ pub fn normalize(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition, 
             }
         }
     }
-    let mut compatibilities = vec!["EC2".to_string(), "EXTERNAL".to_string()];
-    let fargate_ok = mode == "awsvpc"
-        && matches!((cpu, memory), (Some(c), Some(m)) if fargate_size_ok(c, m))
-        && !containers.iter().any(|c| c.privileged == Some(true));
-    if fargate_ok {
-        compatibilities.push("FARGATE".to_string());
-    }
-    Ok(TaskDefinition {
+    let compatibilities = vec!["EC2".to_string(), "EXTERNAL".to_string()];
+    let mut body = TaskDefinition {
         family: Some(family.to_string()),
         container_definitions: Some(defs),
         task_role_arn: req.task_role_arn.clone(),
@@ -708,7 +682,18 @@ pub fn normalize(req: &RegisterTaskDefinitionRequest) -> Result<TaskDefinition, 
         runtime_platform: req.runtime_platform.clone(),
         enable_fault_injection: req.enable_fault_injection,
         ..Default::default()
-    })
+    };
+    // FARGATE is a compatibility when Fargate's rules hold; a definition that requires it
+    // is refused with the first rule it breaks.
+    match crate::fargate::check_definition(&body) {
+        Ok(()) => body
+            .compatibilities
+            .get_or_insert_with(Vec::new)
+            .push("FARGATE".to_string()),
+        Err(e) if fargate => return Err(TaskDefError(e)),
+        Err(_) => {}
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -802,6 +787,41 @@ mod tests {
             ..Default::default()
         }]);
         assert!(normalize(&r).is_ok());
+    }
+
+    #[test]
+    fn fargate_compatibility_follows_the_fargate_rules() {
+        let mut r = req(vec![container("a")]);
+        r.network_mode = Some("awsvpc".into());
+        r.cpu = Some("512".into());
+        r.memory = Some("1 GB".into());
+        let td = normalize(&r).unwrap();
+        assert!(td.compatibilities.unwrap().contains(&"FARGATE".to_string()));
+        // A privileged container: still an EC2 definition, but not a Fargate one.
+        let mut p = container("a");
+        p.privileged = Some(true);
+        r.container_definitions = Some(vec![p]);
+        let td = normalize(&r).unwrap();
+        assert!(!td.compatibilities.unwrap().contains(&"FARGATE".to_string()));
+        r.requires_compatibilities = Some(vec!["FARGATE".into()]);
+        let e = normalize(&r).unwrap_err();
+        assert!(e.0.contains("do not support privileged"), "{e}");
+        // Task-level rules come before the containers' (no container memory either).
+        let mut r = req(vec![ContainerDefinition {
+            memory: None,
+            ..container("a")
+        }]);
+        r.requires_compatibilities = Some(vec!["FARGATE".into()]);
+        r.network_mode = Some("awsvpc".into());
+        r.cpu = Some("256".into());
+        let e = normalize(&r).unwrap_err();
+        assert!(e.0.contains("'memory' be defined at the task level"), "{e}");
+        // Ephemeral storage out of range is refused for every definition.
+        let mut r = req(vec![container("a")]);
+        r.ephemeral_storage = Some(crate::wire::ecs::EphemeralStorage {
+            size_in_gi_b: Some(20),
+        });
+        assert!(normalize(&r).unwrap_err().0.contains("between 21 and 200"));
     }
 
     #[test]

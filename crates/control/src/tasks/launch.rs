@@ -7,7 +7,7 @@ use std::sync::Arc;
 use berth_model::status::{ContainerStatus, DesiredStatus, HealthStatus, TaskStatus};
 use berth_model::taskdef::{self, Requirements};
 use berth_model::wire::ecs::{
-    Attachment, Container, ContainerOverride, KeyValuePair, NetworkConfiguration,
+    Attachment, Container, ContainerOverride, EphemeralStorage, KeyValuePair, NetworkConfiguration,
     PlacementConstraint, PlacementStrategy, Tag, Task, TaskDefinition, TaskOverride,
 };
 use berth_scheduler as sched;
@@ -33,6 +33,8 @@ pub(crate) struct Launch {
     pub(crate) tags: Vec<Tag>,
     pub(crate) network: Option<NetworkConfiguration>,
     pub(crate) enable_execute_command: bool,
+    /// Fargate launches: the platform version resolved (`1.4.0`).
+    pub(crate) platform_version: Option<String>,
 }
 
 impl Launch {
@@ -49,6 +51,7 @@ impl Launch {
             tags: vec![],
             network: None,
             enable_execute_command: false,
+            platform_version: None,
         }
     }
 
@@ -64,6 +67,12 @@ impl Launch {
             attributes: self.req.attributes.clone(),
         }
     }
+}
+
+/// A new elastic network interface id, shaped as EC2 writes them (`eni-` and 17 hex digits).
+fn eni_id() -> String {
+    let u = berth_model::arn::new_uuid().replace('-', "");
+    format!("eni-{}", &u[..17])
 }
 
 fn reservation(r: &Requirements) -> Reservation {
@@ -322,16 +331,33 @@ impl Control {
             tags,
             network,
             enable_execute_command: enable_execute_command.unwrap_or(false),
+            platform_version: None,
             td,
         })
     }
 
     /// The task record for one placement.
-    pub(super) fn new_task(
+    pub(crate) fn new_task(
         &self,
         l: &Launch,
         instance: Option<(&str, &sched::Instance)>,
     ) -> TaskRecord {
+        self.new_task_with(l, instance, None)
+    }
+
+    /// A Fargate task of `l` (no instance: it waits PROVISIONING for platform capacity),
+    /// launched through `provider` when a strategy chose one.
+    pub(crate) fn new_fargate_task(&self, l: &Launch, provider: Option<&str>) -> TaskRecord {
+        self.new_task_with(l, None, provider)
+    }
+
+    fn new_task_with(
+        &self,
+        l: &Launch,
+        instance: Option<(&str, &sched::Instance)>,
+        provider: Option<&str>,
+    ) -> TaskRecord {
+        let fargate = l.launch_type == "FARGATE";
         let now = self.now();
         let id = berth_model::arn::new_id(now);
         let arn = self.part.task(&l.cluster, &id);
@@ -403,14 +429,23 @@ impl Control {
                 .and_then(|a| a.subnets.as_ref())
                 .and_then(|s| s.first().cloned())
                 .unwrap_or_default();
+            let mut details = vec![KeyValuePair {
+                name: Some("subnetId".into()),
+                value: Some(subnet),
+            }];
+            if fargate {
+                // The interface berth will make for the task; its MAC and address come from
+                // the node that attaches it.
+                details.push(KeyValuePair {
+                    name: Some("networkInterfaceId".into()),
+                    value: Some(eni_id()),
+                });
+            }
             vec![Attachment {
                 id: Some(berth_model::arn::new_uuid()),
                 r#type: Some("ElasticNetworkInterface".into()),
                 status: Some("PRECREATED".into()),
-                details: Some(vec![KeyValuePair {
-                    name: Some("subnetId".into()),
-                    value: Some(subnet),
-                }]),
+                details: Some(details),
             }]
         } else {
             vec![]
@@ -449,6 +484,24 @@ impl Control {
             health_status: Some(HealthStatus::Unknown.into()),
             ..Default::default()
         };
+        let mut task = task;
+        if fargate {
+            task.capacity_provider_name = provider.map(str::to_string);
+            task.platform_version = Some(
+                l.platform_version
+                    .clone()
+                    .unwrap_or_else(|| berth_model::fargate::PLATFORM_VERSION.into()),
+            );
+            task.platform_family = Some(berth_model::fargate::PLATFORM_FAMILY.into());
+            task.ephemeral_storage = Some(EphemeralStorage {
+                size_in_gi_b: Some(
+                    td.ephemeral_storage
+                        .as_ref()
+                        .and_then(|e| e.size_in_gi_b)
+                        .unwrap_or(berth_model::fargate::DEFAULT_EPHEMERAL_GIB),
+                ),
+            });
+        }
         TaskRecord {
             task,
             reserved: reservation(&l.req),

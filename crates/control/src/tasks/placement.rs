@@ -2,7 +2,8 @@
 //! the view's scheduler picture, which counts the placements in flight (see
 //! [`crate::view::PlanGuard`]), so concurrent RunTasks never oversubscribe an instance, then
 //! commit every new task in one transaction guarded by the allocation revisions of the
-//! instances placed on ([`crate::alloc`]).
+//! instances placed on ([`crate::alloc`]). A RunTask resolving to Fargate places nothing: its
+//! tasks are created PROVISIONING without an instance (see [`crate::fargate`]).
 
 use berth_model::wire::ecs::{
     ContainerInstance, Failure, RunTaskRequest, RunTaskResponse, StartTaskRequest,
@@ -171,6 +172,13 @@ impl Control {
         }
     }
 
+    /// Tasks of `l` not placed on any instance (Fargate's): a plan that claims nothing.
+    pub(crate) fn plan_unplaced(&self, l: &Launch, records: Vec<TaskRecord>) -> Planned {
+        let mut d = self.view.data.write();
+        let treq = l.sched_requirements();
+        self.planned(&mut d, l, &treq, vec![], records, vec![])
+    }
+
     /// One task of `l` on each of the named instances (ARNs or ids), where it fits.
     pub(crate) fn plan_on_instances(&self, l: &Launch, targets: &[String]) -> Planned {
         let mut d = self.view.data.write();
@@ -215,16 +223,15 @@ impl Control {
                 "count must be between 1 and {MAX_RUN_COUNT}."
             )));
         }
-        if req.launch_type.is_some()
-            && req
-                .capacity_provider_strategy
-                .as_ref()
-                .is_some_and(|c| !c.is_empty())
-        {
-            return Err(ControlError::invalid(
-                "Specifying both a launch type and capacity provider strategy is not supported.",
-            ));
-        }
+        let resolved = {
+            let cl = self.active_cluster(req.cluster.as_deref()).await?;
+            crate::fargate::resolve(
+                &cl.value,
+                req.launch_type.as_deref(),
+                req.capacity_provider_strategy.as_deref(),
+            )?
+        };
+        crate::fargate::check_assign_public_ip(req.network_configuration.as_ref())?;
         let strategies = check_strategies(req.placement_strategy.as_deref().unwrap_or_default())?;
         let l = self
             .prepare_launch(
@@ -233,7 +240,7 @@ impl Control {
                 req.overrides.clone(),
                 req.group.clone(),
                 req.started_by.clone(),
-                req.launch_type.clone(),
+                Some(resolved.launch_type.clone()),
                 req.tags.clone(),
                 req.network_configuration.clone(),
                 req.enable_execute_command,
@@ -243,17 +250,10 @@ impl Control {
             req.placement_constraints.as_deref().unwrap_or_default(),
             &l.td.def,
         )?;
-        if l.launch_type == "FARGATE" {
-            // Serverless capacity comes with the Fargate part of berth; until then say so the
-            // way ECS reports a launch that cannot be satisfied.
-            return Ok(RunTaskResponse {
-                tasks: Some(vec![]),
-                failures: Some(vec![task_failure(
-                    None,
-                    "FARGATE capacity is not available in this berth installation yet.",
-                )]),
-            });
+        if resolved.is_fargate() {
+            return self.run_fargate(req, l, &resolved, count as usize).await;
         }
+        crate::fargate::check_no_platform_version(req.platform_version.as_deref())?;
         let strategies = if strategies.is_empty() {
             sched::default_run_task_strategy()
         } else {
@@ -274,6 +274,52 @@ impl Control {
             }
         }
         Err(placement_contended())
+    }
+
+    /// RunTask resolving to Fargate: Fargate's checks, then the tasks created without an
+    /// instance, PROVISIONING, each with the provider the strategy gives it. They wait there
+    /// for platform capacity (the pool that runs them is a later part of berth).
+    async fn run_fargate(
+        &self,
+        req: RunTaskRequest,
+        mut l: Launch,
+        resolved: &crate::fargate::Resolved,
+        count: usize,
+    ) -> Result<RunTaskResponse> {
+        let version = crate::fargate::check_launch(
+            &l.td.def,
+            (l.overrides.cpu.as_deref(), l.overrides.memory.as_deref()),
+            l.network.as_ref(),
+            req.placement_constraints.as_deref().unwrap_or_default(),
+            req.placement_strategy.as_deref().unwrap_or_default(),
+            req.platform_version.as_deref(),
+        )?;
+        l.platform_version = Some(version.to_string());
+        let providers = if resolved.strategy.is_empty() {
+            vec![]
+        } else {
+            crate::fargate::providers_for(&resolved.strategy, &Default::default(), count)
+        };
+        let records: Vec<TaskRecord> = (0..count)
+            .map(|i| self.new_fargate_task(&l, providers.get(i).map(String::as_str)))
+            .collect();
+        let (compare, success) = create_ops(&l.cluster, &records)?;
+        let resp = self
+            .commit(Txn {
+                compare,
+                success,
+                failure: vec![],
+            })
+            .await?;
+        if !resp.succeeded {
+            return Err(ControlError::Server(
+                "A new task id collided with an existing one; try again.".into(),
+            ));
+        }
+        Ok(RunTaskResponse {
+            tasks: Some(records.into_iter().map(|r| r.task).collect()),
+            failures: Some(vec![]),
+        })
     }
 
     pub async fn start_task(&self, req: StartTaskRequest) -> Result<StartTaskResponse> {
