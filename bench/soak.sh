@@ -11,6 +11,9 @@
 #   BIN=path/to/berth   measure that binary (default: a release build of this tree)
 #   LIVE=12             tasks at once at most;  SEED=1  the churn's random choices
 #   STRICT_GLOBAL=1     also fail on machine-wide counts (only on a machine of your own)
+#   RETENTION=600       seconds STOPPED tasks are kept (berth's default is an hour: a shorter
+#                       one lets the run see memory settle once tasks are forgotten, so
+#                       what grows is a leak, not retained records)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-60}
@@ -35,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$BIN" up --listen 127.0.0.1:0 --data-dir "$WORK/berth" --log warn \
-  --local-node true --bridge-name "$BRIDGE" --bridge-subnet "$SUBNET" --container-stop-timeout 2 \
+  --local-node true --bridge-name "$BRIDGE" --bridge-subnet "$SUBNET" --container-stop-timeout 2 --stopped-task-retention "${RETENTION:-600}" \
   --image-pull-behavior prefer-cached --registry-create-on-push true 2>"$WORK/berth.log" & PIDS+=($!)
 BERTH_PID=$!
 for _ in $(seq 200); do [ -f "$WORK/berth/endpoint.json" ] && break; sleep 0.05; done

@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// their life; ECS's last about 6 hours).
     #[arg(long, env = "BERTH_TASK_CREDENTIALS_TTL")]
     pub task_credentials_ttl: Option<u64>,
+    /// Seconds STOPPED tasks stay visible (DescribeTasks, ListTasks) before they are
+    /// forgotten (ECS: at least an hour).
+    #[arg(long, env = "BERTH_STOPPED_TASK_RETENTION")]
+    pub stopped_task_retention: Option<u64>,
     /// `berth up`: run a local node (needs root) registered in the default cluster.
     #[arg(long, env = "BERTH_LOCAL_NODE")]
     pub local_node: Option<bool>,
@@ -171,6 +175,7 @@ pub struct FileConfig {
     pub http_header_timeout: Option<u64>,
     pub service_task_healthy_after: Option<u64>,
     pub task_credentials_ttl: Option<u64>,
+    pub stopped_task_retention: Option<u64>,
     pub local_node: Option<bool>,
     pub zone: Option<String>,
     pub bridge_subnet: Option<String>,
@@ -223,6 +228,7 @@ pub struct Config {
     pub http: berth_api::serve::Limits,
     pub service_task_healthy_after: u64,
     pub task_credentials_ttl: u64,
+    pub stopped_task_retention: u64,
     pub local_node: bool,
     pub zone: Option<String>,
     pub bridge_subnet: (std::net::Ipv4Addr, u8),
@@ -472,6 +478,16 @@ impl ServeArgs {
                 t @ 20..=43_200 => t,
                 t => anyhow::bail!(
                     "task credentials TTL {t} s: between 20 s and 43200 s (12 hours) is needed"
+                ),
+            },
+            stopped_task_retention: match self
+                .stopped_task_retention
+                .or(file.stopped_task_retention)
+                .unwrap_or(3600)
+            {
+                t @ 60..=604_800 => t,
+                t => anyhow::bail!(
+                    "stopped task retention {t} s: between 60 s and 604800 s (7 days) is needed"
                 ),
             },
             service_task_healthy_after: self

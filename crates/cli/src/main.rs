@@ -411,6 +411,7 @@ async fn serve(cfg: Config, clock: berth_clock::Clock) -> anyhow::Result<()> {
             ),
             agent_endpoint: cfg.agent_endpoint.clone(),
             task_credentials_ttl: std::time::Duration::from_secs(cfg.task_credentials_ttl),
+            stopped_task_retention: std::time::Duration::from_secs(cfg.stopped_task_retention),
             clock,
         },
         store.clone(),

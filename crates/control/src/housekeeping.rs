@@ -1,4 +1,5 @@
-//! Periodic housekeeping: forget STOPPED tasks once ECS would (an hour after they stop), and
+//! Periodic housekeeping: forget STOPPED tasks once ECS would (an hour after they stop, or
+//! [`crate::ControlConfig::stopped_task_retention`]), and
 //! compact the store's history so that it does not grow without bound. Both are ordinary
 //! store transactions; the loop holds only a weak reference and ends with the control plane.
 
@@ -10,7 +11,7 @@ use berth_store::{Compare, Op, Txn};
 
 use crate::{Control, Result, keys};
 
-/// How long STOPPED tasks stay visible (ECS keeps them for at least an hour).
+/// How long STOPPED tasks stay visible by default (ECS keeps them for at least an hour).
 pub const STOPPED_TASK_RETENTION_SECS: f64 = 3600.0;
 /// Revisions of history kept for watchers that reconnect.
 pub const HISTORY_KEPT: i64 = 100_000;
@@ -70,7 +71,10 @@ impl Control {
                 tick.tick().await;
                 let Some(c) = this.upgrade() else { return };
                 match c
-                    .reap_stopped_tasks(c.now().as_secs_f64(), STOPPED_TASK_RETENTION_SECS)
+                    .reap_stopped_tasks(
+                        c.now().as_secs_f64(),
+                        c.stopped_task_retention.as_secs_f64(),
+                    )
                     .await
                 {
                     Ok(0) => {}

@@ -70,6 +70,9 @@ pub struct ControlConfig {
     /// How long the credentials handed to a task for its task role last; they are renewed
     /// at half their life. ECS's last about 6 hours.
     pub task_credentials_ttl: std::time::Duration,
+    /// How long STOPPED tasks stay visible before housekeeping forgets them (ECS keeps them
+    /// for at least an hour).
+    pub stopped_task_retention: std::time::Duration,
     /// Where the control plane reads the time (its records' timestamps, ids, session and
     /// token lifetimes, and all its timers). The default is the machine's.
     pub clock: Clock,
@@ -84,6 +87,9 @@ impl Default for ControlConfig {
             service_task_healthy_after: std::time::Duration::from_secs(40),
             agent_endpoint: None,
             task_credentials_ttl: std::time::Duration::from_secs(6 * 3600),
+            stopped_task_retention: std::time::Duration::from_secs_f64(
+                housekeeping::STOPPED_TASK_RETENTION_SECS,
+            ),
             clock: Clock::system(),
         }
     }
@@ -121,6 +127,8 @@ pub struct Control {
     session_key: Vec<u8>,
     /// See [`ControlConfig::task_credentials_ttl`].
     task_credentials_ttl: std::time::Duration,
+    /// See [`ControlConfig::stopped_task_retention`].
+    stopped_task_retention: std::time::Duration,
     /// Role policies, parsed.
     policy_cache: iam::PolicyCache,
 }
@@ -133,6 +141,7 @@ impl Control {
         let c = Arc::new(Control {
             session_key,
             task_credentials_ttl: cfg.task_credentials_ttl,
+            stopped_task_retention: cfg.stopped_task_retention,
             policy_cache: Default::default(),
             store,
             view,

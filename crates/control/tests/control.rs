@@ -338,6 +338,61 @@ async fn stopped_tasks_are_forgotten_after_retention() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_retention_of_stopped_tasks_is_a_setting() {
+    let cfg = ControlConfig {
+        stopped_task_retention: std::time::Duration::from_secs(300),
+        ..patient_cfg()
+    };
+    let c = Control::open(cfg, Arc::new(MemStore::new())).await.unwrap();
+    c.create_cluster(CreateClusterRequest {
+        cluster_name: Some("c".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.register_task_definition(td("w", 1), "me").await.unwrap();
+    instance(&c, "c", 1024).await;
+    let run = c
+        .run_task(RunTaskRequest {
+            cluster: Some("c".into()),
+            task_definition: Some("w".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t = run.tasks.unwrap()[0].task_arn.clone().unwrap();
+    c.submit_task_state_change(berth_model::wire::ecs::SubmitTaskStateChangeRequest {
+        cluster: Some("c".into()),
+        task: Some(t.clone()),
+        status: Some("STOPPED".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let listed = async || {
+        c.list_tasks(ListTasksRequest {
+            cluster: Some("c".into()),
+            desired_status: Some("STOPPED".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .task_arns
+        .unwrap()
+        .len()
+    };
+    // Housekeeping runs every minute; the sleeps end between its runs.
+    tokio::time::sleep(std::time::Duration::from_secs(300 - 30)).await;
+    assert_eq!(listed().await, 1, "kept for the five minutes");
+    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    assert_eq!(
+        listed().await,
+        0,
+        "forgotten after five minutes, not an hour"
+    );
+}
+
 /// The agent feed: a task placed on an instance arrives as an ACS payload, then its desired
 /// status change; a task reported STOPPED leaves the feed; a reconnecting agent gets the
 /// unfinished tasks first.
