@@ -247,6 +247,7 @@ json_ops!(ecs_op, berth_model::wire::ecs, {
     UpdateCluster => UpdateClusterRequest,
     UpdateClusterSettings => UpdateClusterSettingsRequest,
     PutClusterCapacityProviders => PutClusterCapacityProvidersRequest,
+    DescribeCapacityProviders => DescribeCapacityProvidersRequest,
     DescribeTaskDefinition => DescribeTaskDefinitionRequest,
     ListTaskDefinitions => ListTaskDefinitionsRequest,
     ListTaskDefinitionFamilies => ListTaskDefinitionFamiliesRequest,
@@ -788,4 +789,22 @@ pub fn fuzz_tokens(data: &[u8]) {
     assert_eq!(c.scopes, Some(scopes));
     assert_eq!(token::verify(&[8u8; 32], &t, now), None, "another key");
     assert_eq!(token::verify(&key, &t, exp), None, "expired");
+}
+
+#[cfg(test)]
+mod table_tests {
+    /// The awsjson target decodes every operation the ECS and ECR tables answer (its list is
+    /// a copy, so a new operation must be added here too).
+    #[test]
+    fn the_awsjson_target_covers_every_operation() {
+        for op in berth_control::ecs_ops::ecs::OPERATIONS {
+            assert!(
+                *op == "RegisterTaskDefinition" || super::ecs_op(op, b"{}"),
+                "ECS {op} is not fuzzed"
+            );
+        }
+        for op in berth_registry::ecr_ops::ecr::OPERATIONS {
+            assert!(super::ecr_op(op, b"{}"), "ECR {op} is not fuzzed");
+        }
+    }
 }
